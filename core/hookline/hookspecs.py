@@ -1,0 +1,93 @@
+"""The hookline plugin contract.
+
+A plugin is a module registered under the `hookline` entry-point group:
+
+    [project.entry-points.hookline]
+    my_plugin = "my_package"
+
+It implements any of the hooks below as plain functions decorated with
+`hookline.hookimpl`. Every hook is called synchronously on the trio thread: keep them
+fast and never block (hand slow work to a thread or a trio task of your own).
+
+Providers and tool sets are collected once at start-up. Observers are called for every
+call; an observer that raises is logged and skipped, it never breaks the call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .events import CallEvent, CallRecord
+    from .providers import CallInfo, ProviderSpec
+    from .runtime import Runtime
+    from .tools import ToolSet
+
+PROJECT = "hookline"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def hookline_providers() -> Sequence[ProviderSpec]:
+    """Return the providers this plugin offers.
+
+    Called once when plugins are loaded, with no arguments. Each `ProviderSpec` names a
+    kind (telephony, stt, llm, tts), a name the config uses, the msgspec Struct of its
+    settings and a factory. Two plugins offering the same kind and name is an error at
+    start-up. All results are collected (not first-result).
+    """
+
+
+@hookspec
+def hookline_toolsets() -> Sequence[ToolSet]:
+    """Return the tool sets this plugin offers.
+
+    Called once when plugins are loaded. A tool set is enabled when `[providers] tools`
+    lists its name; its `[tools.<name>]` section is decoded with `ToolSet.settings` and
+    `ToolSet.create(settings, runtime)` builds its tools. Tool names must be unique across
+    enabled sets. All results are collected.
+    """
+
+
+@hookspec
+def hookline_runtime_started(runtime: Runtime) -> None:
+    """The runtime is built and about to take calls.
+
+    `runtime.config` is the decoded config. Observers open their sinks here (the
+    analytics plugin opens DuckDB). Raising aborts start-up with the error shown.
+    """
+
+
+@hookspec
+def hookline_runtime_stopping(runtime: Runtime) -> None:
+    """The runtime is shutting down after its last call ended: flush and close sinks.
+
+    It may block briefly (it runs after calls are drained).
+    """
+
+
+@hookspec
+def hookline_call_started(call: CallInfo, started: float) -> None:
+    """A call was admitted and its engine is starting. `started` is wall-clock UNIX time."""
+
+
+@hookspec
+def hookline_call_event(call: CallInfo, event: CallEvent) -> None:
+    """Something happened in a call: one of the typed events in `hookline.events`.
+
+    Called on the hot path of the call: do not block, do not do I/O here; queue.
+    """
+
+
+@hookspec
+def hookline_call_ended(call: CallInfo, record: CallRecord) -> None:
+    """A call ended (for any reason). `record` holds its turns, usage and end reason.
+
+    Called exactly once per call that reached `hookline_call_started`, and also for
+    calls rejected before they started (end_reason "rejected:<why>").
+    """

@@ -1,0 +1,273 @@
+"""The runtime: one per process. Resolves the config against the plugins, builds the
+chosen providers and tools, caches fixed phrases, admits calls and runs each one.
+
+Telephony plugins see it as a `CallHandler`; provider factories receive it to read
+secrets (`runtime.secret`) and shared settings (`runtime.config.agent`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import trio
+
+from .audio import MULAW_8K
+from .config import Config, Secrets, decode_section, secret_keys
+from .errors import ConfigError, MissingSecret, PluginError
+from .events import CallEvent, CallRecord, TelephonyStatus
+from .plugins import Plugins
+from .providers import LLM, STT, TTS, CallInfo, CallLeg, ProviderKind, Telephony
+from .tools import Tool
+
+__all__ = ["KINDS", "Resolved", "Runtime", "new_call_id", "resolve"]
+
+log = logging.getLogger("hookline.runtime")
+
+KINDS: tuple[ProviderKind, ...] = ("telephony", "stt", "llm", "tts")
+
+
+def new_call_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+@dataclass
+class Resolved:
+    """The config checked against the installed plugins: decoded settings per choice."""
+
+    provider_settings: dict[ProviderKind, msgspec.Struct] = field(default_factory=dict)
+    toolset_settings: dict[str, msgspec.Struct | None] = field(default_factory=dict)
+
+
+def resolve(config: Config, plugins: Plugins) -> Resolved:
+    """Check that every chosen provider and tool set exists and decode its section."""
+    file = config.path or None
+    resolved = Resolved()
+    for kind in KINDS:
+        chosen = getattr(config.providers, kind)
+        sections: dict[str, Any] = getattr(config, kind)
+        for name in sections:
+            if plugins.provider(kind, name) is None:
+                raise ConfigError(
+                    f"no {kind} provider called {name!r} is installed "
+                    f"(installed: {', '.join(plugins.names(kind)) or 'none'})",
+                    file=file,
+                    key=f"{kind}.{name}",
+                )
+        spec = plugins.provider(kind, chosen)
+        if spec is None:
+            raise ConfigError(
+                f"no {kind} provider called {chosen!r} is installed "
+                f"(installed: {', '.join(plugins.names(kind)) or 'none'}; "
+                f"see `hookline plugins`)",
+                file=file,
+                key=f"providers.{kind}",
+            )
+        settings = decode_section(config, f"{kind}.{chosen}", sections.get(chosen), spec.settings)
+        resolved.provider_settings[kind] = settings
+    for name in config.tools:
+        if name not in config.providers.tools:
+            raise ConfigError(
+                f"section [tools.{name}] is for a tool set not listed in providers.tools",
+                file=file,
+                key=f"tools.{name}",
+            )
+    for i, name in enumerate(config.providers.tools):
+        ts = plugins.toolsets.get(name)
+        if ts is None:
+            raise ConfigError(
+                f"no tool set called {name!r} is installed "
+                f"(installed: {', '.join(sorted(plugins.toolsets)) or 'none'})",
+                file=file,
+                key=f"providers.tools[{i}]",
+            )
+        raw = config.tools.get(name)
+        if ts.settings is None:
+            if raw:
+                raise ConfigError(
+                    f"tool set {name!r} takes no settings", file=file, key=f"tools.{name}"
+                )
+            resolved.toolset_settings[name] = None
+        else:
+            resolved.toolset_settings[name] = decode_section(
+                config, f"tools.{name}", raw, ts.settings
+            )
+    return resolved
+
+
+def missing_secrets(config: Config, plugins: Plugins, resolved: Resolved, secrets: Secrets) -> list[MissingSecret]:
+    """Every `*_env` secret that the chosen providers and tools need and the env lacks."""
+    out = []
+    for kind, settings in resolved.provider_settings.items():
+        chosen = getattr(config.providers, kind)
+        for fld, env in secret_keys(settings).items():
+            if secrets.optional(env) is None:
+                out.append(MissingSecret(env, key=f"{kind}.{chosen}.{fld}", file=config.path))
+    for name, settings in resolved.toolset_settings.items():
+        if settings is not None:
+            for fld, env in secret_keys(settings).items():
+                if secrets.optional(env) is None:
+                    out.append(MissingSecret(env, key=f"tools.{name}.{fld}", file=config.path))
+    return out
+
+
+class Runtime:
+    """Builds providers and tools from a config and runs calls. Use `await runtime.start()`
+    once inside trio before taking calls, and `runtime.stop()` after the last one."""
+
+    def __init__(
+        self,
+        config: Config,
+        plugins: Plugins,
+        *,
+        secrets: Secrets | None = None,
+        providers: Mapping[ProviderKind, Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.plugins = plugins
+        self.secrets = secrets or Secrets()
+        self.thread_limiter = trio.CapacityLimiter(16)
+        self.resolved = resolve(config, plugins)
+        built: dict[ProviderKind, Any] = dict(providers or {})
+        for kind in KINDS:
+            if kind not in built:
+                spec = plugins.provider(kind, getattr(config.providers, kind))
+                assert spec is not None  # resolve() checked
+                built[kind] = spec.create(self.resolved.provider_settings[kind], self)
+        self.telephony: Telephony = built["telephony"]
+        self.stt: STT = built["stt"]
+        self.llm: LLM = built["llm"]
+        self.tts: TTS = built["tts"]
+        self.provider_names = {k: getattr(config.providers, k) for k in KINDS}
+        self.tools: dict[str, Tool] = {}
+        for name, settings in self.resolved.toolset_settings.items():
+            for t in plugins.toolsets[name].create(settings, self):
+                if t.name in self.tools:
+                    raise PluginError(f"tool {t.name!r} is offered by two enabled tool sets")
+                self.tools[t.name] = t
+        self.phrases: dict[str, bytes] = {}
+        self.active_calls = 0
+        self.draining = False
+        self._call_scopes: set[trio.CancelScope] = set()
+        self._idle = trio.Event()
+        self._idle.set()
+
+    # ----------------------------------------------------------------- set-up
+
+    def secret(self, env_var: str, *, key: str | None = None) -> str:
+        """A secret from the environment; MissingSecret (naming `key`) when unset."""
+        return self.secrets.get(env_var, key=key, file=self.config.path or None)
+
+    async def start(self) -> None:
+        """Synthesize the fixed phrases once and tell observers the runtime is up."""
+        await self.cache_phrases()
+        self.plugins.pm.hook.hookline_runtime_started(runtime=self)
+
+    async def cache_phrases(self) -> None:
+        agent = self.config.agent
+        texts = {
+            agent.greeting, agent.goodbye, agent.reprompt, agent.apology,
+            agent.fallback_line, agent.transfer_announcement, *agent.fillers,
+        }  # fmt: skip
+        missing = [t for t in texts if t and t not in self.phrases]
+
+        async def one(text: str) -> None:
+            self.phrases[text] = await self.tts.synthesize(text, MULAW_8K)
+
+        async with trio.open_nursery() as nursery:
+            for text in missing:
+                nursery.start_soon(one, text)
+        log.info("cached %d phrases", len(missing))
+
+    def stop(self) -> None:
+        self.plugins.pm.hook.hookline_runtime_stopping(runtime=self)
+
+    # ----------------------------------------------------------------- calls
+
+    def try_admit(self) -> bool:
+        if self.draining or self.active_calls >= self.config.server.max_concurrent_calls:
+            return False
+        self.active_calls += 1
+        self._idle = trio.Event() if self.active_calls == 1 else self._idle
+        return True
+
+    def release(self) -> None:
+        self.active_calls -= 1
+        if self.active_calls == 0:
+            self._idle.set()
+
+    async def run_call(self, leg: CallLeg) -> CallRecord:
+        """Run one admitted call to its end (the slot is released here)."""
+        from .engine.call import CallSession
+
+        try:
+            session = CallSession(self, leg)
+            with trio.CancelScope() as scope:
+                self._call_scopes.add(scope)
+                try:
+                    return await session.run()
+                finally:
+                    self._call_scopes.discard(scope)
+        finally:
+            self.release()
+
+    def record_rejected(self, info: CallInfo, reason: str) -> None:
+        now = time.time()
+        record = CallRecord(
+            call_id=info.call_id,
+            provider_call_id=info.provider_call_id,
+            from_number=info.from_number,
+            to_number=info.to_number,
+            started=now,
+            ended=now,
+            end_reason=f"rejected:{reason}",
+            providers=dict(self.provider_names),
+        )
+        self.call_ended(info, record)
+
+    def record_status(self, provider_call_id: str, fields: Mapping[str, str]) -> None:
+        info = CallInfo(call_id="", provider_call_id=provider_call_id)
+        self.notify(info, TelephonyStatus(t=trio.current_time(), fields=dict(fields)))
+
+    async def drain(self, timeout: float) -> None:
+        """Stop admitting; give active calls `timeout` seconds, then end them gracefully."""
+        self.draining = True
+        with trio.move_on_after(timeout):
+            await self._idle.wait()
+        for session in list(self.sessions):
+            session.request_shutdown()
+        with trio.move_on_after(self.config.policy.apology_timeout_s + 2):
+            await self._idle.wait()
+        for scope in list(self._call_scopes):
+            scope.cancel()
+        await self._idle.wait()
+
+    @property
+    def sessions(self) -> list[Any]:
+        from .engine.call import CallSession
+
+        return list(CallSession.live)
+
+    # ----------------------------------------------------------------- observers
+
+    def call_started(self, info: CallInfo, started: float) -> None:
+        self._observe("hookline_call_started", call=info, started=started)
+
+    def notify(self, info: CallInfo, event: CallEvent) -> None:
+        self._observe("hookline_call_event", call=info, event=event)
+
+    def call_ended(self, info: CallInfo, record: CallRecord) -> None:
+        self._observe("hookline_call_ended", call=info, record=record)
+
+    def _observe(self, hook: str, **kwargs: Any) -> None:
+        # Each observer separately: one that raises is logged and the others still run.
+        for impl in getattr(self.plugins.pm.hook, hook).get_hookimpls():
+            try:
+                impl.function(**{a: kwargs[a] for a in impl.argnames})
+            except Exception:
+                log.exception("observer %s.%s failed", impl.plugin_name, hook)
