@@ -1,0 +1,107 @@
+"""`[tools.calendar_google]`: the shop's rules and where its schedule lives."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Literal
+
+import msgspec
+
+__all__ = ["WEEKDAYS", "CalendarSettings", "parse_hours"]
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_SPAN = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+
+
+def parse_hours(value: str | list[str]) -> list[tuple[dt.time, dt.time]]:
+    """'07:30-18:00' (or a list of such spans, for a lunch break) -> [(open, close)]."""
+    spans = [value] if isinstance(value, str) else value
+    out = []
+    for span in spans:
+        if span.strip().lower() == "closed":
+            continue
+        m = _SPAN.match(span)
+        if not m:
+            raise ValueError(f"opening hours {span!r} should look like '07:30-18:00'")
+        h1, m1, h2, m2 = map(int, m.groups())
+        if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59 or (h2 == 24 and m2):
+            raise ValueError(f"opening hours {span!r} is not a valid time span")
+        close = dt.time.max if h2 == 24 else dt.time(h2, m2)
+        if close <= dt.time(h1, m1):
+            raise ValueError(f"opening hours {span!r} close before they open")
+        out.append((dt.time(h1, m1), close))
+    return sorted(out)
+
+
+class CalendarSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The shop's scheduling rules and its calendar backend.
+
+    `backend = "google"` keeps appointments in a Google Calendar (OAuth refresh token from
+    `client_id_env`/`client_secret_env`/`refresh_token_env`, or a service-account key file
+    named by `service_account_file_env`); `backend = "local"` keeps them in a DuckDB file.
+    """
+
+    backend: Literal["google", "local"] = "google"
+    calendar_id: str = "primary"
+    timezone: str | None = None  # IANA name; defaults to [agent] timezone
+    # Weekday ("mon".."sun") -> "07:30-18:00", or a list of spans; a missing day is closed.
+    hours: dict[str, str | list[str]] = msgspec.field(
+        default_factory=lambda: {d: "08:00-17:00" for d in WEEKDAYS[:5]}
+    )
+    closures: list[dt.date] = []
+    # Service name -> duration in minutes.
+    services: dict[str, int] = msgspec.field(default_factory=lambda: {"appointment": 60})
+    bays: int = 1  # how many jobs can run at once
+    min_lead_minutes: int = 60
+    max_days_ahead: int = 60
+    slot_minutes: int = 15  # start times fall on this grid from the opening time
+    max_slots: int = 5  # how many start times check_availability offers
+
+    # Google backend.
+    client_id_env: str = "GOOGLE_CLIENT_ID"
+    client_secret_env: str = "GOOGLE_CLIENT_SECRET"
+    refresh_token_env: str = "GOOGLE_REFRESH_TOKEN"
+    service_account_file_env: str = ""  # e.g. "GOOGLE_APPLICATION_CREDENTIALS"
+    api_endpoint: str = "https://www.googleapis.com/calendar/v3/"
+    token_uri: str = "https://oauth2.googleapis.com/token"
+    request_timeout_s: float = 8.0
+    rate_limit_retries: int = 3
+    rate_limit_backoff_s: float = 0.5  # doubles per retry, capped by backoff_max_s
+    backoff_max_s: float = 4.0
+
+    # Local backend, relative to the config file.
+    database: str = "data/calendar.duckdb"
+
+    def __post_init__(self) -> None:
+        if self.timezone is not None:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(self.timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(
+                    f"timezone: unknown time zone {self.timezone!r} (use e.g. 'America/Chicago')"
+                ) from None
+        for day, value in self.hours.items():
+            if day not in WEEKDAYS:
+                raise ValueError(f"hours: unknown weekday {day!r} (use {', '.join(WEEKDAYS)})")
+            parse_hours(value)
+        if not self.services:
+            raise ValueError("services: list at least one service with its minutes")
+        for name, minutes in self.services.items():
+            if minutes <= 0 or minutes > 24 * 60:
+                raise ValueError(f"services: {name!r} must take 1 to 1440 minutes")
+        if self.bays < 1:
+            raise ValueError("bays must be at least 1")
+        if not 1 <= self.slot_minutes <= 240:
+            raise ValueError("slot_minutes must be between 1 and 240")
+        if self.min_lead_minutes < 0 or self.max_days_ahead < 1 or self.max_slots < 1:
+            raise ValueError("min_lead_minutes >= 0, max_days_ahead >= 1 and max_slots >= 1")
+        # Secrets the chosen auth does not use are cleared, so that `hookline check`
+        # (which asks for every non-empty `*_env`) does not demand them.
+        if self.backend == "local":
+            self.client_id_env = self.client_secret_env = self.refresh_token_env = ""
+            self.service_account_file_env = ""
+        elif self.service_account_file_env:
+            self.client_id_env = self.client_secret_env = self.refresh_token_env = ""

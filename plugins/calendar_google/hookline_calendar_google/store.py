@@ -1,0 +1,38 @@
+"""What a backend does: store and query bookings. The scheduling rules live elsewhere
+(schedule.py) and the booking protocol (lock, verify, idempotency) in tools.py, so both
+backends behave the same by construction."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Protocol
+
+from .schedule import Booking
+
+__all__ = ["Store"]
+
+
+class Store(Protocol):
+    """Failures are raised as hookline's provider errors (`ProviderUnavailable`, ...)."""
+
+    async def bookings(self, lo: dt.datetime, hi: dt.datetime) -> list[Booking]:
+        """Every live (not cancelled) event overlapping [lo, hi), start order."""
+        ...
+
+    async def by_phone(self, phone: str, after: dt.datetime) -> list[Booking]:
+        """Live bookings made for `phone` that end after `after`, start order."""
+        ...
+
+    async def get(self, booking_id: str) -> Booking | None:
+        """One booking, cancelled ones included; None when there is no such id."""
+        ...
+
+    async def insert(self, booking: Booking) -> Booking | None:
+        """Store a booking under its id; None when that id exists (even cancelled)."""
+        ...
+
+    async def cancel(self, booking_id: str) -> bool:
+        """Cancel a booking (its id stays taken); False when it was already gone."""
+        ...
+
+    async def aclose(self) -> None: ...
