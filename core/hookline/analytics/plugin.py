@@ -1,0 +1,126 @@
+"""The built-in analytics observer: every call's story into DuckDB.
+
+Registered through the `hookline` entry-point group like any third-party plugin.
+
+The call hooks (`hookline_call_started`, `_event`, `_ended`) carry no runtime, and one
+process may hold several runtimes (tests do), each with its own config and database. So
+when a runtime starts, this module registers a `RuntimeSink` (an object whose methods are
+the call hooks) into that runtime's own plugin manager: its calls reach its sink and no
+other, and nothing is shared between runtimes but the writer of a database file they both
+name. The sink's hooks only put objects on the writer's queue: no I/O on the trio thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..errors import PluginError
+from ..events import CallEvent, CallRecord
+from ..hookspecs import hookimpl
+from ..providers import CallInfo
+from .rows import Privacy, Shaper
+from .writer import Writer, acquire, release
+
+if TYPE_CHECKING:
+    from ..runtime import Runtime
+
+__all__ = ["RuntimeSink", "sink_for"]
+
+log = logging.getLogger("hookline.analytics")
+
+_SINK_PREFIX = "hookline.analytics.sink"
+_sinks: weakref.WeakKeyDictionary[Runtime, RuntimeSink] = weakref.WeakKeyDictionary()
+
+
+class RuntimeSink:
+    """One runtime's connection to its database writer; its methods are the call hooks."""
+
+    def __init__(self, writer: Writer, shaper: Shaper) -> None:
+        self.writer = writer
+        self.shaper = shaper
+
+    @hookimpl
+    def hookline_call_started(self, call: CallInfo, started: float) -> None:
+        self.writer.call_started(self.shaper, call, started)
+
+    @hookimpl
+    def hookline_call_event(self, call: CallInfo, event: CallEvent) -> None:
+        self.writer.call_event(self.shaper, call, event)
+
+    @hookimpl
+    def hookline_call_ended(self, call: CallInfo, record: CallRecord) -> None:
+        self.writer.call_ended(self.shaper, call, record)
+
+    def flush(self, timeout: float | None = 30.0) -> bool:
+        """Block until what was queued so far is written (not for the trio thread)."""
+        return self.writer.flush(timeout)
+
+    async def wait_flushed(self) -> None:
+        """Wait, off the trio thread, until what was queued so far is written."""
+        await trio.to_thread.run_sync(self.writer.flush)
+
+
+def sink_for(runtime: Runtime) -> RuntimeSink | None:
+    """The analytics sink of a started runtime (None when analytics is off)."""
+    return _sinks.get(runtime)
+
+
+def _shaper(runtime: Runtime) -> Shaper:
+    cfg = runtime.config.analytics
+    salt = b""
+    if cfg.caller_numbers == "hashed":
+        # MissingSecret names the key and the variable: start-up stops with one line.
+        salt = runtime.secret(cfg.hash_salt_env, key="analytics.hash_salt_env").encode()
+    models = {}
+    for kind, settings in runtime.resolved.provider_settings.items():
+        model = getattr(settings, "model", None)
+        if isinstance(model, str) and model:
+            models[kind] = model
+    return Shaper(
+        privacy=Privacy(numbers=cfg.caller_numbers, salt=salt, transcripts=cfg.transcripts),
+        prices=runtime.config.prices,
+        providers={k: str(v) for k, v in runtime.provider_names.items()},
+        models=models,
+        store_events=cfg.events,
+    )
+
+
+@hookimpl
+def hookline_runtime_started(runtime: Runtime) -> None:
+    """Open (create, migrate, recover) the database and attach a sink to this runtime."""
+    cfg = runtime.config.analytics
+    if not cfg.enabled or runtime in _sinks:
+        return
+    pm = runtime.plugins.pm
+    if any(name.startswith(_SINK_PREFIX) for name, _ in pm.list_name_plugin()):
+        raise PluginError(
+            "two running runtimes share one plugin manager: give each Runtime its own "
+            "Plugins (hookline.plugins.discover()) so each call is recorded once"
+        )
+    shaper = _shaper(runtime)
+    writer = acquire(runtime.config.resolve_path(cfg.database), where=runtime.config.path)
+    sink = RuntimeSink(writer, shaper)
+    pm.register(sink, name=f"{_SINK_PREFIX}.{id(runtime):x}")
+    _sinks[runtime] = sink
+    log.info("analytics: recording calls in %s", writer.path)
+
+
+@hookimpl
+def hookline_runtime_stopping(runtime: Runtime) -> None:
+    """Flush pending rows and close the database (when no other runtime still uses it)."""
+    detach(runtime)
+
+
+def detach(runtime: Runtime, *, abandon: bool = False) -> None:
+    """Detach this runtime's sink; `abandon=True` drops pending rows as a crash would."""
+    sink = _sinks.pop(runtime, None)
+    if sink is None:
+        return
+    runtime.plugins.pm.unregister(sink)
+    if sink.writer.dropped_events:
+        log.warning("analytics: %d events were dropped under load", sink.writer.dropped_events)
+    release(sink.writer, abandon=abandon)

@@ -1,0 +1,256 @@
+"""Turning calls and events into table rows, with the privacy and price settings applied.
+
+Everything here runs on the writer thread, never on the trio thread: the hooks only
+hand over the objects they were given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import msgspec
+
+from ..config import PricesConfig
+from ..events import (
+    AgentSpoke,
+    BargeIn,
+    CallEvent,
+    CallRecord,
+    DtmfReceived,
+    TelephonyStatus,
+    ToolCallFinished,
+    ToolCallRecord,
+    ToolCallStarted,
+    TurnMetrics,
+    UsageReported,
+    UserTurnEnded,
+)
+from ..providers import CallInfo
+
+__all__ = ["Cost", "Privacy", "Shaper", "estimate_cost", "hash_number"]
+
+Row = tuple[Any, ...]
+
+_encode = msgspec.json.Encoder().encode
+
+# Twilio status-callback fields that hold phone numbers: treated like from/to.
+_NUMBER_FIELDS = frozenset({"From", "To", "Caller", "Called", "ForwardedFrom"})
+
+
+def utc(ts: float | None) -> datetime | None:
+    """UNIX seconds to a naive UTC datetime (the schema's TIMESTAMPs are UTC)."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).replace(tzinfo=None)
+
+
+def hash_number(number: str, salt: bytes) -> str:
+    """HMAC-SHA256 of a phone number: the same caller always maps to the same value, and
+    without the salt the value cannot be reversed by hashing every possible number."""
+    return hmac.new(salt, number.encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class Privacy:
+    numbers: Literal["plain", "hashed", "drop"] = "plain"
+    salt: bytes = b""
+    transcripts: bool = True
+
+    def number(self, value: str | None) -> str | None:
+        if not value:
+            return None
+        if self.numbers == "drop":
+            return None
+        if self.numbers == "hashed":
+            return hash_number(value, self.salt)
+        return value
+
+    def text(self, value: str | None) -> str | None:
+        return value if self.transcripts else None
+
+    def event(self, event: CallEvent) -> CallEvent:
+        """The event as it may be stored: numbers and transcripts treated per config."""
+        replace = msgspec.structs.replace
+        if isinstance(event, TelephonyStatus) and self.numbers != "plain":
+            fields = {
+                k: (self.number(v) or "") if k in _NUMBER_FIELDS else v
+                for k, v in event.fields.items()
+            }
+            return replace(event, fields=fields)
+        if self.transcripts:
+            return event
+        if isinstance(event, UserTurnEnded | AgentSpoke):
+            return replace(event, text="")
+        if isinstance(event, BargeIn):
+            return replace(event, heard_text="", interim_text="")
+        if isinstance(event, ToolCallStarted):
+            return replace(event, arguments="")
+        if isinstance(event, ToolCallFinished):
+            return replace(event, result="")
+        if isinstance(event, DtmfReceived):  # digits can be account numbers or PINs
+            return replace(event, digit="")
+        return event
+
+
+class Cost(msgspec.Struct, frozen=True):
+    llm: float
+    tts: float
+    stt: float
+    telephony: float
+
+    @property
+    def total(self) -> float:
+        return self.llm + self.tts + self.stt + self.telephony
+
+
+def estimate_cost(usage: Mapping[str, float], duration_s: float, prices: PricesConfig) -> Cost:
+    """Dollars for one call. Cached prompt tokens are billed at the cached rate (they are
+    part of `llm_prompt_tokens`); telephony falls back to the call's length when the
+    telephony provider reported no billed seconds."""
+    prompt = usage.get("llm_prompt_tokens", 0.0)
+    cached = min(usage.get("llm_cached_tokens", 0.0), prompt)
+    completion = usage.get("llm_completion_tokens", 0.0)
+    llm = (
+        (prompt - cached) * prices.llm_input_per_million
+        + cached * prices.llm_cached_input_per_million
+        + completion * prices.llm_output_per_million
+    ) / 1e6
+    tts = usage.get("tts_characters", 0.0) / 1000 * prices.tts_per_thousand_chars
+    stt = usage.get("stt_seconds", 0.0) / 60 * prices.stt_per_minute
+    tel_s = usage.get("telephony_seconds", duration_s)
+    telephony = tel_s / 60 * prices.telephony_per_minute
+    return Cost(llm=llm, tts=tts, stt=stt, telephony=telephony)
+
+
+@dataclass
+class CallState:
+    """What the writer remembers about a call between its start and its end."""
+
+    provider_call_id: str = ""
+    seq: int = 0
+    # Fallbacks for a record that leaves these empty: collected from the events.
+    metrics: dict[int, dict[str, float]] = field(default_factory=dict)
+    tool_args: dict[str, str] = field(default_factory=dict)
+    tools: list[tuple[int, float, ToolCallFinished]] = field(default_factory=list)
+    usage: dict[str, float] = field(default_factory=dict)
+
+    def observe(self, event: CallEvent, wall: float) -> None:
+        if isinstance(event, TurnMetrics):
+            self.metrics.setdefault(event.turn, {}).update(event.metrics)
+        elif isinstance(event, ToolCallStarted):
+            self.tool_args[event.call_id] = event.arguments
+        elif isinstance(event, ToolCallFinished):
+            self.tools.append((event.turn, wall, event))
+        elif isinstance(event, UsageReported):
+            u = self.usage
+            kind = event.provider.split("/", 1)[0]
+            if kind == "llm":
+                u["llm_prompt_tokens"] = u.get("llm_prompt_tokens", 0) + event.prompt_tokens
+                u["llm_completion_tokens"] = (
+                    u.get("llm_completion_tokens", 0) + event.completion_tokens
+                )
+                u["llm_cached_tokens"] = u.get("llm_cached_tokens", 0) + event.cached_tokens
+            elif kind == "tts":
+                u["tts_characters"] = u.get("tts_characters", 0) + event.characters
+            elif kind == "stt":
+                u["stt_seconds"] = u.get("stt_seconds", 0) + event.seconds
+            elif kind == "telephony":
+                u["telephony_seconds"] = u.get("telephony_seconds", 0) + event.seconds
+
+
+@dataclass(frozen=True)
+class Shaper:
+    """Builds rows for one runtime's calls: its privacy rules, prices and providers."""
+
+    privacy: Privacy
+    prices: PricesConfig
+    providers: dict[str, str]
+    models: dict[str, str]
+    store_events: bool = True
+
+    def started_row(self, info: CallInfo, started: float) -> Row:
+        p = self.privacy
+        return (
+            info.call_id, info.provider_call_id, utc(started), None, None,
+            p.number(info.from_number), p.number(info.to_number), None, None,
+            self.providers, None, None, None, None, None, None, None, self.models, None,
+            None, None, None, None, None,
+        )  # fmt: skip
+
+    def ended_rows(
+        self, info: CallInfo, record: CallRecord, state: CallState | None
+    ) -> dict[str, list[Row]]:
+        """Rows for every table but events: the final calls row, turns, latencies, tools."""
+        p = self.privacy
+        cid = record.call_id or info.call_id
+        usage = dict(record.usage) or (dict(state.usage) if state else {})
+        cost = estimate_cost(usage, record.duration, self.prices)
+        turns: list[Row] = []
+        latencies: list[Row] = []
+        tools: list[Row] = []
+        seen_tools: set[str] = set()
+        for turn in record.turns:
+            ts = utc(turn.started)
+            turns.append((
+                cid, turn.index, turn.role, p.text(turn.text),
+                p.text(turn.heard_text) if turn.role == "agent" else None,
+                turn.interrupted, ts, utc(turn.ended),
+                max(0.0, turn.ended - turn.started) * 1000,
+            ))  # fmt: skip
+            metrics = turn.metrics or (state.metrics.get(turn.index, {}) if state else {})
+            latencies.extend((cid, turn.index, ts, m, float(v)) for m, v in metrics.items())
+            for tc in turn.tool_calls:
+                seen_tools.add(tc.call_id)
+                tools.append(self._tool_row(cid, turn.index, ts, tc))
+        if state:
+            recorded = {t.index for t in record.turns}
+            for index, metrics in state.metrics.items():
+                if index not in recorded:  # metrics of a turn the record left out
+                    latencies.extend((cid, index, None, m, float(v)) for m, v in metrics.items())
+            for index, wall, ev in state.tools:
+                if ev.call_id not in seen_tools:
+                    rec = ToolCallRecord(
+                        call_id=ev.call_id, tool=ev.tool,
+                        arguments=state.tool_args.get(ev.call_id, ""), ok=ev.ok,
+                        result=ev.result, error=ev.error, latency_ms=ev.latency_ms,
+                    )  # fmt: skip
+                    tools.append(self._tool_row(cid, index, utc(wall), rec))
+        interrupted = sum(1 for t in record.turns if t.role == "agent" and t.interrupted)
+        extra = _encode(record.extra).decode() if record.extra else None
+        call = (
+            cid, record.provider_call_id or info.provider_call_id, utc(record.started),
+            utc(record.ended), record.duration, p.number(record.from_number or info.from_number),
+            p.number(record.to_number or info.to_number), record.end_reason, len(record.turns),
+            dict(record.providers) or self.providers,
+            _int(usage.get("llm_prompt_tokens")), _int(usage.get("llm_completion_tokens")),
+            _int(usage.get("tts_characters")), usage.get("stt_seconds"),
+            usage.get("telephony_seconds"), extra, interrupted, self.models,
+            _int(usage.get("llm_cached_tokens")), cost.total, cost.llm, cost.tts, cost.stt,
+            cost.telephony,
+        )  # fmt: skip
+        return {"calls": [call], "turns": turns, "latencies": latencies, "tool_calls": tools}
+
+    def _tool_row(self, cid: str, turn: int, ts: datetime | None, tc: ToolCallRecord) -> Row:
+        p = self.privacy
+        return (
+            cid, turn, ts, tc.call_id, tc.tool, p.text(tc.arguments), tc.ok, tc.error,
+            p.text(tc.result), tc.latency_ms,
+        )  # fmt: skip
+
+    def event_row(
+        self, call_id: str, provider_call_id: str, seq: int, wall: float, event: CallEvent
+    ) -> Row:
+        stored = self.privacy.event(event)
+        return (
+            call_id, provider_call_id, seq, utc(wall), event.t, type(event).__name__,
+            getattr(event, "turn", None), _encode(stored).decode(),
+        )  # fmt: skip
+
+
+def _int(value: float | None) -> int | None:
+    return None if value is None else int(value)

@@ -1,0 +1,325 @@
+"""The writer: one thread per database file per process, the only code that touches DuckDB.
+
+The trio thread only puts tuples on a `queue.SimpleQueue` (lock-free for the producer, never
+blocks); the writer thread drains whatever has piled up, turns it into rows and appends
+them with DuckDB's appender, one transaction per flush so a call's rows land together.
+
+When rows are flushed:
+- a call's first row as soon as the call starts (so a call alive when the process dies
+  is found at the next start and marked `interrupted`);
+- all of a call's rows when it ends;
+- raw events of calls still running every `flush_interval` seconds, or sooner when many
+  are buffered;
+- everything pending on shutdown.
+
+A flush that DuckDB refuses is retried row by row so one bad row costs only itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from ..events import CallEvent, CallRecord
+from ..providers import CallInfo
+from .rows import CallState, Row, Shaper
+from .schema import TABLES, open_database
+
+__all__ = ["Writer", "acquire", "release"]
+
+log = logging.getLogger("hookline.analytics")
+
+_START, _EVENT, _END, _FLUSH, _STOP, _KILL = range(6)
+
+MAX_BATCH = 5000  # queue items handled between two looks at whether to flush
+MAX_BUFFERED_ROWS = 20_000  # flush early past this many buffered rows
+MAX_BACKLOG = 500_000  # past this many queued items, raw events are dropped (and counted)
+
+
+class Writer:
+    """Owns one DuckDB connection on its own thread. Create through `acquire`."""
+
+    def __init__(self, path: Path, *, where: str = "", flush_interval: float = 1.0) -> None:
+        self.path = path
+        self.where = where
+        self.flush_interval = flush_interval
+        self.users = 0
+        self.recovered: list[str] = []  # calls marked interrupted when this writer opened
+        self.dropped_events = 0
+        self.rows_written = 0
+        self.flushes = 0
+        self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._open_error: BaseException | None = None
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._appenders: dict[str, Any] = {}
+        self._calls: dict[str, CallState] = {}
+        self._by_provider_id: dict[str, str] = {}
+        self._staged: dict[str, list[Row]] = {t: [] for t in TABLES if t != "calls"}
+        self._staged_calls: dict[str, Row] = {}  # upserts: the last row per call wins
+        self._staged_count = 0
+        self._oldest_staged = 0.0
+        self._seq = 0
+
+    # ------------------------------------------------------------ producer side (trio thread)
+
+    def call_started(self, shaper: Shaper, info: CallInfo, started: float) -> None:
+        self._queue.put((_START, shaper, info, started))
+
+    def call_event(self, shaper: Shaper, info: CallInfo, event: CallEvent) -> None:
+        if self._queue.qsize() > MAX_BACKLOG:
+            # DuckDB cannot keep up: losing debug events beats growing without bound.
+            # Call rows (start, end) are never dropped.
+            self.dropped_events += 1
+            if self.dropped_events % 10_000 == 1:
+                log.warning("analytics writer is behind: %d events dropped", self.dropped_events)
+            return
+        self._queue.put((_EVENT, shaper, info, event, time.time()))
+
+    def call_ended(self, shaper: Shaper, info: CallInfo, record: CallRecord) -> None:
+        self._queue.put((_END, shaper, info, record))
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    # ------------------------------------------------------------ lifecycle (any thread)
+
+    def open(self) -> None:
+        """Open the file on the writer thread and wait for it (raises what opening raised)."""
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(ready,), name=f"hookline-analytics:{self.path.name}",
+            daemon=True,
+        )  # fmt: skip
+        self._thread.start()
+        ready.wait()
+        if self._open_error is not None:
+            self._thread.join()
+            raise self._open_error
+
+    def flush(self, timeout: float | None = 30.0) -> bool:
+        """Block until everything queued before this call is in the database."""
+        done = threading.Event()
+        self._queue.put((_FLUSH, done))
+        return done.wait(timeout)
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Flush everything pending and close the file."""
+        if self._thread is None:
+            return
+        self._queue.put((_STOP,))
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("analytics writer did not finish within %s s", timeout)
+
+    def abandon(self) -> None:
+        """Close without writing what is pending, as if the process died (for tests)."""
+        if self._thread is None:
+            return
+        self._queue.put((_KILL,))
+        self._thread.join()
+
+    # ------------------------------------------------------------ the writer thread
+
+    def _run(self, ready: threading.Event) -> None:
+        try:
+            con = self._con = open_database(self.path, where=self.where)
+            self.recovered = self._recover(con)
+            ((seq,),) = con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchall()
+            self._seq = int(seq)
+            self._appenders = {
+                t: con.appender(t, action="upsert" if t == "calls" else "insert") for t in TABLES
+            }
+        except BaseException as e:
+            self._open_error = e
+            if self._con is not None:
+                self._con.close()
+            ready.set()
+            return
+        ready.set()
+        try:
+            while self._loop_once():
+                pass
+        finally:
+            con.close()
+
+    def _recover(self, con: duckdb.DuckDBPyConnection) -> list[str]:
+        """Calls that started but never ended: the process died under them."""
+        rows = con.execute(
+            "UPDATE calls SET end_reason = 'interrupted' "
+            "WHERE ended IS NULL AND end_reason IS NULL RETURNING id"
+        ).fetchall()
+        ids = [r[0] for r in rows]
+        if ids:
+            log.warning(
+                "%d call(s) were cut off by the last shutdown: marked interrupted", len(ids)
+            )
+        return ids
+
+    def _loop_once(self) -> bool:
+        timeout = None
+        if self._staged_count:
+            timeout = max(0.0, self._oldest_staged + self.flush_interval - time.monotonic())
+        try:
+            first = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            self._flush()
+            return True
+        batch = [first]
+        while len(batch) < MAX_BATCH:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        urgent = False
+        waiters: list[threading.Event] = []
+        stop = False
+        for item in batch:
+            op = item[0]
+            try:
+                if op == _EVENT:
+                    self._event(*item[1:])
+                elif op == _START:
+                    self._start(*item[1:])
+                    urgent = True
+                elif op == _END:
+                    self._end(*item[1:])
+                    urgent = True
+                elif op == _FLUSH:
+                    waiters.append(item[1])
+                    urgent = True
+                elif op == _STOP:
+                    stop = urgent = True
+                elif op == _KILL:
+                    return False
+            except Exception:  # a bad record must not kill the writer
+                log.exception("analytics: could not turn a %s into rows", _NAMES[op])
+        if urgent or self._staged_count >= MAX_BUFFERED_ROWS:
+            self._flush()
+        for w in waiters:
+            w.set()
+        return not stop
+
+    def _stage(self, table: str, rows: list[Row]) -> None:
+        if not rows:
+            return
+        if not self._staged_count:
+            self._oldest_staged = time.monotonic()
+        if table == "calls":
+            for row in rows:
+                self._staged_calls[row[0]] = row
+        else:
+            self._staged[table].extend(rows)
+        self._staged_count += len(rows)
+
+    def _start(self, shaper: Shaper, info: CallInfo, started: float) -> None:
+        self._calls[info.call_id] = CallState(provider_call_id=info.provider_call_id)
+        if info.provider_call_id:
+            self._by_provider_id[info.provider_call_id] = info.call_id
+        self._stage("calls", [shaper.started_row(info, started)])
+
+    def _event(self, shaper: Shaper, info: CallInfo, event: CallEvent, wall: float) -> None:
+        call_id = info.call_id or self._by_provider_id.get(info.provider_call_id, "")
+        state = self._calls.get(call_id)
+        if state is not None:
+            state.observe(event, wall)
+        if shaper.store_events:
+            self._seq += 1
+            pcid = info.provider_call_id or (state.provider_call_id if state else "")
+            self._stage("events", [shaper.event_row(call_id, pcid, self._seq, wall, event)])
+
+    def _end(self, shaper: Shaper, info: CallInfo, record: CallRecord) -> None:
+        call_id = record.call_id or info.call_id
+        state = self._calls.pop(call_id, None)
+        if state is not None and state.provider_call_id:
+            self._by_provider_id.pop(state.provider_call_id, None)
+        for table, rows in shaper.ended_rows(info, record, state).items():
+            self._stage(table, rows)
+
+    def _flush(self) -> None:
+        if not self._staged_count:
+            return
+        batches: dict[str, list[Row]] = {"calls": list(self._staged_calls.values())}
+        batches.update(self._staged)
+        self._staged = {t: [] for t in self._staged}
+        self._staged_calls = {}
+        self._staged_count = 0
+        con = self._con
+        assert con is not None
+        try:
+            con.begin()
+            for table, rows in batches.items():
+                if rows:
+                    appender = self._appenders[table]
+                    appender.append_rows(rows)
+                    appender.flush()
+            con.commit()
+        except Exception as e:
+            log.error("analytics: a batch was refused (%s); retrying row by row", e)
+            _quietly(con.rollback)
+            self._salvage(batches)
+            return
+        self.flushes += 1
+        self.rows_written += sum(len(r) for r in batches.values())
+
+    def _salvage(self, batches: dict[str, list[Row]]) -> None:
+        for appender in self._appenders.values():
+            appender.clear()
+        for table, rows in batches.items():
+            appender = self._appenders[table]
+            for row in rows:
+                try:
+                    appender.append_row(*row)
+                    appender.flush()
+                    self.rows_written += 1
+                except Exception as e:
+                    appender.clear()
+                    log.error("analytics: dropped one %s row for call %s: %s", table, row[0], e)
+
+
+_NAMES = {_START: "call start", _EVENT: "event", _END: "call record", _FLUSH: "flush"}
+
+
+def _quietly(fn: Any) -> None:
+    try:
+        fn()
+    except Exception:
+        pass
+
+
+# One writer per database file in this process, shared by every runtime that uses it.
+_writers: dict[Path, Writer] = {}
+_lock = threading.Lock()
+
+
+def acquire(path: Path, *, where: str = "") -> Writer:
+    """The writer for `path`, opened (and the file migrated and recovered) on first use."""
+    key = path.resolve()
+    with _lock:
+        writer = _writers.get(key)
+        if writer is None:
+            writer = Writer(key, where=where)
+            writer.open()
+            _writers[key] = writer
+        writer.users += 1
+        return writer
+
+
+def release(writer: Writer, *, abandon: bool = False) -> None:
+    """Drop one user; the last one flushes and closes the file (or abandons it)."""
+    with _lock:
+        writer.users -= 1
+        if writer.users > 0:
+            return
+        _writers.pop(writer.path, None)
+    if abandon:
+        writer.abandon()
+    else:
+        writer.close()
