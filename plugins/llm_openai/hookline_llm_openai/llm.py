@@ -1,0 +1,478 @@
+"""The OpenAI chat completions provider: `OpenAILLM.stream(messages, tools)`.
+
+AsyncOpenAI runs natively under trio (its transport is anyio-based). The SDK sends the
+request, authenticates and raises typed status errors; we read the SSE body ourselves and
+decode every chunk with a typed msgspec decoder. The SDK's own retries are off
+(max_retries=0): our loop retries 429 (honouring retry-after), 408/409/5xx and connection
+errors, but only while the caller's silence stays within `max_retry_wait_s`, so the bound
+is ours. Timeouts are trio deadlines, not the SDK's.
+
+Every failure leaves as one of hookline's provider errors (ProviderAuthError,
+ProviderUnavailable, ProviderTimeout, ProviderProtocolError, or ProviderError for a
+request the server refused), so the engine's fallback policy applies.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import ssl
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any
+
+import anyio
+import msgspec
+import openai
+import trio
+
+from hookline.errors import (
+    ProviderAuthError,
+    ProviderError,
+    ProviderProtocolError,
+    ProviderTimeout,
+    ProviderUnavailable,
+)
+from hookline.providers import LLMEvent, Message, TextDelta, ToolCallRequest, ToolSchema, Usage
+
+from .history import trim_history
+from .settings import OpenAISettings
+from .wire import Chunk, SSEParser, decode_chunk, wire_message, wire_tools
+
+__all__ = ["OpenAILLM"]
+
+log = logging.getLogger("hookline.llm.openai")
+
+PROVIDER = "llm/openai"
+_RETRY_STATUSES = frozenset({408, 409, 429})
+_CLOSE_BOUND_S = 2.0  # closing a response never holds a cancelled response longer
+_DRAIN_BOUND_S = 0.2  # after [DONE], how long we wait for the body's end (connection reuse)
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """What the SDK's HTTP stack raises when a connection breaks mid-body (it uses httpx2
+    in openai 3.x and httpx before; both may be installed)."""
+    errors: list[type[BaseException]] = [ssl.SSLError, anyio.EndOfStream, anyio.BrokenResourceError]
+    for name in ("httpx2", "httpx"):
+        try:
+            module = __import__(name)
+        except ImportError:
+            continue
+        errors.append(module.RequestError)
+    return tuple(errors)
+
+
+_TRANSPORT_ERRORS = _transport_errors()
+
+
+class OpenAILLM:
+    """One per process. Owns one AsyncOpenAI client (so connections are reused across
+    responses and calls), created on first use inside trio; `aclose()` releases it."""
+
+    def __init__(self, settings: OpenAISettings, *, api_key: str, first_token_timeout_s: float) -> None:
+        self.settings = settings
+        self.first_token_timeout_s = first_token_timeout_s
+        self._api_key = api_key
+        self._client: openai.AsyncOpenAI | None = None
+        self._client_token: object = None
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        # A client's connections belong to the trio run that opened them; a new run (a
+        # test, a restarted server) gets a new client.
+        token = trio.lowlevel.current_trio_token()
+        if self._client is None or self._client_token is not token:
+            s = self.settings
+            self._client = openai.AsyncOpenAI(
+                api_key=self._api_key,
+                base_url=s.base_url,
+                organization=s.organization,
+                project=s.project,
+                max_retries=0,
+                # Our trio deadlines fire first; this only stops a socket from living forever.
+                timeout=s.total_timeout_s + 5.0,
+            )
+            self._client_token = token
+        return self._client
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with trio.CancelScope(shield=True):
+                await client.close()
+
+    def stream(self, messages: Sequence[Message], tools: Sequence[ToolSchema]) -> Response:
+        """One response: `async with llm.stream(...) as events: async for ev in events`."""
+        return Response(self, self.request_body(messages, tools))
+
+    def request_body(self, messages: Sequence[Message], tools: Sequence[ToolSchema]) -> dict[str, Any]:
+        s = self.settings
+        kept = trim_history(messages, s.context_tokens)
+        if len(kept) < len(messages):
+            log.debug("history trimmed from %d to %d messages", len(messages), len(kept))
+        body: dict[str, Any] = {
+            "model": s.model,
+            "messages": [wire_message(m) for m in kept],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if s.temperature is not None:
+            body["temperature"] = s.temperature
+        if s.max_tokens is not None:
+            body[s.max_tokens_param] = s.max_tokens
+        if tools:
+            body["tools"] = wire_tools(tools)
+            body["tool_choice"] = "auto"
+            body["parallel_tool_calls"] = s.parallel_tool_calls
+        return body
+
+    async def verify(self) -> None:
+        """A cheap authenticated request (list models): ProviderAuthError for a bad key.
+
+        `hookline check --online` calls it. A server without /models (404) passes: it
+        answered, and it did not refuse the key.
+        """
+        with trio.move_on_after(self.settings.total_timeout_s) as scope:
+            try:
+                await self.client.models.list()
+            except openai.NotFoundError:
+                log.info("%s has no /models; skipping the key check", self.client.base_url)
+            except openai.APIError as e:
+                raise translate(e, self.settings.api_key_env) from None
+        if scope.cancelled_caught:
+            raise ProviderTimeout(
+                f"no answer from {self.client.base_url} within {self.settings.total_timeout_s:g}s",
+                provider=PROVIDER,
+            )
+
+
+class _PendingCall:
+    __slots__ = ("arguments", "id", "name")
+
+    def __init__(self) -> None:
+        self.id = ""
+        self.name = ""
+        self.arguments: list[str] = []
+
+
+class Response:
+    """One streamed response: an async context manager that is its own event iterator.
+
+    Deadlines: each attempt must produce its first token within `first_token_timeout_s`,
+    the whole response must end within `total_timeout_s`. Leaving the context early
+    closes the HTTP response, which closes its connection (the body was not read out).
+    """
+
+    def __init__(self, llm: OpenAILLM, body: dict[str, Any]) -> None:
+        self._llm = llm
+        self._body = body
+        self._stack = AsyncExitStack()
+        self._bytes: AsyncGenerator[bytes, None] | None = None
+        self._sse = SSEParser()
+        self._ready: deque[LLMEvent] = deque()
+        self._calls: dict[int, _PendingCall] = {}
+        self._usage: Usage | None = None
+        self._finish_reason: str | None = None
+        self._started = False  # a token (or tool-call fragment) arrived
+        self._finished = False
+        self._start = 0.0
+        self._deadline = 0.0
+        self._first_deadline = 0.0
+
+    # ----------------------------------------------------------------- context
+
+    async def __aenter__(self) -> Response:
+        self._start = trio.current_time()
+        self._deadline = self._start + self._llm.settings.total_timeout_s
+        try:
+            await self._open()
+        except BaseException:
+            await self._close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
+        self._finished = True
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + _CLOSE_BOUND_S):
+            try:
+                if self._bytes is not None:
+                    await self._bytes.aclose()
+                await self._stack.aclose()
+            except _TRANSPORT_ERRORS:
+                pass  # the connection is gone either way
+
+    # ----------------------------------------------------------------- request and retries
+
+    async def _open(self) -> None:
+        settings = self._llm.settings
+        completions = self._llm.client.chat.completions.with_streaming_response
+        attempt = 0
+        while True:
+            now = trio.current_time()
+            self._first_deadline = min(self._deadline, now + self._llm.first_token_timeout_s)
+            error: ProviderError | None = None
+            wait: float | None = None
+            with trio.move_on_at(self._first_deadline):
+                try:
+                    response = await self._stack.enter_async_context(completions.create(**self._body))
+                    self._bytes = response.iter_bytes()
+                    return
+                except openai.APIStatusError as e:
+                    error = translate(e, settings.api_key_env)
+                    wait = _retry_wait(e, attempt)
+                except openai.APIConnectionError as e:
+                    error = translate(e, settings.api_key_env)
+                    wait = _backoff(attempt)
+            if error is None:
+                raise self._timeout("no response")
+            now = trio.current_time()
+            within_budget = now - self._start + (wait or 0.0) <= settings.max_retry_wait_s
+            if wait is None or not within_budget or now + wait >= self._deadline:
+                raise error
+            attempt += 1
+            log.info("%s; retry %d in %.2fs", error, attempt, wait)
+            await trio.sleep(wait)
+
+    def _timeout(self, what: str) -> ProviderTimeout:
+        if self._started or trio.current_time() >= self._deadline:
+            bound = f"the response took over {self._llm.settings.total_timeout_s:g}s"
+        else:
+            bound = f"no first token within {self._llm.first_token_timeout_s:g}s"
+        return ProviderTimeout(f"{what}: {bound}", provider=PROVIDER)
+
+    # ----------------------------------------------------------------- events
+
+    def __aiter__(self) -> Response:
+        return self
+
+    async def __anext__(self) -> LLMEvent:
+        while not self._ready:
+            if self._finished:
+                raise StopAsyncIteration
+            try:
+                await self._read()
+            except BaseException:
+                self._finished = True
+                raise
+        return self._ready.popleft()
+
+    async def _read(self) -> None:
+        assert self._bytes is not None, "use the response inside `async with`"
+        deadline = self._deadline if self._started else self._first_deadline
+        data = None
+        ended = False
+        with trio.move_on_at(deadline):
+            try:
+                data = await self._bytes.__anext__()
+            except StopAsyncIteration:
+                ended = True
+            except _TRANSPORT_ERRORS as e:
+                raise ProviderUnavailable(
+                    f"connection lost mid-response ({type(e).__name__}: {e})", provider=PROVIDER
+                ) from None
+        if ended:
+            for payload in self._sse.close():
+                self._handle(payload)
+            if not self._finished:
+                self._end_without_done()
+            return
+        if data is None:
+            raise self._timeout("stream stalled")
+        for payload in self._sse.feed(data):
+            self._handle(payload)
+            if self._finished:
+                await self._drain()
+                return
+
+    def _handle(self, payload: bytes) -> None:
+        if self._finished:
+            return
+        if payload.startswith(b"[DONE]"):
+            self._complete()
+            return
+        try:
+            chunk: Chunk = decode_chunk(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            raise ProviderProtocolError(
+                f"malformed chunk ({e}): {payload[:120]!r}", provider=PROVIDER
+            ) from None
+        if chunk.error is not None:
+            err = chunk.error
+            raise ProviderUnavailable(
+                f"error mid-stream ({err.type or 'error'}{f'/{err.code}' if err.code else ''}): "
+                f"{err.message or 'no message'}",
+                provider=PROVIDER,
+            )
+        for choice in chunk.choices:
+            if choice.index != 0:
+                continue  # we ask for one choice; ignore any other
+            delta = choice.delta
+            if delta.content:
+                self._started = True
+                self._ready.append(TextDelta(delta.content))
+            if delta.refusal:
+                self._started = True
+                self._ready.append(TextDelta(delta.refusal))
+            if delta.tool_calls:
+                self._started = True
+                self._accumulate(delta.tool_calls)
+            if choice.finish_reason:
+                self._started = True
+                self._finish_reason = choice.finish_reason
+                if choice.finish_reason in ("length", "content_filter"):
+                    log.warning("response cut short: finish_reason=%s", choice.finish_reason)
+                self._emit_calls()
+        if chunk.usage is not None:
+            u = chunk.usage
+            details = u.prompt_tokens_details
+            self._usage = Usage(
+                prompt_tokens=u.prompt_tokens,
+                completion_tokens=u.completion_tokens,
+                cached_tokens=(details.cached_tokens or 0) if details else 0,
+            )
+
+    def _accumulate(self, fragments: list[Any]) -> None:
+        for frag in fragments:
+            call = self._calls.get(frag.index)
+            if call is None:
+                call = self._calls[frag.index] = _PendingCall()
+            if frag.id:
+                call.id = frag.id
+            if frag.function is not None:
+                if frag.function.name and not call.name:
+                    call.name = frag.function.name
+                if frag.function.arguments:
+                    call.arguments.append(frag.function.arguments)
+
+    def _emit_calls(self) -> None:
+        """Complete tool calls, in index order, once the model finished them all."""
+        for index in sorted(self._calls):
+            call = self._calls[index]
+            if not call.id or not call.name:
+                raise ProviderProtocolError(
+                    f"tool call #{index} arrived without {'an id' if not call.id else 'a name'}",
+                    provider=PROVIDER,
+                )
+            self._ready.append(ToolCallRequest(id=call.id, name=call.name, arguments="".join(call.arguments)))
+        self._calls.clear()
+
+    def _complete(self) -> None:
+        self._emit_calls()  # a server that ended without finish_reason
+        if self._usage is not None:
+            self._ready.append(self._usage)
+        self._finished = True
+
+    def _end_without_done(self) -> None:
+        if self._finish_reason is None:
+            raise ProviderUnavailable("the stream ended before the response was complete", provider=PROVIDER)
+        # Some compatible servers omit [DONE]; a finish_reason is complete enough.
+        self._complete()
+
+    async def _drain(self) -> None:
+        """Read the body's end after [DONE] (briefly) so the connection can be reused."""
+        assert self._bytes is not None
+        with trio.move_on_after(_DRAIN_BOUND_S):
+            try:
+                async for _ in self._bytes:
+                    pass
+            except _TRANSPORT_ERRORS:
+                pass
+        await self._close()
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def translate(err: openai.APIError, api_key_env: str) -> ProviderError:
+    """The SDK's error as hookline's. 401 messages never echo the server's text: it
+    quotes part of the key."""
+    env = api_key_env or "(no key configured)"
+    if isinstance(err, openai.AuthenticationError):
+        return ProviderAuthError(
+            f"the API key in {env} was refused (401 {_code(err)}); set a valid key in {env}",
+            provider=PROVIDER,
+        )
+    if isinstance(err, openai.PermissionDeniedError):
+        return ProviderAuthError(
+            f"the API key in {env} may not use this model or project (403 {_code(err)}): {_message(err)}",
+            provider=PROVIDER,
+        )
+    if isinstance(err, openai.APITimeoutError):
+        return ProviderTimeout("the request timed out", provider=PROVIDER)
+    if isinstance(err, openai.APIConnectionError):
+        return ProviderUnavailable(f"cannot reach the server: {err.__cause__ or err}", provider=PROVIDER)
+    if isinstance(err, openai.APIStatusError):
+        status = err.status_code
+        if status in _RETRY_STATUSES or status >= 500:
+            return ProviderUnavailable(
+                f"{status} {_code(err)}: {_message(err)}",
+                provider=PROVIDER,
+                retry_after=_retry_after(err.response.headers),
+            )
+        return ProviderError(f"request refused ({status} {_code(err)}): {_message(err)}", provider=PROVIDER)
+    return ProviderUnavailable(str(err), provider=PROVIDER)
+
+
+def _code(err: openai.APIError) -> str:
+    return str(err.code or err.type or "error")
+
+
+def _message(err: openai.APIError) -> str:
+    body = err.body
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return body["message"]
+    return err.message
+
+
+def _retry_wait(err: openai.APIStatusError, attempt: int) -> float | None:
+    """Seconds to wait before retrying, or None when this error is not worth a retry."""
+    headers = err.response.headers
+    should = headers.get("x-should-retry")
+    if should == "false":
+        return None
+    status = err.status_code
+    if status == 429 and err.code == "insufficient_quota":
+        return None  # a billing problem: waiting will not fix it
+    if should != "true" and status not in _RETRY_STATUSES and status < 500:
+        return None
+    after = _retry_after(headers)
+    return after if after is not None else _backoff(attempt)
+
+
+def _retry_after(headers: Any) -> float | None:
+    """`retry-after-ms`, then `retry-after` (seconds or an HTTP date), as the SDK reads them."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, parsed.timestamp() - time.time())
+
+
+def _backoff(attempt: int) -> float:
+    """0.5 s doubling, capped at 8 s, with jitter so many calls do not retry in step."""
+    return min(8.0, 0.5 * 2**attempt) * random.uniform(0.75, 1.0)
