@@ -1,0 +1,106 @@
+"""Whole-phrase synthesis through Deepgram's REST `POST /v1/speak`, via deepgram-sdk.
+
+The SDK's async client runs on httpx, which runs under trio; its own retry loop sleeps
+with asyncio, so it is turned off (`max_retries=0`) and the bounded retry lives here.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+import httpx
+import trio
+from deepgram import AsyncDeepgramClient, DeepgramClientEnvironment
+from deepgram.core.api_error import ApiError
+from hookline.audio import AudioFormat
+from hookline.errors import ProviderError, ProviderUnavailable
+
+from .settings import DeepgramTTSSettings
+from .stream import PROVIDER, rejected_error
+
+__all__ = ["synthesize"]
+
+log = logging.getLogger("hookline.tts.deepgram")
+
+
+def _environment(settings: DeepgramTTSSettings) -> DeepgramClientEnvironment:
+    ws = urlsplit(settings.url)
+    ws_root = f"{ws.scheme}://{ws.netloc}"
+    return DeepgramClientEnvironment(
+        base=settings.base_url.rstrip("/"),
+        production=ws_root,
+        agent=ws_root,
+        agent_rest=settings.base_url.rstrip("/"),
+    )
+
+
+def _detail(body: object) -> str:
+    if isinstance(body, dict):
+        code, message = body.get("err_code", ""), body.get("err_msg", "")
+        return f"{code}: {message}" if code else str(message or body)
+    return str(body or "")
+
+
+def _retry_after(headers: dict[str, str] | None) -> float | None:
+    value = (headers or {}).get("retry-after")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+async def _synthesize_once(
+    settings: DeepgramTTSSettings, api_key: str, text: str, fmt: AudioFormat
+) -> bytes:
+    async with httpx.AsyncClient(timeout=settings.request_timeout_s) as http:
+        client = AsyncDeepgramClient(
+            api_key=api_key,
+            environment=_environment(settings),
+            max_retries=0,
+            httpx_client=http,
+        )
+        chunks = [
+            chunk
+            async for chunk in client.speak.v1.audio.generate(
+                text=text,
+                model=settings.model,
+                encoding=fmt.encoding,  # type: ignore[arg-type]
+                sample_rate=fmt.sample_rate,
+                container="none",  # raw audio, no WAV header
+                speed=settings.speed,
+            )
+        ]
+    return b"".join(chunks)
+
+
+async def synthesize(
+    settings: DeepgramTTSSettings, api_key: str, text: str, fmt: AudioFormat
+) -> bytes:
+    """The whole phrase as audio; retries 429/5xx/network errors up to `max_retries`."""
+    if not text.strip():
+        raise ProviderError("nothing to synthesize: the text is empty", provider=PROVIDER)
+    attempts = max(0, settings.max_retries) + 1
+    for attempt in range(attempts):
+        retry_after = None
+        try:
+            return await _synthesize_once(settings, api_key, text, fmt)
+        except ApiError as e:
+            error = rejected_error(e.status_code or 0, _detail(e.body), settings.api_key_env)
+            retry_after = _retry_after(e.headers)
+        except httpx.HTTPError as e:
+            error = ProviderUnavailable(
+                f"REST synthesis at {settings.base_url} failed: {e!r}", provider=PROVIDER
+            )
+        if not isinstance(error, ProviderUnavailable) or attempt == attempts - 1:
+            if isinstance(error, ProviderUnavailable):
+                error.retry_after = retry_after
+            raise error
+        delay = min(settings.retry_base_s * 2**attempt, settings.retry_max_s)
+        if retry_after is not None:
+            delay = min(max(delay, retry_after), settings.retry_max_s)
+        log.warning(
+            "REST synthesis attempt %d failed (%s); retrying in %.2f s", attempt + 1, error, delay
+        )
+        await trio.sleep(delay)
+    raise AssertionError("unreachable")

@@ -1,0 +1,515 @@
+"""The streaming half: one Deepgram `/v1/speak` WebSocket per call, opened early, kept
+under the flush limit, and reconnected when it drops.
+
+Bookkeeping is a queue of *segments*: the text spoken between two `flush()` calls.
+
+    sent  : Flush went out, `Flushed` not back yet (oldest first; answered in order)
+    held  : flush() was called but its Flush waits (one already in flight, or the rate
+            budget is spent); later flushes merge into it, so one Flush answers them all
+    open  : text spoken since the last flush()
+
+The rule that keeps `Flushed` honest: the server only gets the text of a segment once
+every earlier segment's Flush is out, so Deepgram never folds later text into an earlier
+flush's audio. Every change updates this state first and then "pumps" whatever the server
+lacks; on a reconnect the unanswered segments are simply marked unsent again and pumped
+to the new socket, which re-speaks exactly the text whose audio was not confirmed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import AsyncIterator, MutableMapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import msgspec
+import trio
+from hookline.audio import AudioFormat
+from hookline.errors import ProviderAuthError, ProviderError, ProviderUnavailable
+from hookline.providers import AudioChunk, CallInfo, Flushed, TTSEvent
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    HandshakeError,
+    WebSocketConnection,
+    connect_websocket_url,
+)
+
+from . import wire
+from .settings import DeepgramTTSSettings
+
+__all__ = ["PROVIDER", "DeepgramTTSStream", "FlushBudget", "open_stream", "speak_url"]
+
+PROVIDER = "tts/deepgram"
+
+log = logging.getLogger("hookline.tts.deepgram")
+
+_FLUSH = wire.encode(wire.Flush())
+_CLEAR = wire.encode(wire.Clear())
+_CLOSE = wire.encode(wire.Close())
+
+
+class _CallLog(logging.LoggerAdapter):
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        return f"[{self.extra['call_id']}] {msg}", kwargs  # type: ignore[index]
+
+
+class _Dropped(Exception):
+    """The socket broke while sending; the caller forgets it and reconnects."""
+
+
+@dataclass
+class _Segment:
+    texts: list[str] = field(default_factory=list)
+    seqs: list[int] = field(default_factory=list)  # the flush() numbers it answers
+    spoken: int = 0  # how many of `texts` the current socket has received
+
+    def absorb(self, later: _Segment) -> None:
+        # `later`'s text only goes out once our Flush has, so its spoken prefix only
+        # counts when all of ours is out.
+        if self.spoken == len(self.texts):
+            self.spoken += later.spoken
+        self.texts += later.texts
+        self.seqs += later.seqs
+
+
+class FlushBudget:
+    """At most `limit` flushes in any `window` seconds (a sliding window)."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = max(1, limit)
+        self.window = window
+        self._times: deque[float] = deque()
+
+    def _trim(self, now: float) -> None:
+        while self._times and now - self._times[0] >= self.window:
+            self._times.popleft()
+
+    def available(self, now: float) -> bool:
+        self._trim(now)
+        return len(self._times) < self.limit
+
+    def record(self, now: float) -> None:
+        self._times.append(now)
+
+    def free_at(self, now: float) -> float:
+        """When the next flush may go out."""
+        self._trim(now)
+        return now if len(self._times) < self.limit else self._times[0] + self.window
+
+
+def speak_url(settings: DeepgramTTSSettings, fmt: AudioFormat) -> str:
+    params: dict[str, str | int | float] = {
+        "model": settings.model,
+        "encoding": fmt.encoding,
+        "sample_rate": fmt.sample_rate,
+    }
+    if settings.speed is not None:
+        params["speed"] = settings.speed
+    sep = "&" if "?" in settings.url else "?"
+    return f"{settings.url}{sep}{urlencode(params)}"
+
+
+def split_text(text: str, limit: int = wire.MAX_SPEAK_CHARS) -> list[str]:
+    """Cut text longer than one Speak message allows, at a space where possible."""
+    parts = []
+    while len(text) > limit:
+        cut = text.rfind(" ", 0, limit)
+        cut = limit if cut <= 0 else cut
+        parts.append(text[:cut])
+        text = text[cut:]
+    parts.append(text)
+    return parts
+
+
+class DeepgramTTSStream:
+    """A `TTSStream`: speak/flush/clear in, AudioChunk and Flushed out (`async for`)."""
+
+    def __init__(
+        self,
+        settings: DeepgramTTSSettings,
+        api_key: str,
+        fmt: AudioFormat,
+        call: CallInfo,
+        nursery: trio.Nursery,
+    ) -> None:
+        self._settings = settings
+        self._api_key = api_key
+        self._url = speak_url(settings, fmt)
+        self._nursery = nursery
+        self.log = _CallLog(log, {"call_id": call.call_id})
+        self._ws: WebSocketConnection | None = None
+        self._wire = trio.Lock()  # one task at a time talks to the socket
+        self._sent: deque[_Segment] = deque()
+        self._held: _Segment | None = None
+        self._open = _Segment()
+        self._flushes = 0  # flush() calls so far: the sequence numbers
+        self._epoch = 0  # bumped by clear(): queued events of older epochs are dropped
+        self._awaiting_cleared = 0  # Clear sent, Cleared not back: incoming audio is stale
+        self._budget = FlushBudget(settings.flush_budget, settings.flush_window_s)
+        self._kick = trio.Event()
+        self._failed: ProviderError | None = None
+        self._closing = False
+        self.connections = 0
+        self.request_id = ""
+        events_in, events_out = trio.open_memory_channel[tuple[int, TTSEvent | ProviderError]](
+            math.inf
+        )
+        self._events_in = events_in
+        self._events_out = events_out
+
+    # ------------------------------------------------------------------ TTSStream
+
+    async def speak(self, text: str) -> None:
+        """Queue text; it is synthesized at the next flush()."""
+        self._check()
+        if not text:
+            return
+        self._open.texts.extend(split_text(text))
+        if self._held is None:
+            await self._pump()
+
+    async def flush(self) -> None:
+        """Ask for the audio of everything spoken; answered by Flushed(n) after it."""
+        self._check()
+        self._flushes += 1
+        seq = self._flushes
+        segment = self._open
+        if not segment.texts:
+            # Nothing new to synthesize: answered together with the last flush with text.
+            if self._held is not None:
+                self._held.seqs.append(seq)
+            elif self._sent:
+                self._sent[-1].seqs.append(seq)
+            else:
+                self._emit(Flushed(seq))
+            return
+        segment.seqs.append(seq)
+        self._open = _Segment()
+        if self._held is None:
+            self._held = segment
+        else:
+            self._held.absorb(segment)
+        await self._pump()
+
+    async def clear(self) -> None:
+        """Drop all spoken text and audio not yet yielded; unanswered flushes never are."""
+        self._epoch += 1
+        self._sent.clear()
+        self._held = None
+        self._open = _Segment()
+        ws = self._ws
+        if ws is None or self._failed is not None:
+            return
+        self._awaiting_cleared += 1
+        async with self._wire:
+            if ws is not self._ws:
+                return  # that socket is gone, and the old audio with it
+            try:
+                await self._send(ws, _CLEAR)
+            except _Dropped:
+                self._drop(ws)
+
+    def __aiter__(self) -> AsyncIterator[TTSEvent]:
+        return self
+
+    async def __anext__(self) -> TTSEvent:
+        while True:
+            try:
+                epoch, item = await self._events_out.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                raise StopAsyncIteration from None
+            if isinstance(item, ProviderError):
+                raise item
+            if epoch == self._epoch:
+                return item
+
+    # ------------------------------------------------------------------ internals
+
+    def _check(self) -> None:
+        if self._failed is not None:
+            raise self._failed
+        if self._closing:
+            raise ProviderError("the TTS stream is closed", provider=PROVIDER)
+
+    def _emit(self, event: TTSEvent | ProviderError) -> None:
+        try:
+            self._events_in.send_nowait((self._epoch, event))
+        except trio.ClosedResourceError:
+            pass
+
+    def _fail(self, error: ProviderError) -> None:
+        if self._failed is None:
+            self._failed = error
+            self.log.error("TTS stream failed: %s", error)
+            self._emit(error)
+
+    async def _send(self, ws: WebSocketConnection, message: str) -> None:
+        # Shielded: a barge-in that cancels the caller must not cut a frame in half.
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + self._settings.send_timeout_s
+            try:
+                await ws.send_message(message)
+            except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+                raise _Dropped from None
+        if scope.cancelled_caught:
+            raise _Dropped
+
+    def _drop(self, ws: WebSocketConnection) -> None:
+        """Forget a broken socket: everything unanswered becomes unsent again."""
+        if ws is not self._ws:
+            return
+        self._ws = None
+        self._awaiting_cleared = 0
+        merged: _Segment | None = None
+        for segment in [*self._sent, *([self._held] if self._held else [])]:
+            segment.spoken = 0
+            if merged is None:
+                merged = segment
+            else:
+                merged.absorb(segment)
+        self._sent.clear()
+        self._held = merged
+        self._open.spoken = 0
+        self._nursery.start_soon(_close_quietly, ws)
+
+    def _has_work(self) -> bool:
+        return self._held is not None or self._open.spoken < len(self._open.texts)
+
+    async def _pump(self) -> None:
+        """Send the server whatever it lacks, reconnecting when the socket is gone."""
+        async with self._wire:
+            drops = 0
+            while True:
+                if self._failed is not None:
+                    raise self._failed
+                if self._closing or not self._has_work():
+                    return
+                ws = self._ws
+                if ws is None:
+                    try:
+                        ws = await self._connect_with_retry()
+                    except ProviderError as e:
+                        self._fail(e)
+                        raise
+                    if self.connections > 1:
+                        self.log.info("reconnected; re-speaking unanswered text")
+                try:
+                    await self._push(ws)
+                    return
+                except _Dropped:
+                    self.log.warning("TTS socket dropped while sending")
+                    self._drop(ws)
+                    drops += 1
+                    if drops > self._settings.reconnect_attempts:
+                        error = ProviderUnavailable(
+                            f"the connection to {self._settings.url} keeps dropping",
+                            provider=PROVIDER,
+                        )
+                        self._fail(error)
+                        raise error from None
+
+    async def _push(self, ws: WebSocketConnection) -> None:
+        epoch = self._epoch
+        held = self._held
+        if held is not None:
+            while held.spoken < len(held.texts):
+                text = held.texts[held.spoken]
+                held.spoken += 1
+                await self._send(ws, wire.encode(wire.Speak(text)))
+                if epoch != self._epoch or self._held is not held:
+                    return
+            now = trio.current_time()
+            if len(self._sent) >= self._settings.max_flushes_in_flight:
+                return  # sent when the Flushed in flight comes back
+            if not self._budget.available(now):
+                self.log.info("flush rate budget spent; merging flushes until a slot frees")
+                self._kick.set()  # the pump loop then sleeps until the budget frees
+                return
+            # Moved before the await: the answer may arrive before send() returns.
+            self._budget.record(now)
+            self._sent.append(held)
+            self._held = None
+            await self._send(ws, _FLUSH)
+            if epoch != self._epoch:
+                return
+        segment = self._open
+        while segment.spoken < len(segment.texts) and self._held is None:
+            text = segment.texts[segment.spoken]
+            segment.spoken += 1
+            await self._send(ws, wire.encode(wire.Speak(text)))
+            if epoch != self._epoch:
+                return
+
+    async def pump_loop(self) -> None:
+        """Sends held flushes once an answer or the rate budget frees a slot, and
+        reconnects a dropped socket that still owes audio."""
+        while True:
+            now = trio.current_time()
+            slot_free = len(self._sent) < self._settings.max_flushes_in_flight
+            if (self._ws is None and self._has_work() and not self._closing) or (
+                self._held is not None and slot_free and self._budget.available(now)
+            ):
+                try:
+                    await self._pump()
+                except ProviderError:
+                    return  # _pump reported it through the events
+                continue
+            wake_at = math.inf
+            if self._held is not None and slot_free:
+                wake_at = self._budget.free_at(now)
+            with trio.move_on_at(wake_at):
+                await self._kick.wait()
+            self._kick = trio.Event()
+
+    async def _connect(self) -> WebSocketConnection:
+        headers = [(b"authorization", f"Token {self._api_key}".encode())]
+        try:
+            with trio.fail_after(self._settings.connect_timeout_s):
+                ws = await connect_websocket_url(
+                    self._nursery,
+                    self._url,
+                    extra_headers=headers,
+                    message_queue_size=64,
+                    max_message_size=4 * 1024 * 1024,
+                )
+        except ConnectionRejected as e:
+            raise rejected_error(e.status_code, e.body, self._settings.api_key_env) from None
+        except trio.TooSlowError:
+            raise ProviderUnavailable(
+                f"no answer from {self._settings.url} within "
+                f"{self._settings.connect_timeout_s:g} s",
+                provider=PROVIDER,
+            ) from None
+        except (OSError, HandshakeError, ConnectionClosed) as e:
+            raise ProviderUnavailable(
+                f"cannot connect to {self._settings.url}: {e!r}", provider=PROVIDER
+            ) from None
+        self._ws = ws
+        self.connections += 1
+        self._nursery.start_soon(self._read, ws)
+        return ws
+
+    async def _connect_with_retry(self) -> WebSocketConnection:
+        attempts = max(1, self._settings.reconnect_attempts)
+        for attempt in range(attempts):
+            if attempt:
+                delay = self._settings.retry_base_s * 2 ** (attempt - 1)
+                await trio.sleep(min(delay, self._settings.retry_max_s))
+            try:
+                return await self._connect()
+            except ProviderUnavailable as e:
+                if attempt == attempts - 1:
+                    raise
+                self.log.warning("connect attempt %d failed: %s", attempt + 1, e)
+        raise AssertionError("unreachable")
+
+    async def connect(self) -> None:
+        """Open the socket now (warm), so the first sentence pays no handshake."""
+        async with self._wire:
+            if self._ws is None:
+                await self._connect_with_retry()
+
+    async def _read(self, ws: WebSocketConnection) -> None:
+        try:
+            while True:
+                message = await ws.get_message()
+                if ws is not self._ws:
+                    return
+                if isinstance(message, bytes):
+                    if message and not self._awaiting_cleared:
+                        self._emit(AudioChunk(message))
+                    continue
+                self._handle(message)
+        except ConnectionClosed as e:
+            if self._closing or ws is not self._ws:
+                return
+            reason = e.reason
+            self.log.warning(
+                "TTS socket closed by the server (code %s %s)",
+                getattr(reason, "code", "?"),
+                getattr(reason, "reason", "") or "",
+            )
+            self._drop(ws)
+            self._kick.set()  # reconnect at once if anything is unanswered
+
+    def _handle(self, text: str) -> None:
+        try:
+            message = wire.decode_server(text)
+        except msgspec.DecodeError as e:
+            self.log.warning("ignored an unexpected message from Deepgram (%s): %.200s", e, text)
+            return
+        match message:
+            case wire.Flushed():
+                if self._awaiting_cleared:
+                    return  # a flush the Clear already cancelled
+                if not self._sent:
+                    self.log.warning("ignored a Flushed that answers no flush: %.200s", text)
+                    return
+                segment = self._sent.popleft()
+                for seq in segment.seqs:
+                    self._emit(Flushed(seq))
+                self._kick.set()
+            case wire.Cleared():
+                self._awaiting_cleared = max(0, self._awaiting_cleared - 1)
+            case wire.Metadata(request_id=request_id, model_name=model):
+                self.request_id = request_id
+                self.log.debug("Deepgram TTS session %s, model %s", request_id, model)
+            case wire.Warning(description=description, code=code):
+                self.log.warning("Deepgram warning %s: %s", code, description)
+
+    async def aclose(self) -> None:
+        self._closing = True
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + 1.0
+                try:
+                    await ws.send_message(_CLOSE)
+                except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+                await ws.aclose()
+        self._events_in.close()
+
+
+def rejected_error(status: int, body: bytes | str | None, env: str) -> ProviderError:
+    """Deepgram refused a request: auth problems name the env var holding the key."""
+    detail = body.decode(errors="replace") if isinstance(body, bytes) else (body or "")
+    detail = detail.strip()[:300]
+    if status in (401, 403):
+        return ProviderAuthError(
+            f"Deepgram refused the API key from environment variable {env} "
+            f"(HTTP {status}: {detail or 'no detail'}); check that {env} holds a valid key",
+            provider=PROVIDER,
+        )
+    if status == 429 or status >= 500:
+        return ProviderUnavailable(f"Deepgram answered HTTP {status}: {detail}", provider=PROVIDER)
+    return ProviderError(
+        f"Deepgram rejected the request with HTTP {status}: {detail} "
+        "(check [tts.deepgram] model and audio settings)",
+        provider=PROVIDER,
+    )
+
+
+async def _close_quietly(ws: WebSocketConnection) -> None:
+    with trio.move_on_after(1.0):
+        await ws.aclose()
+
+
+@asynccontextmanager
+async def open_stream(
+    settings: DeepgramTTSSettings, api_key: str, fmt: AudioFormat, call: CallInfo
+) -> AsyncIterator[DeepgramTTSStream]:
+    async with trio.open_nursery() as nursery:
+        stream = DeepgramTTSStream(settings, api_key, fmt, call, nursery)
+        await stream.connect()
+        nursery.start_soon(stream.pump_loop)
+        try:
+            yield stream
+        finally:
+            await stream.aclose()
+            nursery.cancel_scope.cancel()
