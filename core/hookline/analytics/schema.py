@@ -259,7 +259,7 @@ def open_database(
         raise ConfigError(
             f"no analytics database at {p} (no call recorded yet, or a different path)",
             file=where or None,
-            key="analytics.database",
+            key="analytics.database" if where else None,
         )
     if create:
         try:
