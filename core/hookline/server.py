@@ -1,0 +1,212 @@
+"""`hookline serve`: one ASGI app on one port, served by Hypercorn's trio worker.
+
+The app mounts the telephony provider's routes (exact paths) and `GET /healthz`.
+SIGTERM (or SIGINT) drains: the runtime stops admitting calls (new callers hear the
+busy message), active calls get `[server] drain_timeout_s` to finish and are then
+ended with a goodbye; only then does the HTTP server stop and the runtime flush.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+from functools import partial
+
+import hypercorn.config
+import hypercorn.trio
+import msgspec
+import trio
+
+from .errors import ConfigError
+from .providers import ASGIApp
+from .runtime import Runtime
+
+__all__ = ["add_commands", "build_app", "run_server", "serve_app", "serve_runtime"]
+
+log = logging.getLogger("hookline.server")
+
+HEALTHZ = "/healthz"
+
+
+class _Health(msgspec.Struct):
+    status: str
+    active_calls: int
+    draining: bool
+
+
+def build_app(runtime: Runtime) -> ASGIApp:
+    """The whole ASGI app: the telephony routes, /healthz, lifespan, 404 for the rest."""
+    routes: dict[str, ASGIApp] = {}
+    for route in runtime.telephony.routes(runtime):
+        if route.path in routes or route.path == HEALTHZ:
+            raise ConfigError(f"telephony route {route.path} is mounted twice")
+        routes[route.path] = route.app
+    encode = msgspec.json.Encoder().encode
+
+    async def app(scope: dict, receive, send) -> None:  # type: ignore[no-untyped-def]
+        kind = scope["type"]
+        if kind == "lifespan":
+            await _lifespan(receive, send)
+            return
+        target = routes.get(scope["path"])
+        if target is not None:
+            await target(scope, receive, send)
+        elif kind == "http" and scope["path"] == HEALTHZ:
+            health = _Health(
+                status="draining" if runtime.draining else "ok",
+                active_calls=runtime.active_calls,
+                draining=runtime.draining,
+            )
+            await _respond(
+                send, 503 if runtime.draining else 200, encode(health), b"application/json"
+            )
+        elif kind == "http":
+            await _respond(send, 404, b"not found\n", b"text/plain")
+        elif kind == "websocket":
+            await receive()
+            await send({"type": "websocket.close", "code": 1008})
+
+    return app
+
+
+async def _lifespan(receive, send) -> None:  # type: ignore[no-untyped-def]
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def _respond(send, status: int, body: bytes, content_type: bytes) -> None:  # type: ignore[no-untyped-def]
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _hypercorn_config(host: str, port: int) -> hypercorn.config.Config:
+    config = hypercorn.config.Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hookline.server.hypercorn")
+    # Calls are drained before the server stops; whatever is left is cut after this.
+    config.graceful_timeout = 2.0
+    return config
+
+
+async def serve_app(
+    runtime: Runtime,
+    host: str,
+    port: int,
+    *,
+    shutdown: trio.Event | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the runtime's app until `shutdown` is set; reports the bound port.
+
+    `port = await nursery.start(serve_app, runtime, "127.0.0.1", 0)` binds an ephemeral
+    port. Setting `shutdown` closes the listeners and gives open requests
+    `graceful_timeout` seconds (drain the runtime first: see `serve_runtime`).
+    """
+    stop = shutdown or trio.Event()
+    serve = partial(
+        hypercorn.trio.serve,
+        build_app(runtime),
+        _hypercorn_config(host, port),
+        shutdown_trigger=stop.wait,
+    )
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(serve)
+        log.info("listening on %s", ", ".join(binds))
+        task_status.started(int(binds[0].rsplit(":", 1)[1]))
+
+
+async def serve_runtime(
+    runtime: Runtime,
+    host: str,
+    port: int,
+    *,
+    terminate: trio.Event | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until SIGTERM/SIGINT (or until `terminate` is set), then drain and stop.
+
+    The runtime must be started. Returns once every call has ended, the HTTP server is
+    closed and `runtime.stop()` has flushed the observers.
+    """
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        bound = await nursery.start(serve_app, runtime, host, port, shutdown=shutdown)
+        if terminate is None:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                task_status.started(bound)
+                async for signum in signals:
+                    log.info("received %s: draining", signal.Signals(signum).name)
+                    break
+        else:
+            task_status.started(bound)
+            await terminate.wait()
+            log.info("terminate requested: draining")
+        timeout = runtime.config.server.drain_timeout_s
+        log.info("draining %d active call(s), up to %.0f s", runtime.active_calls, timeout)
+        await runtime.drain(timeout)
+        shutdown.set()
+    runtime.stop()
+    log.info("stopped")
+
+
+async def run_server(config_path: str, host: str | None = None, port: int | None = None) -> int:
+    """`hookline serve`: load, discover, build, start, serve, drain, stop."""
+    from .config import load_config
+    from .plugins import discover
+
+    config = load_config(config_path)
+    plugins = discover()
+    for failure in plugins.failed:
+        log.warning("plugin %s failed to load: %s", failure.name, failure.error)
+    runtime = Runtime(config, plugins)
+    await runtime.start()
+    await serve_runtime(
+        runtime, host or config.server.host, port if port is not None else config.server.port
+    )
+    return 0
+
+
+def _serve_command(args: argparse.Namespace) -> int:
+    _install_call_id_logging()
+    return trio.run(run_server, args.config, args.host, args.port)
+
+
+def _install_call_id_logging() -> None:
+    """Every log line carries `call=<id>` (or `call=-` outside a call)."""
+
+    class _CallId(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            if not hasattr(record, "call_id"):
+                record.call_id = "-"
+            return True
+
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s call=%(call_id)s %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_CallId())
+        handler.setFormatter(fmt)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, not {value}")
+    return value
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("serve", help="run the phone agent server")
+    p.add_argument("config", metavar="CONFIG", help="the TOML config file")
+    p.add_argument("--host", help="interface to listen on (overrides [server] host)")
+    p.add_argument("--port", type=_port, help="port to listen on (overrides [server] port)")
+    p.set_defaults(func=_serve_command)

@@ -1,0 +1,319 @@
+"""The Twilio telephony provider: three ASGI routes and the calls they hand over.
+
+- `POST /twilio/voice`: the incoming-call webhook. Checks the signature, reserves a
+  call slot (or answers busy) and answers `<Connect><Stream>` TwiML whose parameters
+  carry a one-use token for this call.
+- `WS /twilio/media`: the Media Streams socket. Checks the upgrade's signature, waits
+  for `start`, claims the token and runs the call on a `TwilioLeg`.
+- `POST /twilio/status`: call and stream status callbacks, recorded as call events.
+
+The slot reserved at the webhook belongs to the webhook's request until the stream
+claims it (then `run_call` releases it at the end) or the token expires (then it is
+released here). Holding it in the request's own task gives it a visible owner; the
+response says `Connection: close` so no keep-alive request queues behind that task.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import trio
+from hookline.providers import CallHandler, CallInfo, Route
+from hookline.runtime import Runtime, new_call_id
+from twilio.twiml.voice_response import VoiceResponse
+
+from . import protocol as p
+from .control import CallControl
+from .leg import BadInput, CallLog, MediaSocket, Receive, Send, TwilioLeg
+from .security import FormParams, Signer, TokenBook, request_url
+from .settings import TwilioSettings
+
+__all__ = ["CLOSE_POLICY", "MEDIA_PATH", "STATUS_PATH", "VOICE_PATH", "TwilioTelephony"]
+
+log = logging.getLogger("hookline.telephony.twilio")
+
+VOICE_PATH = "/twilio/voice"
+MEDIA_PATH = "/twilio/media"
+STATUS_PATH = "/twilio/status"
+CLOSE_POLICY = 1008  # bad signature, bad token, no `start` in time
+TOKEN_PARAMETER = "token"
+
+_UNSAFE = (
+    "signature validation is OFF ([telephony.twilio] validate_signatures = false): "
+    "anyone who finds this server can place calls through it"
+)
+
+
+class TwilioTelephony:
+    """Implements `hookline.providers.Telephony` for Twilio Media Streams."""
+
+    def __init__(
+        self,
+        settings: TwilioSettings,
+        *,
+        auth_token: str,
+        account_sid: str,
+        limiter: trio.CapacityLimiter,
+        busy_message: str,
+    ) -> None:
+        self.settings = settings
+        self.busy_message = busy_message
+        self.signer = Signer(auth_token, settings.public_url.rstrip("/"))
+        self.tokens = TokenBook(settings.token_ttl_s)
+        self.control = CallControl(
+            account_sid=account_sid,
+            auth_token=auth_token,
+            base_url=settings.api_base_url,
+            timeout=settings.rest_timeout_s,
+            limiter=limiter,
+        )
+        if not settings.validate_signatures:
+            log.warning(_UNSAFE)
+
+    @classmethod
+    def create(cls, settings: TwilioSettings, runtime: Runtime) -> TwilioTelephony:
+        where = "telephony.twilio"
+        return cls(
+            settings,
+            auth_token=runtime.secret(settings.auth_token_env, key=f"{where}.auth_token_env"),
+            account_sid=runtime.secret(settings.account_sid_env, key=f"{where}.account_sid_env"),
+            limiter=runtime.thread_limiter,
+            busy_message=runtime.config.agent.busy_message,
+        )
+
+    def routes(self, handler: CallHandler) -> Sequence[Route]:
+        calls = _Routes(self, handler)
+        return [
+            Route(VOICE_PATH, calls.voice),
+            Route(MEDIA_PATH, calls.media),
+            Route(STATUS_PATH, calls.status),
+        ]
+
+
+class _Routes:
+    def __init__(self, telephony: TwilioTelephony, handler: CallHandler) -> None:
+        self.t = telephony
+        self.settings = telephony.settings
+        self.handler = handler
+
+    # ------------------------------------------------------------------ webhook
+
+    async def voice(self, scope: dict, receive: Receive, send: Send) -> None:
+        form = await self._read_form(scope, receive, send)
+        if form is None:
+            return
+        info = CallInfo(
+            call_id=new_call_id(),
+            provider_call_id=form.first("CallSid"),
+            from_number=form.first("From"),
+            to_number=form.first("To"),
+        )
+        clog = CallLog(log, {"call_id": info.call_id})
+        if not self.settings.validate_signatures:
+            clog.warning(_UNSAFE)
+        elif not self.t.signer.check_webhook(scope, form):
+            clog.warning("webhook refused: missing or wrong X-Twilio-Signature (403)")
+            self.handler.record_rejected(info, "bad_signature")
+            await _respond(send, 403, b"invalid signature\n", "text/plain")
+            return
+        if not self.handler.try_admit():
+            clog.info("busy: answered the busy message (call %s)", info.provider_call_id)
+            self.handler.record_rejected(info, "busy")
+            await _respond(send, 200, self._busy_twiml().encode(), "text/xml")
+            return
+        token, pending = self.t.tokens.issue(info)
+        try:
+            twiml = self._stream_twiml(scope, info, token)
+            await _respond(send, 200, twiml.encode(), "text/xml", close=True)
+            clog.info(
+                "call %s from %s answered with a stream", info.provider_call_id, info.from_number
+            )
+            with trio.move_on_at(pending.expires):
+                await pending.claimed.wait()
+        finally:
+            if not pending.claimed.is_set():
+                self.t.tokens.forget(token)
+                self.handler.release()
+                clog.warning("no media stream within %.0f s: call slot released", self.t.tokens.ttl)
+
+    def _stream_twiml(self, scope: dict, info: CallInfo, token: str) -> str:
+        media_url = request_url(
+            {**scope, "path": MEDIA_PATH}, self.t.signer.public_url, websocket=True
+        )
+        status_url = request_url(
+            {**scope, "path": STATUS_PATH}, self.t.signer.public_url, websocket=False
+        )
+        response = VoiceResponse()
+        connect = response.connect()
+        stream = connect.stream(
+            url=media_url,
+            name=self.settings.stream_name,
+            status_callback=status_url,
+            status_callback_method="POST",
+        )
+        stream.parameter(name="from", value=info.from_number)
+        stream.parameter(name="to", value=info.to_number)
+        stream.parameter(name=TOKEN_PARAMETER, value=token)
+        return str(response)
+
+    def _busy_twiml(self) -> str:
+        response = VoiceResponse()
+        response.say(self.t.busy_message)
+        response.hangup()
+        return str(response)
+
+    # ------------------------------------------------------------------ status callbacks
+
+    async def status(self, scope: dict, receive: Receive, send: Send) -> None:
+        form = await self._read_form(scope, receive, send)
+        if form is None:
+            return
+        if self.settings.validate_signatures and not self.t.signer.check_webhook(scope, form):
+            log.warning("status callback refused: missing or wrong X-Twilio-Signature (403)")
+            await _respond(send, 403, b"invalid signature\n", "text/plain")
+            return
+        fields = {name: values[-1] for name, values in form.items()}
+        self.handler.record_status(form.first("CallSid"), fields)
+        await _respond(send, 204, b"", "text/plain")
+
+    async def _read_form(self, scope: dict, receive: Receive, send: Send) -> FormParams | None:
+        if scope["type"] != "http":
+            await _refuse_websocket(receive, send)
+            return None
+        if scope["method"] != "POST":
+            await _respond(send, 405, b"POST only\n", "text/plain", extra=[(b"allow", b"POST")])
+            return None
+        body = await _read_body(receive, self.settings.max_message_bytes)
+        if body is None:
+            log.warning(
+                "refused a %s body over %d bytes (413)",
+                scope["path"],
+                self.settings.max_message_bytes,
+            )
+            await _respond(send, 413, b"body too large\n", "text/plain")
+            return None
+        return FormParams.parse(body)
+
+    # ------------------------------------------------------------------ media stream
+
+    async def media(self, scope: dict, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await _respond(
+                send, 426, b"WebSocket only\n", "text/plain", extra=[(b"upgrade", b"websocket")]
+            )
+            return
+        connect = await receive()
+        if connect["type"] != "websocket.connect":
+            return
+        if not self.settings.validate_signatures:
+            log.warning(_UNSAFE)
+        elif not self.t.signer.check_upgrade(scope):
+            log.warning("media stream refused: missing or wrong X-Twilio-Signature on the upgrade")
+            self.handler.record_rejected(CallInfo(call_id=new_call_id()), "bad_signature")
+            # Closing before accepting makes the server refuse the upgrade (HTTP 403).
+            await send({"type": "websocket.close", "code": CLOSE_POLICY})
+            return
+        await send({"type": "websocket.accept"})
+        stream_log = CallLog(log, {"call_id": "-"})
+        socket = MediaSocket(
+            receive, send, max_bytes=self.settings.max_message_bytes, bad=BadInput(stream_log)
+        )
+        try:
+            await self._run_stream(socket, stream_log)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await socket.close()
+
+    async def _run_stream(self, socket: MediaSocket, stream_log: CallLog) -> None:
+        start = None
+        with trio.move_on_after(self.settings.start_timeout_s):
+            start = await _wait_for_start(socket)
+        if start is None:
+            if not socket.closed:
+                stream_log.warning(
+                    "no `start` within %.1f s: stream closed", self.settings.start_timeout_s
+                )
+                await socket.close(CLOSE_POLICY)
+            return
+        body = start.start
+        token = body.customParameters.get(TOKEN_PARAMETER, "")
+        pending = self.t.tokens.claim(token, body.callSid)
+        if pending is None:
+            info = CallInfo(call_id=new_call_id(), provider_call_id=body.callSid)
+            CallLog(log, {"call_id": info.call_id}).warning(
+                "stream %s of call %s refused: stream token missing, unknown, reused or expired",
+                body.streamSid,
+                body.callSid,
+            )
+            self.handler.record_rejected(info, "bad_token")
+            await socket.close(CLOSE_POLICY)
+            return
+        reserved = pending.info
+        info = CallInfo(
+            call_id=reserved.call_id,
+            provider_call_id=body.callSid,
+            from_number=reserved.from_number,
+            to_number=reserved.to_number,
+            parameters={k: v for k, v in body.customParameters.items() if k != TOKEN_PARAMETER},
+        )
+        clog = stream_log
+        clog.extra["call_id"] = info.call_id  # from now on every line names the call
+        leg = TwilioLeg(info, socket, body.streamSid, self.t.control, clog)
+        clog.info("media stream %s started", body.streamSid)
+        try:
+            await self.handler.run_call(leg)  # releases the slot reserved at the webhook
+        finally:
+            if socket.bad.counts:
+                clog.warning("bad input during the call: %s", socket.bad.summary())
+            clog.info("media stream %s ended", body.streamSid)
+
+
+async def _wait_for_start(socket: MediaSocket) -> p.Start | None:
+    while True:
+        msg = await socket.next_message()
+        if msg is None or isinstance(msg, p.Start):
+            return msg
+        if not isinstance(msg, p.Connected):
+            socket.bad.note("before_start", type(msg).__name__.lower())
+
+
+# ---------------------------------------------------------------------- tiny ASGI helpers
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    body = bytearray()
+    while True:
+        event = await receive()
+        if event["type"] == "http.disconnect":
+            return None
+        body += event.get("body", b"")
+        if len(body) > limit:
+            return None
+        if not event.get("more_body", False):
+            return bytes(body)
+
+
+async def _respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: str,
+    *,
+    close: bool = False,
+    extra: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    headers = [
+        (b"content-type", content_type.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _refuse_websocket(receive: Receive, send: Send) -> None:
+    await receive()
+    await send({"type": "websocket.close", "code": CLOSE_POLICY})
