@@ -54,9 +54,7 @@ class AgentConfig(_Section):
     instructions_file: str | None = None  # relative to the config file
     greeting: str = "Hello, how can I help?"
     goodbye: str = "Thanks for calling. Goodbye!"
-    fillers: list[str] = msgspec.field(
-        default_factory=lambda: ["One moment, let me check that."]
-    )
+    fillers: list[str] = msgspec.field(default_factory=lambda: ["One moment, let me check that."])
     reprompt: str = "Are you still there?"
     apology: str = "I'm sorry, we're having technical trouble. Please call back in a few minutes."
     fallback_line: str = "Sorry, I didn't catch that. Could you say it again?"
@@ -86,7 +84,6 @@ class PolicyConfig(_Section):
     max_tool_rounds: int = 5
     tool_timeout_s: float = 10.0
     filler_after_s: float = 1.0
-    llm_first_token_timeout_s: float = 5.0
     apology_timeout_s: float = 5.0
 
 

@@ -100,7 +100,9 @@ def resolve(config: Config, plugins: Plugins) -> Resolved:
     return resolved
 
 
-def missing_secrets(config: Config, plugins: Plugins, resolved: Resolved, secrets: Secrets) -> list[MissingSecret]:
+def missing_secrets(
+    config: Config, plugins: Plugins, resolved: Resolved, secrets: Secrets
+) -> list[MissingSecret]:
     """Every `*_env` secret that the chosen providers and tools need and the env lacks."""
     out = []
     for kind, settings in resolved.provider_settings.items():
@@ -154,6 +156,7 @@ class Runtime:
         self.active_calls = 0
         self.draining = False
         self._call_scopes: set[trio.CancelScope] = set()
+        self.sessions: set[Any] = set()  # live CallSessions
         self._idle = trio.Event()
         self._idle.set()
 
@@ -234,10 +237,10 @@ class Runtime:
         info = CallInfo(call_id="", provider_call_id=provider_call_id)
         self.notify(info, TelephonyStatus(t=trio.current_time(), fields=dict(fields)))
 
-    async def drain(self, timeout: float) -> None:
-        """Stop admitting; give active calls `timeout` seconds, then end them gracefully."""
+    async def drain(self, grace_s: float) -> None:
+        """Stop admitting; give active calls `grace_s` seconds, then end them gracefully."""
         self.draining = True
-        with trio.move_on_after(timeout):
+        with trio.move_on_after(grace_s):
             await self._idle.wait()
         for session in list(self.sessions):
             session.request_shutdown()
@@ -246,12 +249,6 @@ class Runtime:
         for scope in list(self._call_scopes):
             scope.cancel()
         await self._idle.wait()
-
-    @property
-    def sessions(self) -> list[Any]:
-        from .engine.call import CallSession
-
-        return list(CallSession.live)
 
     # ----------------------------------------------------------------- observers
 

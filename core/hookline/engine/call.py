@@ -1,0 +1,706 @@
+"""One call: a nursery that owns the leg, the STT and TTS streams and the responses.
+
+    run()
+     ├─ greeting from cache, straight to the leg (no TTS round trip)
+     ├─ outer nursery: _pump_leg (caller audio -> STT, marks -> playback, DTMF, hang-up)
+     │   └─ main scope (cancelled by end()): STT + TTS streams open, then
+     │        _pump_stt (turn-taking, barge-in), _pump_tts (audio -> leg, mark per sentence),
+     │        _responder (one response at a time, each in its own cancel scope),
+     │        _silence_watchdog, _max_duration
+     └─ closing words (goodbye or apology) while the leg still works, hang-up, the record
+
+A provider failure ends only this call: it is recorded as the end reason and the caller
+hears an apology when the leg still works.
+"""
+
+from __future__ import annotations
+
+import array
+import bisect
+import logging
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ..audio import MULAW_8K, SAMPLE_RATE
+from ..errors import ProviderError
+from ..events import (
+    AgentSpoke,
+    BargeIn,
+    CallEvent,
+    CallRecord,
+    DtmfReceived,
+    ProviderFailed,
+    Reprompted,
+    ToolCallFinished,
+    ToolCallRecord,
+    TurnMetrics,
+    TurnRecord,
+    UsageReported,
+    UserSpeechStarted,
+    UserTurnEnded,
+)
+from ..providers import (
+    AudioChunk,
+    AudioIn,
+    CallLeg,
+    DtmfIn,
+    Flushed,
+    HangUp,
+    MarkReached,
+    Message,
+    STTStream,
+    TTSStream,
+)
+from .metrics import TurnTiming
+from .playback import Playback, Segment
+from .response import respond
+from .turns import Decision, TurnTaker
+
+if TYPE_CHECKING:
+    from ..runtime import Runtime
+
+__all__ = ["CallSession"]
+
+_log = logging.getLogger("hookline.call")
+
+# After the last DTMF digit, wait this long for more before treating them as the turn.
+DTMF_GAP_S = 1.5
+# How long provider streams get to close cleanly (CloseStream, final messages).
+CLOSE_TIMEOUT_S = 5.0
+
+
+class _CallLog(logging.LoggerAdapter):
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[call {self.extra['call_id']}] {msg}", kwargs
+
+
+class _UserTurn:
+    def __init__(self, index: int, text: str, timing: TurnTiming) -> None:
+        self.index = index
+        self.text = text
+        self.timing = timing
+
+
+class CallSession:
+    """Runs one call on `leg` with the runtime's providers. Create, then `await run()`."""
+
+    def __init__(self, runtime: Runtime, leg: CallLeg) -> None:
+        self.runtime = runtime
+        self.leg = leg
+        self.info = leg.info
+        self.log = _CallLog(_log, {"call_id": self.info.call_id})
+        policy = runtime.config.policy
+        self.policy = policy
+        self.playback = Playback(self.info.call_id)
+        self.turn_taker = TurnTaker(policy.barge_in_min_words, policy.backchannels)
+        self.tool_schemas = [t.schema() for t in runtime.tools.values()]
+        self.history: list[Message] = []
+        if runtime.config.agent.instructions:
+            self.history.append(Message(role="system", content=runtime.config.agent.instructions))
+        self.stt: STTStream | None = None
+        self.tts: TTSStream | None = None
+        self.turns: list[TurnRecord] = []
+        self.segments: dict[int, list[Segment]] = {}
+        self.usage: dict[str, float] = {}
+        self.end_reason: str | None = None
+        self._hangup_needed = False
+        self._leg_alive = True
+        self._closing_phrase: str | None = None
+        self._main_scope: trio.CancelScope | None = None
+        self._work_scope: trio.CancelScope | None = None
+        self._main_nursery: trio.Nursery | None = None
+        self._response_scope: trio.CancelScope | None = None
+        self._pending_turn: _UserTurn | None = None
+        self._turn_ready = trio.Event()
+        self._agent_timing: dict[int, TurnTiming] = {}
+        self._current_timing: TurnTiming | None = None
+        self._muted = False
+        self._flushes = 0
+        self._activity = trio.Event()
+        self._last_activity = 0.0
+        self._reprompts = 0
+        self._user_speaking = False
+        self._dtmf: list[str] = []
+        self._dtmf_scope: trio.CancelScope | None = None
+        self._filler_turns: set[int] = set()
+        # Audio clock: arrival time of caller audio by byte offset, to turn STT word
+        # timings (seconds of call audio) into monotonic times.
+        self._audio_offsets = array.array("q")
+        self._audio_times = array.array("d")
+        self._audio_bytes = 0
+        self._stt_backlog: list[bytes] | None = []  # audio before the STT stream opened
+        self._started_wall = 0.0
+        self._shutdown_requested = False
+
+    # ================================================================== lifecycle
+
+    async def run(self) -> CallRecord:
+        self._started_wall = time.time()
+        self.runtime.sessions.add(self)
+        self.runtime.call_started(self.info, self._started_wall)
+        self.log.info("call started from %s to %s", self.info.from_number, self.info.to_number)
+        try:
+            # The greeting goes out before anything else is opened: it is cached audio,
+            # so the caller hears the agent within one scheduler tick.
+            greeting = self.runtime.config.agent.greeting
+            turn = self._new_turn("agent", greeting)
+            message = Message(role="assistant", content=greeting)
+            self.history.append(message)
+            self._agent_timing[turn] = TurnTiming()
+            self._mark_activity()
+            async with trio.open_nursery() as outer:
+                await self.play_phrase(greeting, turn, message, wait_for_tts=False)
+                outer.start_soon(self._pump_leg)
+                await self._run_main()
+                await self._closing()
+                outer.cancel_scope.cancel()
+        except ProviderError as e:
+            self._leg_alive = False
+            self._fail(e, "telephony")
+        except Exception as e:
+            self.log.exception("call crashed")
+            self._set_reason(f"error:{type(e).__name__}")
+        finally:
+            self.runtime.sessions.discard(self)
+            record = self._record()
+            self.runtime.call_ended(self.info, record)
+            self.log.info("call ended: %s (%.1f s)", record.end_reason, record.duration)
+        return record
+
+    async def _run_main(self) -> None:
+        if self.end_reason is not None:  # the caller hung up during the greeting
+            return
+        try:
+            # end() cancels the work scope once it exists (the main scope while opening);
+            # the provider streams then close gracefully, within a bounded time.
+            with trio.CancelScope() as self._main_scope:
+                async with self.runtime.stt.open(MULAW_8K, self.info) as self.stt:
+                    backlog, self._stt_backlog = self._stt_backlog or [], None
+                    for chunk in backlog:
+                        await self.stt.send(chunk)
+                    async with self.runtime.tts.open(MULAW_8K, self.info) as self.tts:
+                        with trio.CancelScope() as self._work_scope:
+                            async with trio.open_nursery() as nursery:
+                                self._main_nursery = nursery
+                                nursery.start_soon(self._guard, self._pump_stt, "stt")
+                                nursery.start_soon(self._guard, self._pump_tts, "tts")
+                                nursery.start_soon(self._guard, self._responder, "llm")
+                                nursery.start_soon(self._silence_watchdog)
+                                nursery.start_soon(self._max_duration)
+                                if self._shutdown_requested:
+                                    nursery.start_soon(self.finish, "shutdown")
+                        self._main_nursery = None
+                        self._main_scope.deadline = trio.current_time() + CLOSE_TIMEOUT_S
+        except ProviderError as e:
+            self._fail(e, "stt" if self.stt is None else "tts")
+        except Exception as e:
+            self.log.exception("call engine failed")
+            self._fail_unexpected(e)
+
+    async def _guard(self, fn: Any, kind: str) -> None:
+        """Run a pump; a provider failure or a bug ends the call, never the process."""
+        try:
+            await fn()
+        except ProviderError as e:
+            self._fail(e, kind)
+        except Exception as e:
+            self.log.exception("%s task failed", kind)
+            self._fail_unexpected(e)
+
+    def _fail(self, e: ProviderError, kind: str) -> None:
+        provider = e.provider or f"{kind}/{self.runtime.provider_names.get(kind, '?')}"
+        self.log.error("provider %s failed: %s", provider, e)
+        self.emit(
+            ProviderFailed(t=trio.current_time(), provider=provider, error=str(e), fatal=True)
+        )
+        self._end(f"provider_failed:{provider}", closing=self.runtime.config.agent.apology)
+
+    def _fail_unexpected(self, e: Exception) -> None:
+        self._end(f"error:{type(e).__name__}", closing=self.runtime.config.agent.apology)
+
+    def _set_reason(self, reason: str) -> None:
+        if self.end_reason is None:
+            self.end_reason = reason
+
+    def _end(self, reason: str, *, closing: str | None = None, hangup: bool = True) -> None:
+        """End the call: the first reason wins; closing words are said by `_closing`."""
+        if self.end_reason is not None:
+            return
+        self.end_reason = reason
+        self._closing_phrase = closing
+        self._hangup_needed = hangup
+        scope = self._work_scope or self._main_scope
+        if scope is not None:
+            scope.cancel()
+
+    def request_shutdown(self) -> None:
+        """The server is draining: say goodbye and hang up."""
+        self._shutdown_requested = True
+        if self._main_nursery is not None:
+            self._main_nursery.start_soon(self.finish, "shutdown")
+
+    async def finish(self, reason: str, words: str | None = None) -> None:
+        """Say `words` (default: goodbye), wait until heard, hang up."""
+        await self._interrupt_response()
+        seg = await self.play_phrase(words or self.runtime.config.agent.goodbye, self._turn_no())
+        await self._wait_heard(seg)
+        self._end(reason)
+
+    async def _closing(self) -> None:
+        """Last words while the leg still works, then hang up."""
+        if not self._leg_alive:
+            return
+        with trio.move_on_after(self.policy.apology_timeout_s) as scope:
+            scope.shield = True
+            if self._closing_phrase:
+                self.playback.drop_unheard()
+                await self.leg.clear()
+                seg = await self.play_phrase(
+                    self._closing_phrase, self._turn_no(), wait_for_tts=False
+                )
+                await self._wait_heard(seg)
+            if self._hangup_needed:
+                await self.leg.hangup()
+
+    # ================================================================== pumps
+
+    async def _pump_leg(self) -> None:
+        try:
+            async for event in self.leg.events():
+                if isinstance(event, AudioIn):
+                    await self._caller_audio(event.audio)
+                elif isinstance(event, MarkReached):
+                    self._mark_reached(event.name)
+                elif isinstance(event, DtmfIn):
+                    self._dtmf_digit(event.digit)
+                elif isinstance(event, HangUp):
+                    self._leg_alive = False
+                    self._end(
+                        "caller_hangup"
+                        if event.reason in ("caller", "stop")
+                        else f"telephony:{event.reason}",
+                        hangup=False,
+                    )
+                    return
+        except ProviderError as e:
+            self._leg_alive = False
+            self._fail(e, "telephony")
+            return
+        self._leg_alive = False
+        self._end("caller_hangup", hangup=False)
+
+    async def _caller_audio(self, audio: bytes) -> None:
+        self._audio_offsets.append(self._audio_bytes)
+        self._audio_times.append(trio.current_time())
+        self._audio_bytes += len(audio)
+        if self._stt_backlog is not None:
+            self._stt_backlog.append(audio)
+        elif self.stt is not None:
+            try:
+                await self.stt.send(audio)
+            except ProviderError as e:
+                self._fail(e, "stt")
+
+    def audio_time(self, seconds: float | None) -> float | None:
+        """Monotonic time at which call audio position `seconds` arrived from the caller."""
+        if seconds is None or not self._audio_offsets:
+            return None
+        offset = seconds * SAMPLE_RATE
+        i = max(0, bisect.bisect_right(self._audio_offsets, offset) - 1)
+        frame_start = self._audio_offsets[i]
+        return self._audio_times[i] + (offset - frame_start) / SAMPLE_RATE
+
+    async def _pump_stt(self) -> None:
+        assert self.stt is not None
+        async for event in self.stt:
+            for decision in self.turn_taker.feed(event, self._agent_busy()):
+                await self._apply(decision)
+
+    async def _apply(self, d: Decision) -> None:
+        if d.kind in ("speech_started", "activity"):
+            self._user_speaking = True
+            self._reprompts = 0
+            self._mark_activity()
+            if d.kind == "speech_started":
+                self.emit(UserSpeechStarted(t=trio.current_time(), turn=self._turn_no() + 1))
+        elif d.kind == "barge_in":
+            await self._interrupt_response(interim=d.text)
+        elif d.kind == "dropped_backchannel":
+            self._user_speaking = False
+            self._mark_activity()
+            self.log.debug("backchannel %r ignored", d.text)
+        elif d.kind == "end_turn":
+            now = trio.current_time()
+            timing = TurnTiming(
+                speech_end=self.audio_time(d.speech_end) or now, last_final=now, turn_end=now
+            )
+            await self._user_turn(d.text, d.reason, timing)
+
+    async def _user_turn(self, text: str, reason: str, timing: TurnTiming) -> None:
+        self._user_speaking = False
+        self._close_agent_turn()
+        await self._interrupt_response()
+        index = self._new_turn("user", text)
+        assert timing.speech_end is not None
+        self.emit(
+            UserTurnEnded(
+                t=trio.current_time(),
+                turn=index,
+                text=text,
+                speech_end=timing.speech_end,
+                reason=reason,
+            )
+        )
+        if self._pending_turn is not None:  # not answered yet: answer both at once
+            text = f"{self._pending_turn.text} {text}"
+        self._pending_turn = _UserTurn(index, text, timing)
+        self._turn_ready.set()
+        self._mark_activity()
+
+    async def _responder(self) -> None:
+        while True:
+            await self._turn_ready.wait()
+            self._turn_ready = trio.Event()
+            pending, self._pending_turn = self._pending_turn, None
+            if pending is None:
+                continue
+            # Appended only now: a shielded tool of the previous response may have just
+            # added its result, which must stay right after its tool call.
+            self.history.append(Message(role="user", content=pending.text))
+            turn = self._new_turn("agent", "")
+            timing = pending.timing
+            self._agent_timing[turn] = timing
+            self._current_timing = timing
+            with trio.CancelScope() as scope:
+                self._response_scope = scope
+                try:
+                    await respond(self, turn, timing)
+                finally:
+                    self._response_scope = None
+                    self._repair_history()
+            self._mark_activity()
+
+    async def _pump_tts(self) -> None:
+        assert self.tts is not None
+        async for event in self.tts:
+            if isinstance(event, AudioChunk):
+                if self._muted or not event.audio:
+                    continue
+                timing = self._current_timing
+                if timing is not None:
+                    now = trio.current_time()
+                    if timing.tts_request is not None and timing.tts_first_byte is None:
+                        timing.tts_first_byte = now
+                    if timing.first_audio is None:
+                        timing.first_audio = now
+                await self.leg.play(event.audio)
+            elif isinstance(event, Flushed):
+                seg = self.playback.for_flush(event.sequence)
+                if seg is not None and not seg.dropped:
+                    await self.leg.mark(seg.mark)
+                    seg.sent = True
+
+    # ================================================================== speaking
+
+    async def say(self, sentence: str, turn: int, message: Message, timing: TurnTiming) -> None:
+        """Speak one sentence of a response through the TTS stream."""
+        assert self.tts is not None
+        now = trio.current_time()
+        timing.first_sentence = timing.first_sentence or now
+        timing.tts_request = timing.tts_request or now
+        message.content = f"{message.content} {sentence}".strip()
+        seg = self._segment(sentence, turn, message)
+        self._muted = False
+        self._flushes += 1
+        self.playback.expect_flush(seg, self._flushes)
+        self._count("tts_characters", len(sentence))
+        try:
+            await self.tts.speak(sentence)
+            await self.tts.flush()
+        except ProviderError as e:
+            e.provider = e.provider or f"tts/{self.runtime.provider_names['tts']}"
+            raise
+
+    async def play_phrase(
+        self,
+        text: str,
+        turn: int,
+        message: Message | None = None,
+        *,
+        wait_for_tts: bool = True,
+    ) -> Segment:
+        """Play a fixed phrase from the cache (synthesized once per process)."""
+        audio = self.runtime.phrases.get(text)
+        if audio is None:
+            audio = await self.runtime.tts.synthesize(text, MULAW_8K)
+            self.runtime.phrases[text] = audio
+            self._count("tts_characters", len(text))
+        if wait_for_tts:
+            # Do not splice the phrase into a sentence whose audio is still streaming.
+            while self.playback.flush_pending:
+                await self.playback.wait_changed()
+        seg = self._segment(text, turn, message)
+        timing = self._agent_timing.get(turn)
+        if timing is not None and timing.first_audio is None:
+            timing.first_audio = trio.current_time()
+            timing.first_audio_cached = True
+            timing.first_sentence = timing.first_sentence or timing.first_audio
+        await self.leg.play(audio)
+        await self.leg.mark(seg.mark)
+        seg.sent = True
+        return seg
+
+    def _segment(self, text: str, turn: int, message: Message | None) -> Segment:
+        seg = self.playback.new_segment(text, turn, message)
+        self.segments.setdefault(turn, []).append(seg)
+        self._mark_activity()
+        return seg
+
+    async def _wait_heard(self, seg: Segment) -> None:
+        await seg.heard_event.wait()
+
+    def _mark_reached(self, name: str) -> None:
+        seg = self.playback.reached(name)
+        if seg is not None:
+            self.emit(AgentSpoke(t=trio.current_time(), turn=seg.turn, text=seg.text, heard=True))
+            self._mark_activity()
+
+    async def filler_after(self, delay: float, turn: int, timing: TurnTiming) -> None:
+        """A tool is slow: after `delay`, say a cached filler (once per turn)."""
+        fillers = self.runtime.config.agent.fillers
+        if not fillers or turn in self._filler_turns:
+            return
+        await trio.sleep(delay)
+        self._filler_turns.add(turn)
+        await self.play_phrase(fillers[(turn // 2) % len(fillers)], turn)
+
+    async def llm_failed(self, e: ProviderError, turn: int, timing: TurnTiming) -> None:
+        """The LLM failed after its own retries: say the fallback line, keep the call."""
+        provider = e.provider or f"llm/{self.runtime.provider_names['llm']}"
+        self.log.warning("LLM failed, speaking the fallback line: %s", e)
+        self.emit(
+            ProviderFailed(t=trio.current_time(), provider=provider, error=str(e), fatal=False)
+        )
+        line = self.runtime.config.agent.fallback_line
+        message = Message(role="assistant", content=line)
+        self.history.append(message)
+        await self.play_phrase(line, turn, message)
+
+    # ================================================================== barge-in
+
+    def _agent_busy(self) -> bool:
+        return self.playback.speaking or self._response_scope is not None
+
+    async def _interrupt_response(self, interim: str = "") -> None:
+        """Stop the agent: cancel the response, drop unheard speech, clear TTS and the leg.
+
+        The history keeps exactly the sentences whose marks came back before the clear.
+        """
+        busy = self._agent_busy()
+        if self._response_scope is not None:
+            self._response_scope.cancel()
+        if not busy:
+            return
+        self._muted = True
+        dropped = self.playback.drop_unheard()
+        for seg in dropped:
+            self.emit(AgentSpoke(t=trio.current_time(), turn=seg.turn, text=seg.text, heard=False))
+        touched = {id(s.message): s.message for s in dropped if s.message is not None}
+        for message in touched.values():
+            heard = [
+                s.text
+                for segs in self.segments.values()
+                for s in segs
+                if s.message is message and s.heard
+            ]
+            message.content = " ".join(heard)
+        if dropped:
+            turn = dropped[0].turn
+            heard_text = " ".join(s.text for s in self.segments.get(turn, []) if s.heard)
+            self.emit(
+                BargeIn(
+                    t=trio.current_time(), turn=turn, heard_text=heard_text, interim_text=interim
+                )
+            )
+            self.log.info("barge-in on turn %d; heard: %r", turn, heard_text)
+        if self.tts is not None:
+            await self.tts.clear()
+        await self.leg.clear()
+
+    def _repair_history(self) -> None:
+        """After a cancelled response: no empty assistant messages, no tool call without
+        its result (the LLM API rejects both)."""
+        answered = {m.tool_call_id for m in self.history if m.role == "tool"}
+        kept: list[Message] = []
+        for m in self.history:
+            if m.role == "assistant":
+                m.tool_calls = [c for c in m.tool_calls if c.id in answered]
+                if not m.content and not m.tool_calls:
+                    continue
+            kept.append(m)
+        self.history[:] = kept
+
+    # ================================================================== DTMF, silence, limits
+
+    def _dtmf_digit(self, digit: str) -> None:
+        self._mark_activity()
+        self._reprompts = 0
+        self.emit(DtmfReceived(t=trio.current_time(), turn=self._turn_no(), digit=digit))
+        agent = self.runtime.config.agent
+        if self._main_nursery is None:
+            return
+        if agent.transfer_digit and digit == agent.transfer_digit and agent.transfer_number:
+            self._main_nursery.start_soon(self.transfer, agent.transfer_number, None)
+            return
+        self._dtmf.append(digit)
+        if self._dtmf_scope is not None:
+            self._dtmf_scope.cancel()
+        self._main_nursery.start_soon(self._dtmf_turn, 0 if digit == "#" else DTMF_GAP_S)
+
+    async def _dtmf_turn(self, delay: float) -> None:
+        with trio.CancelScope() as scope:
+            self._dtmf_scope = scope
+            await trio.sleep(delay)
+            digits, self._dtmf = self._dtmf, []
+            self._dtmf_scope = None
+            if not digits:
+                return
+            now = trio.current_time()
+            text = f"[The caller pressed the keys: {' '.join(digits)}]"
+            await self._user_turn(text, "dtmf", TurnTiming(speech_end=now, turn_end=now))
+
+    def _mark_activity(self) -> None:
+        self._last_activity = trio.current_time()
+        self._activity.set()
+        self._activity = trio.Event()
+
+    async def _silence_watchdog(self) -> None:
+        while True:
+            idle = not (self._agent_busy() or self._user_speaking or self._pending_turn)
+            deadline = self._last_activity + self.policy.silence_reprompt_s if idle else math.inf
+            with trio.move_on_at(deadline) as scope:
+                await self._activity.wait()
+            if not scope.cancelled_caught:
+                continue
+            if self._reprompts >= self.policy.max_reprompts:
+                await self.finish("silence")
+                return
+            self._reprompts += 1
+            turn = self._turn_no()
+            self.emit(Reprompted(t=trio.current_time(), turn=turn, count=self._reprompts))
+            reprompt = self.runtime.config.agent.reprompt
+            message = Message(role="assistant", content=reprompt)
+            self.history.append(message)
+            await self.play_phrase(reprompt, turn, message)
+
+    async def _max_duration(self) -> None:
+        await trio.sleep(self.policy.max_call_s)
+        self.log.info("maximum call length reached")
+        await self.finish("max_duration")
+
+    # ================================================================== CallControl (tools)
+
+    async def end_call(self, goodbye: str | None = None) -> None:
+        seg = await self.play_phrase(goodbye or self.runtime.config.agent.goodbye, self._turn_no())
+        await self._wait_heard(seg)
+        self._end("agent_hangup")
+
+    async def transfer(self, number: str, announcement: str | None = None) -> None:
+        seg = await self.play_phrase(
+            announcement or self.runtime.config.agent.transfer_announcement, self._turn_no()
+        )
+        await self._wait_heard(seg)
+        await self.leg.transfer(number)
+        self.log.info("transferred to %s", number)
+        self._end("transferred", hangup=False)
+
+    # ================================================================== records
+
+    def emit(self, event: CallEvent) -> None:
+        self.runtime.notify(self.info, event)
+
+    def add_usage(self, event: UsageReported) -> None:
+        self._count("llm_prompt_tokens", event.prompt_tokens)
+        self._count("llm_completion_tokens", event.completion_tokens)
+        self._count("llm_cached_tokens", event.cached_tokens)
+        self.emit(event)
+
+    def _count(self, key: str, amount: float) -> None:
+        self.usage[key] = self.usage.get(key, 0) + amount
+
+    def tool_finished(self, event: ToolCallFinished, arguments: str) -> None:
+        self.emit(event)
+        self.turns[event.turn].tool_calls.append(
+            ToolCallRecord(
+                call_id=event.call_id,
+                tool=event.tool,
+                arguments=arguments,
+                ok=event.ok,
+                result=event.result,
+                error=event.error,
+                latency_ms=event.latency_ms,
+            )
+        )
+
+    def _turn_no(self) -> int:
+        return len(self.turns) - 1
+
+    def _new_turn(self, role: str, text: str) -> int:
+        now = time.time()
+        self.turns.append(
+            TurnRecord(index=len(self.turns), role=role, text=text, started=now, ended=now)
+        )
+        return len(self.turns) - 1
+
+    def _close_agent_turn(self) -> None:
+        """The agent's latest turn is over: fill in its texts and report its latencies."""
+        for record in self.turns:
+            if record.role != "agent" or record.metrics or record.index not in self._agent_timing:
+                continue
+            segs = self.segments.get(record.index, [])
+            record.text = " ".join(s.text for s in segs) or record.text
+            record.heard_text = " ".join(s.text for s in segs if s.heard)
+            record.interrupted = any(s.dropped for s in segs)
+            record.ended = time.time()
+            timing = self._agent_timing.pop(record.index)
+            record.metrics = timing.metrics()
+            if record.metrics:
+                self.emit(
+                    TurnMetrics(t=trio.current_time(), turn=record.index, metrics=record.metrics)
+                )
+
+    def _record(self) -> CallRecord:
+        self._close_agent_turn()
+        for record in self.turns:
+            if record.role == "agent" and record.heard_text is None:
+                segs = self.segments.get(record.index, [])
+                record.heard_text = " ".join(s.text for s in segs if s.heard)
+                record.interrupted = any(s.dropped or not s.heard for s in segs)
+        stt_seconds = self._audio_bytes / SAMPLE_RATE
+        self._count("stt_seconds", round(stt_seconds, 3))
+        ended = time.time()
+        self._count("telephony_seconds", round(ended - self._started_wall, 3))
+        if stt_seconds:
+            self.emit(
+                UsageReported(
+                    t=trio.current_time(),
+                    turn=self._turn_no(),
+                    provider=f"stt/{self.runtime.provider_names['stt']}",
+                    seconds=round(stt_seconds, 3),
+                )
+            )
+        return CallRecord(
+            call_id=self.info.call_id,
+            provider_call_id=self.info.provider_call_id,
+            from_number=self.info.from_number,
+            to_number=self.info.to_number,
+            started=self._started_wall,
+            ended=ended,
+            end_reason=self.end_reason or "unknown",
+            providers=dict(self.runtime.provider_names),
+            turns=self.turns,
+            usage=dict(self.usage),
+        )
