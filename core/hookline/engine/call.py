@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..audio import MULAW_8K, SAMPLE_RATE
+from ..audio import MULAW_8K, SAMPLE_RATE, seconds_of
 from ..errors import ProviderError
 from ..events import (
     AgentSpoke,
@@ -250,19 +250,23 @@ class CallSession:
         self._end(reason)
 
     async def _closing(self) -> None:
-        """Last words while the leg still works, then hang up."""
+        """Last words while the leg still works, then hang up. Both bounded in time."""
         if not self._leg_alive:
             return
-        with trio.move_on_after(self.policy.apology_timeout_s) as scope:
-            scope.shield = True
-            if self._closing_phrase:
+        if self._closing_phrase:
+            audio = self.runtime.phrases.get(self._closing_phrase, b"")
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + self.policy.apology_timeout_s
+                scope.deadline += seconds_of(audio)
                 self.playback.drop_unheard()
                 await self.leg.clear()
                 seg = await self.play_phrase(
                     self._closing_phrase, self._turn_no(), wait_for_tts=False
                 )
                 await self._wait_heard(seg)
-            if self._hangup_needed:
+        if self._hangup_needed:
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + CLOSE_TIMEOUT_S
                 await self.leg.hangup()
 
     # ================================================================== pumps

@@ -70,6 +70,10 @@ async def respond(session: CallSession, turn: int, timing: TurnTiming) -> None:
             return
         if not requests:
             return
+        if not tools:
+            # Out of rounds (or the model called a tool it was not offered): stop here.
+            session.log.warning("ignoring %d tool calls past the round limit", len(requests))
+            return
         await _run_tools(session, turn, message, requests, timing)
 
 
