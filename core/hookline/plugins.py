@@ -70,7 +70,9 @@ class Plugins:
     def names(self, kind: ProviderKind) -> list[str]:
         return sorted(n for k, n in self.providers if k == kind)
 
-    def add(self, module: ModuleType | object, name: str, dist: str = "", version: str = "") -> None:
+    def add(
+        self, module: ModuleType | object, name: str, dist: str = "", version: str = ""
+    ) -> None:
         """Register one plugin object and index what it offers."""
         self.pm.register(module, name=name)
         info = PluginInfo(name=name, distribution=dist or name, version=version)

@@ -136,7 +136,9 @@ class CallLeg(Protocol):
     async def transfer(self, number: str) -> None: ...
 
 
-ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
+ASGIApp = Callable[
+    [dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]
+]
 
 
 @dataclass(frozen=True)
