@@ -229,11 +229,15 @@ def rate_limited(retry_after: float = 1.0, code: str = "rate_limit_exceeded") ->
 
 
 def server_error(status: int = 500) -> HttpError:
-    return http_error(status, "The server had an error while processing your request.", "server_error")
+    return http_error(
+        status, "The server had an error while processing your request.", "server_error"
+    )
 
 
 def mid_stream_error(after: int = 1, message: str = "The server had an error.") -> Reply:
-    return Reply(text="Let me check that for you.", fault="error", fault_after=after, error_message=message)
+    return Reply(
+        text="Let me check that for you.", fault="error", fault_after=after, error_message=message
+    )
 
 
 def malformed_chunk(after: int = 1) -> Reply:
@@ -267,8 +271,8 @@ class _ToolCallDelta(msgspec.Struct, omit_defaults=True):
 class _Delta(msgspec.Struct, omit_defaults=True):
     role: str | None = None
     # `content` and `refusal` appear as explicit nulls in OpenAI's role chunk: keep them.
-    content: str | None | msgspec.UnsetType = msgspec.UNSET
-    refusal: None | msgspec.UnsetType = msgspec.UNSET
+    content: str | msgspec.UnsetType | None = msgspec.UNSET
+    refusal: msgspec.UnsetType | None = msgspec.UNSET
     tool_calls: list[_ToolCallDelta] | None = None
 
 
@@ -308,7 +312,7 @@ class _Chunk(msgspec.Struct, kw_only=True):
     service_tier: str = "default"
     system_fingerprint: str = "fp_fake0001"
     choices: list[_Choice]
-    usage: _Usage | None | msgspec.UnsetType = msgspec.UNSET
+    usage: _Usage | msgspec.UnsetType | None = msgspec.UNSET
 
 
 _encode = msgspec.json.Encoder().encode
@@ -419,10 +423,17 @@ class FakeOpenAI:
         if path.endswith("/models") and req.method == b"GET":
             return await self._models(conn, stream, rec)
         if not (path.endswith("/chat/completions") and req.method == b"POST"):
-            err = http_error(404, f"Unknown request URL: {req.method.decode()} {path}.", "invalid_request_error", "unknown_url")
+            err = http_error(
+                404,
+                f"Unknown request URL: {req.method.decode()} {path}.",
+                "invalid_request_error",
+                "unknown_url",
+            )
             return await self._error(conn, stream, rec, err)
         if rec.chat is None:
-            err = http_error(400, "We could not parse the JSON body of your request.", "invalid_request_error")
+            err = http_error(
+                400, "We could not parse the JSON body of your request.", "invalid_request_error"
+            )
             return await self._error(conn, stream, rec, err)
 
         reply = self._queue.popleft() if self._queue else self.responder(rec)
@@ -479,20 +490,32 @@ class FakeOpenAI:
     ) -> bool:
         """A non-streaming answer (used by nothing in hookline, but servers must have it)."""
         calls = [
-            {"id": c.id or f"call_{i}", "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            {
+                "id": c.id or f"call_{i}",
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments},
+            }
             for i, c in enumerate(reply.tool_calls, 1)
         ]
-        message: dict[str, Any] = {"role": "assistant", "content": reply.text or None, "refusal": None}
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": reply.text or None,
+            "refusal": None,
+        }
         if calls:
             message["tool_calls"] = calls
-        prompt = reply.prompt_tokens if reply.prompt_tokens is not None else _estimate_tokens(rec.chat)
+        prompt = (
+            reply.prompt_tokens if reply.prompt_tokens is not None else _estimate_tokens(rec.chat)
+        )
         completion = len(pieces(reply.text)) + sum(len(c.arguments) // 3 for c in reply.tool_calls)
         body = {
             "id": f"chatcmpl-{next(self._ids)}",
             "object": "chat.completion",
             "created": 1694268190,
             "model": self.model,
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": _finish(reply)}],
+            "choices": [
+                {"index": 0, "message": message, "logprobs": None, "finish_reason": _finish(reply)}
+            ],
             "usage": msgspec.to_builtins(_usage(prompt, completion, reply.cached_tokens)),
         }
         return await self._json(conn, stream, rec, 200, _encode(body))
@@ -550,7 +573,9 @@ class FakeOpenAI:
         def chunk(choices: list[_Choice], usage: Any = msgspec.UNSET) -> bytes:
             if include_usage and usage is msgspec.UNSET:
                 usage = None
-            c = _Chunk(id=chunk_id, created=1694268190, model=self.model, choices=choices, usage=usage)
+            c = _Chunk(
+                id=chunk_id, created=1694268190, model=self.model, choices=choices, usage=usage
+            )
             return b"data: " + _encode(c) + b"\n\n"
 
         async def event(data: bytes) -> None:
@@ -588,7 +613,11 @@ class FakeOpenAI:
 
         await event(chunk([_Choice(0, _Delta(), finish_reason=_finish(reply))]))
         if include_usage:
-            prompt = reply.prompt_tokens if reply.prompt_tokens is not None else _estimate_tokens(rec.chat)
+            prompt = (
+                reply.prompt_tokens
+                if reply.prompt_tokens is not None
+                else _estimate_tokens(rec.chat)
+            )
             await event(chunk([], _usage(prompt, sent, reply.cached_tokens)))
         await event(b"data: [DONE]\n\n")
         await self._send(conn, stream, h11.EndOfMessage())
@@ -605,11 +634,18 @@ class FakeOpenAI:
     ) -> None:
         if reply.fault == "error":
             # What OpenAI sends when generation fails after the 200: an error object.
-            body = {"error": {"message": reply.error_message, "type": "server_error", "param": None, "code": None}}
+            body = {
+                "error": {
+                    "message": reply.error_message,
+                    "type": "server_error",
+                    "param": None,
+                    "code": None,
+                }
+            }
             await event(b"data: " + _encode(body) + b"\n\n")
             await self._send(conn, stream, h11.EndOfMessage())
         elif reply.fault == "malformed":
-            await event(b'data: {"id":"chatcmpl-x","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"oops"\n\n')
+            await event(_MALFORMED)
             await self._send(conn, stream, h11.EndOfMessage())
         elif reply.fault == "drop":
             # Close mid-body: no terminating chunk, so the client sees an incomplete read.
@@ -618,6 +654,13 @@ class FakeOpenAI:
             raise _Dropped
         elif reply.fault == "stall":
             await trio.sleep_forever()
+
+
+# A chunk cut off mid-object: not JSON.
+_MALFORMED = (
+    b'data: {"id":"chatcmpl-x","object":"chat.completion.chunk",'
+    b'"choices":[{"index":0,"delta":{"content":"oops"\n\n'
+)
 
 
 def _finish(reply: Reply) -> str:
@@ -643,11 +686,20 @@ def _tool_fragments(reply: Reply, serial: int) -> list[_ToolCallDelta]:
     for index, c in enumerate(reply.tool_calls):
         cid = c.id or f"call_{serial}_{index}"
         frags = [
-            _ToolCallDelta(index=index, id=cid, type="function", function=_FunctionDelta(name=c.name, arguments=""))
+            _ToolCallDelta(
+                index=index,
+                id=cid,
+                type="function",
+                function=_FunctionDelta(name=c.name, arguments=""),
+            )
         ]
         n = max(1, reply.fragment)
         for i in range(0, len(c.arguments), n):
-            frags.append(_ToolCallDelta(index=index, function=_FunctionDelta(arguments=c.arguments[i : i + n])))
+            frags.append(
+                _ToolCallDelta(
+                    index=index, function=_FunctionDelta(arguments=c.arguments[i : i + n])
+                )
+            )
         per_call.append(frags)
     if not reply.interleave:
         return [f for frags in per_call for f in frags]

@@ -29,7 +29,6 @@ import anyio
 import msgspec
 import openai
 import trio
-
 from hookline.errors import (
     ProviderAuthError,
     ProviderError,
@@ -73,7 +72,9 @@ class OpenAILLM:
     """One per process. Owns one AsyncOpenAI client (so connections are reused across
     responses and calls), created on first use inside trio; `aclose()` releases it."""
 
-    def __init__(self, settings: OpenAISettings, *, api_key: str, first_token_timeout_s: float) -> None:
+    def __init__(
+        self, settings: OpenAISettings, *, api_key: str, first_token_timeout_s: float
+    ) -> None:
         self.settings = settings
         self.first_token_timeout_s = first_token_timeout_s
         self._api_key = api_key
@@ -109,7 +110,9 @@ class OpenAILLM:
         """One response: `async with llm.stream(...) as events: async for ev in events`."""
         return Response(self, self.request_body(messages, tools))
 
-    def request_body(self, messages: Sequence[Message], tools: Sequence[ToolSchema]) -> dict[str, Any]:
+    def request_body(
+        self, messages: Sequence[Message], tools: Sequence[ToolSchema]
+    ) -> dict[str, Any]:
         s = self.settings
         kept = trim_history(messages, s.context_tokens)
         if len(kept) < len(messages):
@@ -226,7 +229,9 @@ class Response:
             wait: float | None = None
             with trio.move_on_at(self._first_deadline):
                 try:
-                    response = await self._stack.enter_async_context(completions.create(**self._body))
+                    response = await self._stack.enter_async_context(
+                        completions.create(**self._body)
+                    )
                     self._bytes = response.iter_bytes()
                     return
                 except openai.APIStatusError as e:
@@ -365,7 +370,9 @@ class Response:
                     f"tool call #{index} arrived without {'an id' if not call.id else 'a name'}",
                     provider=PROVIDER,
                 )
-            self._ready.append(ToolCallRequest(id=call.id, name=call.name, arguments="".join(call.arguments)))
+            self._ready.append(
+                ToolCallRequest(id=call.id, name=call.name, arguments="".join(call.arguments))
+            )
         self._calls.clear()
 
     def _complete(self) -> None:
@@ -376,7 +383,9 @@ class Response:
 
     def _end_without_done(self) -> None:
         if self._finish_reason is None:
-            raise ProviderUnavailable("the stream ended before the response was complete", provider=PROVIDER)
+            raise ProviderUnavailable(
+                "the stream ended before the response was complete", provider=PROVIDER
+            )
         # Some compatible servers omit [DONE]; a finish_reason is complete enough.
         self._complete()
 
@@ -406,13 +415,16 @@ def translate(err: openai.APIError, api_key_env: str) -> ProviderError:
         )
     if isinstance(err, openai.PermissionDeniedError):
         return ProviderAuthError(
-            f"the API key in {env} may not use this model or project (403 {_code(err)}): {_message(err)}",
+            f"the API key in {env} may not use this model or project "
+            f"(403 {_code(err)}): {_message(err)}",
             provider=PROVIDER,
         )
     if isinstance(err, openai.APITimeoutError):
         return ProviderTimeout("the request timed out", provider=PROVIDER)
     if isinstance(err, openai.APIConnectionError):
-        return ProviderUnavailable(f"cannot reach the server: {err.__cause__ or err}", provider=PROVIDER)
+        return ProviderUnavailable(
+            f"cannot reach the server: {err.__cause__ or err}", provider=PROVIDER
+        )
     if isinstance(err, openai.APIStatusError):
         status = err.status_code
         if status in _RETRY_STATUSES or status >= 500:
@@ -421,7 +433,9 @@ def translate(err: openai.APIError, api_key_env: str) -> ProviderError:
                 provider=PROVIDER,
                 retry_after=_retry_after(err.response.headers),
             )
-        return ProviderError(f"request refused ({status} {_code(err)}): {_message(err)}", provider=PROVIDER)
+        return ProviderError(
+            f"request refused ({status} {_code(err)}): {_message(err)}", provider=PROVIDER
+        )
     return ProviderUnavailable(str(err), provider=PROVIDER)
 
 

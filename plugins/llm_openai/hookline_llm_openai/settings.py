@@ -15,10 +15,10 @@ NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 class OpenAISettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Example:
 
-        [llm.openai]
-        model = "gpt-4o"
-        temperature = 0.3
-        base_url = "http://127.0.0.1:11434/v1"   # any OpenAI-compatible server
+    [llm.openai]
+    model = "gpt-4o"
+    temperature = 0.3
+    base_url = "http://127.0.0.1:11434/v1"   # any OpenAI-compatible server
     """
 
     model: str = "gpt-4o"

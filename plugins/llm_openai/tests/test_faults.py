@@ -6,8 +6,6 @@ import socket
 
 import pytest
 import trio
-from llm_openai_helpers import HELLO, collect, make_llm, text_of
-
 from hookline.errors import (
     ProviderAuthError,
     ProviderError,
@@ -29,6 +27,7 @@ from hookline.testing.fake_openai import (
     unauthorized,
 )
 from hookline_llm_openai import OpenAILLM, OpenAISettings
+from llm_openai_helpers import HELLO, collect, make_llm, text_of
 
 
 async def run(llm: OpenAILLM) -> list:
@@ -49,10 +48,14 @@ async def test_401_is_an_auth_error_naming_the_env_var(openai_fake: FakeOpenAI) 
 
 
 async def test_wrong_key_is_refused_by_the_fake(openai_fake: FakeOpenAI) -> None:
-    llm = OpenAILLM(OpenAISettings(base_url=openai_fake.url), api_key="sk-wrong", first_token_timeout_s=2)
+    llm = OpenAILLM(
+        OpenAISettings(base_url=openai_fake.url), api_key="sk-wrong", first_token_timeout_s=2
+    )
     with pytest.raises(ProviderAuthError, match="OPENAI_API_KEY"):
         await run(llm)
-    llm = OpenAILLM(OpenAISettings(base_url=openai_fake.url), api_key="sk-wrong", first_token_timeout_s=2)
+    llm = OpenAILLM(
+        OpenAISettings(base_url=openai_fake.url), api_key="sk-wrong", first_token_timeout_s=2
+    )
     try:
         with pytest.raises(ProviderAuthError, match="OPENAI_API_KEY"):
             await llm.verify()
@@ -61,7 +64,9 @@ async def test_wrong_key_is_refused_by_the_fake(openai_fake: FakeOpenAI) -> None
 
 
 async def test_429_retried_within_budget_honouring_retry_after(openai_fake: FakeOpenAI) -> None:
-    openai_fake.script(rate_limited(retry_after=0.05), rate_limited(retry_after=0.05), text("Hello."))
+    openai_fake.script(
+        rate_limited(retry_after=0.05), rate_limited(retry_after=0.05), text("Hello.")
+    )
     events = await run(make_llm(openai_fake, max_retry_wait_s=1.0))
     assert text_of(events) == "Hello."
     assert len(openai_fake.chats) == 3
@@ -104,7 +109,12 @@ async def test_5xx_beyond_budget_is_unavailable(openai_fake: FakeOpenAI, status:
 
 async def test_400_is_a_provider_error_not_retried(openai_fake: FakeOpenAI) -> None:
     openai_fake.script(
-        http_error(400, "This model's maximum context length is 128000 tokens.", "invalid_request_error", "context_length_exceeded")
+        http_error(
+            400,
+            "This model's maximum context length is 128000 tokens.",
+            "invalid_request_error",
+            "context_length_exceeded",
+        )
     )
     with pytest.raises(ProviderError, match="context_length_exceeded") as info:
         await run(make_llm(openai_fake))
@@ -123,7 +133,9 @@ async def test_error_object_mid_stream(openai_fake: FakeOpenAI) -> None:
                     seen.append(ev)
         finally:
             await llm.aclose()
-    assert len(seen) == 2 and all(isinstance(e, TextDelta) for e in seen)  # text before it came through
+    assert len(seen) == 2 and all(
+        isinstance(e, TextDelta) for e in seen
+    )  # text before it came through
 
 
 async def test_malformed_chunk_is_a_protocol_error(openai_fake: FakeOpenAI) -> None:

@@ -7,11 +7,10 @@ import json
 import msgspec
 import pytest
 import trio
-from llm_openai_helpers import HELLO, SYSTEM, calls_of, collect, make_llm, text_of, usage_of
-
 from hookline.providers import LLM, Message, TextDelta, ToolCallRequest, ToolSchema, Usage
 from hookline.testing.fake_openai import FakeOpenAI, call, pieces, text, tool_calls
 from hookline.tools import tool
+from llm_openai_helpers import HELLO, SYSTEM, calls_of, collect, make_llm, text_of, usage_of
 
 
 class BookSlot(msgspec.Struct):
@@ -118,7 +117,12 @@ async def test_tool_round_trip_with_fragmented_arguments(openai_fake: FakeOpenAI
     assert assistant.role == "assistant" and assistant.content is None
     assert assistant.tool_calls is not None
     (tc,) = assistant.tool_calls
-    assert (tc.id, tc.type, tc.function.name, tc.function.arguments) == ("call_abc", "function", "book_slot", args)
+    assert (tc.id, tc.type, tc.function.name, tc.function.arguments) == (
+        "call_abc",
+        "function",
+        "book_slot",
+        args,
+    )
     assert (result.role, result.tool_call_id, result.content) == ("tool", "call_abc", '{"ok":true}')
 
     # Tools as function definitions; strict only where the schema allows it.
@@ -137,7 +141,9 @@ async def test_parallel_tool_calls(openai_fake: FakeOpenAI, interleave: bool) ->
     a = json.dumps({"plate": "ABC123", "state": "IL"})
     b = json.dumps({"start": "2026-12-01T10:00:00Z", "service": "tire rotation"})
     openai_fake.script(
-        tool_calls(call("lookup", a), call("book_slot", b), text="Let me check.", interleave=interleave)
+        tool_calls(
+            call("lookup", a), call("book_slot", b), text="Let me check.", interleave=interleave
+        )
     )
     llm = make_llm(openai_fake)
     try:
@@ -178,7 +184,9 @@ async def test_one_client_reused_across_responses(openai_fake: FakeOpenAI) -> No
 
 
 async def test_concurrent_responses(openai_fake: FakeOpenAI) -> None:
-    openai_fake.responder = lambda req: text(f"answer {req.chat.messages[-1].content}", tokens_per_s=200)
+    openai_fake.responder = lambda req: text(
+        f"answer {req.chat.messages[-1].content}", tokens_per_s=200
+    )
     llm = make_llm(openai_fake)
     results: dict[int, str] = {}
 
@@ -214,7 +222,11 @@ def test_tool_schema_is_strict_for_nested_closed_objects() -> None:
             "properties": {
                 "parts": {
                     "type": "array",
-                    "items": {"type": "object", "properties": {"sku": {"type": "string"}}, "required": ["sku"]},
+                    "items": {
+                        "type": "object",
+                        "properties": {"sku": {"type": "string"}},
+                        "required": ["sku"],
+                    },
                 }
             },
             "required": ["parts"],
