@@ -14,6 +14,7 @@ chunk, then answers `Cleared`. More than `flush_limit` flushes within `flush_win
 one connection get a `Warning` and are ignored (the text stays buffered), like Deepgram.
 `Close` closes the socket.
 
+`gate` (a trio.Event) holds every flush's audio until it is set, for deterministic tests.
 Faults are plain attributes you can flip at any time: `reject_auth`, `drop_after_bytes`
 (one-shot: abort the TCP connection once that many audio bytes went out on it),
 `rest_errors` (HTTP statuses the next REST requests get, in order), `extra_frames`
@@ -186,6 +187,8 @@ class FakeDeepgramTTS:
         self.rest_errors: list[int] = []
         self.rest_retry_after: str | None = None
         self.extra_frames: list[str | bytes] = []
+        # when set, each flush's synthesis waits for this event (deterministic ordering)
+        self.gate: trio.Event | None = None
         # records
         self.connections: list[SpeakConnection] = []
         self.rejected_connections = 0
@@ -357,6 +360,8 @@ class FakeDeepgramTTS:
                 continue
             with trio.CancelScope() as scope:
                 state.job_scope = scope
+                if self.gate is not None:
+                    await self.gate.wait()
                 await trio.sleep(self.ttfb_s)
                 audio = self.audio_for(job.text)
                 for i in range(0, len(audio), self.chunk_bytes):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator, Iterator, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -367,32 +367,58 @@ class DeepgramTTSStream:
             self._kick = trio.Event()
 
     async def _connect(self) -> WebSocketConnection:
+        return await self._nursery.start(self._run_connection)
+
+    async def _run_connection(
+        self, task_status: trio.TaskStatus[WebSocketConnection] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Owns one socket: connects, reads until it closes, then ends its tasks.
+
+        Each socket gets its own nursery because trio-websocket also raises a refused
+        handshake from its background task; here that ends only this connection.
+        """
+        ws: WebSocketConnection | None = None
         headers = [(b"authorization", f"Token {self._api_key}".encode())]
         try:
-            with trio.fail_after(self._settings.connect_timeout_s):
-                ws = await connect_websocket_url(
-                    self._nursery,
-                    self._url,
-                    extra_headers=headers,
-                    message_queue_size=64,
-                    max_message_size=4 * 1024 * 1024,
+            async with trio.open_nursery() as nursery:
+                with trio.fail_after(self._settings.connect_timeout_s):
+                    ws = await connect_websocket_url(
+                        nursery,
+                        self._url,
+                        extra_headers=headers,
+                        message_queue_size=64,
+                        max_message_size=4 * 1024 * 1024,
+                    )
+                # Before started(): the reader must see itself as the current socket.
+                self._ws = ws
+                self.connections += 1
+                task_status.started(ws)
+                await self._read(ws)
+                # trio-websocket's own reader ends once the close handshake is done.
+        except Exception as e:
+            if ws is None:
+                raise self._connect_error(e) from None
+            self.log.warning("TTS socket failed: %r", e)
+            self._drop(ws)
+            self._kick.set()
+
+    def _connect_error(self, error: Exception) -> Exception:
+        leaves = list(_leaves(error))
+        for leaf in leaves:
+            if isinstance(leaf, ConnectionRejected):
+                return rejected_error(leaf.status_code, leaf.body, self._settings.api_key_env)
+        for leaf in leaves:
+            if isinstance(leaf, trio.TooSlowError):
+                return ProviderUnavailable(
+                    f"no answer from {self._settings.url} within "
+                    f"{self._settings.connect_timeout_s:g} s",
+                    provider=PROVIDER,
                 )
-        except ConnectionRejected as e:
-            raise rejected_error(e.status_code, e.body, self._settings.api_key_env) from None
-        except trio.TooSlowError:
-            raise ProviderUnavailable(
-                f"no answer from {self._settings.url} within "
-                f"{self._settings.connect_timeout_s:g} s",
-                provider=PROVIDER,
-            ) from None
-        except (OSError, HandshakeError, ConnectionClosed) as e:
-            raise ProviderUnavailable(
-                f"cannot connect to {self._settings.url}: {e!r}", provider=PROVIDER
-            ) from None
-        self._ws = ws
-        self.connections += 1
-        self._nursery.start_soon(self._read, ws)
-        return ws
+            if isinstance(leaf, OSError | HandshakeError | ConnectionClosed):
+                return ProviderUnavailable(
+                    f"cannot connect to {self._settings.url}: {leaf!r}", provider=PROVIDER
+                )
+        return error
 
     async def _connect_with_retry(self) -> WebSocketConnection:
         attempts = max(1, self._settings.reconnect_attempts)
@@ -495,6 +521,14 @@ def rejected_error(status: int, body: bytes | str | None, env: str) -> ProviderE
     )
 
 
+def _leaves(error: BaseException) -> Iterator[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield error
+
+
 async def _close_quietly(ws: WebSocketConnection) -> None:
     with trio.move_on_after(1.0):
         await ws.aclose()
@@ -504,12 +538,20 @@ async def _close_quietly(ws: WebSocketConnection) -> None:
 async def open_stream(
     settings: DeepgramTTSSettings, api_key: str, fmt: AudioFormat, call: CallInfo
 ) -> AsyncIterator[DeepgramTTSStream]:
-    async with trio.open_nursery() as nursery:
-        stream = DeepgramTTSStream(settings, api_key, fmt, call, nursery)
-        await stream.connect()
-        nursery.start_soon(stream.pump_loop)
-        try:
-            yield stream
-        finally:
-            await stream.aclose()
-            nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            stream = DeepgramTTSStream(settings, api_key, fmt, call, nursery)
+            await stream.connect()
+            nursery.start_soon(stream.pump_loop)
+            try:
+                yield stream
+            finally:
+                await stream.aclose()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The background tasks report through the stream, never by raising: a group
+        # holds one error from connect() or the caller's block. Give it back unwrapped.
+        leaves = list(_leaves(group))
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise

@@ -1,0 +1,251 @@
+"""The streaming /v1/speak client against the loopback fake."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import trio
+from hookline.audio import MULAW_8K
+from hookline.errors import ProviderAuthError, ProviderUnavailable
+from hookline.providers import TTS, AudioChunk, Flushed, TTSStream
+from hookline.testing.fake_deepgram_tts import FakeDeepgramTTS
+from tts_deepgram_helpers import (
+    CALL,
+    audio_between_flushes,
+    collect_until,
+    flushed_sequences,
+    make_tts,
+)
+
+
+async def test_speak_flush_gives_audio_of_the_text_then_flushed_in_order(
+    fake_deepgram_tts: FakeDeepgramTTS,
+) -> None:
+    fake = fake_deepgram_tts
+    tts = make_tts(fake)
+    assert isinstance(tts, TTS)
+    async with tts.open(MULAW_8K, CALL) as stream:
+        assert isinstance(stream, TTSStream)
+        await stream.speak("Sure, I can help ")
+        await stream.speak("with that.")
+        await stream.flush()
+        await stream.speak("What day works for you?")
+        await stream.flush()
+        events = await collect_until(stream, 2)
+    assert flushed_sequences(events) == [1, 2]
+    first, second = audio_between_flushes(events)
+    assert first == fake.audio_for("Sure, I can help with that.")
+    assert second == fake.audio_for("What day works for you?")
+    # 8000 bytes per second of speech: the length follows the text
+    assert len(first) == round(len("Sure, I can help with that.") / fake.chars_per_second * 8000)
+    [conn] = fake.connections
+    assert conn.params == {"model": "aura-2-thalia-en", "encoding": "mulaw", "sample_rate": "8000"}
+    assert conn.flushes == ["Sure, I can help with that.", "What day works for you?"]
+    assert conn.closed_by_client  # Close on the way out
+
+
+async def test_socket_is_open_before_the_first_speak(fake_deepgram_tts: FakeDeepgramTTS) -> None:
+    tts = make_tts(fake_deepgram_tts)
+    async with tts.open(MULAW_8K, CALL):
+        assert len(fake_deepgram_tts.connections) == 1  # warm: opened by open() itself
+
+
+async def test_flushes_asked_for_while_one_is_in_flight_are_merged(
+    fake_deepgram_tts: FakeDeepgramTTS,
+) -> None:
+    fake = fake_deepgram_tts
+    fake.gate = trio.Event()  # the first flush's audio waits until we say so
+    tts = make_tts(fake)
+    async with tts.open(MULAW_8K, CALL) as stream:
+        for sentence in ("One. ", "Two. ", "Three. "):
+            await stream.speak(sentence)
+            await stream.flush()
+        await stream.flush()  # nothing new spoken: answered with the previous flush
+        fake.gate.set()
+        events = await collect_until(stream, 4)
+    assert fake.flushed_texts == ["One. ", "Two. Three. "]
+    assert flushed_sequences(events) == [1, 2, 3, 4]
+    first, second, third, fourth = audio_between_flushes(events)
+    assert first == fake.audio_for("One. ")
+    assert second == fake.audio_for("Two. Three. ")  # merged: both answered after it
+    assert third == fourth == b""
+
+
+async def test_flush_with_nothing_pending_is_answered_at_once(
+    fake_deepgram_tts: FakeDeepgramTTS,
+) -> None:
+    tts = make_tts(fake_deepgram_tts)
+    async with tts.open(MULAW_8K, CALL) as stream:
+        await stream.flush()
+        events = await collect_until(stream, 1)
+    assert events == [Flushed(1)]
+    assert fake_deepgram_tts.flushed_texts == []
+
+
+async def test_clear_stops_audio_and_drops_unanswered_flushes(
+    fake_deepgram_tts: FakeDeepgramTTS,
+) -> None:
+    fake = fake_deepgram_tts
+    fake.chunk_bytes = 160  # 20 ms chunks, 10 ms apart: a long answer takes a while
+    fake.chunk_interval_s = 0.01
+    long_text = "This is a long answer that the caller is going to interrupt. " * 4
+    tts = make_tts(fake)
+    async with tts.open(MULAW_8K, CALL) as stream:
+        await stream.speak(long_text)
+        await stream.flush()
+        got = 0
+        async for event in stream:
+            assert isinstance(event, AudioChunk)
+            got += len(event.audio)
+            if got >= 800:
+                break
+        await stream.clear()
+        await stream.speak("Okay.")
+        await stream.flush()
+        after = await collect_until(stream, 2)
+    # Nothing of the cleared text after clear(): exactly the new text's audio, and the
+    # cleared flush (1) is never answered.
+    assert flushed_sequences(after) == [2]
+    assert audio_between_flushes(after) == [fake.audio_for("Okay.")]
+    [conn] = fake.connections
+    assert conn.clears == 1
+    # The fake really was interrupted mid-answer.
+    full = len(fake.audio_for(long_text)) + len(fake.audio_for("Okay."))
+    assert conn.audio_bytes_sent < full
+
+
+async def test_clear_drops_text_spoken_but_not_flushed(fake_deepgram_tts: FakeDeepgramTTS) -> None:
+    fake = fake_deepgram_tts
+    tts = make_tts(fake)
+    async with tts.open(MULAW_8K, CALL) as stream:
+        await stream.speak("Never mind this. ")
+        await stream.clear()
+        await stream.speak("Say this.")
+        await stream.flush()
+        events = await collect_until(stream, 1)
+    assert audio_between_flushes(events) == [fake.audio_for("Say this.")]
+    assert fake.flushed_texts == ["Say this."]
+
+
+async def test_flush_budget_keeps_the_server_under_its_limit_over_a_long_call(
+    fake_deepgram_tts: FakeDeepgramTTS, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Deepgram's 20 flushes per 60 s, scaled down: at most 6 per 0.5 s in the fake; the
+    # plugin allows itself 5 per 0.6 s. No in-flight merging, so only the budget acts.
+    fake = fake_deepgram_tts
+    fake.flush_limit = 6
+    fake.flush_window_s = 0.5
+    tts = make_tts(fake, flush_budget=5, flush_window_s=0.6, max_flushes_in_flight=100)
+    sentences = [f"Sentence number {i}. " for i in range(40)]
+    async with tts.open(MULAW_8K, CALL) as stream:
+        async with trio.open_nursery() as nursery:
+
+            async def script() -> None:
+                for sentence in sentences:  # one sentence every 25 ms, flushed each time
+                    await stream.speak(sentence)
+                    await stream.flush()
+                    await trio.sleep(0.025)
+
+            nursery.start_soon(script)
+            events = await collect_until(stream, len(sentences))
+    assert fake.warnings_sent == 0
+    assert fake.max_flushes_in_window() <= fake.flush_limit
+    assert len(fake.flushed_texts) < len(sentences)  # merged
+    assert "".join(fake.flushed_texts) == "".join(sentences)  # nothing lost
+    assert flushed_sequences(events) == list(range(1, len(sentences) + 1))
+    audio = b"".join(audio_between_flushes(events))
+    assert audio == b"".join(fake.audio_for(t) for t in fake.flushed_texts)
+
+
+async def test_without_the_budget_the_fake_warns(fake_deepgram_tts: FakeDeepgramTTS) -> None:
+    # The control for the test above: the same kind of burst, budget off.
+    fake = fake_deepgram_tts
+    fake.flush_limit = 6
+    fake.flush_window_s = 5.0
+    tts = make_tts(fake, flush_budget=1000, max_flushes_in_flight=1000)
+    async with tts.open(MULAW_8K, CALL) as stream:
+        for i in range(8):
+            await stream.speak(f"S{i}. ")
+            await stream.flush()
+        with trio.move_on_after(0.5):
+            async for _ in stream:
+                pass
+    assert fake.warnings_sent == 2
+
+
+async def test_reconnect_respeaks_only_text_not_yet_delivered(
+    fake_deepgram_tts: FakeDeepgramTTS,
+) -> None:
+    fake = fake_deepgram_tts
+    first, second, third = "First sentence. ", "Second sentence is longer. ", "Third."
+    tts = make_tts(fake)
+    async with tts.open(MULAW_8K, CALL) as stream:
+        await stream.speak(first)
+        await stream.flush()
+        delivered = await collect_until(stream, 1)
+        # Abort the TCP connection one chunk into the second sentence's audio.
+        fake.drop_after_bytes = len(fake.audio_for(first)) + 1
+        await stream.speak(second)
+        await stream.flush()
+        await stream.speak(third)
+        rest = await collect_until(stream, 2)
+        await stream.flush()
+        rest += await collect_until(stream, 3)
+    assert audio_between_flushes(delivered) == [fake.audio_for(first)]
+    assert flushed_sequences(rest) == [2, 3]
+    assert len(fake.connections) == 2
+    old, new = fake.connections
+    assert old.dropped
+    assert old.flushes == [first, second]
+    # Only the unconfirmed text goes to the new socket; the first sentence is not repeated.
+    assert new.speaks == [second, third]
+    assert new.flushes == [second, third]
+    second_audio, third_audio = audio_between_flushes(rest)
+    assert second_audio.endswith(fake.audio_for(second))  # after the partial, all of it
+    assert third_audio == fake.audio_for(third)
+
+
+async def test_refused_key_is_a_clear_auth_error(fake_deepgram_tts: FakeDeepgramTTS) -> None:
+    fake_deepgram_tts.reject_auth = True
+    tts = make_tts(fake_deepgram_tts)
+    with pytest.raises(ProviderAuthError) as info:
+        async with tts.open(MULAW_8K, CALL):
+            pass
+    message = str(info.value)
+    assert "DEEPGRAM_API_KEY" in message
+    assert "401" in message and "Invalid credentials" in message
+    assert fake_deepgram_tts.rejected_connections == 1  # no retries on a bad key
+
+
+async def test_unreachable_server_is_unavailable(fake_deepgram_tts: FakeDeepgramTTS) -> None:
+    with trio.socket.socket() as sock:  # a port with nobody listening
+        await sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    tts = make_tts(fake_deepgram_tts, url=f"ws://127.0.0.1:{port}/v1/speak", reconnect_attempts=2)
+    with pytest.raises(ProviderUnavailable, match="cannot connect"):
+        async with tts.open(MULAW_8K, CALL):
+            pass
+
+
+async def test_unknown_and_malformed_messages_are_ignored_with_a_log_line(
+    fake_deepgram_tts: FakeDeepgramTTS, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = fake_deepgram_tts
+    fake.extra_frames = [
+        "this is not json",
+        '{"type":"SomethingNew","x":1}',
+        '{"type":"Flushed","sequence_id":"not a number"}',
+        '{"no_type":true}',
+    ]
+    tts = make_tts(fake)
+    with caplog.at_level(logging.WARNING, logger="hookline.tts.deepgram"):
+        async with tts.open(MULAW_8K, CALL) as stream:
+            await stream.speak("Still fine.")
+            await stream.flush()
+            events = await collect_until(stream, 1)
+    assert audio_between_flushes(events) == [fake.audio_for("Still fine.")]
+    ignored = [r for r in caplog.records if "ignored an unexpected message" in r.getMessage()]
+    assert len(ignored) == 4
+    assert "tts-test-call" in ignored[0].getMessage()  # the call id is on every line
+    assert "SomethingNew" in ignored[1].getMessage()
