@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
 import hypercorn.config
@@ -19,14 +20,26 @@ import msgspec
 import trio
 
 from .errors import ConfigError
-from .providers import ASGIApp
+from .providers import ASGIApp, Route
 from .runtime import Runtime
 
-__all__ = ["add_commands", "build_app", "run_server", "serve_app", "serve_runtime"]
+__all__ = [
+    "add_commands",
+    "asgi_app",
+    "build_app",
+    "run_server",
+    "serve_app",
+    "serve_asgi",
+    "serve_runtime",
+]
 
 log = logging.getLogger("hookline.server")
 
 HEALTHZ = "/healthz"
+
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+_encode = msgspec.json.Encoder().encode
 
 
 class _Health(msgspec.Struct):
@@ -36,31 +49,40 @@ class _Health(msgspec.Struct):
 
 
 def build_app(runtime: Runtime) -> ASGIApp:
-    """The whole ASGI app: the telephony routes, /healthz, lifespan, 404 for the rest."""
-    routes: dict[str, ASGIApp] = {}
-    for route in runtime.telephony.routes(runtime):
-        if route.path in routes or route.path == HEALTHZ:
-            raise ConfigError(f"telephony route {route.path} is mounted twice")
-        routes[route.path] = route.app
-    encode = msgspec.json.Encoder().encode
+    """The server's ASGI app for a runtime: its telephony routes and /healthz."""
 
-    async def app(scope: dict, receive, send) -> None:  # type: ignore[no-untyped-def]
+    def health() -> tuple[int, bytes]:
+        state = _Health(
+            status="draining" if runtime.draining else "ok",
+            active_calls=runtime.active_calls,
+            draining=runtime.draining,
+        )
+        return (503 if runtime.draining else 200), _encode(state)
+
+    return asgi_app(runtime.telephony.routes(runtime), health)
+
+
+def asgi_app(
+    routes: Sequence[Route], health: Callable[[], tuple[int, bytes]] | None = None
+) -> ASGIApp:
+    """One ASGI app over `routes` (exact paths), GET /healthz, lifespan, 404 for the rest."""
+    table: dict[str, ASGIApp] = {}
+    for route in routes:
+        if route.path in table or route.path == HEALTHZ:
+            raise ConfigError(f"telephony route {route.path} is mounted twice")
+        table[route.path] = route.app
+
+    async def app(scope: dict, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
             await _lifespan(receive, send)
             return
-        target = routes.get(scope["path"])
+        target = table.get(scope["path"])
         if target is not None:
             await target(scope, receive, send)
         elif kind == "http" and scope["path"] == HEALTHZ:
-            health = _Health(
-                status="draining" if runtime.draining else "ok",
-                active_calls=runtime.active_calls,
-                draining=runtime.draining,
-            )
-            await _respond(
-                send, 503 if runtime.draining else 200, encode(health), b"application/json"
-            )
+            status, body = health() if health else (200, b'{"status":"ok"}')
+            await _respond(send, status, body, b"application/json")
         elif kind == "http":
             await _respond(send, 404, b"not found\n", b"text/plain")
         elif kind == "websocket":
@@ -70,7 +92,7 @@ def build_app(runtime: Runtime) -> ASGIApp:
     return app
 
 
-async def _lifespan(receive, send) -> None:  # type: ignore[no-untyped-def]
+async def _lifespan(receive: Receive, send: Send) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
@@ -80,7 +102,7 @@ async def _lifespan(receive, send) -> None:  # type: ignore[no-untyped-def]
             return
 
 
-async def _respond(send, status: int, body: bytes, content_type: bytes) -> None:  # type: ignore[no-untyped-def]
+async def _respond(send: Send, status: int, body: bytes, content_type: bytes) -> None:
     headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -110,12 +132,21 @@ async def serve_app(
     port. Setting `shutdown` closes the listeners and gives open requests
     `graceful_timeout` seconds (drain the runtime first: see `serve_runtime`).
     """
+    await serve_asgi(build_app(runtime), host, port, shutdown=shutdown, task_status=task_status)
+
+
+async def serve_asgi(
+    app: ASGIApp,
+    host: str,
+    port: int,
+    *,
+    shutdown: trio.Event | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve any ASGI app with Hypercorn's trio worker; reports the bound port."""
     stop = shutdown or trio.Event()
     serve = partial(
-        hypercorn.trio.serve,
-        build_app(runtime),
-        _hypercorn_config(host, port),
-        shutdown_trigger=stop.wait,
+        hypercorn.trio.serve, app, _hypercorn_config(host, port), shutdown_trigger=stop.wait
     )
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(serve)

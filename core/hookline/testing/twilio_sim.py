@@ -44,6 +44,9 @@ from ..audio import FRAME_BYTES, FRAME_SECONDS, SAMPLE_RATE
 
 __all__ = [
     "DEFAULT_ACCOUNT_SID",
+    "AppClear",
+    "AppMark",
+    "AppMedia",
     "MediaConnection",
     "RestRequest",
     "SimCall",
@@ -145,25 +148,25 @@ class _Stop(msgspec.Struct, tag_field="event", tag="stop"):
     stop: _StopBody
 
 
-class _Payload(msgspec.Struct):
+class AppPayload(msgspec.Struct):
     payload: bytes
 
 
-class _OutMedia(msgspec.Struct, tag_field="event", tag="media"):
+class AppMedia(msgspec.Struct, tag_field="event", tag="media"):
     streamSid: str
-    media: _Payload
+    media: AppPayload
 
 
-class _OutMark(msgspec.Struct, tag_field="event", tag="mark"):
+class AppMark(msgspec.Struct, tag_field="event", tag="mark"):
     streamSid: str
     mark: _Name
 
 
-class _OutClear(msgspec.Struct, tag_field="event", tag="clear"):
+class AppClear(msgspec.Struct, tag_field="event", tag="clear"):
     streamSid: str
 
 
-_decode_from_app = msgspec.json.Decoder(_OutMedia | _OutMark | _OutClear).decode
+_decode_from_app = msgspec.json.Decoder(AppMedia | AppMark | AppClear).decode
 _encode = msgspec.json.Encoder().encode
 
 
@@ -227,6 +230,7 @@ class MediaConnection:
         self.ws = ws
         self.stream_sid = stream_sid
         self._seq = 0
+        self._chunk = 0
         self._lock = trio.StrictFIFOLock()
 
     def next_seq(self) -> str:
@@ -242,6 +246,39 @@ class MediaConnection:
         """Anything at all, for bad-input tests (no sequence number is used)."""
         async with self._lock:
             await self.ws.send_message(message)
+
+    async def send_start(
+        self, *, call_sid: str, parameters: dict[str, str], account_sid: str = DEFAULT_ACCOUNT_SID
+    ) -> None:
+        """`connected`, then `start` carrying `parameters` as customParameters."""
+        body = _StartBody(
+            accountSid=account_sid,
+            streamSid=self.stream_sid,
+            callSid=call_sid,
+            tracks=["inbound"],
+            mediaFormat=_MediaFormat(),
+            customParameters=parameters,
+        )
+        await self.send_raw(_encode(_Connected()).decode())
+        await self.send(lambda seq: _Start(seq, body, self.stream_sid))
+
+    async def send_media(self, audio: bytes, *, stream_sid: str | None = None) -> None:
+        self._chunk += 1
+        body = _MediaBody("inbound", str(self._chunk), str((self._chunk - 1) * 20), audio)
+        await self.send(lambda seq: _Media(seq, stream_sid or self.stream_sid, body))
+
+    async def send_dtmf(self, digit: str) -> None:
+        await self.send(lambda seq: _Dtmf(seq, self.stream_sid, _DtmfBody("inbound_track", digit)))
+
+    async def send_mark(self, name: str) -> None:
+        await self.send(lambda seq: _Mark(seq, self.stream_sid, _Name(name)))
+
+    async def send_stop(self, *, call_sid: str, account_sid: str = DEFAULT_ACCOUNT_SID) -> None:
+        await self.send(lambda seq: _Stop(seq, self.stream_sid, _StopBody(account_sid, call_sid)))
+
+    async def receive(self) -> AppMedia | AppMark | AppClear:
+        """The next message from the app, decoded (raises on anything Twilio would reject)."""
+        return _decode_from_app(await self.ws.get_message())
 
 
 class SimCall:
@@ -282,7 +319,6 @@ class SimCall:
         self._pending_marks: list[tuple[float, str]] = []
         self._marks_changed = trio.Event()
         self._audio_arrived = trio.Event()
-        self._chunk = 0
         self._rest_end = trio.Event()
 
     # ------------------------------------------------------------------ what a test reads
@@ -315,9 +351,7 @@ class SimCall:
         await self.say(b"\xff" * round(seconds * SAMPLE_RATE))
 
     async def dtmf(self, digit: str) -> None:
-        await self.conn.send(
-            lambda seq: _Dtmf(seq, self.stream_sid, _DtmfBody("inbound_track", digit))
-        )
+        await self.conn.send_dtmf(digit)
         self.log("sent:dtmf", digit)
 
     async def hangup(self) -> None:
@@ -361,17 +395,10 @@ class SimCall:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Send `connected` and `start`, then stream and listen until the socket closes."""
         params = dict(self.webhook.stream.parameters) if self.webhook.stream else {}
-        body = _StartBody(
-            accountSid=self.account_sid,
-            streamSid=self.stream_sid,
-            callSid=self.call_sid,
-            tracks=["inbound"],
-            mediaFormat=_MediaFormat(),
-            customParameters=params,
-        )
         try:
-            await self.conn.send_raw(_encode(_Connected()).decode())
-            await self.conn.send(lambda seq: _Start(seq, body, self.stream_sid))
+            await self.conn.send_start(
+                call_sid=self.call_sid, parameters=params, account_sid=self.account_sid
+            )
         except trio_websocket.ConnectionClosed as e:
             self.close_code = e.reason.code if e.reason else None
             self.log("closed", str(self.close_code))
@@ -403,9 +430,7 @@ class SimCall:
                 else:
                     frame = b""
                 if frame:
-                    self._chunk += 1
-                    body = _MediaBody("inbound", str(self._chunk), str(round(n * 20)), frame)
-                    await self.conn.send(lambda seq, b=body: _Media(seq, self.stream_sid, b))
+                    await self.conn.send_media(frame)
                 n += 1
                 await trio.sleep_until(t0 + n * FRAME_SECONDS)
         except (trio_websocket.ConnectionClosed, trio.BrokenResourceError):
@@ -437,7 +462,7 @@ class SimCall:
         if msg.streamSid != self.stream_sid:
             self.log("received:wrong_stream_sid", msg.streamSid)
             return
-        if isinstance(msg, _OutMedia):
+        if isinstance(msg, AppMedia):
             audio = msg.media.payload
             if self.first_audio_at is None:
                 self.first_audio_at = now
@@ -447,7 +472,7 @@ class SimCall:
             self.log("received:media", str(len(audio)))
             self._audio_arrived.set()
             self._audio_arrived = trio.Event()
-        elif isinstance(msg, _OutMark):
+        elif isinstance(msg, AppMark):
             self.marks_received.append(msg.mark.name)
             self._pending_marks.append((max(now, self._play_end), msg.mark.name))
             self.log("received:mark", msg.mark.name)
@@ -480,7 +505,7 @@ class SimCall:
         while self._pending_marks and self._pending_marks[0][0] <= now:
             _, name = self._pending_marks.pop(0)
             try:
-                await self.conn.send(lambda seq, n=name: _Mark(seq, self.stream_sid, _Name(n)))
+                await self.conn.send_mark(name)
             except trio_websocket.ConnectionClosed:
                 return
             self.marks_echoed.append((trio.current_time(), name))
@@ -492,8 +517,7 @@ class SimCall:
             return
         self.stopped = True
         try:
-            body = _StopBody(self.account_sid, self.call_sid)
-            await self.conn.send(lambda seq: _Stop(seq, self.stream_sid, body))
+            await self.conn.send_stop(call_sid=self.call_sid, account_sid=self.account_sid)
             self.log("sent:stop")
             await self.conn.ws.aclose()
         except trio_websocket.ConnectionClosed:

@@ -1,0 +1,88 @@
+"""Hang-up and transfer through twilio's REST client, against the loopback REST fake."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from hookline.errors import ProviderAuthError, ProviderProtocolError, ProviderUnavailable
+from hookline.providers import HangUp
+from hookline.testing.twilio_sim import DEFAULT_ACCOUNT_SID, new_sid
+from hookline_telephony_twilio.control import CallControl
+
+
+async def test_hangup_ends_the_call_through_rest(serve, twilio_sim):
+    served = await serve()
+
+    async def agent(leg):
+        await leg.hangup()
+
+    served.handler.on_call = agent
+    with trio.fail_after(10):
+        async with twilio_sim.call(served.voice) as call:
+            await call.wait_closed()
+    [update] = served.rest.updates(call.call_sid)
+    assert update.fields == {"Status": "completed"}
+    assert update.status_code == 200
+    assert call.ended_by_rest == "completed"
+    events = served.handler.events[served.handler.legs[0].info.call_id]
+    assert events[-1] == HangUp(reason="hangup")
+
+
+async def test_hangup_of_an_ended_call_is_done(serve, twilio_rest):
+    served = await serve()
+    call_sid = new_sid("CA")
+    twilio_rest.register(call_sid)
+    control = served.telephony.control
+    await control.hangup(call_sid)
+    await control.hangup(call_sid)  # 400 code 21220 from Twilio: already over, fine
+    await control.transfer(call_sid, "+15550009999")  # the caller is gone: nothing to do
+    codes = [(r.status_code, r.code) for r in twilio_rest.updates(call_sid)]
+    assert codes == [(200, None), (400, 21220), (400, 21220)]
+
+
+async def test_transfer_redirects_to_dial(serve, twilio_sim):
+    served = await serve()
+
+    async def agent(leg):
+        await leg.transfer("+15550009999")
+
+    served.handler.on_call = agent
+    with trio.fail_after(10):
+        async with twilio_sim.call(served.voice) as call:
+            await call.wait_closed()
+    twiml = served.rest.twiml[call.call_sid]
+    assert "<Dial>+15550009999</Dial>" in twiml
+    assert call.ended_by_rest == "redirected"
+    events = served.handler.events[served.handler.legs[0].info.call_id]
+    assert events[-1] == HangUp(reason="transfer")
+
+
+async def test_rest_errors_are_translated(serve, twilio_rest, twilio_auth_token):
+    served = await serve()
+    control = served.telephony.control
+    with pytest.raises(ProviderProtocolError, match="20404"):
+        await control.hangup(new_sid("CA"))
+    call_sid = new_sid("CA")
+    twilio_rest.register(call_sid)
+    twilio_rest.fail_next.append(503)
+    with pytest.raises(ProviderUnavailable):
+        await control.hangup(call_sid)
+    wrong = CallControl(
+        account_sid=DEFAULT_ACCOUNT_SID,
+        auth_token="not-" + twilio_auth_token,
+        base_url=twilio_rest.url,
+        timeout=5,
+        limiter=trio.CapacityLimiter(1),
+    )
+    with pytest.raises(ProviderAuthError):
+        await wrong.hangup(call_sid)
+    dead = CallControl(
+        account_sid=DEFAULT_ACCOUNT_SID,
+        auth_token=twilio_auth_token,
+        base_url="http://127.0.0.1:9",  # nothing listens there
+        timeout=5,
+        limiter=trio.CapacityLimiter(1),
+    )
+    with pytest.raises(ProviderUnavailable):
+        await dead.hangup(call_sid)
+    assert twilio_rest.status[call_sid] == "in-progress"
