@@ -192,6 +192,9 @@ class FakeGoogleCalendar:
     # Service accounts: email -> PEM public key (the JWT signature is checked).
     service_accounts: dict[str, bytes] = field(default_factory=dict)
     token_lifetime_s: int = 3599
+    # Seconds every API answer waits (before touching the calendar): makes races real.
+    latency_s: float = 0.0
+    page_size_cap: int = 2500  # lower it to make paging observable
     url: str = ""
     events: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     requests: list[LoggedRequest] = field(default_factory=list)
@@ -267,6 +270,8 @@ class FakeGoogleCalendar:
         logged = LoggedRequest(scope["method"], scope["path"], query, headers, body)
         self.requests.append(logged)
         extra: dict[str, str] = {}
+        if self.latency_s and scope["path"].startswith("/calendar/"):
+            await trio.sleep(self.latency_s)
         try:
             status, payload = self._route(scope["method"], scope["path"], query, headers, body)
         except ApiError as e:
@@ -516,8 +521,8 @@ class FakeGoogleCalendar:
         single = one("singleEvents") == "true"
         order = one("orderBy")
         if order == "startTime" and not single:
-            raise ApiError(400, "badRequest",
-                           "The requested ordering is not available for the particular query.")  # fmt: skip
+            message = "The requested ordering is not available for the particular query."
+            raise ApiError(400, "badRequest", message)
         if order not in (None, "startTime", "updated"):
             raise ApiError(
                 400, "invalid", f"Invalid value for orderBy: {order}", location="orderBy"
@@ -525,6 +530,7 @@ class FakeGoogleCalendar:
         max_results = int(one("maxResults") or 250)
         if not 1 <= max_results <= 2500:
             raise ApiError(400, "invalid", "Invalid value for maxResults", location="maxResults")
+        max_results = min(max_results, self.page_size_cap)
         private = [_kv(p) for p in query.get("privateExtendedProperty", [])]
         shared = [_kv(p) for p in query.get("sharedExtendedProperty", [])]
         show_deleted = one("showDeleted") == "true"
@@ -603,7 +609,7 @@ class FakeGoogleCalendar:
                 "busy": [
                     {"start": _rfc3339(s, ms=False), "end": _rfc3339(e, ms=False)}
                     for s, e in merged
-                ]  # fmt: skip
+                ]
             }
         return {
             "kind": "calendar#freeBusy",

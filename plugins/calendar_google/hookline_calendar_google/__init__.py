@@ -1,0 +1,88 @@
+"""Service-shop scheduling tools for hookline, on Google Calendar or a local DuckDB file.
+
+Enable with `[providers] tools = ["calendar_google", ...]` and configure the shop in
+`[tools.calendar_google]` (see `CalendarSettings`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import trio
+from hookline import ToolSet, hookimpl
+from hookline.tools import Tool
+
+from .schedule import Rules
+from .settings import CalendarSettings
+from .tools import Scheduler, build_tools
+
+if TYPE_CHECKING:
+    from hookline.runtime import Runtime
+
+__all__ = ["CalendarSettings", "create_scheduler", "hookline_toolsets"]
+
+TOOL_NAMES = (
+    "check_availability",
+    "book_appointment",
+    "find_appointments",
+    "reschedule_appointment",
+    "cancel_appointment",
+)
+
+
+def create_scheduler(
+    settings: CalendarSettings,
+    *,
+    default_timezone: str,
+    limiter: trio.CapacityLimiter,
+    secret: Callable[[str, str], str],
+    resolve_path: Callable[[str], Path],
+    clock: Callable[[], dt.datetime] | None = None,
+) -> Scheduler:
+    """The scheduler and its store, from settings and what the runtime provides.
+    `secret(env_var, settings_key)` reads a secret; `resolve_path` places the local file."""
+    rules = Rules.from_settings(settings, default_timezone)
+    if settings.backend == "local":
+        from .local_store import LocalStore
+
+        store = LocalStore(resolve_path(settings.database), limiter)
+    else:
+        from .google_calendar import GoogleCalendarStore, make_credentials
+
+        store = GoogleCalendarStore(settings, make_credentials(settings, secret), rules.tz, limiter)
+    return Scheduler(
+        rules,
+        store,
+        calendar_id=settings.calendar_id,
+        max_slots=settings.max_slots,
+        spacing=dt.timedelta(minutes=settings.offer_spacing_minutes),
+        clock=clock,
+    )
+
+
+def _create(settings: CalendarSettings, runtime: Runtime) -> Sequence[Tool]:
+    scheduler = create_scheduler(
+        settings,
+        default_timezone=runtime.config.agent.timezone,
+        limiter=runtime.thread_limiter,
+        secret=lambda env, key: runtime.secret(env, key=f"tools.calendar_google.{key}"),
+        resolve_path=runtime.config.resolve_path,
+    )
+    return build_tools(scheduler)
+
+
+@hookimpl
+def hookline_toolsets() -> list[ToolSet]:
+    return [
+        ToolSet(
+            name="calendar_google",
+            settings=CalendarSettings,
+            create=_create,
+            description="Book, find, move and cancel service appointments "
+            "(Google Calendar or a local DuckDB file).",
+            tool_names=TOOL_NAMES,
+        )
+    ]

@@ -20,7 +20,6 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 import trio
-
 from hookline.errors import (
     ProviderAuthError,
     ProviderError,
@@ -46,9 +45,9 @@ _RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded", "quotaExcee
 
 
 class _When(msgspec.Struct):
-    dateTime: str | None = None  # noqa: N815 (Google's names)
+    dateTime: str | None = None
     date: str | None = None
-    timeZone: str | None = None  # noqa: N815
+    timeZone: str | None = None
 
 
 class _Props(msgspec.Struct):
@@ -63,12 +62,12 @@ class _Event(msgspec.Struct):
     status: str = "confirmed"
     created: str | None = None
     transparency: str = "opaque"
-    extendedProperties: _Props = msgspec.field(default_factory=_Props)  # noqa: N815
+    extendedProperties: _Props = msgspec.field(default_factory=_Props)
 
 
 class _Events(msgspec.Struct):
     items: list[_Event] = []
-    nextPageToken: str | None = None  # noqa: N815
+    nextPageToken: str | None = None
 
 
 class _ErrorDetail(msgspec.Struct):
@@ -121,7 +120,9 @@ def _read(path: str) -> bytes:
         with open(path, "rb") as f:
             return f.read()
     except OSError as e:
-        raise ConfigError(f"cannot read the service-account key file {path}: {e.strerror}")
+        raise ConfigError(
+            f"cannot read the service-account key file {path}: {e.strerror}"
+        ) from None
 
 
 # ------------------------------------------------------------------ the store
@@ -184,7 +185,9 @@ class GoogleCalendarStore:
         """In a worker thread: build one request and execute it once."""
         return make(self._events()).execute(http=self._http(), num_retries=0)
 
-    async def _call(self, what: str, make: Callable[[Any], Any], *, ok: tuple[int, ...] = ()) -> Any:
+    async def _call(
+        self, what: str, make: Callable[[Any], Any], *, ok: tuple[int, ...] = ()
+    ) -> Any:
         """Run one API request with the rate-limit backoff. Statuses in `ok` come back as
         the int instead of raising (404 on get, 409 on insert...)."""
         from googleapiclient.errors import HttpError
@@ -307,7 +310,10 @@ class GoogleCalendarStore:
             "id": b.id,
             "summary": f"{b.service.capitalize()}: {b.customer_name or b.phone}",
             "description": "\n".join(lines),
-            "start": {"dateTime": b.start.astimezone(self.tz).isoformat(), "timeZone": str(self.tz)},
+            "start": {
+                "dateTime": b.start.astimezone(self.tz).isoformat(),
+                "timeZone": str(self.tz),
+            },
             "end": {"dateTime": b.end.astimezone(self.tz).isoformat(), "timeZone": str(self.tz)},
             "extendedProperties": {"private": private},
             "reminders": {"useDefault": True},

@@ -16,7 +16,6 @@ from typing import Any
 
 import duckdb
 import trio
-
 from hookline.errors import ProviderUnavailable
 
 from .schedule import Booking
@@ -44,6 +43,10 @@ CREATE TABLE IF NOT EXISTS appointments (
 );
 """
 
+# Stores on one file in one process share DuckDB's database instance; creating the
+# schema from two of them at once would be a write-write conflict.
+_OPEN_LOCK = threading.Lock()
+
 _COLUMNS = (
     "id, start_at, end_at, bay, service, phone, customer_name, vehicle, notes, "
     "call_id, request_id, replaces, status, created_at"
@@ -55,12 +58,11 @@ class LocalStore:
         self.path = str(path)
         self.limiter = limiter
         self._conn: duckdb.DuckDBPyConnection | None = None
-        self._open_lock = threading.Lock()
         self._last_created = dt.datetime.min.replace(tzinfo=dt.UTC)
         self._stamp_lock = threading.Lock()
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
-        with self._open_lock:
+        with _OPEN_LOCK:
             if self._conn is None:
                 if self.path != ":memory:":
                     Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +89,7 @@ class LocalStore:
 
     async def aclose(self) -> None:
         def close() -> None:
-            with self._open_lock:
+            with _OPEN_LOCK:
                 if self._conn is not None:
                     self._conn.close()
                     self._conn = None

@@ -197,10 +197,14 @@ def available_slots(
     lo: dt.datetime,
     hi: dt.datetime,
     limit: int,
+    spacing: dt.timedelta = dt.timedelta(0),
 ) -> list[tuple[dt.datetime, dt.datetime]]:
-    """Up to `limit` (start, end) in [lo, hi] that fit the hours and have a free bay."""
-    out = []
+    """Up to `limit` (start, end) in [lo, hi] that fit the hours and have a free bay,
+    at least `spacing` apart (five offers a quarter-hour apart are no choice at all)."""
+    out: list[tuple[dt.datetime, dt.datetime]] = []
     for start, end in candidate_starts(rules, minutes, lo, hi):
+        if out and start < out[-1][0] + spacing:
+            continue
         if free_bays(bookings, start, end, rules.bays):
             out.append((start, end))
             if len(out) >= limit:
@@ -271,7 +275,8 @@ def parse_when(text: str, tz: ZoneInfo, *, end_of_day: bool = False) -> dt.datet
 
 
 def spoken(instant: dt.datetime, tz: ZoneInfo, now: dt.datetime | None = None) -> str:
-    """'tomorrow, Tuesday March 10 at 9:30 AM' in the shop's time zone."""
+    """'Monday, March 9 at 9:30 AM' ('tomorrow, Tuesday March 10, at noon') in the shop's
+    time zone: text a TTS voice reads naturally."""
     local = instant.astimezone(tz)
     if local.minute == 0 and local.hour == 12:
         clock = "noon"
@@ -279,11 +284,11 @@ def spoken(instant: dt.datetime, tz: ZoneInfo, now: dt.datetime | None = None) -
         hour = local.hour % 12 or 12
         minute = f":{local.minute:02d}" if local.minute else ""
         clock = f"{hour}{minute} {'AM' if local.hour < 12 else 'PM'}"
-    day = f"{local:%A} {local:%B} {local.day}"
+    day = f"{local:%A}, {local:%B} {local.day}"
     if now is not None:
         delta = (local.date() - now.astimezone(tz).date()).days
         if delta == 0:
-            day = f"today, {day}"
+            day = f"today, {local:%A} {local:%B} {local.day},"
         elif delta == 1:
-            day = f"tomorrow, {day}"
+            day = f"tomorrow, {local:%A} {local:%B} {local.day},"
     return f"{day} at {clock}"

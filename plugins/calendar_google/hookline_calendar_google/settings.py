@@ -57,6 +57,7 @@ class CalendarSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     max_days_ahead: int = 60
     slot_minutes: int = 15  # start times fall on this grid from the opening time
     max_slots: int = 5  # how many start times check_availability offers
+    offer_spacing_minutes: int = 60  # offered start times are at least this far apart
 
     # Google backend.
     client_id_env: str = "GOOGLE_CLIENT_ID"
@@ -96,8 +97,16 @@ class CalendarSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
             raise ValueError("bays must be at least 1")
         if not 1 <= self.slot_minutes <= 240:
             raise ValueError("slot_minutes must be between 1 and 240")
-        if self.min_lead_minutes < 0 or self.max_days_ahead < 1 or self.max_slots < 1:
-            raise ValueError("min_lead_minutes >= 0, max_days_ahead >= 1 and max_slots >= 1")
+        if (
+            self.offer_spacing_minutes < 0
+            or self.min_lead_minutes < 0
+            or self.max_days_ahead < 1
+            or self.max_slots < 1
+        ):
+            raise ValueError(
+                "min_lead_minutes and offer_spacing_minutes >= 0, "
+                "max_days_ahead >= 1 and max_slots >= 1"
+            )
         # Secrets the chosen auth does not use are cleared, so that `hookline check`
         # (which asks for every non-empty `*_env`) does not demand them.
         if self.backend == "local":

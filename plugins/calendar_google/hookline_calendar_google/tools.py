@@ -1,0 +1,623 @@
+"""The five scheduling tools, over any `Store`.
+
+Booking is where double bookings are prevented, the same way on both backends:
+1. read the bookings around the slot; if this caller already holds this service at this
+   time, that is the answer (a retried or repeated request books nothing new);
+2. for each free bay, in the same order in every process, insert the event under the
+   deterministic id of (slot start, bay): the store refuses an id that exists (Google's
+   409, DuckDB's primary key), so of two calls racing for one bay exactly one gets it;
+3. bookings that overlap without sharing a start time have different ids, so after the
+   insert the winner re-reads the bay and yields (deletes its event, tries the next bay)
+   if an overlapping booking on it was created first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Literal
+
+import msgspec
+from hookline.errors import ProviderError
+from hookline.tools import Tool, ToolContext, ToolError
+
+from .schedule import (
+    Booking,
+    Rules,
+    available_slots,
+    bookable_range,
+    candidate_starts,
+    event_id,
+    free_bays,
+    loses_to,
+    normalize_phone,
+    overlaps,
+    parse_when,
+    spoken,
+)
+from .store import Store
+
+__all__ = ["UNREACHABLE", "Scheduler", "build_tools"]
+
+log = logging.getLogger("hookline.tools.calendar_google")
+
+UNREACHABLE = (
+    "I can't reach the schedule right now; can I take your number and have someone call you back?"
+)
+MAX_GENERATIONS = 16  # ids of cancelled events stay taken; move past that many per bay
+SCAN_DAYS = 7  # availability is searched a week of events at a time
+
+
+# ------------------------------------------------------------------ results
+
+
+class Slot(msgspec.Struct):
+    start: str  # ISO 8601 in the shop's time zone
+    spoken: str
+
+
+class Availability(msgspec.Struct):
+    service: str
+    minutes: int
+    slots: list[Slot]
+    message: str
+
+
+class Appointment(msgspec.Struct):
+    appointment_id: str
+    service: str
+    start: str
+    end: str
+    spoken: str
+    customer_name: str
+    vehicle: str
+    phone: str
+
+
+class BookingResult(msgspec.Struct):
+    booked: bool
+    appointment: Appointment
+    message: str
+    already_booked: bool = False
+
+
+class Appointments(msgspec.Struct):
+    phone: str
+    appointments: list[Appointment]
+    message: str
+
+
+class CancelResult(msgspec.Struct):
+    cancelled: bool
+    appointment_id: str
+    message: str
+
+
+def _params(services: Sequence[str]) -> dict[str, type[msgspec.Struct]]:
+    """Parameter Structs; `service` is an enum of the shop's configured services."""
+    service_type: Any = Annotated[
+        Literal[tuple(services)],  # type: ignore[valid-type]
+        msgspec.Meta(description="The service, exactly one of the shop's services."),
+    ]
+    when = "ISO 8601 local shop time, e.g. 2025-06-03T09:30 (a date alone means that day)."
+
+    def field(description: str) -> Any:
+        return msgspec.Meta(description=description)
+
+    check = msgspec.defstruct(
+        "CheckAvailability",
+        [
+            ("service", service_type),
+            ("earliest", Annotated[str | None, field("Earliest start wanted. " + when)], None),
+            ("latest", Annotated[str | None, field("Latest start wanted. " + when)], None),
+        ],
+        kw_only=True,
+    )
+    book = msgspec.defstruct(
+        "BookAppointment",
+        [
+            ("service", service_type),
+            ("start", Annotated[str, field("Start time from check_availability. " + when)]),
+            ("customer_name", Annotated[str, field("The customer's name.")]),
+            ("vehicle", Annotated[str, field("Year, make and model, e.g. 2018 Honda Civic.")]),
+            (
+                "phone",
+                Annotated[
+                    str | None,
+                    field(
+                        "Contact number; leave out to use the number the caller is calling from."
+                    ),
+                ],
+                None,
+            ),
+            ("notes", Annotated[str, field("Anything the technician should know.")], ""),
+        ],
+        kw_only=True,
+    )
+    find = msgspec.defstruct(
+        "FindAppointments",
+        [
+            (
+                "phone",
+                Annotated[
+                    str | None,
+                    field("Number the appointments were booked under; leave out for the caller's."),
+                ],
+                None,
+            )
+        ],
+        kw_only=True,
+    )
+    appointment_id = Annotated[str, field("The appointment_id from find_appointments.")]
+    reschedule = msgspec.defstruct(
+        "RescheduleAppointment",
+        [
+            ("appointment_id", appointment_id),
+            ("new_start", Annotated[str, field("New start time. " + when)]),
+        ],
+        kw_only=True,
+    )
+    cancel = msgspec.defstruct(
+        "CancelAppointment", [("appointment_id", appointment_id)], kw_only=True
+    )
+    return {
+        "check": check,
+        "book": book,
+        "find": find,
+        "reschedule": reschedule,
+        "cancel": cancel,
+    }
+
+
+# ------------------------------------------------------------------ the scheduler
+
+
+class Scheduler:
+    """The tools' logic, over a store and the shop's rules."""
+
+    def __init__(
+        self,
+        rules: Rules,
+        store: Store,
+        *,
+        calendar_id: str,
+        max_slots: int = 5,
+        spacing: dt.timedelta = dt.timedelta(hours=1),
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
+        self.rules = rules
+        self.store = store
+        self.calendar_id = calendar_id
+        self.max_slots = max_slots
+        self.spacing = spacing
+        self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self.longest = dt.timedelta(minutes=max(rules.services.values()))
+
+    # -------------------------------------------------------------- helpers
+
+    def _service(self, text: str) -> str:
+        name = self.rules.service(text)
+        if name is None:
+            raise ToolError(
+                f"We don't have a service called {text!r}. We offer: "
+                f"{', '.join(self.rules.services)}."
+            )
+        return name
+
+    def _when(self, text: str, *, end_of_day: bool = False) -> dt.datetime:
+        try:
+            return parse_when(text, self.rules.tz, end_of_day=end_of_day)
+        except ValueError:
+            raise ToolError(
+                f"I couldn't read the time {text!r}; use a date and time like 2025-06-03T09:30."
+            ) from None
+
+    def _iso(self, instant: dt.datetime) -> str:
+        return instant.astimezone(self.rules.tz).isoformat(timespec="minutes")
+
+    def _slot(self, start: dt.datetime, now: dt.datetime) -> Slot:
+        return Slot(start=self._iso(start), spoken=spoken(start, self.rules.tz, now))
+
+    def _appointment(self, b: Booking, now: dt.datetime) -> Appointment:
+        return Appointment(
+            appointment_id=b.id,
+            service=b.service,
+            start=self._iso(b.start),
+            end=self._iso(b.end),
+            spoken=spoken(b.start, self.rules.tz, now),
+            customer_name=b.customer_name,
+            vehicle=b.vehicle,
+            phone=b.phone,
+        )
+
+    async def _find_slots(
+        self, minutes: int, lo: dt.datetime, hi: dt.datetime, limit: int
+    ) -> list[tuple[dt.datetime, dt.datetime]]:
+        """Free (start, end) in [lo, hi], reading the store a week at a time."""
+        found: list[tuple[dt.datetime, dt.datetime]] = []
+        chunk_lo = lo
+        length = dt.timedelta(minutes=minutes)
+        while chunk_lo <= hi and len(found) < limit:
+            chunk_hi = min(hi, chunk_lo + dt.timedelta(days=SCAN_DAYS))
+            if found:
+                chunk_lo = max(chunk_lo, found[-1][0] + self.spacing)
+            if next(candidate_starts(self.rules, minutes, chunk_lo, chunk_hi), None) is not None:
+                bookings = await self.store.bookings(chunk_lo, chunk_hi + length)
+                found += available_slots(
+                    self.rules,
+                    bookings,
+                    minutes,
+                    chunk_lo,
+                    chunk_hi,
+                    limit - len(found),
+                    self.spacing,
+                )
+            chunk_lo = chunk_hi + dt.timedelta(microseconds=1)
+        return found
+
+    async def _alternatives(self, minutes: int, around: dt.datetime, now: dt.datetime) -> str:
+        earliest, latest = bookable_range(self.rules, now)
+        slots = await self._find_slots(
+            minutes, max(earliest, around), latest - dt.timedelta(microseconds=1), 3
+        )
+        if not slots:
+            return "There are no openings for that in the booking window."
+        return (
+            "The nearest openings are "
+            + "; ".join(spoken(s, self.rules.tz, now) for s, _ in slots)
+            + "."
+        )
+
+    def _caller(self, ctx: ToolContext) -> str:
+        return normalize_phone(ctx.call.from_number)
+
+    # -------------------------------------------------------------- tools
+
+    async def check_availability(
+        self, service: str, earliest: str | None, latest: str | None
+    ) -> Availability:
+        name = self._service(service)
+        minutes = self.rules.services[name]
+        now = self.clock()
+        allowed_lo, allowed_hi = bookable_range(self.rules, now)
+        allowed_hi -= dt.timedelta(microseconds=1)
+        lo = max(self._when(earliest) if earliest else now, allowed_lo)
+        hi = min(self._when(latest, end_of_day=True) if latest else allowed_hi, allowed_hi)
+        if lo > allowed_hi:
+            raise ToolError(
+                f"We only book up to {self.rules.max_days_ahead} days ahead; "
+                "please pick an earlier date."
+            )
+        slots = await self._find_slots(minutes, lo, hi, self.max_slots) if lo <= hi else []
+        if slots:
+            message = (
+                f"Openings for {name} ({minutes} minutes): "
+                + "; ".join(spoken(s, self.rules.tz, now) for s, _ in slots)
+                + "."
+            )
+        else:
+            slots = await self._find_slots(minutes, max(lo, hi), allowed_hi, self.max_slots)
+            if slots:
+                message = (
+                    f"Nothing is open for {name} in that window. The next openings are "
+                    + "; ".join(spoken(s, self.rules.tz, now) for s, _ in slots)
+                    + "."
+                )
+            else:
+                message = (
+                    f"There are no openings for {name} in the next "
+                    f"{self.rules.max_days_ahead} days."
+                )
+        return Availability(
+            service=name,
+            minutes=minutes,
+            slots=[self._slot(s, now) for s, _ in slots],
+            message=message,
+        )
+
+    async def _check_bookable(self, minutes: int, start: dt.datetime, now: dt.datetime) -> None:
+        earliest, latest = bookable_range(self.rules, now)
+        fits = next(candidate_starts(self.rules, minutes, start, start), None)
+        if start >= earliest and start < latest and fits is not None and fits[0] == start:
+            return
+        day = start.astimezone(self.rules.tz).date()
+        if start < earliest:
+            why = "That's too soon to book"
+        elif start >= latest:
+            why = f"We only book up to {self.rules.max_days_ahead} days ahead"
+        elif day in self.rules.closures or not self.rules.hours.get(day.weekday()):
+            why = "We're closed that day"
+        else:
+            why = f"A {minutes}-minute job can't start at that time"
+        raise ToolError(f"{why}. {await self._alternatives(minutes, start, now)}")
+
+    async def _reserve(self, booking: Booking, ignore: str = "") -> tuple[Booking, bool]:
+        """Take a bay for `booking` (start/end/service/phone set). Returns the stored
+        booking and whether it already existed. Raises ToolError when no bay is free."""
+        start, end = booking.start, booking.end
+        existing = [b for b in await self.store.bookings(start, end) if b.id != ignore]
+        for b in existing:
+            if _same(b, booking):
+                return b, True
+        for bay in free_bays(existing, start, end, self.rules.bays):
+            for generation in range(MAX_GENERATIONS):
+                candidate = msgspec.structs.replace(
+                    booking, id=event_id(self.calendar_id, start, bay, generation), bay=bay
+                )
+                stored = await self.store.insert(candidate)
+                if stored is None:
+                    holder = await self.store.get(candidate.id)
+                    if holder is None or holder.cancelled:
+                        continue  # a cancelled booking keeps its id: next generation
+                    if _same(holder, booking):
+                        return holder, True  # our own insert, answered before a retry
+                    break  # someone else holds this bay at this time
+                rivals = [
+                    b
+                    for b in await self.store.bookings(start, end)
+                    if b.bay == bay and b.id not in (stored.id, ignore) and overlaps(b, start, end)
+                ]
+                if any(loses_to(stored, b) for b in rivals):
+                    log.info(
+                        "booking %s overlaps an earlier one on bay %d; yielding", stored.id, bay
+                    )
+                    await self.store.cancel(stored.id)
+                    break
+                return stored, False
+        raise ToolError("")  # the caller words it, with alternatives
+
+    async def book_appointment(
+        self,
+        ctx: ToolContext,
+        *,
+        service: str,
+        start: str,
+        customer_name: str,
+        vehicle: str,
+        phone: str | None,
+        notes: str,
+    ) -> BookingResult:
+        name = self._service(service)
+        minutes = self.rules.services[name]
+        begin = self._when(start)
+        now = self.clock()
+        number = normalize_phone(phone or "") or self._caller(ctx)
+        if not number:
+            raise ToolError("I need a phone number for the appointment. What's the best number?")
+        await self._check_bookable(minutes, begin, now)
+        wanted = Booking(
+            id="",
+            start=begin,
+            end=begin + dt.timedelta(minutes=minutes),
+            service=name,
+            phone=number,
+            customer_name=customer_name.strip(),
+            vehicle=vehicle.strip(),
+            notes=notes.strip(),
+            call_id=ctx.call.call_id,
+            request_id=ctx.tool_call_id,
+        )
+        try:
+            stored, existed = await self._reserve(wanted)
+        except ToolError:
+            raise ToolError(
+                f"Sorry, {spoken(begin, self.rules.tz, now)} is already taken. "
+                + await self._alternatives(minutes, begin, now)
+            ) from None
+        ctx.logger.info(
+            "appointment %s %s at %s", "found" if existed else "booked", stored.id, stored.start
+        )
+        when = spoken(stored.start, self.rules.tz, now)
+        return BookingResult(
+            booked=True,
+            already_booked=existed,
+            appointment=self._appointment(stored, now),
+            message=(
+                f"{'That appointment was already booked' if existed else 'Booked'}: "
+                f"{name} for {stored.customer_name or 'the customer'} on {when}."
+            ),
+        )
+
+    async def find_appointments(self, ctx: ToolContext, phone: str | None) -> Appointments:
+        number = normalize_phone(phone or "") or self._caller(ctx)
+        if not number:
+            raise ToolError("What phone number was the appointment booked under?")
+        now = self.clock()
+        found = [b for b in await self.store.by_phone(number, now) if b.service]
+        appointments = [self._appointment(b, now) for b in found]
+        if appointments:
+            message = (
+                "Upcoming appointments: "
+                + "; ".join(f"{a.service} on {a.spoken}" for a in appointments)
+                + "."
+            )
+        else:
+            message = "I don't see any upcoming appointments under that number."
+        return Appointments(phone=number, appointments=appointments, message=message)
+
+    async def _owned(self, ctx: ToolContext, appointment_id: str, verb: str) -> Booking:
+        booking = await self.store.get(appointment_id.strip())
+        if booking is None or not booking.service:
+            raise ToolError(
+                "I couldn't find that appointment. Let me look up your appointments first."
+            )
+        caller = self._caller(ctx)
+        if not caller or booking.phone != caller:
+            raise ToolError(
+                f"I can only {verb} an appointment from the phone number it was booked "
+                "under, and that isn't the number you're calling from. I can have someone "
+                "from the shop call you about it."
+            )
+        return booking
+
+    async def reschedule_appointment(
+        self, ctx: ToolContext, appointment_id: str, new_start: str
+    ) -> BookingResult:
+        old = await self._owned(ctx, appointment_id, "move")
+        now = self.clock()
+        if old.cancelled:
+            moved = [b for b in await self.store.by_phone(old.phone, now) if b.replaces == old.id]
+            if moved:  # a retry of a reschedule that already went through
+                appointment = self._appointment(moved[0], now)
+                return BookingResult(
+                    booked=True,
+                    already_booked=True,
+                    appointment=appointment,
+                    message=f"That appointment was already moved to {appointment.spoken}.",
+                )
+            raise ToolError("That appointment was cancelled, so there is nothing to move.")
+        minutes = self.rules.services.get(old.service) or int(
+            (old.end - old.start).total_seconds() // 60
+        )
+        begin = self._when(new_start)
+        if begin == old.start:
+            return BookingResult(
+                booked=True,
+                already_booked=True,
+                appointment=self._appointment(old, now),
+                message=f"The appointment is already at {spoken(begin, self.rules.tz, now)}.",
+            )
+        await self._check_bookable(minutes, begin, now)
+        wanted = msgspec.structs.replace(
+            old,
+            id="",
+            start=begin,
+            end=begin + dt.timedelta(minutes=minutes),
+            bay=None,
+            call_id=ctx.call.call_id,
+            request_id=ctx.tool_call_id,
+            replaces=old.id,
+            status="confirmed",
+            created=None,
+        )
+        try:
+            # The old booking does not stand in its own way (moving by half an hour).
+            stored, existed = await self._reserve(wanted, ignore=old.id)
+        except ToolError:
+            raise ToolError(
+                f"Sorry, {spoken(begin, self.rules.tz, now)} isn't available. "
+                + await self._alternatives(minutes, begin, now)
+            ) from None
+        await self.store.cancel(old.id)
+        ctx.logger.info("appointment %s moved to %s (%s)", old.id, stored.id, stored.start)
+        when = spoken(stored.start, self.rules.tz, now)
+        return BookingResult(
+            booked=True,
+            already_booked=existed,
+            appointment=self._appointment(stored, now),
+            message=f"Moved: {stored.service} is now on {when}. "
+            "It has a new appointment id; the old one is cancelled.",
+        )
+
+    async def cancel_appointment(self, ctx: ToolContext, appointment_id: str) -> CancelResult:
+        booking = await self._owned(ctx, appointment_id, "cancel")
+        now = self.clock()
+        when = spoken(booking.start, self.rules.tz, now)
+        if not booking.cancelled:
+            await self.store.cancel(booking.id)
+            ctx.logger.info("appointment %s cancelled", booking.id)
+            return CancelResult(
+                cancelled=True,
+                appointment_id=booking.id,
+                message=f"Cancelled the {booking.service} on {when}.",
+            )
+        return CancelResult(
+            cancelled=True,
+            appointment_id=booking.id,
+            message=f"The {booking.service} on {when} was already cancelled.",
+        )
+
+
+def _same(a: Booking, b: Booking) -> bool:
+    """The same appointment asked for again: same number, service and start."""
+    return a.phone == b.phone and a.service == b.service and a.start == b.start and not a.cancelled
+
+
+# ------------------------------------------------------------------ the tools
+
+
+def _voiced(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Store failures become a sentence the agent can say; the details go to the log."""
+
+    async def handler(params: Any, ctx: ToolContext) -> Any:
+        try:
+            return await fn(params, ctx)
+        except ProviderError as e:
+            ctx.logger.warning("calendar unavailable: %s", e)
+            raise ToolError(UNREACHABLE) from e
+
+    handler.__name__ = fn.__name__
+    return handler
+
+
+def build_tools(scheduler: Scheduler) -> list[Tool]:
+    p = _params(list(scheduler.rules.services))
+    s = scheduler
+
+    @_voiced
+    async def check(params: Any, ctx: ToolContext) -> Availability:
+        return await s.check_availability(params.service, params.earliest, params.latest)
+
+    @_voiced
+    async def book(params: Any, ctx: ToolContext) -> BookingResult:
+        return await s.book_appointment(
+            ctx,
+            service=params.service,
+            start=params.start,
+            customer_name=params.customer_name,
+            vehicle=params.vehicle,
+            phone=params.phone,
+            notes=params.notes,
+        )
+
+    @_voiced
+    async def find(params: Any, ctx: ToolContext) -> Appointments:
+        return await s.find_appointments(ctx, params.phone)
+
+    @_voiced
+    async def reschedule(params: Any, ctx: ToolContext) -> BookingResult:
+        return await s.reschedule_appointment(ctx, params.appointment_id, params.new_start)
+
+    @_voiced
+    async def cancel(params: Any, ctx: ToolContext) -> CancelResult:
+        return await s.cancel_appointment(ctx, params.appointment_id)
+
+    return [
+        Tool(
+            "check_availability",
+            "Find the next free start times for a service, in the shop's local time. "
+            "Offer the caller a few of them.",
+            p["check"],
+            check,
+        ),
+        Tool(
+            "book_appointment",
+            "Book a service appointment at a start time check_availability offered. "
+            "Confirm the time, name and vehicle with the caller first.",
+            p["book"],
+            book,
+            side_effect=True,
+        ),
+        Tool(
+            "find_appointments",
+            "List the upcoming appointments booked under a phone number (by default the caller's).",
+            p["find"],
+            find,
+        ),
+        Tool(
+            "reschedule_appointment",
+            "Move the caller's appointment to a new start time (checks it is free first). "
+            "The appointment gets a new appointment_id.",
+            p["reschedule"],
+            reschedule,
+            side_effect=True,
+        ),
+        Tool(
+            "cancel_appointment",
+            "Cancel an appointment booked under the number the caller is calling from.",
+            p["cancel"],
+            cancel,
+            side_effect=True,
+        ),
+    ]
