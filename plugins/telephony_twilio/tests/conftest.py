@@ -108,7 +108,7 @@ class Served:
 
 
 @pytest.fixture
-async def serve(nursery: trio.Nursery, twilio_rest: TwilioRestFake, twilio_auth_token: str):
+async def serve(nursery: trio.Nursery, twilio_rest: TwilioRestFake, twilio_auth_token: str):  # noqa: F811
     """`served = await serve(capacity=..., **settings)`: the provider's routes on loopback."""
 
     async def start(capacity: int = 10, **settings: Any) -> Served:

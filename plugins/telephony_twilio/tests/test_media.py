@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import msgspec
 import pytest
 import trio
 import trio_websocket
@@ -43,6 +44,10 @@ async def test_whole_stream_through_the_simulator(serve, twilio_sim):
     assert tone_mulaw(0.1) in audio  # the caller's words arrived intact, among silence
     assert events[-1] == HangUp(reason="caller")
     assert served.handler.active == 0
+
+
+def _json(value: object) -> str:
+    return msgspec.json.encode(value).decode()
 
 
 def leg_id(served) -> str:
@@ -203,16 +208,15 @@ async def test_bad_input_is_dropped_counted_and_logged_once(serve, twilio_sim, c
             await served.handler.started.wait()
         for _ in range(2):
             await conn.send_raw("{not json")
-            await conn.send_raw('{"event":"mystery","streamSid":"%s"}' % conn.stream_sid)
+            await conn.send_raw(_json({"event": "mystery", "streamSid": conn.stream_sid}))
             await conn.send_media(frame, stream_sid=new_sid("MZ"))
+            body = {"track": "inbound", "chunk": "1", "timestamp": "0", "payload": "@@no@@"}
             await conn.send_raw(
-                '{"event":"media","sequenceNumber":"9","streamSid":"%s",'
-                '"media":{"track":"inbound","chunk":"1","timestamp":"0","payload":"@@not base64@@"}}'
-                % conn.stream_sid
+                _json({"event": "media", "streamSid": conn.stream_sid, "media": body})
             )
             await conn.send_raw(b"\x00\x01binary")
-            await conn.send_raw('{"event":"media","pad":"%s"}' % ("x" * 5000))
-            await conn.send_raw('{"event":"dtmf","streamSid":"%s"}' % conn.stream_sid)
+            await conn.send_raw(_json({"event": "media", "pad": "x" * 5000}))
+            await conn.send_raw(_json({"event": "dtmf", "streamSid": conn.stream_sid}))
         await conn.send_media(frame)
         await conn.send_dtmf("5")
         with trio.fail_after(5):
