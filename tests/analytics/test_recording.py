@@ -303,11 +303,10 @@ async def test_numbers_dropped_and_transcripts_off(db, query):
     ]
     # Latencies and outcomes are still there; no event carries a word of the conversation.
     assert query("SELECT count(*) FROM latencies")[0][0] > 0
+    stored = " ".join(r[0] for r in query("SELECT CAST(data AS VARCHAR) FROM events"))
     for r in records:
         for t in r.turns:
-            assert not query(
-                "SELECT 1 FROM events WHERE contains(CAST(data AS VARCHAR), ?)", [t.text]
-            ), t.text
+            assert t.text not in stored
     assert (
         query("SELECT count(*) FROM events WHERE type = 'BargeIn' AND data ->> 'heard_text' = ''")[
             0
