@@ -266,6 +266,10 @@ class FakeDeepgramSTT:
         """The words of each utterance the caller `call_id` will say, in order."""
         self._script_for(call_id).lines.extend(lines)
 
+    def expect(self, call_id: str, text: str) -> None:
+        """One more utterance for `call_id` (the hook ScriptedLeg and the suites use)."""
+        self._script_for(call_id).lines.append(text)
+
     def fail_next(
         self,
         count: int = 1,

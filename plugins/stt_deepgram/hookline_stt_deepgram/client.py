@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlencode, urlsplit
 
@@ -68,6 +68,7 @@ log = logging.getLogger("hookline.stt.deepgram")
 
 _FIRST_BACKOFF_S = 0.05
 _MAX_BACKOFF_S = 1.0
+_STABLE_S = 1.0  # a connection that lived this long resets the backoff
 _LOGGED_IGNORED = 20  # per stream; the rest are only counted
 _SPEECH_STARTED_DUP_S = 0.25  # a replay re-detects speech onsets at (almost) the same time
 _RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
@@ -183,6 +184,7 @@ class _Connection:
     sent_to: int  # call-audio byte position sent (or in flight) on this connection
     number: int
     scope: trio.CancelScope | None = None
+    opened_at: float = field(default_factory=trio.current_time)
     close_code: int | None = None
     close_reason: str | None = None
     ended_because: str = ""
@@ -248,11 +250,12 @@ class DeepgramSTTStream:
     # ------------------------------------------------------------------ public surface
 
     async def send(self, audio: bytes) -> None:
-        """Queue caller audio; never waits for the network (a sender task drains it)."""
-        if self._closed:
-            raise trio.ClosedResourceError("the Deepgram STT stream is closed")
-        if not audio or self._error is not None:
-            return  # an empty binary frame makes Deepgram close the stream
+        """Queue caller audio; never waits for the network (a sender task drains it).
+
+        Audio after the stream closed or failed is dropped: the failure itself is raised
+        from iteration, once."""
+        if not audio or self._closed or self._error is not None:
+            return  # (an empty binary frame would make Deepgram close the stream)
         self._buf += audio
         self._wake.set()
         excess = len(self._buf) - int(self._s.replay_max_s * self._bytes_per_s)
@@ -328,7 +331,7 @@ class DeepgramSTTStream:
                                 trio.current_time() - outage_since,
                                 len(self._buf) / self._bytes_per_s,
                             )
-                        outage_since, backoff = None, _FIRST_BACKOFF_S
+                        outage_since = None
                         await self._serve(conn)
                 except _Retryable as exc:
                     why = str(exc)
@@ -367,7 +370,13 @@ class DeepgramSTTStream:
                         return
                     self._log.warning("Deepgram stream lost (%s); reconnecting", why)
                     outage_since = trio.current_time()
-                    continue  # the first attempt goes at once
+                    if outage_since - conn.opened_at >= _STABLE_S:
+                        backoff = _FIRST_BACKOFF_S
+                        continue  # the first attempt goes at once
+                    # A connection that dies at once: back off instead of hammering.
+                    await trio.sleep(backoff)
+                    backoff = min(backoff * 2, _MAX_BACKOFF_S)
+                    continue
 
                 # A connect attempt failed.
                 now = trio.current_time()

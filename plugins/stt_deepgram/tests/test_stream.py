@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import msgspec
 import pytest
 import trio
+import trio.lowlevel
 from hookline.audio import MULAW_8K, frames, mulaw_silence, tone_mulaw
 from hookline.config import Config, decode_section
 from hookline.errors import (
@@ -47,7 +48,7 @@ def stt_for(fake: FakeDeepgramSTT, **settings: object) -> DeepgramSTT:
 async def send_audio(stream: STTStream, audio: bytes) -> None:
     for frame in frames(audio):
         await stream.send(frame)
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
 
 
 async def transcribe(
@@ -347,8 +348,11 @@ def test_bad_settings_are_config_errors_naming_the_key() -> None:
 
 
 def test_the_plugin_offers_the_deepgram_stt_provider() -> None:
+    from importlib.metadata import entry_points
+
     from hookline.plugins import discover
 
-    spec = discover().provider("stt", "deepgram")
+    ours = [ep for ep in entry_points(group="hookline") if ep.value == "hookline_stt_deepgram"]
+    spec = discover(ours).provider("stt", "deepgram")
     assert spec is not None
     assert spec.settings is DeepgramSTTSettings
