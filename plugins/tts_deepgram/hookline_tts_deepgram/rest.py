@@ -7,12 +7,12 @@ with asyncio, so it is turned off (`max_retries=0`) and the bounded retry lives 
 from __future__ import annotations
 
 import logging
+import warnings
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import trio
-from deepgram import AsyncDeepgramClient, DeepgramClientEnvironment
-from deepgram.core.api_error import ApiError
 from hookline.audio import AudioFormat
 from hookline.errors import ProviderError, ProviderUnavailable
 
@@ -24,10 +24,25 @@ __all__ = ["synthesize"]
 log = logging.getLogger("hookline.tts.deepgram")
 
 
-def _environment(settings: DeepgramTTSSettings) -> DeepgramClientEnvironment:
+def _sdk() -> Any:
+    """deepgram-sdk, imported on first use: it takes most of a second to import (plugin
+    discovery should not pay that) and warns about its asyncio websockets on import."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from deepgram import AsyncDeepgramClient, DeepgramClientEnvironment
+        from deepgram.core.api_error import ApiError
+
+        # `client.speak.v1` is imported lazily by the SDK, websockets warnings and all.
+        from deepgram.speak.v1 import client as _speak_v1  # noqa: F401
+
+    return AsyncDeepgramClient, DeepgramClientEnvironment, ApiError
+
+
+def _environment(settings: DeepgramTTSSettings) -> Any:
     ws = urlsplit(settings.url)
     ws_root = f"{ws.scheme}://{ws.netloc}"
-    return DeepgramClientEnvironment(
+    _, environment, _ = _sdk()
+    return environment(
         base=settings.base_url.rstrip("/"),
         production=ws_root,
         agent=ws_root,
@@ -54,7 +69,8 @@ async def _synthesize_once(
     settings: DeepgramTTSSettings, api_key: str, text: str, fmt: AudioFormat
 ) -> bytes:
     async with httpx.AsyncClient(timeout=settings.request_timeout_s) as http:
-        client = AsyncDeepgramClient(
+        client_class, _, _ = _sdk()
+        client = client_class(
             api_key=api_key,
             environment=_environment(settings),
             max_retries=0,
@@ -80,12 +96,13 @@ async def synthesize(
     """The whole phrase as audio; retries 429/5xx/network errors up to `max_retries`."""
     if not text.strip():
         raise ProviderError("nothing to synthesize: the text is empty", provider=PROVIDER)
+    _, _, api_error = _sdk()
     attempts = max(0, settings.max_retries) + 1
     for attempt in range(attempts):
         retry_after = None
         try:
             return await _synthesize_once(settings, api_key, text, fmt)
-        except ApiError as e:
+        except api_error as e:
             error = rejected_error(e.status_code or 0, _detail(e.body), settings.api_key_env)
             retry_after = _retry_after(e.headers)
         except httpx.HTTPError as e:

@@ -69,6 +69,16 @@ class _Segment:
     spoken: int = 0  # how many of `texts` the current socket has received
 
     def absorb(self, later: _Segment) -> None:
+        # The engine speaks sentences without the space between them; merged into one
+        # synthesis they need it back ("Sure.What" would be read as one word).
+        if (
+            self.texts
+            and later.texts
+            and later.spoken == 0
+            and not self.texts[-1][-1:].isspace()
+            and not later.texts[0][:1].isspace()
+        ):
+            later.texts[0] = " " + later.texts[0]
         # `later`'s text only goes out once our Flush has, so its spoken prefix only
         # counts when all of ours is out.
         if self.spoken == len(self.texts):
