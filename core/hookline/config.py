@@ -84,6 +84,8 @@ class PolicyConfig(_Section):
     max_tool_rounds: int = 5
     tool_timeout_s: float = 10.0
     filler_after_s: float = 1.0
+    # Upper bound an LLM provider may use for its time to first token (it may go lower).
+    llm_first_token_timeout_s: float = 5.0
     apology_timeout_s: float = 5.0
 
 

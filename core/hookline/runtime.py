@@ -115,6 +115,11 @@ def missing_secrets(
             for fld, env in secret_keys(settings).items():
                 if secrets.optional(env) is None:
                     out.append(MissingSecret(env, key=f"tools.{name}.{fld}", file=config.path))
+    analytics = config.analytics
+    if analytics.enabled and analytics.caller_numbers == "hashed":
+        if secrets.optional(analytics.hash_salt_env) is None:
+            key = "analytics.hash_salt_env"
+            out.append(MissingSecret(analytics.hash_salt_env, key=key, file=config.path))
     return out
 
 

@@ -20,7 +20,7 @@ from .. import builtin_tools
 from ..config import Config
 from ..events import CallRecord
 from ..hookspecs import hookimpl
-from ..plugins import Plugins, new_plugin_manager
+from ..plugins import Plugins, discover, new_plugin_manager
 from ..providers import CallHandler, ProviderSpec, Route
 from ..runtime import Runtime
 from .scripted import ScriptedLeg, ScriptedLLM, ScriptedSTT, ScriptedTTS
@@ -50,11 +50,18 @@ class _ScriptedPlugin:
         ]
 
 
-def scripted_plugins(extra: Iterable[Any] = ()) -> Plugins:
-    """The scripted providers, the built-in tools, and any `extra` plugin objects."""
-    plugins = Plugins(pm=new_plugin_manager())
+def scripted_plugins(extra: Iterable[Any] = (), *, installed: bool = False) -> Plugins:
+    """The scripted providers, the built-in tools, and any `extra` plugin objects.
+
+    With `installed`, every plugin of the `hookline` entry-point group is loaded too,
+    the way a deployment finds them.
+    """
+    if installed:
+        plugins = discover()
+    else:
+        plugins = Plugins(pm=new_plugin_manager())
+        plugins.add(builtin_tools, "builtin", "hookline")
     plugins.add(_ScriptedPlugin(), "scripted", "hookline.testing")
-    plugins.add(builtin_tools, "builtin", "hookline")
     for i, plugin in enumerate(extra):
         plugins.add(plugin, getattr(plugin, "__name__", f"extra{i}"), "test")
     return plugins
@@ -91,6 +98,7 @@ async def scripted_runtime(
     tts: Any = None,
     telephony: Any = None,
     plugins: Iterable[Any] = (),
+    installed: bool = False,
     start: bool = True,
 ) -> Runtime:
     """A Runtime over scripted providers (or the given real ones), phrases cached."""
@@ -100,7 +108,11 @@ async def scripted_runtime(
         "llm": llm or ScriptedLLM(),
         "tts": tts or ScriptedTTS(),
     }
-    runtime = Runtime(config or make_config(), scripted_plugins(plugins), providers=providers)
+    runtime = Runtime(
+        config or make_config(),
+        scripted_plugins(plugins, installed=installed),
+        providers=providers,
+    )
     if start:
         await runtime.start()
     return runtime
