@@ -1,0 +1,19 @@
+"""hookline's TTS conformance suite against this provider and the loopback fake."""
+
+from __future__ import annotations
+
+import pytest
+from hookline.testing.conformance import TTSConformance
+from hookline.testing.fake_deepgram_tts import FakeDeepgramTTS
+from hookline_tts_deepgram import DeepgramTTS
+from tts_deepgram_helpers import make_tts
+
+
+class TestDeepgramTTSConformance(TTSConformance):
+    @pytest.fixture
+    async def tts(self, fake_deepgram_tts: FakeDeepgramTTS) -> DeepgramTTS:
+        return make_tts(fake_deepgram_tts)
+
+    @pytest.fixture
+    def wait_s(self) -> float:
+        return 5.0
