@@ -25,3 +25,32 @@ def scripted_llm() -> ScriptedLLM:
 @pytest.fixture
 def scripted_tts() -> ScriptedTTS:
     return ScriptedTTS()
+
+
+
+# The loopback fakes of the real services, one module each (see those modules).
+from .fixtures_calendar import google_calendar_fake  # noqa: E402
+from .fixtures_deepgram_stt import deepgram_stt_env, fake_deepgram_stt  # noqa: E402
+from .fixtures_deepgram_tts import fake_deepgram_tts  # noqa: E402
+from .fixtures_openai import openai_fake  # noqa: E402
+from .fixtures_twilio import (  # noqa: E402
+    twilio_auth_token,
+    twilio_rest,
+    twilio_secrets,
+    twilio_sim,
+)
+
+__all__ = [
+    "deepgram_stt_env",
+    "fake_deepgram_stt",
+    "fake_deepgram_tts",
+    "google_calendar_fake",
+    "openai_fake",
+    "scripted_llm",
+    "scripted_stt",
+    "scripted_tts",
+    "twilio_auth_token",
+    "twilio_rest",
+    "twilio_secrets",
+    "twilio_sim",
+]
