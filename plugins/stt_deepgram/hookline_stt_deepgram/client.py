@@ -317,7 +317,11 @@ class DeepgramSTTStream:
                 conn: _Connection | None = None
                 try:
                     async with AsyncExitStack() as stack:
-                        ws = await self._connect(stack)
+                        limit_s = self._s.connect_timeout_s
+                        if outage_since is not None:  # stay within the outage bound
+                            left = outage_since + self._s.reconnect_timeout_s - trio.current_time()
+                            limit_s = max(0.05, min(limit_s, left))
+                        ws = await self._connect(stack, limit_s)
                         self._connections += 1
                         conn = _Connection(
                             ws, self._buf_start, self._buf_start, number=self._connections
@@ -409,16 +413,15 @@ class DeepgramSTTStream:
         else:
             self._open_error = error
 
-    async def _connect(self, stack: AsyncExitStack) -> WebSocketConnection:
-        """Open one WebSocket; map refusals to the error vocabulary."""
-        deadline_s = self._s.connect_timeout_s
+    async def _connect(self, stack: AsyncExitStack, limit_s: float) -> WebSocketConnection:
+        """Open one WebSocket within `limit_s`; map refusals to the error vocabulary."""
         try:
             return await stack.enter_async_context(
                 open_websocket_url(
                     self._url,
                     extra_headers=self._headers,
                     message_queue_size=16,
-                    connect_timeout=deadline_s,
+                    connect_timeout=limit_s,
                     disconnect_timeout=1.0,
                 )
             )
@@ -548,7 +551,7 @@ class DeepgramSTTStream:
         window_end = msg.start + msg.duration
         if msg.is_final:
             # Deepgram will not revise audio before a final: no need to replay it.
-            self._trim_to(conn.offset + int(window_end * self._bytes_per_s))
+            self._trim_to(conn.offset + round(window_end * self._bytes_per_s))
             if msg.duration > 0 and offset_s + window_end <= self._final_through + 1e-6:
                 return  # already covered by an earlier final (a replay overlap)
             self._final_through = offset_s + window_end

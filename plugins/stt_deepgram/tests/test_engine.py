@@ -94,3 +94,22 @@ async def test_turns_come_from_deepgram_through_the_engine(clock) -> None:
     [conn] = fake.connections
     assert conn.call_id == info.call_id
     assert conn.controls[-1] == "CloseStream" and conn.close_code == 1000
+
+
+async def test_a_drop_mid_utterance_loses_nothing_in_the_engine(clock) -> None:
+    async with fake_deepgram_stt() as fake:
+        fake.drop_next(at_utterance=1)  # right after the first interim
+        recorder = Recorder()
+        runtime = await build(fake, recorder, ScriptedLLM(["Sure, which day?"]))
+        info = call_info()
+        script = [WaitForAgent(), Say("I need new brake pads"), WaitForAgent(), HangUpStep()]
+        leg = ScriptedLeg(info, script, fake)
+        record = await run_call(runtime, leg)
+
+    assert record.end_reason == "caller_hangup"
+    assert [t.text for t in record.turns if t.role == "user"] == ["I need new brake pads"]
+    [ended] = [e for e in recorder.events if isinstance(e, UserTurnEnded)]
+    assert ended.speech_end == pytest.approx(leg.said_at[0][1], abs=0.05)
+    assert sum(isinstance(e, UserSpeechStarted) for e in recorder.events) == 1
+    first, second = fake.connections
+    assert first.dropped and second.call_id == info.call_id

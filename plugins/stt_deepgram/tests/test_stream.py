@@ -356,3 +356,29 @@ def test_the_plugin_offers_the_deepgram_stt_provider() -> None:
     spec = discover(ours).provider("stt", "deepgram")
     assert spec is not None
     assert spec.settings is DeepgramSTTSettings
+
+
+async def test_key_refused_on_reconnect_is_an_auth_error_from_iteration(
+    fake: FakeDeepgramSTT,
+) -> None:
+    fake.drop_next(after_audio_s=0.2)
+    stt = stt_for(fake)
+    async with stt.open(MULAW_8K, CallInfo(call_id="call-k2")) as stream:
+        fake.reject_auth = True  # the key was revoked mid-call
+        await send_audio(stream, silence(0.5))
+        with pytest.raises(ProviderAuthError, match="DEEPGRAM_API_KEY"), trio.fail_after(5):
+            async for _ in stream:
+                pass
+    assert [c.rejected for c in fake.connections] == [None, 401]
+
+
+async def test_reconnects_per_call_are_bounded(fake: FakeDeepgramSTT) -> None:
+    fake.drop_next(after_audio_s=0.2)
+    fake.drop_next(after_audio_s=0.2)
+    stt = stt_for(fake, max_reconnects=1)
+    async with stt.open(MULAW_8K, CallInfo(call_id="call-b")) as stream:
+        await send_audio(stream, silence(1.0))
+        with pytest.raises(ProviderUnavailable, match="1 reconnects"), trio.fail_after(5):
+            async for _ in stream:
+                pass
+    assert len(fake.connections) == 2
