@@ -41,6 +41,7 @@ from msgspec import UNSET, UnsetType
 __all__ = ["FakeGoogleCalendar", "Fault", "LoggedRequest", "fake_google_calendar"]
 
 UTC = dt.UTC
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 _ID = re.compile(r"^[a-v0-9]{5,1024}$")
 
 
@@ -388,7 +389,8 @@ class FakeGoogleCalendar:
         except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
             return None
         key = self.service_accounts.get(claims.iss)
-        if key is None or claims.aud != self.token_uri:
+        # google-auth always names Google's token endpoint as the audience.
+        if key is None or claims.aud not in (self.token_uri, GOOGLE_TOKEN_URI):
             return None
         from cryptography.exceptions import InvalidSignature
         from cryptography.hazmat.primitives import hashes, serialization

@@ -71,6 +71,21 @@ async def test_slots_follow_opening_hours_and_service_length(shop: Shop) -> None
     assert "oil change (30 minutes)" in today.message
 
 
+async def test_offers_are_spread_out(make_shop: ShopFactory) -> None:
+    shop = make_shop(offer_spacing_minutes=60, max_slots=3)
+    await book(shop, ALICE, "2026-03-09T10:00")
+    await book(shop, BOB, "2026-03-09T10:00")  # 10:00 is full
+    result = await shop.call(
+        "check_availability", service="oil change", earliest="2026-03-09T09:00"
+    )
+    assert starts(result) == ["2026-03-09T09:00-05:00", "2026-03-09T10:30-05:00",
+                              "2026-03-09T11:30-05:00"]  # fmt: skip
+    assert result.message == (
+        "Openings for oil change (30 minutes): Monday, March 9 at 9 AM; "
+        "Monday, March 9 at 10:30 AM; Monday, March 9 at 11:30 AM."
+    )
+
+
 async def test_closure_day_offers_the_next_open_day(shop: Shop) -> None:
     result = await shop.call("check_availability", service="diagnostics",
                              earliest="2026-03-10", latest="2026-03-10")  # fmt: skip

@@ -1,0 +1,108 @@
+"""The plugin as hookline loads it: discovery, the tool schemas the LLM sees, and a whole
+scripted call that books through the engine."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import hookline_calendar_google
+import msgspec
+from calendar_google_helpers import SHOP
+from hookline.plugins import discover
+from hookline.testing.harness import make_config, run_call, scripted_runtime
+from hookline.testing.scripted import (
+    HangUpStep,
+    Reply,
+    Say,
+    ScriptedLeg,
+    ScriptedLLM,
+    ScriptedSTT,
+    WaitForAgent,
+    call_info,
+)
+from hookline_calendar_google.local_store import LocalStore
+from hookline_calendar_google.schedule import Booking
+
+
+def test_discovered_through_its_entry_point() -> None:
+    plugins = discover()
+    toolset = plugins.toolsets["calendar_google"]
+    assert toolset.settings is hookline_calendar_google.CalendarSettings
+    (info,) = [p for p in plugins.loaded if p.name == "calendar_google"]
+    assert info.distribution == "hookline-calendar-google"
+    assert [t.name for t in info.toolsets] == ["calendar_google"]
+    assert set(toolset.tool_names) == {
+        "check_availability", "book_appointment", "find_appointments",
+        "reschedule_appointment", "cancel_appointment",
+    }  # fmt: skip
+
+
+def _config(tmp_path: Path, **overrides: object) -> object:
+    tools = {**SHOP, "backend": "local", "database": str(tmp_path / "shop.duckdb"), **overrides}
+    return make_config(
+        agent={"timezone": "America/Chicago", "greeting": "Hi.", "fillers": ["One moment."]},
+        providers={"tools": ["builtin", "calendar_google"]},
+        tools={"calendar_google": tools},
+    )
+
+
+async def test_tool_schemas_describe_every_parameter(tmp_path: Path) -> None:
+    runtime = await scripted_runtime(_config(tmp_path), plugins=[hookline_calendar_google],
+                                     start=False)  # fmt: skip
+    book = runtime.tools["book_appointment"]
+    assert book.side_effect
+    assert runtime.tools["cancel_appointment"].side_effect
+    assert runtime.tools["reschedule_appointment"].side_effect
+    assert not runtime.tools["check_availability"].side_effect
+    schema = book.schema().parameters
+    assert schema["properties"]["service"]["enum"] == sorted(SHOP["services"])
+    assert set(schema["required"]) == {"service", "start", "customer_name", "vehicle"}
+    for tool in runtime.tools.values():
+        for name, prop in tool.schema().parameters["properties"].items():
+            assert prop.get("description"), (tool.name, name)
+
+
+async def test_a_call_books_through_the_engine(tmp_path: Path) -> None:
+    # Real time (the tools run in threads), so keep the call short.
+    tz = ZoneInfo("America/Chicago")
+    today = dt.datetime.now(tz).date()
+    monday = today + dt.timedelta(days=7 - today.weekday())  # next week's Monday
+    start = f"{monday.isoformat()}T09:00"
+    arguments = msgspec.json.encode({
+        "service": "oil change", "start": start, "customer_name": "Pat Doe",
+        "vehicle": "2018 Honda Civic",
+    }).decode()  # fmt: skip
+    stt = ScriptedSTT()
+    llm = ScriptedLLM(
+        [
+            Reply(tool_calls=[("book_appointment", arguments)], first_token_s=0.01),
+            Reply("You're booked.", first_token_s=0.01, tokens_per_s=1000),
+        ]
+    )
+    runtime = await scripted_runtime(
+        _config(tmp_path), stt=stt, llm=llm, plugins=[hookline_calendar_google]
+    )
+    script = [
+        WaitForAgent(),
+        Say("Oil change Monday at nine"),
+        WaitForAgent(timeout=10),
+        HangUpStep(),
+    ]
+    info = call_info(from_number="(312) 555-0101")
+    record = await run_call(runtime, ScriptedLeg(info, script, stt))
+
+    (call,) = [c for t in record.turns for c in t.tool_calls]
+    assert call.tool == "book_appointment" and call.ok, call
+    result = msgspec.json.decode(call.result)
+    assert result["booked"] and result["appointment"]["start"].startswith(start)
+    assert result["appointment"]["phone"] == "+13125550101"
+    # The booking is in the shop's file, made by this call.
+    store = LocalStore(tmp_path / "shop.duckdb", runtime.thread_limiter)
+    begin = dt.datetime.fromisoformat(start).replace(tzinfo=tz)
+    (stored,) = await store.bookings(begin, begin + dt.timedelta(minutes=30))
+    await store.aclose()
+    assert isinstance(stored, Booking)
+    assert stored.call_id == info.call_id and stored.phone == "+13125550101"
+    assert record.end_reason == "caller_hangup"
