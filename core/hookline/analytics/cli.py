@@ -243,15 +243,17 @@ def _export_command(args: argparse.Namespace) -> int:
 
 
 # Each table with the UTC day its call started: the partition key.
+_DAY_OF_CALL = (
+    "SELECT x.*, CAST(c.started AS DATE) AS day FROM {} x JOIN calls c ON c.id = x.call_id"
+)
 _EXPORTS = {
     "calls": "SELECT *, CAST(started AS DATE) AS day FROM calls",
-    "turns": "SELECT t.*, CAST(c.started AS DATE) AS day FROM turns t JOIN calls c ON c.id = t.call_id",
-    "latencies": "SELECT l.*, CAST(c.started AS DATE) AS day "
-    "FROM latencies l JOIN calls c ON c.id = l.call_id",
-    "tool_calls": "SELECT t.*, CAST(c.started AS DATE) AS day "
-    "FROM tool_calls t JOIN calls c ON c.id = t.call_id",
-    "events": "SELECT e.*, CAST(coalesce(c.started, e.ts) AS DATE) AS day "
-    "FROM events e LEFT JOIN calls c ON c.id = e.call_id",
+    "turns": _DAY_OF_CALL.format("turns"),
+    "latencies": _DAY_OF_CALL.format("latencies"),
+    "tool_calls": _DAY_OF_CALL.format("tool_calls"),
+    # Events of no known call (a late status callback) go by their own time.
+    "events": "SELECT x.*, CAST(coalesce(c.started, x.ts) AS DATE) AS day "
+    "FROM events x LEFT JOIN calls c ON c.id = x.call_id",
 }
 
 
