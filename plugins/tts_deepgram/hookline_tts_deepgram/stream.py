@@ -106,6 +106,10 @@ class FlushBudget:
     def record(self, now: float) -> None:
         self._times.append(now)
 
+    def exhaust(self, now: float) -> None:
+        """The server says we are over its limit: no flush for a whole window."""
+        self._times = deque([now] * self.limit)
+
     def free_at(self, now: float) -> float:
         """When the next flush may go out."""
         self._trim(now)
@@ -497,6 +501,24 @@ class DeepgramTTSStream:
                 self.log.debug("Deepgram TTS session %s, model %s", request_id, model)
             case wire.Warning(description=description, code=code):
                 self.log.warning("Deepgram warning %s: %s", code, description)
+                if "flush" in f"{code} {description}".lower():
+                    self._flush_refused()
+
+    def _flush_refused(self) -> None:
+        """Deepgram ignored our last Flush (rate limit); its text stays buffered there.
+
+        Our budget should make this impossible; if the server counts differently, the
+        refused flush goes back to waiting, merged with anything held, until a window
+        has passed, instead of waiting forever for a Flushed that will not come.
+        """
+        if self._awaiting_cleared or not self._sent:
+            return
+        refused = self._sent.pop()
+        if self._held is not None:
+            refused.absorb(self._held)
+        self._held = refused
+        self._budget.exhaust(trio.current_time())
+        self._kick.set()
 
     async def aclose(self) -> None:
         self._closing = True

@@ -250,3 +250,25 @@ async def test_unknown_and_malformed_messages_are_ignored_with_a_log_line(
     assert len(ignored) == 4
     assert "tts-test-call" in ignored[0].getMessage()  # the call id is on every line
     assert "SomethingNew" in ignored[1].getMessage()
+
+
+async def test_a_flush_the_server_refuses_is_sent_again_after_the_window(
+    fake_deepgram_tts: FakeDeepgramTTS,
+) -> None:
+    # The server counts stricter than our budget expects: it refuses the third flush
+    # with a Warning. The plugin must not wait forever for that Flushed.
+    fake = fake_deepgram_tts
+    fake.flush_limit = 2
+    fake.flush_window_s = 0.3
+    tts = make_tts(fake, flush_budget=10, flush_window_s=0.3)
+    async with tts.open(MULAW_8K, CALL) as stream:
+        for i, text in enumerate(("One.", "Two.", "Three."), start=1):
+            await stream.speak(text)
+            await stream.flush()
+            if i < 3:
+                events = await collect_until(stream, i)
+        with trio.fail_after(5):
+            events = await collect_until(stream, 3)
+    assert fake.warnings_sent == 1
+    assert fake.flushed_texts == ["One.", "Two.", "Three."]
+    assert audio_between_flushes(events) == [fake.audio_for("Three.")]
