@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 import trio
-
+import trio.lowlevel
 from hookline import ProviderAuthError, ProviderUnavailable, ToolContext, ToolError, ToolSet, tool
 from hookline.events import BargeIn, CallEvent, ProviderFailed, TurnMetrics
 from hookline.hookspecs import hookimpl
@@ -227,7 +227,9 @@ async def test_tool_loop_reports_errors_back_to_the_llm(autojump_clock):
     assert msgspec.json.decode(tool_msgs[3].content) == {"error": "no vehicle with that plate"}
     assert msgspec.json.decode(tool_msgs[4].content) == {"plate": "ABC123", "make": "Subaru"}
     # Every tool call in the history is followed by its result.
-    assistant_calls = [c.id for m in llm.requests[-1] if m.role == "assistant" for c in m.tool_calls]
+    assistant_calls = [
+        c.id for m in llm.requests[-1] if m.role == "assistant" for c in m.tool_calls
+    ]
     assert assistant_calls == [m.tool_call_id for m in tool_msgs]
     assert record.end_reason == "caller_hangup"
     assert record.turns[2].text.endswith("Found your Subaru.")
@@ -362,7 +364,7 @@ async def test_one_failing_call_does_not_touch_another(autojump_clock):
     script += [Say("Thanks bye"), WaitForAgent(), HangUpStep()]
     async with trio.open_nursery() as nursery:
         nursery.start_soon(call, "broken", broken_stt, script)
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         nursery.start_soon(call, "good", good_stt, script)
     assert records["broken"].end_reason == "provider_failed:stt/scripted"
     assert records["good"].end_reason == "caller_hangup"
@@ -404,3 +406,43 @@ async def test_turn_metrics_are_emitted(autojump_clock):
     (metrics,) = recorder.of(TurnMetrics)
     assert metrics.turn == 2 and metrics.metrics["voice_to_voice"] > 0
     assert recorder.ended[0].usage["llm_prompt_tokens"] == 100
+
+
+async def test_maximum_call_length(autojump_clock):
+    stt = ScriptedSTT()
+    runtime = await scripted_runtime(make_config(policy={"max_call_s": 20}), stt=stt)
+    script = [WaitForAgent(), Say("Tell me about your shop")]
+    script += [WaitForAgent(), Say("and more")] * 10
+    leg = ScriptedLeg(call_info(), script, stt)
+    record = await run_call(runtime, leg)
+    assert record.end_reason == "max_duration"
+    assert record.turns[-1].text.endswith(runtime.config.agent.goodbye)
+    assert leg.hung_up_at - leg.started_at < 20 + 10
+
+
+async def test_drain_says_goodbye_to_active_calls(autojump_clock):
+    stt = ScriptedSTT()
+    runtime = await scripted_runtime(stt=stt)
+    leg = ScriptedLeg(call_info(), [WaitForAgent(), Say("Hello"), Pause(300)], stt)
+    records = []
+
+    async def call():
+        records.append(await run_call(runtime, leg))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call)
+        await trio.sleep(8)
+        await runtime.drain(grace_s=2)
+        assert not runtime.try_admit()  # draining: no new calls
+    (record,) = records
+    assert record.end_reason == "shutdown"
+    assert leg.hung_up_at is not None
+    assert record.turns[-1].text.endswith(runtime.config.agent.goodbye)
+
+
+async def test_admission_limit(autojump_clock):
+    runtime = await scripted_runtime(make_config(server={"max_concurrent_calls": 2}))
+    assert runtime.try_admit() and runtime.try_admit()
+    assert not runtime.try_admit()
+    runtime.release()
+    assert runtime.try_admit()
