@@ -7,6 +7,7 @@ Enable with `[providers] tools = ["calendar_google", ...]` and configure the sho
 from __future__ import annotations
 
 import datetime as dt
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +23,7 @@ from .tools import Scheduler, build_tools
 if TYPE_CHECKING:
     from hookline.runtime import Runtime
 
-__all__ = ["CalendarSettings", "create_scheduler", "hookline_toolsets"]
+__all__ = ["CalendarSettings", "create_scheduler", "hookline_runtime_stopping", "hookline_toolsets"]
 
 TOOL_NAMES = (
     "check_availability",
@@ -63,6 +64,10 @@ def create_scheduler(
     )
 
 
+# The stores each runtime built, closed when it stops (the DuckDB file is flushed).
+_stores: weakref.WeakKeyDictionary[Runtime, list[Scheduler]] = weakref.WeakKeyDictionary()
+
+
 def _create(settings: CalendarSettings, runtime: Runtime) -> Sequence[Tool]:
     scheduler = create_scheduler(
         settings,
@@ -71,6 +76,7 @@ def _create(settings: CalendarSettings, runtime: Runtime) -> Sequence[Tool]:
         secret=lambda env, key: runtime.secret(env, key=f"tools.calendar_google.{key}"),
         resolve_path=runtime.config.resolve_path,
     )
+    _stores.setdefault(runtime, []).append(scheduler)
     return build_tools(scheduler)
 
 
@@ -86,3 +92,9 @@ def hookline_toolsets() -> list[ToolSet]:
             tool_names=TOOL_NAMES,
         )
     ]
+
+
+@hookimpl
+def hookline_runtime_stopping(runtime: Runtime) -> None:
+    for scheduler in _stores.pop(runtime, []):
+        scheduler.store.close()

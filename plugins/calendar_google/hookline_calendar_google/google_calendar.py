@@ -11,7 +11,6 @@ anything else fails the call at once.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import socket
 import threading
 from collections.abc import Callable
@@ -30,10 +29,9 @@ from hookline.errors import (
 
 from .schedule import Booking
 from .settings import CalendarSettings
+from .store import current_logger
 
 __all__ = ["GoogleCalendarStore", "make_credentials"]
-
-log = logging.getLogger("hookline.tools.calendar_google")
 
 PROVIDER = "tools/calendar_google"
 SCOPES = ["https://www.googleapis.com/auth/calendar"]
@@ -147,7 +145,10 @@ class GoogleCalendarStore:
         self._local = threading.local()
 
     async def aclose(self) -> None:
-        pass
+        self.close()
+
+    def close(self) -> None:
+        pass  # httplib2 connections close with their threads
 
     # -------------------------------------------------------------- plumbing
 
@@ -207,11 +208,13 @@ class GoogleCalendarStore:
                     if delay is None:
                         delay = self.settings.rate_limit_backoff_s * 2**attempt
                     delay = min(delay, self.settings.backoff_max_s)
-                    log.warning("%s: rate limited (%s), retrying in %.2fs", what, status, delay)
+                    current_logger().warning(
+                        "%s: rate limited (%s), retrying in %.2fs", what, status, delay
+                    )
                     attempt += 1
                     await trio.sleep(delay)
                     continue
-                raise _translate(status, reason, message, what) from None
+                raise _translate(status, reason, message, what, _retry_after(e)) from None
             except ProviderError:
                 raise
             except Exception as e:
@@ -380,12 +383,14 @@ def _retry_after(e: Any) -> float | None:
         return None
 
 
-def _translate(status: int, reason: str, message: str, what: str) -> ProviderError:
+def _translate(
+    status: int, reason: str, message: str, what: str, retry_after: float | None = None
+) -> ProviderError:
     text = f"{what}: HTTP {status} {reason} {message}".strip()
     if status == 401 or (status == 403 and reason not in _RATE_LIMIT_REASONS):
         return ProviderAuthError(text, provider=PROVIDER)
     if status in (403, 429) or status >= 500:
-        return ProviderUnavailable(text, provider=PROVIDER)
+        return ProviderUnavailable(text, provider=PROVIDER, retry_after=retry_after)
     return ProviderProtocolError(text, provider=PROVIDER)
 
 

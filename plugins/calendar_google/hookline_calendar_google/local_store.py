@@ -88,13 +88,13 @@ class LocalStore:
             raise ProviderUnavailable(f"local calendar {self.path}: {e}", provider=PROVIDER) from e
 
     async def aclose(self) -> None:
-        def close() -> None:
-            with _OPEN_LOCK:
-                if self._conn is not None:
-                    self._conn.close()
-                    self._conn = None
+        await trio.to_thread.run_sync(self.close, limiter=self.limiter)
 
-        await trio.to_thread.run_sync(close, limiter=self.limiter)
+    def close(self) -> None:
+        with _OPEN_LOCK:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     # -------------------------------------------------------------- Store
 

@@ -4,12 +4,25 @@ backends behave the same by construction."""
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
+import logging
 from typing import Protocol
 
 from .schedule import Booking
 
-__all__ = ["Store"]
+__all__ = ["Store", "call_logger", "current_logger"]
+
+# The logger of the tool call being served (it carries the call id); set by the tools,
+# read by the stores, so a retry logged deep in a backend still names its call.
+call_logger: contextvars.ContextVar[logging.Logger | logging.LoggerAdapter | None] = (
+    contextvars.ContextVar("calendar_call_logger", default=None)
+)
+_fallback = logging.getLogger("hookline.tools.calendar_google")
+
+
+def current_logger() -> logging.Logger | logging.LoggerAdapter:
+    return call_logger.get() or _fallback
 
 
 class Store(Protocol):
@@ -36,3 +49,7 @@ class Store(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+    def close(self) -> None:
+        """Release what the store holds, from synchronous code (runtime shutdown)."""
+        ...

@@ -14,7 +14,6 @@ Booking is where double bookings are prevented, the same way on both backends:
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
@@ -36,11 +35,10 @@ from .schedule import (
     parse_when,
     spoken,
 )
-from .store import Store
+from .store import Store, call_logger, current_logger
 
 __all__ = ["UNREACHABLE", "Scheduler", "build_tools"]
 
-log = logging.getLogger("hookline.tools.calendar_google")
 
 UNREACHABLE = (
     "I can't reach the schedule right now; can I take your number and have someone call you back?"
@@ -359,7 +357,7 @@ class Scheduler:
                     if b.bay == bay and b.id not in (stored.id, ignore) and overlaps(b, start, end)
                 ]
                 if any(loses_to(stored, b) for b in rivals):
-                    log.info(
+                    current_logger().info(
                         "booking %s overlaps an earlier one on bay %d; yielding", stored.id, bay
                     )
                     await self.store.cancel(stored.id)
@@ -541,6 +539,7 @@ def _voiced(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Store failures become a sentence the agent can say; the details go to the log."""
 
     async def handler(params: Any, ctx: ToolContext) -> Any:
+        call_logger.set(ctx.logger)  # this task's context only
         try:
             return await fn(params, ctx)
         except ProviderError as e:

@@ -11,7 +11,7 @@ from pathlib import Path
 import msgspec
 import pytest
 from calendar_google_helpers import ALICE, SHOP, Clock, Shop, ShopFactory, make_ctx
-from hookline.errors import ConfigError, MissingSecret
+from hookline.errors import ConfigError, MissingSecret, ProviderTimeout
 from hookline.testing.fake_google_calendar import FakeGoogleCalendar
 from hookline.tools import ToolError
 from hookline_calendar_google import CalendarSettings, create_scheduler
@@ -144,6 +144,18 @@ async def test_other_errors_are_voiced_without_retry(
     assert str(e.value) == UNREACHABLE
     assert len(fake.requests) - before == 1
     assert fake.live_events() == []
+
+
+async def test_a_slow_api_is_voiced(factory: ShopFactory) -> None:
+    fake = factory.fake
+    assert fake is not None
+    shop = factory(request_timeout_s=0.2)
+    await check(shop)
+    fake.latency_s = 1.0
+    with pytest.raises(ToolError) as e:
+        await check(shop)
+    assert str(e.value) == UNREACHABLE
+    assert isinstance(e.value.__cause__, ProviderTimeout)
 
 
 async def test_insert_failure_after_read_is_voiced_and_books_nothing(factory: ShopFactory) -> None:

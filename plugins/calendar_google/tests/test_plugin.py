@@ -106,3 +106,7 @@ async def test_a_call_books_through_the_engine(tmp_path: Path) -> None:
     assert isinstance(stored, Booking)
     assert stored.call_id == info.call_id and stored.phone == "+13125550101"
     assert record.end_reason == "caller_hangup"
+    # Stopping the runtime closes the plugin's DuckDB connection.
+    (scheduler,) = hookline_calendar_google._stores[runtime]
+    runtime.stop()
+    assert scheduler.store._conn is None
