@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..audio import MULAW_8K, SAMPLE_RATE, seconds_of
-from ..errors import ProviderError
+from ..errors import ProviderError, ProviderUnavailable
 from ..events import (
     AgentSpoke,
     BargeIn,
@@ -322,6 +322,7 @@ class CallSession:
         async for event in self.stt:
             for decision in self.turn_taker.feed(event, self._agent_busy()):
                 await self._apply(decision)
+        raise ProviderUnavailable("the transcript stream ended in the middle of the call")
 
     async def _apply(self, d: Decision) -> None:
         if d.kind in ("speech_started", "activity"):
@@ -345,8 +346,8 @@ class CallSession:
 
     async def _user_turn(self, text: str, reason: str, timing: TurnTiming) -> None:
         self._user_speaking = False
-        self._close_agent_turn()
         await self._interrupt_response()
+        self._close_agent_turn()
         index = self._new_turn("user", text)
         assert timing.speech_end is not None
         self.emit(
@@ -406,6 +407,7 @@ class CallSession:
                 if seg is not None and not seg.dropped:
                     await self.leg.mark(seg.mark)
                     seg.sent = True
+        raise ProviderUnavailable("the speech stream ended in the middle of the call")
 
     # ================================================================== speaking
 
