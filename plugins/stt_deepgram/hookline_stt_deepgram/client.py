@@ -185,6 +185,7 @@ class _Connection:
     number: int
     scope: trio.CancelScope | None = None
     opened_at: float = field(default_factory=trio.current_time)
+    sending_since: float | None = None  # when the send in progress began
     close_code: int | None = None
     close_reason: str | None = None
     ended_because: str = ""
@@ -460,7 +461,7 @@ class DeepgramSTTStream:
         async with trio.open_nursery() as nursery:
             conn.scope = nursery.cancel_scope
             nursery.start_soon(self._guard, self._send_loop, conn)
-            nursery.start_soon(self._guard, self._keepalive_loop, conn)
+            nursery.start_soon(self._guard, self._watchdog, conn)
             try:
                 while True:
                     await self._on_message(conn, await conn.ws.get_message())
@@ -480,10 +481,11 @@ class DeepgramSTTStream:
             conn.scope.cancel()
 
     async def _send(self, conn: _Connection, message: str | bytes) -> None:
-        with trio.move_on_after(self._s.send_timeout_s):
-            await conn.ws.send_message(message)
-            return
-        raise _Stalled
+        # The watchdog times sends: a cancel scope per 20 ms frame would cost more CPU
+        # than the send itself.
+        conn.sending_since = trio.current_time()
+        await conn.ws.send_message(message)
+        conn.sending_since = None
 
     async def _send_loop(self, conn: _Connection) -> None:
         """Send buffered audio in order, each control message after the audio before it."""
@@ -510,16 +512,26 @@ class DeepgramSTTStream:
                 self._last_sent_at = trio.current_time()
             await self._wake.wait()
 
-    async def _keepalive_loop(self, conn: _Connection) -> None:
-        """KeepAlive whenever nothing was sent for `keepalive_s` (Deepgram idles out at 10 s)."""
-        interval = self._s.keepalive_s
+    async def _watchdog(self, conn: _Connection) -> None:
+        """KeepAlive whenever nothing was sent for `keepalive_s` (Deepgram idles out at
+        10 s); raise _Stalled when one send has been stuck for `send_timeout_s`."""
         while True:
-            due = self._last_sent_at + interval
-            if trio.current_time() < due:
+            now = trio.current_time()
+            if conn.sending_since is not None:
+                stuck_at = conn.sending_since + self._s.send_timeout_s
+                if now >= stuck_at:
+                    raise _Stalled
+                await trio.sleep_until(stuck_at)
+                continue
+            due = self._last_sent_at + self._s.keepalive_s
+            if now < due:
                 await trio.sleep_until(due)
                 continue
-            await self._send(conn, KEEP_ALIVE)
-            self._last_sent_at = trio.current_time()
+            with trio.move_on_after(self._s.send_timeout_s):
+                await conn.ws.send_message(KEEP_ALIVE)
+                self._last_sent_at = trio.current_time()
+                continue
+            raise _Stalled
 
     # ------------------------------------------------------------------ server messages
 
