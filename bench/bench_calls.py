@@ -16,20 +16,16 @@ from __future__ import annotations
 
 import argparse
 import gc
-import resource
-import statistics
 import sys
 import time
 
 import msgspec
 import trio
-
 from hookline.events import BargeIn, TurnMetrics
 from hookline.hookspecs import hookimpl
 from hookline.testing.harness import make_config, run_call, scripted_runtime
 from hookline.testing.scripted import (
     HangUpStep,
-    Pause,
     Say,
     ScriptedLeg,
     ScriptedLLM,
