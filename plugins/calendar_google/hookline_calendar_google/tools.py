@@ -190,7 +190,6 @@ class Scheduler:
         self.max_slots = max_slots
         self.spacing = spacing
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
-        self.longest = dt.timedelta(minutes=max(rules.services.values()))
 
     # -------------------------------------------------------------- helpers
 
@@ -332,7 +331,7 @@ class Scheduler:
 
     async def _reserve(self, booking: Booking, ignore: str = "") -> tuple[Booking, bool]:
         """Take a bay for `booking` (start/end/service/phone set). Returns the stored
-        booking and whether it already existed. Raises ToolError when no bay is free."""
+        booking and whether it already existed. Raises _NoBay when no bay is free."""
         start, end = booking.start, booking.end
         existing = [b for b in await self.store.bookings(start, end) if b.id != ignore]
         for b in existing:
@@ -363,7 +362,7 @@ class Scheduler:
                     await self.store.cancel(stored.id)
                     break
                 return stored, False
-        raise ToolError("")  # the caller words it, with alternatives
+        raise _NoBay()
 
     async def book_appointment(
         self,
@@ -398,7 +397,7 @@ class Scheduler:
         )
         try:
             stored, existed = await self._reserve(wanted)
-        except ToolError:
+        except _NoBay:
             raise ToolError(
                 f"Sorry, {spoken(begin, self.rules.tz, now)} is already taken. "
                 + await self._alternatives(minutes, begin, now)
@@ -492,7 +491,7 @@ class Scheduler:
         try:
             # The old booking does not stand in its own way (moving by half an hour).
             stored, existed = await self._reserve(wanted, ignore=old.id)
-        except ToolError:
+        except _NoBay:
             raise ToolError(
                 f"Sorry, {spoken(begin, self.rules.tz, now)} isn't available. "
                 + await self._alternatives(minutes, begin, now)
@@ -525,6 +524,10 @@ class Scheduler:
             appointment_id=booking.id,
             message=f"The {booking.service} on {when} was already cancelled.",
         )
+
+
+class _NoBay(Exception):
+    """Every bay is taken at that time (the tool words it, with alternatives)."""
 
 
 def _same(a: Booking, b: Booking) -> bool:
