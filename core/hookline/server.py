@@ -144,7 +144,7 @@ async def serve_asgi(
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve any ASGI app with Hypercorn's trio worker; reports the bound port."""
-    stop = shutdown or trio.Event()
+    stop = shutdown if shutdown is not None else trio.Event()
     serve = partial(
         hypercorn.trio.serve, app, _hypercorn_config(host, port), shutdown_trigger=stop.wait
     )
@@ -169,7 +169,7 @@ async def serve_runtime(
     """
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
-        bound = await nursery.start(serve_app, runtime, host, port, shutdown=shutdown)
+        bound = await nursery.start(partial(serve_app, runtime, host, port, shutdown=shutdown))
         if terminate is None:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 task_status.started(bound)

@@ -371,14 +371,18 @@ class SimCall:
             await self._audio_arrived.wait()
 
     async def wait_until_quiet(self, quiet: float = 0.3) -> None:
-        """Wait until the agent's audio has played and nothing new came for `quiet` s."""
-        while True:
+        """Wait until the agent's audio has played (its marks echoed) and nothing new
+        came for `quiet` seconds."""
+        while not self.closed.is_set():
             now = trio.current_time()
             last = self.last_audio_at or now
             due = max(self._play_end, last + quiet)
-            if now >= due or self.closed.is_set():
+            if now < due:
+                await trio.sleep_until(due)
+            elif self._pending_marks:
+                await self._marks_changed.wait()
+            else:
                 return
-            await trio.sleep_until(due)
 
     async def wait_for_mark(self, name: str) -> float:
         while True:
@@ -386,6 +390,14 @@ class SimCall:
                 if echoed == name:
                     return t
             await self._marks_changed.wait()
+
+    async def wait_for_clear(self) -> float:
+        """Wait until the agent sent a `clear`; returns when the first one arrived."""
+        while not self.clears:
+            if self.closed.is_set():
+                raise SimulatorError("the stream closed without a clear")
+            await self._marks_changed.wait()  # a clear wakes the mark echoer too
+        return self.clears[0]
 
     async def wait_closed(self) -> None:
         await self.closed.wait()
