@@ -10,7 +10,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import msgspec
@@ -42,11 +42,14 @@ _encode = msgspec.json.Encoder().encode
 _NUMBER_FIELDS = frozenset({"From", "To", "Caller", "Called", "ForwardedFrom"})
 
 
+_EPOCH = datetime(1970, 1, 1)
+
+
 def utc(ts: float | None) -> datetime | None:
     """UNIX seconds to a naive UTC datetime (the schema's TIMESTAMPs are UTC)."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).replace(tzinfo=None)
+    return _EPOCH + timedelta(seconds=ts)
 
 
 def hash_number(number: str, salt: bytes) -> str:

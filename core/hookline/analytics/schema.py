@@ -242,8 +242,14 @@ def migrate(
 
 
 def create_views(con: duckdb.DuckDBPyConnection) -> None:
-    for name, sql in VIEWS.items():
-        con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+    con.begin()  # one commit for all of them: each commit is a disk sync
+    try:
+        for name, sql in VIEWS.items():
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
 
 
 def open_database(

@@ -17,6 +17,7 @@ A flush that DuckDB refuses is retried row by row so one bad row costs only itse
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import threading
@@ -146,8 +147,12 @@ class Writer:
             return
         ready.set()
         try:
-            while self._loop_once():
-                pass
+            while True:
+                try:
+                    if not self._loop_once():
+                        break
+                except Exception:  # the writer must outlive any one bad batch
+                    log.exception("analytics writer error; continuing")
         finally:
             con.close()
 
@@ -313,6 +318,18 @@ def acquire(path: Path, *, where: str = "") -> Writer:
             _writers[key] = writer
         writer.users += 1
         return writer
+
+
+@atexit.register
+def _close_all() -> None:
+    """The interpreter is exiting without the runtime having stopped (an uncaught error,
+    Ctrl-C): still write what is pending. A killed process skips this; its live calls
+    are marked interrupted at the next start."""
+    with _lock:
+        writers = list(_writers.values())
+        _writers.clear()
+    for writer in writers:
+        writer.close(timeout=10.0)
 
 
 def release(writer: Writer, *, abandon: bool = False) -> None:
