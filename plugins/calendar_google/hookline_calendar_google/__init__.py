@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
-from hookline import ToolSet, hookimpl
+from hookline import ConfigError, ToolSet, hookimpl
 from hookline.tools import Tool
 
 from .schedule import Rules
@@ -23,7 +23,13 @@ from .tools import Scheduler, build_tools
 if TYPE_CHECKING:
     from hookline.runtime import Runtime
 
-__all__ = ["CalendarSettings", "create_scheduler", "hookline_runtime_stopping", "hookline_toolsets"]
+__all__ = [
+    "CalendarSettings",
+    "create_scheduler",
+    "hookline_runtime_started",
+    "hookline_runtime_stopping",
+    "hookline_toolsets",
+]
 
 TOOL_NAMES = (
     "check_availability",
@@ -92,6 +98,23 @@ def hookline_toolsets() -> list[ToolSet]:
             tool_names=TOOL_NAMES,
         )
     ]
+
+
+@hookimpl
+def hookline_runtime_started(runtime: Runtime) -> None:
+    """Open the DuckDB file / load Google's API description before the first call, so a
+    bad database path stops start-up with a clear error instead of failing a caller."""
+    import duckdb
+
+    for scheduler in _stores.get(runtime, []):
+        try:
+            scheduler.store.warm()
+        except (duckdb.Error, OSError) as e:
+            raise ConfigError(
+                f"cannot open the calendar database: {e}",
+                file=runtime.config.path or None,
+                key="tools.calendar_google.database",
+            ) from None
 
 
 @hookimpl

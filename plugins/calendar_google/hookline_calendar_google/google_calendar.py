@@ -147,6 +147,9 @@ class GoogleCalendarStore:
     async def aclose(self) -> None:
         self.close()
 
+    def warm(self) -> None:
+        self._events()  # parsing the discovery document takes a few hundred ms
+
     def close(self) -> None:
         pass  # httplib2 connections close with their threads
 

@@ -84,11 +84,14 @@ class LocalStore:
             return await trio.to_thread.run_sync(work, limiter=self.limiter)
         except (duckdb.ConstraintException, duckdb.TransactionException):
             raise  # the id is taken: insert() answers None
-        except duckdb.Error as e:
+        except (duckdb.Error, OSError) as e:
             raise ProviderUnavailable(f"local calendar {self.path}: {e}", provider=PROVIDER) from e
 
     async def aclose(self) -> None:
         await trio.to_thread.run_sync(self.close, limiter=self.limiter)
+
+    def warm(self) -> None:
+        self._connection()
 
     def close(self) -> None:
         with _OPEN_LOCK:

@@ -50,6 +50,10 @@ class Store(Protocol):
 
     async def aclose(self) -> None: ...
 
+    def warm(self) -> None:
+        """Get ready before the first call, synchronously (runtime start-up)."""
+        ...
+
     def close(self) -> None:
         """Release what the store holds, from synchronous code (runtime shutdown)."""
         ...

@@ -9,7 +9,9 @@ from zoneinfo import ZoneInfo
 
 import hookline_calendar_google
 import msgspec
+import pytest
 from calendar_google_helpers import SHOP
+from hookline.errors import ConfigError
 from hookline.plugins import discover
 from hookline.testing.harness import make_config, run_call, scripted_runtime
 from hookline.testing.scripted import (
@@ -62,6 +64,13 @@ async def test_tool_schemas_describe_every_parameter(tmp_path: Path) -> None:
     for tool in runtime.tools.values():
         for name, prop in tool.schema().parameters["properties"].items():
             assert prop.get("description"), (tool.name, name)
+
+
+async def test_a_bad_database_path_stops_start_up(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("not a directory")
+    config = _config(tmp_path, database=str(tmp_path / "taken" / "shop.duckdb"))
+    with pytest.raises(ConfigError, match=r"tools\.calendar_google\.database: cannot open"):
+        await scripted_runtime(config, plugins=[hookline_calendar_google])
 
 
 async def test_a_call_books_through_the_engine(tmp_path: Path) -> None:
