@@ -100,6 +100,7 @@ def observer_runtime(
 
 # ---------------------------------------------------------------------------- scripts
 
+GREETING = "Thanks for calling Riverside Auto Service. How can I help?"
 _USER_LINES = [
     "Hi, I'd like to book an oil change for my Civic.",
     "Do you have anything Thursday morning?",
@@ -164,7 +165,11 @@ def script_call(
     def add(key: str, value: float) -> None:
         usage[key] = usage.get(key, 0.0) + value
 
-    index = 0
+    # The cached greeting is turn 0, as in the engine.
+    yield Step(0.01, AgentSpoke(t=mono, turn=0, text=GREETING, heard=True))
+    record.turns.append(TurnRecord(index=0, role="agent", text=GREETING, heard_text=GREETING,
+                                   started=started, ended=wall))  # fmt: skip
+    index = 1
     for n in range(turns):
         # The caller speaks.
         text = rng.choice(_USER_LINES)
