@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
@@ -221,8 +222,10 @@ def _install_call_id_logging() -> None:
 
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s call=%(call_id)s %(message)s")
     for handler in logging.getLogger().handlers:
-        handler.addFilter(_CallId())
-        handler.setFormatter(fmt)
+        # Only the console handler `hookline` set up, not one a host program installed.
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
+            handler.addFilter(_CallId())
+            handler.setFormatter(fmt)
 
 
 def _port(text: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,10 +32,13 @@ class Recorder:
         self.started: list[str] = []
         self.ended: list[CallRecord] = []
         self.changed = trio.Event()
+        self.on_start: Callable[[str], None] | None = None  # e.g. tell the STT what comes
 
     @hookimpl
     def hookline_call_started(self, call, started):
         self.started.append(call.call_id)
+        if self.on_start is not None:
+            self.on_start(call.call_id)
         self._poke()
 
     @hookimpl

@@ -56,6 +56,7 @@ __all__ = [
     "TwilioRestFake",
     "TwilioSimulator",
     "Webhook",
+    "WebhookRefused",
     "new_sid",
     "twilio_rest_fake",
 ]
@@ -71,6 +72,20 @@ def new_sid(prefix: str) -> str:
 
 class SimulatorError(Exception):
     """The server did not answer the way Twilio needs (no stream TwiML, refused socket)."""
+
+
+class WebhookRefused(SimulatorError):
+    """The webhook answered without a stream: busy TwiML, 403, an error page."""
+
+    def __init__(self, webhook: Webhook) -> None:
+        self.webhook = webhook
+        super().__init__(
+            f"webhook answered {webhook.status_code} without a stream: {webhook.text!r}"
+        )
+
+    @property
+    def busy(self) -> bool:
+        return self.webhook.status_code == 200 and self.webhook.hangup
 
 
 # ---------------------------------------------------------------------- wire messages
@@ -664,9 +679,7 @@ class TwilioSimulator:
             sign_url=sign_url,
         )
         if hook.stream is None:
-            raise SimulatorError(
-                f"webhook answered {hook.status_code} without a stream: {hook.text!r}"
-            )
+            raise WebhookRefused(hook)
         async with self.open_media(
             hook.stream.url, connect_url=connect_url, sign=self._validator is not None
         ) as conn:
