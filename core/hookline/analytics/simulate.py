@@ -40,7 +40,15 @@ from ..plugins import Plugins, new_plugin_manager
 from ..providers import CallInfo, ProviderSpec
 from ..runtime import KINDS, Runtime
 
-__all__ = ["CallKind", "observer_runtime", "run_calls", "script_call", "simulate_calls"]
+__all__ = [
+    "CallKind",
+    "apply_steps",
+    "observer_runtime",
+    "plan_calls",
+    "run_calls",
+    "script_call",
+    "simulate_calls",
+]
 
 CallKind = Literal["normal", "barge_in", "provider_failure", "tools", "rejected"]
 
@@ -279,6 +287,36 @@ DEFAULT_KINDS: tuple[CallKind, ...] = (
 )
 
 
+def plan_calls(
+    n: int,
+    *,
+    kinds: tuple[CallKind, ...] = DEFAULT_KINDS,
+    days: int = 3,
+    seed: int = 7,
+    now: float | None = None,
+) -> list[tuple[CallInfo, Step]]:
+    """The steps of `n` calls one after the other, spread over the last `days` days."""
+    rng = random.Random(seed)
+    now = time.time() if now is None else now
+    steps = []
+    for i, kind in _kinds(n, kinds):
+        started = now - (i % days) * 86400 - 3600 - rng.random() * 3600
+        call_id = f"sim{seed:03d}{i:05d}"
+        info = CallInfo(call_id=call_id, provider_call_id=f"CA{call_id}",
+                        from_number=f"+1555123{i % 50:04d}", to_number="+15559870000")  # fmt: skip
+        for step in script_call(kind, call_id=call_id, started=started, rng=rng,
+                                from_number=info.from_number):  # fmt: skip
+            steps.append((info, step))
+    return steps
+
+
+def apply_steps(runtime: Runtime, steps: list[tuple[CallInfo, Step]]) -> list[CallRecord]:
+    """Drive planned steps through the runtime's hooks; return the calls' records."""
+    for info, step in steps:
+        _apply(runtime, info, step)
+    return [step.record for _, step in steps if step.record is not None]
+
+
 def simulate_calls(
     runtime: Runtime,
     n: int,
@@ -290,20 +328,7 @@ def simulate_calls(
 ) -> list[CallRecord]:
     """Drive `n` calls through the runtime's hooks one after the other, spread over the
     last `days` days. Returns their records."""
-    rng = random.Random(seed)
-    now = time.time() if now is None else now
-    records = []
-    for i, kind in _kinds(n, kinds):
-        started = now - (i % days) * 86400 - 3600 - rng.random() * 3600
-        call_id = f"sim{seed:03d}{i:05d}"
-        info = CallInfo(call_id=call_id, provider_call_id=f"CA{call_id}",
-                        from_number=f"+1555123{i % 50:04d}", to_number="+15559870000")  # fmt: skip
-        for step in script_call(kind, call_id=call_id, started=started, rng=rng,
-                                from_number=info.from_number):  # fmt: skip
-            _apply(runtime, info, step)
-            if step.record is not None:
-                records.append(step.record)
-    return records
+    return apply_steps(runtime, plan_calls(n, kinds=kinds, days=days, seed=seed, now=now))
 
 
 async def run_calls(
