@@ -31,12 +31,14 @@ from ..events import (
     UserTurnEnded,
 )
 from ..providers import CallInfo
+from .schema import TABLES
 
 __all__ = ["Cost", "Privacy", "Shaper", "estimate_cost", "hash_number"]
 
 Row = tuple[Any, ...]
 
 _encode = msgspec.json.Encoder().encode
+_CALLS_COLUMNS = frozenset(TABLES["calls"])
 
 # Twilio status-callback fields that hold phone numbers: treated like from/to.
 _NUMBER_FIELDS = frozenset({"From", "To", "Caller", "Called", "ForwardedFrom"})
@@ -178,12 +180,15 @@ class Shaper:
 
     def started_row(self, info: CallInfo, started: float) -> Row:
         p = self.privacy
-        return (
-            info.call_id, info.provider_call_id, utc(started), None, None,
-            p.number(info.from_number), p.number(info.to_number), None, None,
-            self.providers, None, None, None, None, None, None, None, self.models, None,
-            None, None, None, None, None,
-        )  # fmt: skip
+        return calls_row(
+            id=info.call_id,
+            provider_call_id=info.provider_call_id,
+            started=utc(started),
+            from_number=p.number(info.from_number),
+            to_number=p.number(info.to_number),
+            providers=self.providers,
+            models=self.models,
+        )
 
     def ended_rows(
         self, info: CallInfo, record: CallRecord, state: CallState | None
@@ -225,17 +230,32 @@ class Shaper:
                     tools.append(self._tool_row(cid, index, utc(wall), rec))
         interrupted = sum(1 for t in record.turns if t.role == "agent" and t.interrupted)
         extra = _encode(record.extra).decode() if record.extra else None
-        call = (
-            cid, record.provider_call_id or info.provider_call_id, utc(record.started),
-            utc(record.ended), record.duration, p.number(record.from_number or info.from_number),
-            p.number(record.to_number or info.to_number), record.end_reason, len(record.turns),
-            dict(record.providers) or self.providers,
-            _int(usage.get("llm_prompt_tokens")), _int(usage.get("llm_completion_tokens")),
-            _int(usage.get("tts_characters")), usage.get("stt_seconds"),
-            usage.get("telephony_seconds"), extra, interrupted, self.models,
-            _int(usage.get("llm_cached_tokens")), cost.total, cost.llm, cost.tts, cost.stt,
-            cost.telephony,
-        )  # fmt: skip
+        call = calls_row(
+            id=cid,
+            provider_call_id=record.provider_call_id or info.provider_call_id,
+            started=utc(record.started),
+            ended=utc(record.ended),
+            duration_s=record.duration,
+            from_number=p.number(record.from_number or info.from_number),
+            to_number=p.number(record.to_number or info.to_number),
+            end_reason=record.end_reason,
+            turns=len(record.turns),
+            interrupted_turns=interrupted,
+            providers=dict(record.providers) or self.providers,
+            models=self.models,
+            llm_prompt_tokens=_int(usage.get("llm_prompt_tokens")),
+            llm_completion_tokens=_int(usage.get("llm_completion_tokens")),
+            llm_cached_tokens=_int(usage.get("llm_cached_tokens")),
+            tts_characters=_int(usage.get("tts_characters")),
+            stt_seconds=usage.get("stt_seconds"),
+            telephony_seconds=usage.get("telephony_seconds"),
+            cost_usd=cost.total,
+            cost_llm_usd=cost.llm,
+            cost_tts_usd=cost.tts,
+            cost_stt_usd=cost.stt,
+            cost_telephony_usd=cost.telephony,
+            extra=extra,
+        )
         return {"calls": [call], "turns": turns, "latencies": latencies, "tool_calls": tools}
 
     def _tool_row(self, cid: str, turn: int, ts: datetime | None, tc: ToolCallRecord) -> Row:
@@ -253,6 +273,13 @@ class Shaper:
             call_id, provider_call_id, seq, utc(wall), event.t, type(event).__name__,
             getattr(event, "turn", None), _encode(stored).decode(),
         )  # fmt: skip
+
+
+def calls_row(**columns: Any) -> Row:
+    """A `calls` row in table column order; columns not given are NULL."""
+    unknown = columns.keys() - _CALLS_COLUMNS
+    assert not unknown, f"not columns of calls: {unknown}"
+    return tuple(columns.get(c) for c in TABLES["calls"])
 
 
 def _int(value: float | None) -> int | None:

@@ -108,6 +108,8 @@ class Writer:
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Block until everything queued before this call is in the database."""
+        if self._thread is None or not self._thread.is_alive():
+            return False
         done = threading.Event()
         self._queue.put((_FLUSH, done))
         return done.wait(timeout)
