@@ -35,6 +35,19 @@ def test_serve_reports_a_config_mistake_in_one_line(tmp_path, capsys):
     assert "server.prot" in capsys.readouterr().err
 
 
+def test_serve_names_a_missing_secret(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TWILIO_AUTH_TOKEN", raising=False)
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        '[agent]\nname = "x"\n'
+        '[providers]\ntelephony = "twilio"\nstt = "deepgram"\nllm = "openai"\ntts = "deepgram"\n'
+        '[telephony.twilio]\npublic_url = "https://agent.example.com"\n'
+    )
+    assert main(["serve", str(config)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "TWILIO_AUTH_TOKEN" in err[0] and "telephony.twilio" in err[0]
+
+
 def test_dial_needs_a_token_or_unsigned(capsys, monkeypatch):
     monkeypatch.delenv("HOOKLINE_TEST_NO_TOKEN", raising=False)
     code = main(

@@ -8,7 +8,7 @@ import signal
 import httpx
 import trio
 from hookline.audio import tone_mulaw
-from hookline.events import AgentSpoke, BargeIn
+from hookline.events import AgentSpoke, BargeIn, TelephonyStatus
 from hookline.server import serve_app, serve_runtime
 
 GREETING = "Thanks for calling Riverside Auto Service. How can I help?"
@@ -28,7 +28,7 @@ async def test_greeting_and_an_answer(nursery, stack, twilio_sim):
     port = await nursery.start(serve_app, s.runtime, "127.0.0.1", 0)
     greeting_audio = s.runtime.phrases[GREETING]
     with trio.fail_after(20):
-        async with twilio_sim.call(_voice(port)) as call:
+        async with twilio_sim.call(_voice(port), status_callbacks=True) as call:
             await call.wait_for_audio()
             await call.wait_until_quiet()
             assert bytes(call.agent_audio) == greeting_audio  # heard all of it, nothing else
@@ -52,6 +52,9 @@ async def test_greeting_and_an_answer(nursery, stack, twilio_sim):
         ("agent", "Sure, we can do an oil change."),
     ]
     assert all(t.heard_text == t.text for t in record.turns if t.role == "agent"), record.turns
+    [status] = s.recorder.of(TelephonyStatus)  # the stream status callback, signed and recorded
+    assert status.fields["StreamEvent"] == "stream-started"
+    assert status.fields["CallSid"] == call.call_sid
     assert s.runtime.active_calls == 0
 
 
