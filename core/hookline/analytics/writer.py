@@ -209,10 +209,14 @@ class Writer:
                     return False
             except Exception:  # a bad record must not kill the writer
                 log.exception("analytics: could not turn a %s into rows", _NAMES[op])
-        if urgent or self._staged_count >= MAX_BUFFERED_ROWS:
-            self._flush()
-        for w in waiters:
-            w.set()
+        try:
+            if urgent or self._staged_count >= MAX_BUFFERED_ROWS:
+                self._flush()
+        except Exception:  # logged; waiters and a stop request are still honoured
+            log.exception("analytics: flush failed")
+        finally:
+            for w in waiters:
+                w.set()
         return not stop
 
     def _stage(self, table: str, rows: list[Row]) -> None:
