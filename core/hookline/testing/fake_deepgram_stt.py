@@ -184,6 +184,7 @@ class ListenConnection:
     audio: bytearray = field(default_factory=bytearray)
     empty_frames: int = 0
     controls: list[str] = field(default_factory=list)
+    control_times: list[float] = field(default_factory=list)  # trio.current_time() of each
     sent: list[str] = field(default_factory=list)  # JSON text frames sent to the client
     messages: list[ServerMessage] = field(default_factory=list)  # the same, typed (not raw)
     close_code: int | None = None
@@ -555,6 +556,7 @@ class _Session:
         except msgspec.DecodeError:
             kind = "malformed"
         self.conn.controls.append(kind)
+        self.conn.control_times.append(trio.current_time())
         if kind == "Finalize":
             if self.seg is not None:
                 self._final(speech_final=False, from_finalize=True)

@@ -515,23 +515,25 @@ class DeepgramSTTStream:
     async def _watchdog(self, conn: _Connection) -> None:
         """KeepAlive whenever nothing was sent for `keepalive_s` (Deepgram idles out at
         10 s); raise _Stalled when one send has been stuck for `send_timeout_s`."""
+        keepalive_s, send_timeout_s = self._s.keepalive_s, self._s.send_timeout_s
         while True:
             now = trio.current_time()
-            if conn.sending_since is not None:
-                stuck_at = conn.sending_since + self._s.send_timeout_s
-                if now >= stuck_at:
-                    raise _Stalled
-                await trio.sleep_until(stuck_at)
-                continue
-            due = self._last_sent_at + self._s.keepalive_s
-            if now < due:
-                await trio.sleep_until(due)
-                continue
-            with trio.move_on_after(self._s.send_timeout_s):
-                await conn.ws.send_message(KEEP_ALIVE)
-                self._last_sent_at = trio.current_time()
-                continue
-            raise _Stalled
+            sending_since = conn.sending_since
+            due = self._last_sent_at + keepalive_s
+            if sending_since is None:
+                if now < due:
+                    await trio.sleep_until(due)
+                    continue
+                with trio.move_on_after(send_timeout_s):
+                    await conn.ws.send_message(KEEP_ALIVE)
+                    self._last_sent_at = trio.current_time()
+                    continue
+                raise _Stalled
+            # A send is in progress: that is activity; check again when it would be stuck.
+            stuck_at = sending_since + send_timeout_s
+            if now >= stuck_at:
+                raise _Stalled
+            await trio.sleep_until(min(stuck_at, max(due, now + keepalive_s)))
 
     # ------------------------------------------------------------------ server messages
 

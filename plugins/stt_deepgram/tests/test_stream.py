@@ -6,6 +6,7 @@ timestamp below is exact (20 ms frames) and nothing depends on the machine's spe
 
 from __future__ import annotations
 
+import itertools
 import logging
 import socket
 from collections.abc import Callable, Sequence
@@ -14,6 +15,7 @@ import msgspec
 import pytest
 import trio
 import trio.lowlevel
+import trio.testing
 from hookline.audio import MULAW_8K, frames, mulaw_silence, tone_mulaw
 from hookline.config import Config, decode_section
 from hookline.errors import (
@@ -77,6 +79,12 @@ def speech(seconds: float) -> bytes:
 
 def silence(seconds: float) -> bytes:
     return mulaw_silence(seconds)
+
+
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    """Virtual time for the idle-timeout tests; loopback I/O stays real."""
+    return trio.testing.MockClock(autojump_threshold=0.01)
 
 
 @pytest.fixture
@@ -244,28 +252,36 @@ async def test_unreachable_server_is_unavailable_at_open() -> None:
             pass
 
 
-async def test_keepalive_holds_an_idle_stream_past_the_idle_timeout() -> None:
-    async with fake_deepgram_stt(idle_timeout_s=0.5) as fake:
+async def test_keepalive_holds_an_idle_stream_past_the_idle_timeout(clock) -> None:
+    # Deepgram's real timings (idle close after 10 s, KeepAlive every 4 s) on a virtual clock.
+    async with fake_deepgram_stt(idle_timeout_s=10.0) as fake:
         fake.script("call-k", ["Still here."])
-        stt = stt_for(fake, keepalive_s=0.15)
+        stt = stt_for(fake, keepalive_s=4.0)
         async with stt.open(MULAW_8K, CallInfo(call_id="call-k")) as stream:
             await send_audio(stream, silence(0.2))
-            await trio.sleep(1.5)  # three idle timeouts without audio
+            quiet_from = trio.current_time()
+            await trio.sleep(35)  # three and a half idle timeouts without audio
             events = await transcribe(stream, speech(0.5) + silence(1.4))
             assert stream.reconnects == 0
         [conn] = fake.connections
-        assert conn.keepalives >= 3
+        times = [quiet_from] + [
+            t
+            for t, kind in zip(conn.control_times, conn.controls, strict=True)
+            if kind == "KeepAlive"
+        ]
+        assert len(times) >= 9
+        assert max(b - a for a, b in itertools.pairwise(times)) < 4.1
         [final] = finals(events)
         assert (final.text, final.start, final.end) == ("Still here.", 0.2, 0.7)
 
 
-async def test_without_keepalive_the_idle_close_is_survived_by_reconnecting() -> None:
-    async with fake_deepgram_stt(idle_timeout_s=0.3) as fake:
+async def test_without_keepalive_the_idle_close_is_survived_by_reconnecting(clock) -> None:
+    async with fake_deepgram_stt(idle_timeout_s=10.0) as fake:
         fake.script("call-i", ["Back again."])
-        stt = stt_for(fake, keepalive_s=30)
+        stt = stt_for(fake, keepalive_s=60)
         async with stt.open(MULAW_8K, CallInfo(call_id="call-i")) as stream:
             await send_audio(stream, silence(0.2))
-            await fake.wait_until(lambda: fake.connections[0].closed.is_set())
+            await fake.wait_until(lambda: fake.connections[0].closed.is_set(), limit_s=15)
             events = await transcribe(stream, speech(0.5) + silence(1.4))
         first = fake.connections[0]
         assert (first.close_code, first.close_reason) == (1011, "NET-0001")
