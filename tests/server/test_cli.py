@@ -90,3 +90,20 @@ async def test_dial_against_a_closed_port_reports_failures():
     summary = summarize(results)
     assert summary["failed"] == 2 and summary["completed"] == 0
     assert sum(summary["errors"].values()) == 2
+
+
+async def test_dial_behind_a_public_url(nursery, stack, twilio_auth_token):
+    s = await stack(twilio={"public_url": "https://agent.example.com"})
+    port = await nursery.start(serve_app, s.runtime, "127.0.0.1", 0)
+    local = f"127.0.0.1:{port}"
+    with trio.fail_after(20):
+        results = await dial(
+            f"http://{local}/twilio/voice",
+            auth_token=twilio_auth_token,
+            answer=False,
+            sign_url="https://agent.example.com/twilio/voice",
+            media_url=f"ws://{local}/twilio/media",
+        )
+    assert summarize(results)["completed"] == 1, results
+    refused = await dial(f"http://{local}/twilio/voice", auth_token=twilio_auth_token, answer=False)
+    assert refused[0].outcome == "refused" and refused[0].error == "HTTP 403"

@@ -47,11 +47,13 @@ async def dial_one(
     call_timeout_s: float,
     hold_s: float,
     answer: bool = True,
+    sign_url: str | None = None,
+    media_url: str | None = None,
 ) -> CallResult:
     result = CallResult()
     try:
         with trio.fail_after(call_timeout_s):
-            async with sim.call(url) as call:
+            async with sim.call(url, sign_url=sign_url, connect_url=media_url) as call:
                 first = await call.wait_for_audio()
                 assert call.started_at is not None
                 result.greeting_ms = (first - call.started_at) * 1000
@@ -90,15 +92,28 @@ async def dial(
     hold_s: float = 0.0,
     stagger_s: float = 0.0,
     answer: bool = True,
+    sign_url: str | None = None,
+    media_url: str | None = None,
 ) -> list[CallResult]:
-    """Place `calls` simulated calls at once (each `stagger_s` after the previous)."""
+    """Place `calls` simulated calls at once (each `stagger_s` after the previous).
+
+    Behind a proxy, `sign_url` is the webhook URL as Twilio knows it (what is signed)
+    and `media_url` where to open the stream instead of the TwiML's URL (still signed
+    with the TwiML's URL, as Twilio does)."""
     sim = TwilioSimulator(auth_token=auth_token, account_sid=account_sid)
     results: list[CallResult] = [CallResult() for _ in range(calls)]
 
     async def one(i: int) -> None:
         await trio.sleep(i * stagger_s)
         results[i] = await dial_one(
-            sim, url, say_s=say_s, call_timeout_s=call_timeout_s, hold_s=hold_s, answer=answer
+            sim,
+            url,
+            say_s=say_s,
+            call_timeout_s=call_timeout_s,
+            hold_s=hold_s,
+            answer=answer,
+            sign_url=sign_url,
+            media_url=media_url,
         )
 
     async with trio.open_nursery() as nursery:
@@ -136,6 +151,7 @@ def summarize(results: list[CallResult]) -> dict:
 
 
 def _dial_command(args: argparse.Namespace) -> int:
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per webhook
     if args.unsigned:
         token = None
     else:
@@ -153,6 +169,8 @@ def _dial_command(args: argparse.Namespace) -> int:
             hold_s=args.hold,
             stagger_s=args.stagger,
             answer=not args.greeting_only,
+            sign_url=args.sign_url,
+            media_url=args.media_url,
         )
     )
     summary = summarize(results)
@@ -215,4 +233,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="hang up after the greeting (for a server whose STT hears no words in a tone)",
     )
+    p.add_argument(
+        "--sign-url", help="the webhook URL as Twilio knows it (the server's public_url)"
+    )
+    p.add_argument("--media-url", help="open the media stream here instead of the TwiML's URL")
     p.set_defaults(func=_dial_command)
