@@ -157,14 +157,16 @@ class SSEParser:
         self._data: list[bytes] = []
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        self._buf += chunk
+        buf = self._buf + chunk if self._buf else chunk
         events: list[bytes] = []
-        while True:
-            nl = self._buf.find(b"\n")
-            if nl < 0:
-                return events
-            line = self._buf[:nl].rstrip(b"\r")
-            self._buf = self._buf[nl + 1 :]
+        pos = 0
+        # One pass with an index: a read holding hundreds of events is not re-copied
+        # once per line.
+        while (nl := buf.find(b"\n", pos)) >= 0:
+            line = buf[pos:nl]
+            pos = nl + 1
+            if line.endswith(b"\r"):
+                line = line[:-1]
             if not line:
                 if self._data:
                     events.append(b"\n".join(self._data))
@@ -172,6 +174,8 @@ class SSEParser:
             elif line.startswith(b"data:"):
                 value = line[5:]
                 self._data.append(value[1:] if value.startswith(b" ") else value)
+        self._buf = buf[pos:]
+        return events
 
     def close(self) -> list[bytes]:
         """Whatever event was still open when the body ended."""

@@ -254,3 +254,22 @@ def test_tool_message_without_call_id_is_a_clear_error() -> None:
 
     with pytest.raises(ValueError, match="tool_call_id"):
         wire_message(Message(role="tool", content="{}"))
+
+
+def test_sse_parser_handles_split_reads_crlf_comments_and_multiline_data() -> None:
+    from hookline_llm_openai.wire import SSEParser
+
+    wire = (
+        b": keep-alive comment\r\n\r\n"
+        b'data: {"a":1}\r\n\r\n'
+        b"event: ignored\ndata: line one\ndata:line two\n\n"
+        b"data: [DONE]\n\n"
+    )
+    whole = SSEParser().feed(wire)
+    assert whole == [b'{"a":1}', b"line one\nline two", b"[DONE]"]
+    parser = SSEParser()
+    split = [ev for i in range(len(wire)) for ev in parser.feed(wire[i : i + 1])]
+    assert split == whole
+    unterminated = SSEParser()
+    assert unterminated.feed(b"data: tail") == []
+    assert unterminated.close() == [b"tail"]
