@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -20,6 +20,7 @@ from hookline.audio import FRAME_BYTES
 from hookline.providers import AudioIn, CallInfo, DtmfIn, HangUp, LegEvent, MarkReached
 
 from . import protocol as p
+from .asgi import Receive, Send
 from .control import CallControl
 
 __all__ = ["BadInput", "CallLog", "MediaSocket", "TwilioLeg"]
@@ -56,10 +57,6 @@ class BadInput:
 
     def summary(self) -> str:
         return ", ".join(f"{kind}={n}" for kind, n in sorted(self.counts.items()))
-
-
-Receive = Callable[[], Awaitable[dict]]
-Send = Callable[[dict], Awaitable[None]]
 
 
 class MediaSocket:

@@ -24,8 +24,9 @@ from hookline.runtime import Runtime, new_call_id
 from twilio.twiml.voice_response import VoiceResponse
 
 from . import protocol as p
+from .asgi import Receive, Send, read_body, refuse_websocket, respond
 from .control import CallControl
-from .leg import BadInput, CallLog, MediaSocket, Receive, Send, TwilioLeg
+from .leg import BadInput, CallLog, MediaSocket, TwilioLeg
 from .security import FormParams, Signer, TokenBook, request_url
 from .settings import TwilioSettings
 
@@ -115,17 +116,17 @@ class _Routes:
         elif not self.t.signer.check_webhook(scope, form):
             clog.warning("webhook refused: missing or wrong X-Twilio-Signature (403)")
             self.handler.record_rejected(info, "bad_signature")
-            await _respond(send, 403, b"invalid signature\n", "text/plain")
+            await respond(send, 403, b"invalid signature\n", "text/plain")
             return
         if not self.handler.try_admit():
             clog.info("busy: answered the busy message (call %s)", info.provider_call_id)
             self.handler.record_rejected(info, "busy")
-            await _respond(send, 200, self._busy_twiml().encode(), "text/xml")
+            await respond(send, 200, self._busy_twiml().encode(), "text/xml")
             return
         token, pending = self.t.tokens.issue(info)
         try:
             twiml = self._stream_twiml(scope, info, token)
-            await _respond(send, 200, twiml.encode(), "text/xml", close=True)
+            await respond(send, 200, twiml.encode(), "text/xml", close=True)
             clog.info(
                 "call %s from %s answered with a stream", info.provider_call_id, info.from_number
             )
@@ -171,27 +172,27 @@ class _Routes:
             return
         if self.settings.validate_signatures and not self.t.signer.check_webhook(scope, form):
             log.warning("status callback refused: missing or wrong X-Twilio-Signature (403)")
-            await _respond(send, 403, b"invalid signature\n", "text/plain")
+            await respond(send, 403, b"invalid signature\n", "text/plain")
             return
         fields = {name: values[-1] for name, values in form.items()}
         self.handler.record_status(form.first("CallSid"), fields)
-        await _respond(send, 204, b"", "text/plain")
+        await respond(send, 204, b"", "text/plain")
 
     async def _read_form(self, scope: dict, receive: Receive, send: Send) -> FormParams | None:
         if scope["type"] != "http":
-            await _refuse_websocket(receive, send)
+            await refuse_websocket(receive, send)
             return None
         if scope["method"] != "POST":
-            await _respond(send, 405, b"POST only\n", "text/plain", extra=[(b"allow", b"POST")])
+            await respond(send, 405, b"POST only\n", "text/plain", extra=[(b"allow", b"POST")])
             return None
-        body = await _read_body(receive, self.settings.max_message_bytes)
+        body = await read_body(receive, self.settings.max_message_bytes)
         if body is None:
             log.warning(
                 "refused a %s body over %d bytes (413)",
                 scope["path"],
                 self.settings.max_message_bytes,
             )
-            await _respond(send, 413, b"body too large\n", "text/plain")
+            await respond(send, 413, b"body too large\n", "text/plain")
             return None
         return FormParams.parse(body)
 
@@ -199,7 +200,7 @@ class _Routes:
 
     async def media(self, scope: dict, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
-            await _respond(
+            await respond(
                 send, 426, b"WebSocket only\n", "text/plain", extra=[(b"upgrade", b"websocket")]
             )
             return
@@ -276,44 +277,3 @@ async def _wait_for_start(socket: MediaSocket) -> p.Start | None:
             return msg
         if not isinstance(msg, p.Connected):
             socket.bad.note("before_start", type(msg).__name__.lower())
-
-
-# ---------------------------------------------------------------------- tiny ASGI helpers
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    body = bytearray()
-    while True:
-        event = await receive()
-        if event["type"] == "http.disconnect":
-            return None
-        body += event.get("body", b"")
-        if len(body) > limit:
-            return None
-        if not event.get("more_body", False):
-            return bytes(body)
-
-
-async def _respond(
-    send: Send,
-    status: int,
-    body: bytes,
-    content_type: str,
-    *,
-    close: bool = False,
-    extra: Sequence[tuple[bytes, bytes]] = (),
-) -> None:
-    headers = [
-        (b"content-type", content_type.encode()),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    if close:
-        headers.append((b"connection", b"close"))
-    headers.extend(extra)
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _refuse_websocket(receive: Receive, send: Send) -> None:
-    await receive()
-    await send({"type": "websocket.close", "code": CLOSE_POLICY})

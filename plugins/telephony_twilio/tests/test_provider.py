@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 import hookline_telephony_twilio
+import pytest
 from hookline.config import Secrets
 from hookline.errors import ConfigError, MissingSecret
 from hookline.plugins import discover
