@@ -100,7 +100,10 @@ class MediaSocket:
         async with self._send_lock:
             if not self.closed:
                 text = p.encode(message).decode()
-                await self._send({"type": "websocket.send", "text": text})
+                try:
+                    await self._send({"type": "websocket.send", "text": text})
+                except OSError:  # some ASGI servers raise once the peer is gone
+                    self.closed = True
 
     async def close(self, code: int = 1000) -> None:
         async with self._send_lock:
@@ -161,6 +164,9 @@ class TwilioLeg:
                 bad.note("wrong_stream_sid", msg.streamSid)
                 continue
             if isinstance(msg, p.Media):
+                if not msg.media.payload:
+                    bad.note("empty_media")
+                    continue
                 return AudioIn(msg.media.payload)
             if isinstance(msg, p.Dtmf):
                 return DtmfIn(msg.dtmf.digit)

@@ -217,6 +217,7 @@ async def test_bad_input_is_dropped_counted_and_logged_once(serve, twilio_sim, c
             await conn.send_raw(b"\x00\x01binary")
             await conn.send_raw(_json({"event": "media", "pad": "x" * 5000}))
             await conn.send_raw(_json({"event": "dtmf", "streamSid": conn.stream_sid}))
+            await conn.send_media(b"")
         await conn.send_media(frame)
         await conn.send_dtmf("5")
         with trio.fail_after(5):
@@ -241,9 +242,10 @@ async def test_bad_input_is_dropped_counted_and_logged_once(serve, twilio_sim, c
         "binary_frame": 2,
         "oversized_message": 2,
         "invalid_message": 2,
+        "empty_media": 2,
     }
     dropped = [r.getMessage() for r in caplog.records if "dropped bad input" in r.getMessage()]
-    assert len(dropped) == 8  # one line per kind, not per frame
+    assert len(dropped) == 9  # one line per kind, not per frame
     assert all(leg.info.call_id in line for line in dropped[1:])
     summary = [
         r.getMessage() for r in caplog.records if "bad input during the call" in r.getMessage()
