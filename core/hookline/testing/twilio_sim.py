@@ -23,12 +23,15 @@ one 404 code 20404, wrong credentials 401 code 20003.
 from __future__ import annotations
 
 import base64
+import os
 import secrets
+import wave
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -40,7 +43,7 @@ import trio
 import trio_websocket
 from twilio.request_validator import RequestValidator
 
-from ..audio import FRAME_BYTES, FRAME_SECONDS, SAMPLE_RATE
+from ..audio import FRAME_BYTES, FRAME_SECONDS, SAMPLE_RATE, pcm16_to_mulaw
 
 __all__ = [
     "DEFAULT_ACCOUNT_SID",
@@ -57,6 +60,7 @@ __all__ = [
     "TwilioSimulator",
     "Webhook",
     "WebhookRefused",
+    "load_mulaw",
     "new_sid",
     "twilio_rest_fake",
 ]
@@ -183,6 +187,17 @@ class AppClear(msgspec.Struct, tag_field="event", tag="clear"):
 
 _decode_from_app = msgspec.json.Decoder(AppMedia | AppMark | AppClear).decode
 _encode = msgspec.json.Encoder().encode
+
+
+def load_mulaw(path: str | os.PathLike[str]) -> bytes:
+    """Caller audio from a file: raw mu-law 8 kHz, or a WAV of 8 kHz mono 16-bit PCM."""
+    data = Path(path).read_bytes()
+    if data[:4] != b"RIFF":
+        return data
+    with wave.open(str(path), "rb") as wav:
+        if (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) != (SAMPLE_RATE, 1, 2):
+            raise SimulatorError(f"{path}: need 8000 Hz mono 16-bit PCM (or raw mu-law)")
+        return pcm16_to_mulaw(wav.readframes(wav.getnframes()))
 
 
 # ---------------------------------------------------------------------- the webhook
@@ -327,6 +342,7 @@ class SimCall:
         self.closed = trio.Event()
         self.stopped = False  # `stop` sent
         self.ended_by_rest: str | None = None
+        self.frames_sent = 0  # caller media frames (20 ms each), speech and silence
         self._outgoing = bytearray()  # caller audio not yet sent
         self._drained = trio.Event()
         self._drained.set()
@@ -361,6 +377,10 @@ class SimCall:
         self._outgoing += audio
         self._drained = trio.Event()
         await self._drained.wait()
+
+    async def say_file(self, path: str | os.PathLike[str]) -> None:
+        """Speak a recording: raw mu-law 8 kHz (.ulaw/.raw) or a WAV (8 kHz mono PCM16)."""
+        await self.say(load_mulaw(path))
 
     async def silence(self, seconds: float) -> None:
         await self.say(b"\xff" * round(seconds * SAMPLE_RATE))
@@ -458,6 +478,7 @@ class SimCall:
                     frame = b""
                 if frame:
                     await self.conn.send_media(frame)
+                    self.frames_sent += 1
                 n += 1
                 await trio.sleep_until(t0 + n * FRAME_SECONDS)
         except (trio_websocket.ConnectionClosed, trio.BrokenResourceError):
