@@ -119,7 +119,11 @@ class OpenAILLM:
             log.debug("history trimmed from %d to %d messages", len(messages), len(kept))
         body: dict[str, Any] = {
             "model": s.model,
-            "messages": [wire_message(m) for m in kept],
+            # An assistant message with neither text nor tool calls (a response cut off
+            # before the caller heard anything) says nothing; some servers reject it.
+            "messages": [
+                wire_message(m) for m in kept if m.role != "assistant" or m.content or m.tool_calls
+            ],
             "stream": True,
             "stream_options": {"include_usage": True},
         }

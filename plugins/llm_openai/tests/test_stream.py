@@ -76,6 +76,22 @@ async def test_request_carries_settings_and_history(openai_fake: FakeOpenAI) -> 
     assert chat.tools == [] and chat.tool_choice is None and chat.parallel_tool_calls is None
 
 
+async def test_empty_assistant_messages_are_not_sent(openai_fake: FakeOpenAI) -> None:
+    history = [
+        *HELLO,
+        Message(role="assistant", content=""),
+        Message(role="user", content="Hello?"),
+    ]
+    llm = make_llm(openai_fake)
+    try:
+        await collect(llm, history)
+    finally:
+        await llm.aclose()
+    chat = openai_fake.chats[0].chat
+    assert chat is not None
+    assert [m.role for m in chat.messages] == ["system", "user", "user"]
+
+
 async def test_max_tokens_param_for_older_compatible_servers(openai_fake: FakeOpenAI) -> None:
     llm = make_llm(openai_fake, max_tokens=50, max_tokens_param="max_tokens", temperature=None)
     try:
