@@ -203,19 +203,25 @@ async def test_server_close_mid_call_reconnects(fake: FakeDeepgramSTT) -> None:
     assert len(fake.connections) == 2
 
 
-async def test_outage_beyond_the_bound_raises_provider_unavailable(fake: FakeDeepgramSTT) -> None:
-    fake.drop_next(after_audio_s=0.2)
-    stt = stt_for(fake, reconnect_timeout_s=0.4)
-    async with stt.open(MULAW_8K, CallInfo(call_id="call-u")) as stream:
-        fake.fail_next(count=1000, status=503)  # every reconnect attempt is refused
-        await send_audio(stream, silence(0.5) + speech(0.5) + silence(2.0))
-        with pytest.raises(ProviderUnavailable) as info, trio.fail_after(5):
-            async for _ in stream:
-                pass
-        await stream.send(silence(0.1))  # the engine may still push audio: no error
-    assert "503" in str(info.value)
+async def test_outage_beyond_the_bound_raises_provider_unavailable(clock) -> None:
+    async with fake_deepgram_stt() as fake:
+        fake.drop_next(after_audio_s=0.2)
+        stt = stt_for(fake, reconnect_timeout_s=3.0)
+        async with stt.open(MULAW_8K, CallInfo(call_id="call-u")) as stream:
+            fake.fail_next(count=1000, status=503)  # every reconnect attempt is refused
+            await send_audio(stream, silence(0.5))
+            await fake.wait_until(lambda: fake.connections[0].dropped)
+            dropped_at = trio.current_time()
+            with pytest.raises(ProviderUnavailable) as info, trio.fail_after(10):
+                async for _ in stream:
+                    pass
+            failed_after = trio.current_time() - dropped_at
+            await stream.send(silence(0.1))  # the engine may still push audio: no error
+    assert "503" in str(info.value) and "within 3 s" in str(info.value)
     assert info.value.provider == "stt/deepgram"
-    assert len(fake.connections) >= 2
+    # On the virtual clock: it retried with backoff and gave up within the bound.
+    assert 2.0 <= failed_after <= 3.0
+    assert len(fake.connections) >= 4
 
 
 async def test_auth_failure_at_open_names_the_env_var(fake: FakeDeepgramSTT) -> None:
