@@ -57,7 +57,14 @@ async def test_text_streams_as_deltas_then_usage(openai_fake: FakeOpenAI) -> Non
 
 
 async def test_request_carries_settings_and_history(openai_fake: FakeOpenAI) -> None:
-    llm = make_llm(openai_fake, model="gpt-4o-mini", temperature=0.2, max_tokens=120)
+    llm = make_llm(
+        openai_fake,
+        model="gpt-4o-mini",
+        temperature=0.2,
+        max_tokens=120,
+        organization="org-riverside",
+        project="proj_phone",
+    )
     try:
         await collect(llm)
     finally:
@@ -66,6 +73,8 @@ async def test_request_carries_settings_and_history(openai_fake: FakeOpenAI) -> 
     chat = req.chat
     assert chat is not None
     assert req.headers["authorization"] == f"Bearer {openai_fake.api_key}"
+    assert req.headers["openai-organization"] == "org-riverside"
+    assert req.headers["openai-project"] == "proj_phone"
     assert chat.model == "gpt-4o-mini"
     assert chat.stream is True
     assert chat.stream_options is not None and chat.stream_options.include_usage
