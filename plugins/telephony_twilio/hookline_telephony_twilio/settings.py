@@ -2,29 +2,36 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
 __all__ = ["TwilioSettings"]
+
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+Positive = Annotated[int, msgspec.Meta(gt=0)]
+# "https://host[:port][/prefix]" or empty; no query, no trailing junk.
+BaseUrl = Annotated[str, msgspec.Meta(pattern=r"^(https?://[^/?#\s]+(/[^?#\s]*)?)?$")]
 
 
 class TwilioSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # The externally visible base URL (scheme and host, e.g. "https://agent.example.com").
     # It builds the TwiML stream URL and the URL every signature is checked against.
     # Empty: derive it per request from X-Forwarded-Proto/Host, else Host.
-    public_url: str = ""
+    public_url: BaseUrl = ""
     auth_token_env: str = "TWILIO_AUTH_TOKEN"
     account_sid_env: str = "TWILIO_ACCOUNT_SID"
     # Where the REST client sends call updates; tests point it at the loopback fake.
-    api_base_url: str = "https://api.twilio.com"
+    api_base_url: BaseUrl = "https://api.twilio.com"
     # Turning this off accepts unsigned requests; it is logged loudly, start-up and per call.
     validate_signatures: bool = True
     # How long the per-call stream token (and the reserved call slot) stays valid.
-    token_ttl_s: float = 30.0
+    token_ttl_s: Seconds = 30.0
     # A media stream that sends no `start` within this many seconds is closed.
-    start_timeout_s: float = 10.0
+    start_timeout_s: Seconds = 10.0
     # Inbound WebSocket messages or webhook bodies larger than this are dropped.
-    max_message_bytes: int = 65536
+    max_message_bytes: Positive = 65536
     # Bound on one REST request (hang-up, transfer).
-    rest_timeout_s: float = 10.0
+    rest_timeout_s: Seconds = 10.0
     # Name of the <Stream> in TwiML (shows in Twilio's console and status callbacks).
     stream_name: str = "hookline"

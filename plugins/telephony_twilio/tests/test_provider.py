@@ -50,3 +50,24 @@ def test_unknown_setting_is_a_config_error(twilio_secrets):
     with pytest.raises(ConfigError) as info:
         _runtime(twilio_secrets, public_ur="https://typo.example.com")
     assert info.value.key == "telephony.twilio.public_ur"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("public_url", "agent.example.com"),
+        ("public_url", "wss://agent.example.com"),
+        ("public_url", "https://agent.example.com/?x=1"),
+        ("token_ttl_s", 0),
+        ("max_message_bytes", -1),
+    ],
+)
+def test_bad_values_name_the_key(twilio_secrets, key, value):
+    with pytest.raises(ConfigError) as info:
+        _runtime(twilio_secrets, **{key: value})
+    assert info.value.key == f"telephony.twilio.{key}"
+
+
+def test_public_url_may_carry_a_path_prefix(twilio_secrets):
+    runtime = _runtime(twilio_secrets, public_url="https://example.com:8443/agent")
+    assert runtime.telephony.settings.public_url == "https://example.com:8443/agent"
