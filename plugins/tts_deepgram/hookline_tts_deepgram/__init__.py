@@ -18,7 +18,7 @@ __all__ = ["DeepgramTTS", "DeepgramTTSSettings"]
 
 def _create(settings: DeepgramTTSSettings, runtime: Runtime) -> DeepgramTTS:
     api_key = runtime.secret(settings.api_key_env, key="tts.deepgram.api_key_env")
-    return DeepgramTTS(settings, api_key)
+    return DeepgramTTS(settings, api_key, thread_limiter=runtime.thread_limiter)
 
 
 @hookimpl

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import trio
 from hookline.audio import AudioFormat
 from hookline.providers import CallInfo
 
-from .rest import synthesize
+from .rest import synthesize, tls_context
 from .settings import DeepgramTTSSettings
 from .stream import DeepgramTTSStream, open_stream
 
@@ -21,9 +23,17 @@ log = logging.getLogger("hookline.tts.deepgram")
 class DeepgramTTS:
     """One per process. `open()` a stream per call; `synthesize()` whole phrases."""
 
-    def __init__(self, settings: DeepgramTTSSettings, api_key: str) -> None:
+    def __init__(
+        self,
+        settings: DeepgramTTSSettings,
+        api_key: str,
+        *,
+        thread_limiter: trio.CapacityLimiter | None = None,
+    ) -> None:
         self.settings = settings
         self._api_key = api_key
+        self._thread_limiter = thread_limiter
+        self._tls: ssl.SSLContext | None = None
 
     def _check_format(self, fmt: AudioFormat) -> None:
         s = self.settings
@@ -42,4 +52,7 @@ class DeepgramTTS:
 
     async def synthesize(self, text: str, fmt: AudioFormat) -> bytes:
         self._check_format(fmt)
-        return await synthesize(self.settings, self._api_key, text, fmt)
+        if self._tls is None:
+            # Off the trio thread: loading the CA bundle is tens of ms of CPU.
+            self._tls = await trio.to_thread.run_sync(tls_context, limiter=self._thread_limiter)
+        return await synthesize(self.settings, self._api_key, text, fmt, self._tls)
