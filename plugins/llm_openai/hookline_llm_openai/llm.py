@@ -15,6 +15,7 @@ request the server refused), so the engine's fallback policy applies.
 from __future__ import annotations
 
 import email.utils
+import importlib
 import logging
 import random
 import ssl
@@ -58,7 +59,7 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [ssl.SSLError, anyio.EndOfStream, anyio.BrokenResourceError]
     for name in ("httpx2", "httpx"):
         try:
-            module = __import__(name)
+            module = importlib.import_module(name)
         except ImportError:
             continue
         errors.append(module.RequestError)
