@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -169,24 +170,27 @@ async def serve_runtime(
     closed and `runtime.stop()` has flushed the observers.
     """
     shutdown = trio.Event()
-    async with trio.open_nursery() as nursery:
-        bound = await nursery.start(partial(serve_app, runtime, host, port, shutdown=shutdown))
-        if terminate is None:
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    try:
+        async with trio.open_nursery() as nursery:
+            bound = await nursery.start(partial(serve_app, runtime, host, port, shutdown=shutdown))
+            if terminate is None:
+                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    task_status.started(bound)
+                    async for signum in signals:
+                        log.info("received %s: draining", signal.Signals(signum).name)
+                        break
+            else:
                 task_status.started(bound)
-                async for signum in signals:
-                    log.info("received %s: draining", signal.Signals(signum).name)
-                    break
-        else:
-            task_status.started(bound)
-            await terminate.wait()
-            log.info("terminate requested: draining")
-        timeout = runtime.config.server.drain_timeout_s
-        log.info("draining %d active call(s), up to %.0f s", runtime.active_calls, timeout)
-        await runtime.drain(timeout)
-        shutdown.set()
-    runtime.stop()
-    log.info("stopped")
+                await terminate.wait()
+                log.info("terminate requested: draining")
+            timeout = runtime.config.server.drain_timeout_s
+            log.info("draining %d active call(s), up to %.0f s", runtime.active_calls, timeout)
+            await runtime.drain(timeout)
+            shutdown.set()
+    finally:
+        # Even after a crash: observers flush what they hold (nothing is lost).
+        runtime.stop()
+        log.info("stopped")
 
 
 async def run_server(config_path: str, host: str | None = None, port: int | None = None) -> int:
@@ -195,15 +199,31 @@ async def run_server(config_path: str, host: str | None = None, port: int | None
     from .plugins import discover
 
     config = load_config(config_path)
+    host = host or config.server.host
+    port = port if port is not None else config.server.port
+    _check_bind(host, port, config.path)
     plugins = discover()
     for failure in plugins.failed:
         log.warning("plugin %s failed to load: %s", failure.name, failure.error)
     runtime = Runtime(config, plugins)
     await runtime.start()
-    await serve_runtime(
-        runtime, host or config.server.host, port if port is not None else config.server.port
-    )
+    await serve_runtime(runtime, host, port)
     return 0
+
+
+def _check_bind(host: str, port: int, file: str) -> None:
+    """Fail early and in one line when the address is taken or not ours to use."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {e.strerror or e} (use --host/--port)",
+                file=file or None,
+                key="server",
+            ) from None
 
 
 def _serve_command(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 import trio
@@ -46,6 +47,19 @@ def test_serve_names_a_missing_secret(tmp_path, capsys, monkeypatch):
     assert main(["serve", str(config)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "TWILIO_AUTH_TOKEN" in err[0] and "telephony.twilio" in err[0]
+
+
+def test_serve_reports_a_taken_port(tmp_path, capsys):
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        '[agent]\nname = "x"\n'
+        '[providers]\ntelephony = "twilio"\nstt = "deepgram"\nllm = "openai"\ntts = "deepgram"\n'
+    )
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert main(["serve", str(config), "--host", "127.0.0.1", "--port", str(port)]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "Traceback" not in err
 
 
 def test_dial_needs_a_token_or_unsigned(capsys, monkeypatch):
