@@ -443,12 +443,12 @@ class _Session:
         self.vad_events = p("vad_events") == "true"
         endpointing = p("endpointing")
         self.endpointing = endpointing != "false"
-        # Deepgram's default endpointing is 10 ms; with it off, finals still come after a pause.
-        self.endpoint_s = (
-            int(endpointing) / 1000 if endpointing and endpointing.isdigit() else 0.010
-        )
         if not self.endpointing:
-            self.endpoint_s = 0.5
+            self.endpoint_s = 0.5  # finals still come after a pause, without speech_final
+        elif endpointing and endpointing.isdigit():
+            self.endpoint_s = int(endpointing) / 1000
+        else:
+            self.endpoint_s = 0.010  # Deepgram's default
         ue = p("utterance_end_ms")
         self.utterance_end_s = int(ue) / 1000 if ue else None
         self.script = fake._script_for(conn.call_id)
@@ -535,7 +535,8 @@ class _Session:
         self._drop_now()
 
     def _drop_now(self) -> None:
-        assert self.drop is not None
+        if self.drop is None or self.finished:
+            return  # already dropped or closing
         how = self.drop.how
         self.drop = None
         self.finished = True

@@ -203,6 +203,35 @@ async def test_server_close_mid_call_reconnects(fake: FakeDeepgramSTT) -> None:
     assert len(fake.connections) == 2
 
 
+async def test_drop_after_wall_time_mid_speech_at_real_time_pace(clock) -> None:
+    # Frames paced at 20 ms of (virtual) time, like a phone call; the drop lands mid-speech.
+    async with fake_deepgram_stt() as fake:
+        fake.script("call-w", ["Is my car ready?"])
+        fake.drop_next(after_s=0.8)
+        stt = stt_for(fake)
+        audio = silence(0.6) + speech(0.5) + silence(1.4)
+
+        async def paced(stream: STTStream) -> None:
+            for frame in frames(audio):
+                await stream.send(frame)
+                await trio.sleep(0.02)
+
+        events: list[STTEvent] = []
+        async with stt.open(MULAW_8K, CallInfo(call_id="call-w")) as stream:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(paced, stream)
+                with trio.fail_after(10):
+                    async for event in stream:
+                        events.append(event)
+                        if isinstance(event, UtteranceEnd):
+                            break
+    one, _ = fake.connections
+    assert one.dropped and 0.6 < one.audio_seconds < 1.1  # it really dropped mid-speech
+    [final] = finals(events)
+    assert (final.text, final.start, final.end) == ("Is my car ready?", 0.6, 1.1)
+    assert [e.at for e in events if isinstance(e, SpeechStarted)] == [0.6]
+
+
 async def test_outage_beyond_the_bound_raises_provider_unavailable(clock) -> None:
     async with fake_deepgram_stt() as fake:
         fake.drop_next(after_audio_s=0.2)
