@@ -252,6 +252,19 @@ class FakeDeepgramTTS:
             return
         split = urlsplit(request.path)
         params = {k: v[-1] for k, v in parse_qs(split.query).items()}
+        problem = _bad_stream_params(params)
+        if problem:
+            self.rejected_connections += 1
+            body = _RestError("INVALID_QUERY_PARAMETER", problem, self._request_id())
+            await request.reject(
+                400,
+                extra_headers=[
+                    (b"content-type", b"application/json"),
+                    (b"dg-error", problem.encode()),
+                ],
+                body=_encode(body),
+            )
+            return
         ws = await request.accept()
         conn = SpeakConnection(params=params)
         self.connections.append(conn)
@@ -467,6 +480,23 @@ class FakeDeepgramTTS:
             ],
             audio,
         )
+
+
+_WS_ENCODINGS = {"linear16", "mulaw", "alaw"}
+_WS_SAMPLE_RATES = {"8000", "16000", "24000", "32000", "48000"}
+
+
+def _bad_stream_params(params: dict[str, str]) -> str:
+    """What Deepgram would refuse in a /v1/speak query (protocols.md §3), or ""."""
+    encoding = params.get("encoding", "linear16")
+    if encoding not in _WS_ENCODINGS:
+        return f"encoding {encoding!r} is not supported for streaming"
+    rate = params.get("sample_rate", "24000")
+    if rate not in _WS_SAMPLE_RATES:
+        return f"sample_rate {rate!r} is not supported"
+    if "container" in params:
+        return "container is not supported for streaming"
+    return ""
 
 
 async def _next_event(conn: h11.Connection, stream: trio.SocketStream) -> object:

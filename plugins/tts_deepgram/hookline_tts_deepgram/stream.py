@@ -499,7 +499,7 @@ class DeepgramTTSStream:
             case wire.Metadata(request_id=request_id, model_name=model):
                 self.request_id = request_id
                 self.log.debug("Deepgram TTS session %s, model %s", request_id, model)
-            case wire.Warning(description=description, code=code):
+            case wire.ServerWarning(description=description, code=code):
                 self.log.warning("Deepgram warning %s: %s", code, description)
                 if "flush" in f"{code} {description}".lower():
                     self._flush_refused()

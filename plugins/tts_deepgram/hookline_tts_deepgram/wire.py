@@ -13,8 +13,8 @@ __all__ = [
     "Flushed",
     "Metadata",
     "ServerMessage",
+    "ServerWarning",
     "Speak",
-    "Warning",
     "decode_server",
     "encode",
 ]
@@ -60,12 +60,12 @@ class Cleared(msgspec.Struct, tag="Cleared", tag_field="type"):
     sequence_id: int = 0
 
 
-class Warning(msgspec.Struct, tag="Warning", tag_field="type"):
+class ServerWarning(msgspec.Struct, tag="Warning", tag_field="type"):
     description: str = ""
     code: str = ""
 
 
-ServerMessage = Metadata | Flushed | Cleared | Warning
+ServerMessage = Metadata | Flushed | Cleared | ServerWarning
 
 decode_server = msgspec.json.Decoder(ServerMessage).decode
 _encoder = msgspec.json.Encoder()

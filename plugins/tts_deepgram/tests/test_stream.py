@@ -6,8 +6,8 @@ import logging
 
 import pytest
 import trio
-from hookline.audio import MULAW_8K
-from hookline.errors import ProviderAuthError, ProviderUnavailable
+from hookline.audio import MULAW_8K, AudioFormat
+from hookline.errors import ProviderAuthError, ProviderError, ProviderUnavailable
 from hookline.providers import TTS, AudioChunk, Flushed, TTSStream
 from hookline.testing.fake_deepgram_tts import FakeDeepgramTTS
 from tts_deepgram_helpers import (
@@ -272,3 +272,15 @@ async def test_a_flush_the_server_refuses_is_sent_again_after_the_window(
     assert fake.warnings_sent == 1
     assert fake.flushed_texts == ["One.", "Two.", "Three."]
     assert audio_between_flushes(events) == [fake.audio_for("Three.")]
+
+
+async def test_a_format_deepgram_refuses_is_a_clear_non_retryable_error(
+    fake_deepgram_tts: FakeDeepgramTTS,
+) -> None:
+    tts = make_tts(fake_deepgram_tts)
+    with pytest.raises(ProviderError) as info:
+        async with tts.open(AudioFormat(encoding="opus", sample_rate=48000), CALL):
+            pass
+    assert not isinstance(info.value, ProviderUnavailable | ProviderAuthError)
+    assert "HTTP 400" in str(info.value) and "opus" in str(info.value)
+    assert fake_deepgram_tts.rejected_connections == 1  # not retried
