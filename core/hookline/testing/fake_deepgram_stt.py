@@ -43,7 +43,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Literal, NoReturn
+from typing import Literal
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
@@ -706,36 +706,20 @@ async def fake_deepgram_stt(**options: object) -> AsyncIterator[FakeDeepgramSTT]
 
     Options are `FakeDeepgramSTT`'s keyword arguments (api_key, idle_timeout_s, ...)."""
     fake = FakeDeepgramSTT(**options)  # type: ignore[arg-type]
-    try:
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                partial(
-                    serve_websocket,
-                    fake._handle,
-                    "127.0.0.1",
-                    0,
-                    None,
-                    connect_timeout=5,
-                    disconnect_timeout=2,
-                )
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            partial(
+                serve_websocket,
+                fake._handle,
+                "127.0.0.1",
+                0,
+                None,
+                connect_timeout=5,
+                disconnect_timeout=2,
             )
-            fake.port = server.port
-            try:
-                yield fake
-            finally:
-                nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        _reraise_single(group)
-
-
-def _reraise_single(group: BaseExceptionGroup) -> NoReturn:
-    """Surface the block's own exception instead of a one-element group."""
-    if len(group.exceptions) == 1:
-        exc = group.exceptions[0]
-        context = exc.__context__
+        )
+        fake.port = server.port
         try:
-            raise exc
+            yield fake
         finally:
-            exc.__context__ = context
-            del exc, context
-    raise group
+            nursery.cancel_scope.cancel()
