@@ -1,0 +1,126 @@
+"""`hookline serve CONFIG` as a deployer runs it: a subprocess with the real Twilio,
+Deepgram and OpenAI plugins, every service faked on loopback; one call, then SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from functools import partial
+
+import httpx
+import trio
+from hookline.testing.dial import dial, summarize
+from hookline.testing.fake_openai import text
+from hookline.testing.twilio_sim import DEFAULT_ACCOUNT_SID
+
+
+def _free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        return s.getsockname()[1]
+
+
+async def _wait_healthy(url: str) -> None:
+    async with httpx.AsyncClient() as client:
+        for _ in range(300):
+            try:
+                if (await client.get(url)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await trio.sleep(0.05)
+    raise AssertionError(f"{url} never became healthy")
+
+
+async def test_hookline_serve_answers_a_call_and_drains_on_sigterm(
+    tmp_path,
+    nursery,
+    fake_deepgram_stt,
+    fake_deepgram_tts,
+    openai_fake,
+    twilio_rest,
+    twilio_auth_token,
+):
+    fake_deepgram_stt.fallback_text = "I need an oil change"
+    openai_fake.script(text("Sure, we can do that."))
+    port = _free_port()
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f"""
+[agent]
+name = "Riverside Auto Service"
+greeting = "Thanks for calling. How can I help?"
+
+[providers]
+telephony = "twilio"
+stt = "deepgram"
+llm = "openai"
+tts = "deepgram"
+
+[telephony.twilio]
+api_base_url = "{twilio_rest.url}"
+
+[stt.deepgram]
+url = "{fake_deepgram_stt.url}"
+
+[tts.deepgram]
+url = "{fake_deepgram_tts.url}"
+base_url = "{fake_deepgram_tts.base_url}"
+api_key_env = "DEEPGRAM_TTS_KEY"
+
+[llm.openai]
+base_url = "{openai_fake.url}"
+
+[server]
+host = "127.0.0.1"
+port = {port}
+drain_timeout_s = 1.0
+
+[analytics]
+enabled = false
+"""
+    )
+    env = {
+        **os.environ,
+        "TWILIO_AUTH_TOKEN": twilio_auth_token,
+        "TWILIO_ACCOUNT_SID": DEFAULT_ACCOUNT_SID,
+        "DEEPGRAM_API_KEY": fake_deepgram_stt.api_key,
+        "DEEPGRAM_TTS_KEY": fake_deepgram_tts.api_key,
+        "OPENAI_API_KEY": openai_fake.api_key,
+    }
+    stderr = tmp_path / "stderr.log"
+    with stderr.open("wb") as err:
+        run = partial(
+            trio.run_process,
+            [sys.executable, "-m", "hookline.cli", "serve", str(config)],
+            env=env,
+            stderr=err,
+            stdout=subprocess.DEVNULL,
+            check=False,
+        )
+        proc = await nursery.start(run)
+        try:
+            with trio.fail_after(30):
+                await _wait_healthy(f"http://127.0.0.1:{port}/healthz")
+                results = await dial(
+                    f"http://127.0.0.1:{port}/twilio/voice",
+                    auth_token=twilio_auth_token,
+                    say_s=0.6,
+                    call_timeout_s=20,
+                )
+                proc.send_signal(signal.SIGTERM)
+                await proc.wait()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+    log = stderr.read_text()
+    assert summarize(results)["completed"] == 1, (results, log[-3000:])
+    assert proc.returncode == 0, log[-3000:]
+    assert "draining" in log and "stopped" in log
+    call_lines = [line for line in log.splitlines() if "call=" in line and "call=-" not in line]
+    assert call_lines, "no log line names the call"
+    assert openai_fake.requests and openai_fake.requests[-1].chat.messages[-1].content == (
+        "I need an oil change"
+    )
