@@ -14,6 +14,7 @@ chunk, then answers `Cleared`. More than `flush_limit` flushes within `flush_win
 one connection get a `Warning` and are ignored (the text stays buffered), like Deepgram.
 `Close` closes the socket.
 
+`await fake.drop_connections()` aborts every open socket at once.
 `gate` (a trio.Event) holds every flush's audio until it is set, for deterministic tests.
 Faults are plain attributes you can flip at any time: `reject_auth`, `drop_after_bytes`
 (one-shot: abort the TCP connection once that many audio bytes went out on it),
@@ -199,6 +200,7 @@ class FakeDeepgramTTS:
         self.url = ""  # ws://127.0.0.1:P/v1/speak
         self.base_url = ""  # http://127.0.0.1:Q
         self._requests = 0
+        self._live: dict[WebSocketConnection, SpeakConnection] = {}
 
     # ------------------------------------------------------------------ queries
 
@@ -268,6 +270,7 @@ class FakeDeepgramTTS:
         ws = await request.accept()
         conn = SpeakConnection(params=params)
         self.connections.append(conn)
+        self._live[ws] = conn
         state = _ConnState()
         model = params.get("model", "aura-asteria-en")
         try:
@@ -281,6 +284,16 @@ class FakeDeepgramTTS:
                 nursery.cancel_scope.cancel()
         except ConnectionClosed:
             pass
+        finally:
+            self._live.pop(ws, None)
+
+    async def drop_connections(self) -> int:
+        """Abort every open socket now (a network failure); returns how many."""
+        live = list(self._live.items())
+        for ws, conn in live:
+            conn.dropped = True
+            await _abort(ws)
+        return len(live)
 
     async def _receive(
         self,

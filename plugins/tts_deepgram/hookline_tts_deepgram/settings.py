@@ -26,6 +26,9 @@ class DeepgramTTSSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     connect_timeout_s: float = 5.0
     send_timeout_s: float = 5.0
     reconnect_attempts: int = 3
+    # After the server closes an idle socket that lived at least this long, re-open it at
+    # once (warm); one that dies younger is re-opened only when there is text to speak.
+    rewarm_min_lifetime_s: float = 5.0
     # REST synthesis: bounded retry on 429/5xx and network errors
     request_timeout_s: float = 15.0
     max_retries: int = 3

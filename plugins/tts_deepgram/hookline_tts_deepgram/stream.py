@@ -168,6 +168,7 @@ class DeepgramTTSStream:
         self._kick = trio.Event()
         self._failed: ProviderError | None = None
         self._closing = False
+        self._rewarm = False  # the server closed an idle socket: re-open it to stay warm
         self.connections = 0
         self.request_id = ""
         events_in, events_out = trio.open_memory_channel[tuple[int, TTSEvent | ProviderError]](
@@ -294,24 +295,36 @@ class DeepgramTTSStream:
     def _has_work(self) -> bool:
         return self._held is not None or self._open.spoken < len(self._open.texts)
 
-    async def _pump(self) -> None:
-        """Send the server whatever it lacks, reconnecting when the socket is gone."""
+    async def _pump(self, *, warm: bool = False) -> None:
+        """Send the server whatever it lacks, reconnecting when the socket is gone.
+
+        warm: also re-open a socket the server closed while nothing was owed, so the
+        next sentence pays no handshake (a failure then only leaves the stream cold).
+        """
         async with self._wire:
             drops = 0
             while True:
                 if self._failed is not None:
                     raise self._failed
-                if self._closing or not self._has_work():
+                idle = not self._has_work()
+                if self._closing or (idle and not (warm and self._rewarm and self._ws is None)):
                     return
                 ws = self._ws
                 if ws is None:
                     try:
                         ws = await self._connect_with_retry()
                     except ProviderError as e:
+                        if idle:
+                            self._rewarm = False
+                            self.log.warning("could not re-open the idle TTS socket: %s", e)
+                            return
                         self._fail(e)
                         raise
-                    if self.connections > 1:
-                        self.log.info("reconnected; re-speaking unanswered text")
+                    self.log.info(
+                        "reconnected (%s)", "warm" if idle else "re-speaking unanswered text"
+                    )
+                if idle:
+                    return
                 try:
                     await self._push(ws)
                     return
@@ -365,11 +378,12 @@ class DeepgramTTSStream:
         while True:
             now = trio.current_time()
             slot_free = len(self._sent) < self._settings.max_flushes_in_flight
-            if (self._ws is None and self._has_work() and not self._closing) or (
+            reopen = self._has_work() or self._rewarm
+            if (self._ws is None and reopen and not self._closing) or (
                 self._held is not None and slot_free and self._budget.available(now)
             ):
                 try:
-                    await self._pump()
+                    await self._pump(warm=True)
                 except ProviderError:
                     return  # _pump reported it through the events
                 continue
@@ -405,9 +419,11 @@ class DeepgramTTSStream:
                     )
                 # Before started(): the reader must see itself as the current socket.
                 self._ws = ws
+                self._rewarm = False
                 self.connections += 1
+                opened = trio.current_time()
                 task_status.started(ws)
-                await self._read(ws)
+                await self._read(ws, opened)
                 # trio-websocket's own reader ends once the close handshake is done.
         except Exception as e:
             if ws is None:
@@ -454,7 +470,7 @@ class DeepgramTTSStream:
             if self._ws is None:
                 await self._connect_with_retry()
 
-    async def _read(self, ws: WebSocketConnection) -> None:
+    async def _read(self, ws: WebSocketConnection, opened: float) -> None:
         try:
             while True:
                 message = await ws.get_message()
@@ -475,7 +491,11 @@ class DeepgramTTSStream:
                 getattr(reason, "reason", "") or "",
             )
             self._drop(ws)
-            self._kick.set()  # reconnect at once if anything is unanswered
+            # Re-open at once: now if audio is owed, else to stay warm, unless the socket
+            # died young (a server that closes at once must not make us spin).
+            lived = trio.current_time() - opened
+            self._rewarm = lived >= self._settings.rewarm_min_lifetime_s
+            self._kick.set()
 
     def _handle(self, text: str) -> None:
         try:

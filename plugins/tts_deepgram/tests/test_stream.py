@@ -284,3 +284,67 @@ async def test_a_format_deepgram_refuses_is_a_clear_non_retryable_error(
     assert not isinstance(info.value, ProviderUnavailable | ProviderAuthError)
     assert "HTTP 400" in str(info.value) and "opus" in str(info.value)
     assert fake_deepgram_tts.rejected_connections == 1  # not retried
+
+
+async def _wait_for(predicate) -> None:
+    # Polls the fake's records: the fake has no event for "a client connected".
+    with trio.fail_after(5):
+        while not predicate():  # noqa: ASYNC110
+            await trio.sleep(0.005)
+
+
+async def test_a_socket_the_server_drops_while_idle_is_reopened_at_once(
+    fake_deepgram_tts: FakeDeepgramTTS,
+) -> None:
+    fake = fake_deepgram_tts
+    tts = make_tts(fake, rewarm_min_lifetime_s=0.0)
+    async with tts.open(MULAW_8K, CALL) as stream:
+        await stream.speak("Hello.")
+        await stream.flush()
+        await collect_until(stream, 1)
+        assert await fake.drop_connections() == 1
+        # Warm again before anything else is spoken.
+        await _wait_for(lambda: len(fake.connections) == 2 and not fake.connections[1].dropped)
+        await stream.speak("Still here.")
+        await stream.flush()
+        events = await collect_until(stream, 2)
+    assert audio_between_flushes(events) == [fake.audio_for("Still here.")]
+    assert fake.connections[1].speaks == ["Still here."]  # nothing old re-spoken
+
+
+async def test_a_socket_that_dies_young_is_reopened_only_when_needed(
+    fake_deepgram_tts: FakeDeepgramTTS,
+) -> None:
+    fake = fake_deepgram_tts
+    tts = make_tts(fake, rewarm_min_lifetime_s=60.0)
+    async with tts.open(MULAW_8K, CALL) as stream:
+        await fake.drop_connections()
+        await trio.sleep(0.1)
+        assert len(fake.connections) == 1  # no spinning on a server that closes at once
+        await stream.speak("Hello.")
+        await stream.flush()
+        events = await collect_until(stream, 1)
+    assert audio_between_flushes(events) == [fake.audio_for("Hello.")]
+    assert len(fake.connections) == 2
+
+
+async def test_a_key_revoked_mid_call_fails_the_stream_with_an_auth_error(
+    fake_deepgram_tts: FakeDeepgramTTS,
+) -> None:
+    fake = fake_deepgram_tts
+    tts = make_tts(fake, rewarm_min_lifetime_s=60.0)
+    async with tts.open(MULAW_8K, CALL) as stream:
+        await stream.speak("Hello.")
+        await stream.flush()
+        await collect_until(stream, 1)
+        fake.reject_auth = True
+        await fake.drop_connections()
+        with pytest.raises(ProviderAuthError, match="DEEPGRAM_API_KEY"):
+            await stream.speak("Are you there?")  # reconnects, and is refused
+        with pytest.raises(ProviderAuthError):
+            await stream.flush()
+        with pytest.raises(ProviderAuthError):  # the audio consumer learns it too
+            async for _ in stream:
+                pass
+        with pytest.raises(ProviderAuthError):  # and the stream stays failed
+            await stream.speak("Hello?")
