@@ -21,7 +21,7 @@ are raised from `open()` before the call starts, or from iteration during the ca
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -470,7 +470,9 @@ class DeepgramSTTStream:
                     conn.close_code, conn.close_reason = exc.reason.code, exc.reason.reason
             nursery.cancel_scope.cancel()
 
-    async def _guard(self, loop: Any, conn: _Connection) -> None:
+    async def _guard(
+        self, loop: Callable[[_Connection], Awaitable[None]], conn: _Connection
+    ) -> None:
         try:
             await loop(conn)
         except ConnectionClosed:
@@ -486,6 +488,7 @@ class DeepgramSTTStream:
         conn.sending_since = trio.current_time()
         await conn.ws.send_message(message)
         conn.sending_since = None
+        self._last_sent_at = trio.current_time()
 
     async def _send_loop(self, conn: _Connection) -> None:
         """Send buffered audio in order, each control message after the audio before it."""
@@ -496,7 +499,6 @@ class DeepgramSTTStream:
                 if self._controls and self._controls[0][0] <= conn.sent_to:
                     _, message = self._controls.pop(0)
                     await self._send(conn, message)
-                    self._last_sent_at = trio.current_time()
                     continue
                 limit = min(end, conn.sent_to + self._max_chunk)
                 if self._controls:
@@ -509,7 +511,6 @@ class DeepgramSTTStream:
                 # while send_message is still returning.
                 conn.sent_to = limit
                 await self._send(conn, chunk)
-                self._last_sent_at = trio.current_time()
             await self._wake.wait()
 
     async def _watchdog(self, conn: _Connection) -> None:
