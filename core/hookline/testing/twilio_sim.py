@@ -94,6 +94,8 @@ class WebhookRefused(SimulatorError):
 
 # ---------------------------------------------------------------------- wire messages
 # Twilio -> app, as Twilio sends them (protocols.md §1.2); app -> Twilio decoded below.
+# Written from the protocol, not shared with the Twilio plugin: the simulator is the other
+# side's independent implementation, so a misreading in one does not hide in both.
 
 
 class _MediaFormat(msgspec.Struct):

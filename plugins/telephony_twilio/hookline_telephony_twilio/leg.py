@@ -132,7 +132,6 @@ class TwilioLeg:
         self._pending = b""  # outbound audio shorter than one frame
         self._ended = False
         self._ending = "caller"  # the HangUp reason a `stop` will carry
-        self.bytes_sent = 0
 
     @property
     def bad_input(self) -> Counter[str]:
@@ -196,7 +195,6 @@ class TwilioLeg:
         await self._socket.send(p.Clear(streamSid=self.stream_sid))
 
     async def _send_audio(self, piece: bytes) -> None:
-        self.bytes_sent += len(piece)
         await self._socket.send(
             p.OutMedia(streamSid=self.stream_sid, media=p.OutMediaBody(payload=piece))
         )

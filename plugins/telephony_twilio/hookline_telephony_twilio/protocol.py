@@ -23,14 +23,12 @@ __all__ = [
     "OutMark",
     "OutMedia",
     "OutMediaBody",
-    "Outbound",
     "Start",
     "StartBody",
     "Stop",
     "StopBody",
     "classify_error",
     "decode_inbound",
-    "decode_outbound",
     "encode",
     "event_name",
 ]
@@ -116,7 +114,7 @@ Inbound = Connected | Start | Media | Dtmf | Mark | Stop
 KNOWN_EVENTS = frozenset({"connected", "start", "media", "dtmf", "mark", "stop"})
 
 
-# Outbound (app -> Twilio). The same Structs serve the simulator, which decodes them.
+# Outbound (app -> Twilio).
 class _Out(msgspec.Struct, tag_field="event", kw_only=True):
     streamSid: str
 
@@ -137,9 +135,6 @@ class Clear(_Out, tag="clear", kw_only=True):
     pass
 
 
-Outbound = OutMedia | OutMark | Clear
-
-
 class _EventOnly(msgspec.Struct):
     event: str = ""
 
@@ -147,7 +142,6 @@ class _EventOnly(msgspec.Struct):
 _inbound = msgspec.json.Decoder(Inbound)
 _event_only = msgspec.json.Decoder(_EventOnly)
 _encoder = msgspec.json.Encoder()
-decode_outbound = msgspec.json.Decoder(Outbound).decode
 
 
 def decode_inbound(data: str | bytes) -> Inbound:

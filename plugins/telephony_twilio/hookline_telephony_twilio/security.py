@@ -130,6 +130,3 @@ class TokenBook:
 
     def forget(self, token: str) -> None:
         self._pending.pop(token, None)
-
-    def __len__(self) -> int:
-        return len(self._pending)
