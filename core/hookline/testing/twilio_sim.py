@@ -23,6 +23,7 @@ one 404 code 20404, wrong credentials 401 code 20003.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import secrets
 import wave
@@ -878,6 +879,7 @@ async def twilio_rest_fake(
     config = hypercorn.config.Config()
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
+    config.errorlog = logging.getLogger("hookline.testing.twilio_rest")
     config.graceful_timeout = 0.5
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
