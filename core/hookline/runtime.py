@@ -162,6 +162,7 @@ class Runtime:
         self.draining = False
         self._call_scopes: set[trio.CancelScope] = set()
         self.sessions: set[Any] = set()  # live CallSessions
+        self._by_provider_id: dict[str, CallInfo] = {}  # for telephony status callbacks
         self._idle = trio.Event()
         self._idle.set()
 
@@ -213,6 +214,7 @@ class Runtime:
         """Run one admitted call to its end (the slot is released here)."""
         from .engine.call import CallSession
 
+        self._by_provider_id[leg.info.provider_call_id] = leg.info
         try:
             session = CallSession(self, leg)
             with trio.CancelScope() as scope:
@@ -222,6 +224,7 @@ class Runtime:
                 finally:
                     self._call_scopes.discard(scope)
         finally:
+            self._by_provider_id.pop(leg.info.provider_call_id, None)
             self.release()
 
     def record_rejected(self, info: CallInfo, reason: str) -> None:
@@ -239,7 +242,9 @@ class Runtime:
         self.call_ended(info, record)
 
     def record_status(self, provider_call_id: str, fields: Mapping[str, str]) -> None:
-        info = CallInfo(call_id="", provider_call_id=provider_call_id)
+        info = self._by_provider_id.get(provider_call_id) or CallInfo(
+            call_id="", provider_call_id=provider_call_id
+        )
         self.notify(info, TelephonyStatus(t=trio.current_time(), fields=dict(fields)))
 
     async def drain(self, grace_s: float) -> None:
@@ -253,7 +258,10 @@ class Runtime:
             await self._idle.wait()
         for scope in list(self._call_scopes):
             scope.cancel()
-        await self._idle.wait()
+        # Slots reserved by telephony for calls that never started expire on their own;
+        # do not let them hold the shutdown.
+        with trio.move_on_after(5):
+            await self._idle.wait()
 
     # ----------------------------------------------------------------- observers
 
