@@ -186,7 +186,7 @@ async def test_each_fault_speaks_the_fallback_and_records_why(openai_fake: FakeO
     openai_fake.responder = lambda req: FAULTS[req.chat.messages[-1].content][0]
     recorder = Recorder()
     runtime, stt = await build(
-        openai_fake, recorder, first_token_timeout_s=0.5, max_retry_wait_s=0.8
+        openai_fake, recorder, first_token_timeout_s=1.5, max_retry_wait_s=1.0
     )
     records = {}
 
