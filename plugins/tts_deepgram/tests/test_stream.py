@@ -172,7 +172,10 @@ async def test_without_the_budget_the_fake_warns(fake_deepgram_tts: FakeDeepgram
         with trio.move_on_after(0.5):
             async for _ in stream:
                 pass
-    assert fake.warnings_sent == 2
+    # At least the 7th flush is refused (the 8th too, unless the plugin saw the first
+    # Warning in time and held it back: see the next test).
+    assert fake.warnings_sent >= 1
+    assert len(fake.flushed_texts) == 6
 
 
 async def test_reconnect_respeaks_only_text_not_yet_delivered(
