@@ -271,7 +271,9 @@ class DeepgramTTSStream:
                 await ws.send_message(message)
             except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
                 raise _Dropped from None
-        if scope.cancelled_caught:
+        # The reader may have seen this socket die meanwhile and reset the bookkeeping:
+        # whatever the caller meant to record next belongs to no live socket.
+        if scope.cancelled_caught or ws is not self._ws:
             raise _Dropped
 
     def _drop(self, ws: WebSocketConnection) -> None:
@@ -379,7 +381,9 @@ class DeepgramTTSStream:
             now = trio.current_time()
             slot_free = len(self._sent) < self._settings.max_flushes_in_flight
             reopen = self._has_work() or self._rewarm
-            if (self._ws is None and reopen and not self._closing) or (
+            if self._closing:
+                return
+            if (self._ws is None and reopen) or (
                 self._held is not None and slot_free and self._budget.available(now)
             ):
                 try:

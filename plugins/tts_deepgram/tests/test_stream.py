@@ -351,3 +351,45 @@ async def test_a_key_revoked_mid_call_fails_the_stream_with_an_auth_error(
                 pass
         with pytest.raises(ProviderAuthError):  # and the stream stays failed
             await stream.speak("Hello?")
+
+
+async def test_every_flush_is_answered_once_in_order_through_repeated_drops(
+    fake_deepgram_tts: FakeDeepgramTTS,
+) -> None:
+    # A chaos run: the fake aborts the socket every few sentences, mid-audio or idle.
+    # Audio streams faster than sentences arrive, as with the real service.
+    fake = fake_deepgram_tts
+    fake.chunk_bytes = 400
+    fake.chunk_interval_s = 0.0005
+    tts = make_tts(fake, rewarm_min_lifetime_s=0.0, reconnect_attempts=5)
+    sentences = [f"Sentence {i} of the answer." for i in range(30)]
+    seen: list[int] = []
+    drops: list[tuple[int, int]] = []  # (sockets opened so far, flushes confirmed)
+    async with tts.open(MULAW_8K, CALL) as stream:
+        async with trio.open_nursery() as nursery:
+
+            async def consume() -> None:
+                async for event in stream:
+                    if isinstance(event, Flushed):
+                        seen.append(event.sequence)
+                        if event.sequence == len(sentences):
+                            return
+
+            nursery.start_soon(consume)
+            for i, sentence in enumerate(sentences):
+                await stream.speak(sentence)
+                await stream.flush()
+                await trio.sleep(0.01)
+                if i % 4 == 3:
+                    drops.append((len(fake.connections), len(seen)))
+                    await fake.drop_connections()
+    assert seen == list(range(1, len(sentences) + 1))  # each once, in order
+    assert len(fake.connections) > len(drops)
+    spoken = " ".join(fake.flushed_texts)
+    assert all(s in spoken for s in sentences)  # nothing lost
+    # Only unconfirmed text is re-spoken: a socket opened after a drop never gets a
+    # sentence whose Flushed had already come back.
+    for opened, confirmed in drops:
+        for conn in fake.connections[opened:]:
+            later = " ".join(conn.speaks)
+            assert not [s for s in sentences[:confirmed] if s in later]
