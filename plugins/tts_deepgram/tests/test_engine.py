@@ -6,6 +6,7 @@ from hookline.testing.fake_deepgram_tts import FakeDeepgramTTS
 from hookline.testing.harness import run_call, scripted_runtime
 from hookline.testing.scripted import (
     HangUpStep,
+    Pause,
     Say,
     ScriptedLeg,
     ScriptedLLM,
@@ -54,3 +55,30 @@ async def test_two_calls_synthesize_each_cached_phrase_once_and_stream_answers(
     assert said == ["Sure. What day works for you?", "Great. See you Friday."]
     for conn in fake.connections:
         assert conn.closed_by_client
+
+
+async def test_barge_in_clears_the_deepgram_stream_and_the_next_answer_plays(
+    fake_deepgram_tts: FakeDeepgramTTS,
+) -> None:
+    fake = fake_deepgram_tts
+    fake.chars_per_second = 25.0  # ~2 s per sentence: the caller interrupts the first ones
+    stt = ScriptedSTT()
+    long_answer = (
+        "We have openings on Monday morning. We also have Tuesday at nine. "
+        "Wednesday is wide open all day. Thursday afternoon works too."
+    )
+    llm = ScriptedLLM([long_answer, "Sure."])
+    runtime = await scripted_runtime(stt=stt, llm=llm, tts=make_tts(fake))
+    script = [WaitForAgent(), Say("When can you fit me in", seconds=0.4), Pause(1.0)]
+    script += [Say("Tuesday please", seconds=0.4), WaitForAgent(), HangUpStep()]
+    leg = ScriptedLeg(call_info(), script, stt)
+    record = await run_call(runtime, leg)
+
+    interrupted = record.turns[2]
+    assert interrupted.interrupted and interrupted.heard_text != interrupted.text
+    [conn] = fake.connections
+    assert conn.clears >= 1  # the barge-in reached Deepgram as a Clear
+    # After the clear only the next answer was synthesized, and the caller heard it.
+    assert conn.flushes[-1].strip() == "Sure."
+    assert [t.text for t in record.turns if t.role == "agent"][-1] == "Sure."
+    assert leg.received and leg.received[-1].t > leg.clears[0]
