@@ -17,8 +17,8 @@ import trio
 from hookline.audio import AudioFormat
 from hookline.errors import ProviderError, ProviderUnavailable
 
+from .errors import PROVIDER, rejected_error
 from .settings import DeepgramTTSSettings
-from .stream import PROVIDER, rejected_error
 
 __all__ = ["synthesize", "tls_context"]
 

@@ -24,12 +24,11 @@ from collections.abc import AsyncIterator, Iterator, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
 
 import msgspec
 import trio
 from hookline.audio import AudioFormat
-from hookline.errors import ProviderAuthError, ProviderError, ProviderUnavailable
+from hookline.errors import ProviderError, ProviderUnavailable
 from hookline.providers import AudioChunk, CallInfo, Flushed, TTSEvent
 from trio_websocket import (
     ConnectionClosed,
@@ -40,11 +39,12 @@ from trio_websocket import (
 )
 
 from . import wire
+from .budget import FlushBudget
+from .errors import PROVIDER, rejected_error
 from .settings import DeepgramTTSSettings
+from .wire import speak_url, split_text
 
-__all__ = ["PROVIDER", "DeepgramTTSStream", "FlushBudget", "open_stream", "speak_url"]
-
-PROVIDER = "tts/deepgram"
+__all__ = ["DeepgramTTSStream", "open_stream"]
 
 log = logging.getLogger("hookline.tts.deepgram")
 
@@ -55,7 +55,7 @@ _CLOSE = wire.encode(wire.Close())
 
 class _CallLog(logging.LoggerAdapter):
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
-        return f"[{self.extra['call_id']}] {msg}", kwargs  # type: ignore[index]
+        return f"[call {self.extra['call_id']}] {msg}", kwargs  # type: ignore[index]
 
 
 class _Dropped(Exception):
@@ -85,59 +85,6 @@ class _Segment:
             self.spoken += later.spoken
         self.texts += later.texts
         self.seqs += later.seqs
-
-
-class FlushBudget:
-    """At most `limit` flushes in any `window` seconds (a sliding window)."""
-
-    def __init__(self, limit: int, window: float) -> None:
-        self.limit = max(1, limit)
-        self.window = window
-        self._times: deque[float] = deque()
-
-    def _trim(self, now: float) -> None:
-        while self._times and now - self._times[0] >= self.window:
-            self._times.popleft()
-
-    def available(self, now: float) -> bool:
-        self._trim(now)
-        return len(self._times) < self.limit
-
-    def record(self, now: float) -> None:
-        self._times.append(now)
-
-    def exhaust(self, now: float) -> None:
-        """The server says we are over its limit: no flush for a whole window."""
-        self._times = deque([now] * self.limit)
-
-    def free_at(self, now: float) -> float:
-        """When the next flush may go out."""
-        self._trim(now)
-        return now if len(self._times) < self.limit else self._times[0] + self.window
-
-
-def speak_url(settings: DeepgramTTSSettings, fmt: AudioFormat) -> str:
-    params: dict[str, str | int | float] = {
-        "model": settings.model,
-        "encoding": fmt.encoding,
-        "sample_rate": fmt.sample_rate,
-    }
-    if settings.speed is not None:
-        params["speed"] = settings.speed
-    sep = "&" if "?" in settings.url else "?"
-    return f"{settings.url}{sep}{urlencode(params)}"
-
-
-def split_text(text: str, limit: int = wire.MAX_SPEAK_CHARS) -> list[str]:
-    """Cut text longer than one Speak message allows, at a space where possible."""
-    parts = []
-    while len(text) > limit:
-        cut = text.rfind(" ", 0, limit)
-        cut = limit if cut <= 0 else cut
-        parts.append(text[:cut])
-        text = text[cut:]
-    parts.append(text)
-    return parts
 
 
 class DeepgramTTSStream:
@@ -556,25 +503,6 @@ class DeepgramTTSStream:
                     pass
                 await ws.aclose()
         self._events_in.close()
-
-
-def rejected_error(status: int, body: bytes | str | None, env: str) -> ProviderError:
-    """Deepgram refused a request: auth problems name the env var holding the key."""
-    detail = body.decode(errors="replace") if isinstance(body, bytes) else (body or "")
-    detail = detail.strip()[:300]
-    if status in (401, 403):
-        return ProviderAuthError(
-            f"Deepgram refused the API key from environment variable {env} "
-            f"(HTTP {status}: {detail or 'no detail'}); check that {env} holds a valid key",
-            provider=PROVIDER,
-        )
-    if status == 429 or status >= 500:
-        return ProviderUnavailable(f"Deepgram answered HTTP {status}: {detail}", provider=PROVIDER)
-    return ProviderError(
-        f"Deepgram rejected the request with HTTP {status}: {detail} "
-        "(check [tts.deepgram] model and audio settings)",
-        provider=PROVIDER,
-    )
 
 
 def _leaves(error: BaseException) -> Iterator[BaseException]:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+from urllib.parse import urlencode
+
 import msgspec
+
+if TYPE_CHECKING:
+    from hookline.audio import AudioFormat
+
+    from .settings import DeepgramTTSSettings
 
 __all__ = [
     "MAX_SPEAK_CHARS",
@@ -17,6 +25,8 @@ __all__ = [
     "Speak",
     "decode_server",
     "encode",
+    "speak_url",
+    "split_text",
 ]
 
 # Deepgram documents 2000 characters per REST request; assume the same per Speak message.
@@ -74,3 +84,27 @@ _encoder = msgspec.json.Encoder()
 def encode(message: Speak | Flush | Clear | Close) -> str:
     """A client message as the text of a WebSocket text frame."""
     return _encoder.encode(message).decode()
+
+
+def speak_url(settings: DeepgramTTSSettings, fmt: AudioFormat) -> str:
+    params: dict[str, str | int | float] = {
+        "model": settings.model,
+        "encoding": fmt.encoding,
+        "sample_rate": fmt.sample_rate,
+    }
+    if settings.speed is not None:
+        params["speed"] = settings.speed
+    sep = "&" if "?" in settings.url else "?"
+    return f"{settings.url}{sep}{urlencode(params)}"
+
+
+def split_text(text: str, limit: int = MAX_SPEAK_CHARS) -> list[str]:
+    """Cut text longer than one Speak message allows, at a space where possible."""
+    parts = []
+    while len(text) > limit:
+        cut = text.rfind(" ", 0, limit)
+        cut = limit if cut <= 0 else cut
+        parts.append(text[:cut])
+        text = text[cut:]
+    parts.append(text)
+    return parts

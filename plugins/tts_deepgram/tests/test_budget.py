@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from hookline_tts_deepgram.stream import FlushBudget, split_text
+from hookline_tts_deepgram.budget import FlushBudget
+from hookline_tts_deepgram.wire import split_text
 
 
 def test_budget_allows_limit_flushes_per_window_and_frees_the_oldest_first() -> None:

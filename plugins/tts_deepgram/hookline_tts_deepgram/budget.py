@@ -1,0 +1,36 @@
+"""Deepgram ignores more than 20 Flush per 60 s: the sliding window that keeps us under."""
+
+from __future__ import annotations
+
+from collections import deque
+
+__all__ = ["FlushBudget"]
+
+
+class FlushBudget:
+    """At most `limit` flushes in any `window` seconds (a sliding window)."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = max(1, limit)
+        self.window = window
+        self._times: deque[float] = deque()
+
+    def _trim(self, now: float) -> None:
+        while self._times and now - self._times[0] >= self.window:
+            self._times.popleft()
+
+    def available(self, now: float) -> bool:
+        self._trim(now)
+        return len(self._times) < self.limit
+
+    def record(self, now: float) -> None:
+        self._times.append(now)
+
+    def exhaust(self, now: float) -> None:
+        """The server says we are over its limit: no flush for a whole window."""
+        self._times = deque([now] * self.limit)
+
+    def free_at(self, now: float) -> float:
+        """When the next flush may go out."""
+        self._trim(now)
+        return now if len(self._times) < self.limit else self._times[0] + self.window
