@@ -20,6 +20,7 @@ __all__ = ["main"]
 # Modules that contribute subcommands, in the order `hookline --help` lists them.
 COMMAND_MODULES = (
     "hookline.commands",
+    "hookline.demo",
     "hookline.server",
     "hookline.analytics.cli",
     "hookline.testing.dial",

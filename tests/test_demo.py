@@ -1,0 +1,27 @@
+"""`hookline demo`: a whole call through the real server and plugins against the fakes."""
+
+from __future__ import annotations
+
+import io
+
+import duckdb
+
+from hookline.demo import run_demo
+
+
+async def test_demo_books_an_appointment_end_to_end(tmp_path):
+    out = io.StringIO()
+    summary = await run_demo(out=out, workdir=tmp_path, speech_chars_per_s=80)
+    text = out.getvalue()
+    assert summary["end_reason"] == "agent_hangup"
+    assert summary["agent_turns_measured"] == 3
+    assert "tool check_availability: ok" in text
+    assert "tool book_appointment: ok" in text
+    assert "You're all set for" in text
+    # Analytics recorded the call, its turns and tool calls.
+    con = duckdb.connect(summary["analytics_database"], read_only=True)
+    (reason,) = con.execute("select end_reason from calls").fetchone()
+    assert reason == "agent_hangup"
+    tools = dict(con.execute("select tool, ok from tool_calls").fetchall())
+    assert tools == {"check_availability": True, "book_appointment": True, "end_call": True}
+    con.close()
