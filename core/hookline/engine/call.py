@@ -42,6 +42,7 @@ from ..events import (
     UserSpeechStarted,
     UserTurnEnded,
 )
+from ..logs import CallLog
 from ..providers import (
     AudioChunk,
     AudioIn,
@@ -72,11 +73,6 @@ DTMF_GAP_S = 1.5
 CLOSE_TIMEOUT_S = 5.0
 
 
-class _CallLog(logging.LoggerAdapter):
-    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        return f"[call {self.extra['call_id']}] {msg}", kwargs
-
-
 class _UserTurn:
     def __init__(self, index: int, text: str, timing: TurnTiming) -> None:
         self.index = index
@@ -91,7 +87,7 @@ class CallSession:
         self.runtime = runtime
         self.leg = leg
         self.info = leg.info
-        self.log = _CallLog(_log, {"call_id": self.info.call_id})
+        self.log = CallLog(_log, {"call_id": self.info.call_id})
         policy = runtime.config.policy
         self.policy = policy
         self.playback = Playback(self.info.call_id)

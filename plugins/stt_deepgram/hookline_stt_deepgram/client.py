@@ -24,17 +24,19 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit
 
 import trio
 from hookline.audio import AudioFormat
+from hookline.concurrency import reraise_single
 from hookline.errors import (
     ProviderAuthError,
     ProviderError,
     ProviderProtocolError,
     ProviderUnavailable,
 )
+from hookline.logs import CallLog
 from hookline.providers import CallInfo, SpeechStarted, STTEvent, Transcript, UtteranceEnd
 from trio_websocket import (
     ConnectionClosed,
@@ -72,11 +74,6 @@ _STABLE_S = 1.0  # a connection that lived this long resets the backoff
 _LOGGED_IGNORED = 20  # per stream; the rest are only counted
 _SPEECH_STARTED_DUP_S = 0.25  # a replay re-detects speech onsets at (almost) the same time
 _RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
-
-
-class _CallLog(logging.LoggerAdapter):
-    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        return f"[call {self.extra['call_id']}] {msg}", kwargs  # type: ignore[index]
 
 
 class _Retryable(Exception):
@@ -153,21 +150,9 @@ class DeepgramSTT:
                         nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             # Our tasks never raise, so a group only wraps the caller's own exception.
-            _reraise_single(group)
+            reraise_single(group)
         if stream._open_error is not None:
             raise stream._open_error
-
-
-def _reraise_single(group: BaseExceptionGroup) -> NoReturn:
-    if len(group.exceptions) == 1:
-        exc = group.exceptions[0]
-        context = exc.__context__
-        try:
-            raise exc
-        finally:
-            exc.__context__ = context
-            del exc, context
-    raise group
 
 
 def _describe_close(conn: _Connection) -> str:
@@ -198,7 +183,7 @@ class DeepgramSTTStream:
         self, settings: DeepgramSTTSettings, api_key: str, fmt: AudioFormat, call: CallInfo
     ) -> None:
         self._s = settings
-        self._log = _CallLog(log, {"call_id": call.call_id})
+        self._log = CallLog(log, {"call_id": call.call_id})
         if fmt.encoding not in BYTES_PER_SAMPLE:
             raise ProviderProtocolError(
                 f"audio encoding {fmt.encoding!r} cannot be streamed "

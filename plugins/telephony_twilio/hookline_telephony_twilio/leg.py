@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator
-from typing import Any
 
 import msgspec
 import trio
 from hookline.audio import FRAME_BYTES
+from hookline.logs import CallLog
 from hookline.providers import AudioIn, CallInfo, DtmfIn, HangUp, LegEvent, MarkReached
 
 from . import protocol as p
@@ -28,15 +28,6 @@ __all__ = ["BadInput", "CallLog", "MediaSocket", "TwilioLeg"]
 # Largest media message we send: 2 s of audio. Twilio takes any length; this only keeps
 # single frames on the socket small enough that a `clear` is never stuck behind one.
 MAX_PIECE = 100 * FRAME_BYTES
-
-
-class CallLog(logging.LoggerAdapter):
-    """Prefixes every message with the call id and puts it on the record as `call_id`."""
-
-    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        call_id = self.extra["call_id"] if self.extra else "-"
-        kwargs.setdefault("extra", {})["call_id"] = call_id
-        return f"[call {call_id}] {msg}", kwargs
 
 
 class BadInput:

@@ -20,15 +20,16 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, MutableMapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import msgspec
 import trio
 from hookline.audio import AudioFormat
+from hookline.concurrency import leaves, reraise_single
 from hookline.errors import ProviderError, ProviderUnavailable
+from hookline.logs import CallLog
 from hookline.providers import AudioChunk, CallInfo, Flushed, TTSEvent
 from trio_websocket import (
     ConnectionClosed,
@@ -51,11 +52,6 @@ log = logging.getLogger("hookline.tts.deepgram")
 _FLUSH = wire.encode(wire.Flush())
 _CLEAR = wire.encode(wire.Clear())
 _CLOSE = wire.encode(wire.Close())
-
-
-class _CallLog(logging.LoggerAdapter):
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
-        return f"[call {self.extra['call_id']}] {msg}", kwargs  # type: ignore[index]
 
 
 class _Dropped(Exception):
@@ -102,7 +98,7 @@ class DeepgramTTSStream:
         self._api_key = api_key
         self._url = speak_url(settings, fmt)
         self._nursery = nursery
-        self.log = _CallLog(log, {"call_id": call.call_id})
+        self.log = CallLog(log, {"call_id": call.call_id})
         self._ws: WebSocketConnection | None = None
         self._wire = trio.Lock()  # one task at a time talks to the socket
         self._sent: deque[_Segment] = deque()
@@ -384,11 +380,11 @@ class DeepgramTTSStream:
             self._kick.set()
 
     def _connect_error(self, error: Exception) -> Exception:
-        leaves = list(_leaves(error))
-        for leaf in leaves:
+        found = list(leaves(error))
+        for leaf in found:
             if isinstance(leaf, ConnectionRejected):
                 return rejected_error(leaf.status_code, leaf.body, self._settings.api_key_env)
-        for leaf in leaves:
+        for leaf in found:
             if isinstance(leaf, trio.TooSlowError):
                 return ProviderUnavailable(
                     f"no answer from {self._settings.url} within "
@@ -505,14 +501,6 @@ class DeepgramTTSStream:
         self._events_in.close()
 
 
-def _leaves(error: BaseException) -> Iterator[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield error
-
-
 async def _close_quietly(ws: WebSocketConnection) -> None:
     with trio.move_on_after(1.0):
         await ws.aclose()
@@ -535,7 +523,4 @@ async def open_stream(
     except BaseExceptionGroup as group:
         # The background tasks report through the stream, never by raising: a group
         # holds one error from connect() or the caller's block. Give it back unwrapped.
-        leaves = list(_leaves(group))
-        if len(leaves) == 1:
-            raise leaves[0] from None
-        raise
+        reraise_single(group)
