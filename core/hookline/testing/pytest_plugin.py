@@ -27,7 +27,6 @@ def scripted_tts() -> ScriptedTTS:
     return ScriptedTTS()
 
 
-
 # The loopback fakes of the real services, one module each (see those modules).
 from .fixtures_calendar import google_calendar_fake  # noqa: E402
 from .fixtures_deepgram_stt import deepgram_stt_env, fake_deepgram_stt  # noqa: E402
