@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import msgspec
+import msgspec.inspect
 
 from .errors import ConfigError, MissingSecret
 
@@ -143,15 +144,18 @@ class Config(_Section):
 _PATH = re.compile(r" - at `\$((?:\.[^`\[]+|\[\d+\])*)`$")
 
 
-def _explain(err: msgspec.ValidationError, prefix: str = "") -> tuple[str, str]:
+def _explain(err: msgspec.ValidationError, root: type, prefix: str = "") -> tuple[str, str]:
     """Split msgspec's "Expected `int`, got `str` - at `$.a.b`" into (dotted key, message)."""
     text = str(err)
     key = prefix
+    sub = ""
     m = _PATH.search(text)
     if m:
         text = text[: m.start()]
         sub = m.group(1).lstrip(".").replace("[", ".").replace("]", "")
         key = ".".join(p for p in (prefix, sub) if p)
+    if text.startswith("Invalid enum value") and (allowed := _allowed(root, sub)):
+        return key, f"{text[0].lower()}{text[1:]} (expected one of: {', '.join(allowed)})"
     if text.startswith("Object contains unknown field"):
         field = text.split("`")[1]
         key = ".".join(p for p in (key, field) if p)
@@ -163,6 +167,27 @@ def _explain(err: msgspec.ValidationError, prefix: str = "") -> tuple[str, str]:
     else:
         text = text[0].lower() + text[1:]
     return key, text
+
+
+def _allowed(root: type, dotted: str) -> list[str]:
+    """The values a Literal field at `dotted` (inside Struct `root`) accepts."""
+    info: Any = msgspec.inspect.type_info(root)
+    for part in dotted.split(".") if dotted else []:
+        while isinstance(info, msgspec.inspect.UnionType):
+            info = next(
+                (t for t in info.types if not isinstance(t, msgspec.inspect.NoneType)), None
+            )
+        if isinstance(info, msgspec.inspect.StructType):
+            info = next((f.type for f in info.fields if f.encode_name == part), None)
+        elif isinstance(info, msgspec.inspect.DictType):
+            info = info.value_type
+        else:
+            return []
+    while isinstance(info, msgspec.inspect.UnionType):
+        info = next((t for t in info.types if isinstance(t, msgspec.inspect.LiteralType)), None)
+    if isinstance(info, msgspec.inspect.LiteralType):
+        return [repr(v) for v in info.values]
+    return []
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -179,7 +204,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     try:
         config = msgspec.convert(raw, type=Config)
     except msgspec.ValidationError as e:
-        key, message = _explain(e)
+        key, message = _explain(e, Config)
         raise ConfigError(message, file=file, key=key) from None
     config.path = file
     agent = config.agent
@@ -217,7 +242,7 @@ def decode_section(
     try:
         return msgspec.convert(dict(raw or {}), type=settings)
     except msgspec.ValidationError as e:
-        key, message = _explain(e, dotted)
+        key, message = _explain(e, settings, dotted)
         raise ConfigError(message, file=config.path or None, key=key) from None
 
 

@@ -60,7 +60,11 @@ def error_of(tmp_path: Path, text: str, plugins=None) -> ConfigError:
         ("[policy]\nmax_reprompts = 'two'", "policy.max_reprompts", "expected `int`"),
         ("[policy]\nmax_reprompt = 2", "policy.max_reprompt", "unknown key"),
         ("[server]\nport = 'http'", "server.port", "expected `int`"),
-        ("[analytics]\ncaller_numbers = 'scrambled'", "analytics.caller_numbers", "invalid enum"),
+        (
+            "[analytics]\ncaller_numbers = 'scrambled'",
+            "analytics.caller_numbers",
+            "expected one of: 'drop', 'hashed', 'plain'",
+        ),
         ("[stt.deepgram]\nmodle = 'nova-2'", "stt.deepgram.modle", "unknown key"),
         ("[stt.deepgram]\nendpointing_ms = 'fast'", "stt.deepgram.endpointing_ms", "expected"),
         ("[stt.deepgarm]\nmodel = 'nova-2'", "stt.deepgarm", "no stt provider called"),
