@@ -272,6 +272,9 @@ LLMEvent = TextDelta | ToolCallRequest | Usage
 
 @runtime_checkable
 class LLM(Protocol):
+    """A provider may also offer `async def verify()` (checked by `hookline check --online`)
+    and `async def aclose()` (called once when the runtime shuts down)."""
+
     def stream(
         self, messages: Sequence[Message], tools: Sequence[ToolSchema]
     ) -> AbstractAsyncContextManager[AsyncIterator[LLMEvent]]:
@@ -314,7 +317,10 @@ class TTSStream(Protocol):
 
 @runtime_checkable
 class TTS(Protocol):
-    def open(self, fmt: AudioFormat, call: CallInfo) -> AbstractAsyncContextManager[TTSStream]: ...
+    def open(self, fmt: AudioFormat, call: CallInfo) -> AbstractAsyncContextManager[TTSStream]:
+        """Open a stream for one call and connect at once (warm), so the first sentence
+        does not wait for a handshake; raise ProviderAuthError at once for bad credentials."""
+        ...
 
     async def synthesize(self, text: str, fmt: AudioFormat) -> bytes:
         """The whole phrase at once (for the greeting and fillers cached at start-up)."""

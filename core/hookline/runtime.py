@@ -194,7 +194,22 @@ class Runtime:
         log.info("cached %d phrases", len(missing))
 
     def stop(self) -> None:
+        """Tell observers to flush and close (after the last call ended)."""
         self.plugins.pm.hook.hookline_runtime_stopping(runtime=self)
+
+    async def aclose(self) -> None:
+        """Close what providers hold for the whole process (HTTP clients), then `stop()`."""
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + 5
+            for kind in KINDS:
+                aclose = getattr(getattr(self, kind), "aclose", None)
+                if aclose is None:
+                    continue
+                try:
+                    await aclose()
+                except Exception:
+                    log.exception("closing the %s provider failed", kind)
+        self.stop()
 
     # ----------------------------------------------------------------- calls
 

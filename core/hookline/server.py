@@ -189,7 +189,7 @@ async def serve_runtime(
             shutdown.set()
     finally:
         # Even after a crash: observers flush what they hold (nothing is lost).
-        runtime.stop()
+        await runtime.aclose()
         log.info("stopped")
 
 
