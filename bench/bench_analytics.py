@@ -22,6 +22,7 @@ from pathlib import Path
 import duckdb
 import msgspec
 import trio
+
 from hookline.analytics.plugin import sink_for
 from hookline.analytics.simulate import apply_steps, observer_runtime, plan_calls, run_calls
 from hookline.config import AnalyticsConfig

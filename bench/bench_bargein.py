@@ -14,6 +14,7 @@ import sys
 
 import msgspec
 import trio
+
 from hookline.events import BargeIn
 from hookline.hookspecs import hookimpl
 from hookline.testing.harness import run_call, scripted_runtime

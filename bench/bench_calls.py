@@ -21,6 +21,7 @@ import time
 
 import msgspec
 import trio
+
 from hookline.events import BargeIn, TurnMetrics
 from hookline.hookspecs import hookimpl
 from hookline.testing.harness import make_config, run_call, scripted_runtime

@@ -8,6 +8,7 @@ from typing import Any
 
 import duckdb
 import pytest
+
 from hookline.analytics import writer
 
 

@@ -12,6 +12,7 @@ from subprocess import PIPE
 import duckdb
 import pytest
 import trio
+
 from hookline.analytics.simulate import observer_runtime, simulate_calls
 from hookline.cli import main
 from hookline.providers import CallInfo

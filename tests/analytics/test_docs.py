@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 import trio
+
 from hookline.analytics.cli import export
 from hookline.analytics.plugin import detach, sink_for
 from hookline.analytics.simulate import observer_runtime, simulate_calls

@@ -6,6 +6,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 import trio
+
 from hookline import ProviderAuthError, ToolContext, ToolSet, tool
 from hookline.analytics import plugin as analytics_plugin
 from hookline.analytics.plugin import sink_for

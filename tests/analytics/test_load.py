@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import trio
+
 from hookline.analytics.plugin import sink_for
 from hookline.analytics.simulate import observer_runtime, run_calls
 

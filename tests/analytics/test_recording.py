@@ -13,6 +13,7 @@ import time
 import msgspec
 import pytest
 import trio
+
 from hookline.analytics import plugin as analytics_plugin
 from hookline.analytics.plugin import detach, sink_for
 from hookline.analytics.simulate import observer_runtime, simulate_calls

@@ -7,6 +7,7 @@ from datetime import datetime
 import duckdb
 import pytest
 import trio
+
 from hookline.analytics import schema
 from hookline.analytics.simulate import observer_runtime, simulate_calls
 from hookline.errors import ConfigError

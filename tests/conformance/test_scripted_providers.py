@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from hookline.testing.conformance import LLMConformance, STTConformance, TTSConformance
 from hookline.testing.scripted import Reply, ScriptedLLM, ScriptedSTT, ScriptedTTS
 

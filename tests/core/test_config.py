@@ -9,12 +9,13 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from hookline.config import Config, PolicyConfig, Secrets, load_config
 from hookline.errors import ConfigError
 from hookline.plugins import discover
 from hookline.runtime import missing_secrets, resolve
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,6 +8,7 @@ import sys
 
 import msgspec
 import pytest
+
 from hookline import ProviderSpec, hookimpl
 from hookline.errors import PluginError
 from hookline.plugins import Plugins, discover, new_plugin_manager

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from hookline.engine.sentences import SentenceChunker
 from hypothesis import given
 from hypothesis import strategies as st
+
+from hookline.engine.sentences import SentenceChunker
 
 
 def chunk(deltas: list[str]) -> list[str]:

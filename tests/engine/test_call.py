@@ -6,6 +6,7 @@ import msgspec
 import pytest
 import trio
 import trio.lowlevel
+
 from hookline import ProviderAuthError, ProviderUnavailable, ToolContext, ToolError, ToolSet, tool
 from hookline.events import BargeIn, CallEvent, ProviderFailed, TurnMetrics
 from hookline.hookspecs import hookimpl

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import msgspec
+
 from hookline.testing.harness import make_config, run_call, scripted_runtime
 from hookline.testing.scripted import (
     HangUpStep,

@@ -6,9 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import hookline_telephony_twilio
 import pytest
 import trio
+
+import hookline_telephony_twilio
 from hookline.config import Secrets
 from hookline.events import CallEvent, CallRecord
 from hookline.hookspecs import hookimpl

@@ -7,6 +7,7 @@ import socket
 
 import pytest
 import trio
+
 from hookline.cli import build_parser, main
 from hookline.server import serve_app
 from hookline.testing.dial import dial, summarize

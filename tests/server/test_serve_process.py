@@ -12,6 +12,7 @@ from functools import partial
 
 import httpx
 import trio
+
 from hookline.testing.dial import dial, summarize
 from hookline.testing.fake_openai import text
 from hookline.testing.twilio_sim import DEFAULT_ACCOUNT_SID

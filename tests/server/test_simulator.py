@@ -8,6 +8,7 @@ import msgspec
 import pytest
 import trio
 import trio_websocket
+
 from hookline.audio import mulaw_to_pcm16, tone_mulaw
 from hookline.testing.twilio_sim import SimulatorError, load_mulaw, parse_twiml
 

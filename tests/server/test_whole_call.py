@@ -7,6 +7,7 @@ import signal
 
 import httpx
 import trio
+
 from hookline.audio import tone_mulaw
 from hookline.events import AgentSpoke, BargeIn, TelephonyStatus
 from hookline.server import serve_app, serve_runtime

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import msgspec
 import trio
+
 from hookline import Tool, ToolContext, ToolError, ToolSet, hookimpl, tool
 
 __all__ = ["TowRequest", "TowSettings", "hookline_toolsets"]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
+
 from hookline import ConfigError, ToolSet, hookimpl
 from hookline.tools import Tool
 

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 import trio
+
 from hookline.errors import (
     ProviderAuthError,
     ProviderError,

@@ -16,6 +16,7 @@ from typing import Any
 
 import duckdb
 import trio
+
 from hookline.errors import ProviderUnavailable
 
 from .schedule import Booking

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
 import msgspec
+
 from hookline.errors import ProviderError
 from hookline.tools import Tool, ToolContext, ToolError
 

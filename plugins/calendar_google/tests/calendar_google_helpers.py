@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 import trio
+
 from hookline.providers import CallInfo
 from hookline.testing.fake_google_calendar import FakeGoogleCalendar
 from hookline.tools import Tool, ToolContext

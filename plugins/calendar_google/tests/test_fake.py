@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+
 from hookline.testing.fake_google_calendar import FakeGoogleCalendar
 
 

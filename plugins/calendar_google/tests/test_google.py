@@ -11,6 +11,7 @@ from pathlib import Path
 import msgspec
 import pytest
 from calendar_google_helpers import ALICE, SHOP, Clock, Shop, ShopFactory, make_ctx
+
 from hookline.errors import ConfigError, MissingSecret, ProviderTimeout
 from hookline.testing.fake_google_calendar import FakeGoogleCalendar
 from hookline.tools import ToolError

@@ -7,10 +7,11 @@ import datetime as dt
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import hookline_calendar_google
 import msgspec
 import pytest
 from calendar_google_helpers import SHOP
+
+import hookline_calendar_google
 from hookline.errors import ConfigError
 from hookline.plugins import discover
 from hookline.testing.harness import make_config, run_call, scripted_runtime

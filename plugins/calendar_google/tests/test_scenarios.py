@@ -8,6 +8,7 @@ import msgspec
 import pytest
 import trio
 from calendar_google_helpers import ALICE, BOB, Shop, ShopFactory, local, make_ctx
+
 from hookline.tools import ToolError
 from hookline_calendar_google.schedule import Booking, event_id
 from hookline_calendar_google.tools import BookingResult

@@ -9,6 +9,9 @@ from zoneinfo import ZoneInfo
 import msgspec
 import pytest
 from calendar_google_helpers import SHOP
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from hookline.config import Config, decode_section
 from hookline.errors import ConfigError
 from hookline_calendar_google.schedule import (
@@ -25,8 +28,6 @@ from hookline_calendar_google.schedule import (
     spoken,
 )
 from hookline_calendar_google.settings import CalendarSettings
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 UTC = dt.UTC
 CHICAGO = ZoneInfo("America/Chicago")

@@ -30,6 +30,7 @@ import anyio
 import msgspec
 import openai
 import trio
+
 from hookline.errors import (
     ProviderAuthError,
     ProviderError,

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
+
 from hookline.providers import Message, ToolSchema
 
 __all__ = ["Chunk", "SSEParser", "decode_chunk", "wire_message", "wire_tool"]

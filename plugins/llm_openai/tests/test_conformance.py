@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
+from llm_openai_helpers import make_llm
+
 from hookline.testing import fake_openai
 from hookline.testing.conformance import LLMConformance
 from hookline.testing.fake_openai import FakeOpenAI
 from hookline_llm_openai import OpenAILLM
-from llm_openai_helpers import make_llm
 
 
 class TestOpenAIConformance(LLMConformance):

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 
-import hookline_llm_openai
 import msgspec
 import trio
+
+import hookline_llm_openai
 from hookline.config import Secrets
 from hookline.events import AgentSpoke, BargeIn, CallEvent, ProviderFailed, UsageReported
 from hookline.hookspecs import hookimpl

@@ -7,6 +7,7 @@ import json
 import httpx
 import openai
 import pytest
+
 from hookline.testing.fake_openai import (
     FakeOpenAI,
     call,

@@ -6,6 +6,8 @@ import socket
 
 import pytest
 import trio
+from llm_openai_helpers import HELLO, collect, make_llm, text_of
+
 from hookline.errors import (
     ProviderAuthError,
     ProviderError,
@@ -27,7 +29,6 @@ from hookline.testing.fake_openai import (
     unauthorized,
 )
 from hookline_llm_openai import OpenAILLM, OpenAISettings
-from llm_openai_helpers import HELLO, collect, make_llm, text_of
 
 
 async def run(llm: OpenAILLM) -> list:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import itertools
 
-from hookline.providers import Message, ToolCallRequest
-from hookline.testing.fake_openai import FakeOpenAI
-from hookline_llm_openai.history import cut_points, estimate_tokens, trim_history
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from llm_openai_helpers import SYSTEM, collect, make_llm
+
+from hookline.providers import Message, ToolCallRequest
+from hookline.testing.fake_openai import FakeOpenAI
+from hookline_llm_openai.history import cut_points, estimate_tokens, trim_history
 
 
 def tokens(messages: list[Message]) -> int:

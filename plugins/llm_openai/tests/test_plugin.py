@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import importlib.metadata
 
-import hookline_llm_openai
 import pytest
+
+import hookline_llm_openai
 from hookline.config import Secrets, decode_section
 from hookline.errors import ConfigError, MissingSecret
 from hookline.plugins import discover

@@ -7,10 +7,11 @@ import json
 import msgspec
 import pytest
 import trio
+from llm_openai_helpers import HELLO, SYSTEM, calls_of, collect, make_llm, text_of, usage_of
+
 from hookline.providers import LLM, Message, TextDelta, ToolCallRequest, ToolSchema, Usage
 from hookline.testing.fake_openai import FakeOpenAI, call, pieces, text, tool_calls
 from hookline.tools import tool
-from llm_openai_helpers import HELLO, SYSTEM, calls_of, collect, make_llm, text_of, usage_of
 
 
 class BookSlot(msgspec.Struct):

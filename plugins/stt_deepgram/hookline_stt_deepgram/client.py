@@ -28,6 +28,14 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit
 
 import trio
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    HandshakeError,
+    WebSocketConnection,
+    open_websocket_url,
+)
+
 from hookline.audio import AudioFormat
 from hookline.concurrency import reraise_single
 from hookline.errors import (
@@ -38,13 +46,6 @@ from hookline.errors import (
 )
 from hookline.logs import CallLog
 from hookline.providers import CallInfo, SpeechStarted, STTEvent, Transcript, UtteranceEnd
-from trio_websocket import (
-    ConnectionClosed,
-    ConnectionRejected,
-    HandshakeError,
-    WebSocketConnection,
-    open_websocket_url,
-)
 
 from .messages import (
     CLOSE_STREAM,

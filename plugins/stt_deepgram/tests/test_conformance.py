@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+
 from hookline.testing.conformance import STTConformance
 from hookline.testing.fake_deepgram_stt import FakeDeepgramSTT, fake_deepgram_stt
 from hookline_stt_deepgram import DeepgramSTT, DeepgramSTTSettings

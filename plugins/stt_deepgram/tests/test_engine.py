@@ -7,10 +7,11 @@ run and works on the audio clock, so only loopback I/O is real.
 
 from __future__ import annotations
 
-import hookline_stt_deepgram
 import pytest
 import trio
 import trio.testing
+
+import hookline_stt_deepgram
 from hookline.config import Secrets
 from hookline.events import CallEvent, UserSpeechStarted, UserTurnEnded
 from hookline.hookspecs import hookimpl

@@ -16,6 +16,7 @@ import pytest
 import trio
 import trio.lowlevel
 import trio.testing
+
 from hookline.audio import MULAW_8K, frames, mulaw_silence, tone_mulaw
 from hookline.config import Config, decode_section
 from hookline.errors import (

@@ -10,6 +10,11 @@ import logging
 
 import requests
 import trio
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+from twilio.twiml.voice_response import VoiceResponse
+
 from hookline.errors import (
     ProviderAuthError,
     ProviderError,
@@ -17,10 +22,6 @@ from hookline.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from twilio.base.exceptions import TwilioRestException
-from twilio.http.http_client import TwilioHttpClient
-from twilio.rest import Client
-from twilio.twiml.voice_response import VoiceResponse
 
 __all__ = ["CALL_ALREADY_OVER", "CallControl", "dial_twiml"]
 

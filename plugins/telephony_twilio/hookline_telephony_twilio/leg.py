@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 import msgspec
 import trio
+
 from hookline.audio import FRAME_BYTES
 from hookline.logs import CallLog
 from hookline.providers import AudioIn, CallInfo, DtmfIn, HangUp, LegEvent, MarkReached

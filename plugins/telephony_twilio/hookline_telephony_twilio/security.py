@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
 import trio
-from hookline.providers import CallInfo
 from twilio.request_validator import (
     SIGNATURE_HEADER,
     SIGNATURE_SETTINGS_HEADER,
     RequestValidator,
     get_signature_algorithm,
 )
+
+from hookline.providers import CallInfo
 
 __all__ = ["FormParams", "PendingCall", "Signer", "TokenBook", "headers_of", "request_url"]
 

@@ -19,9 +19,10 @@ import logging
 from collections.abc import Sequence
 
 import trio
+from twilio.twiml.voice_response import VoiceResponse
+
 from hookline.providers import CallHandler, CallInfo, Route
 from hookline.runtime import Runtime, new_call_id
-from twilio.twiml.voice_response import VoiceResponse
 
 from . import protocol as p
 from .asgi import Receive, Send, read_body, refuse_websocket, respond

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import trio
+
 from hookline.providers import CallInfo, CallLeg, LegEvent
 from hookline.server import asgi_app, serve_asgi
 from hookline.testing.fixtures_twilio import (  # noqa: F401 (fixtures)

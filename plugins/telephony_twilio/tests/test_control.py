@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+
 from hookline.errors import ProviderAuthError, ProviderProtocolError, ProviderUnavailable
 from hookline.providers import HangUp
 from hookline.testing.twilio_sim import DEFAULT_ACCOUNT_SID, new_sid

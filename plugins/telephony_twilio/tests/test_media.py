@@ -8,6 +8,7 @@ import msgspec
 import pytest
 import trio
 import trio_websocket
+
 from hookline.audio import FRAME_BYTES, mulaw_silence, tone_mulaw
 from hookline.providers import AudioIn, DtmfIn, HangUp, MarkReached
 from hookline.testing.twilio_sim import AppMark, AppMedia, new_sid

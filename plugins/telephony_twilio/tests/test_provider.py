@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import hookline_telephony_twilio
 import pytest
+
+import hookline_telephony_twilio
 from hookline.config import Secrets
 from hookline.errors import ConfigError, MissingSecret
 from hookline.plugins import discover

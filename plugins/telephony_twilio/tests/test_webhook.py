@@ -6,6 +6,7 @@ import logging
 
 import httpx
 import trio
+
 from hookline.testing.twilio_sim import TwilioSimulator
 
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import trio
+
 from hookline.audio import AudioFormat
 from hookline.providers import CallInfo
 

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import trio
+
 from hookline.audio import AudioFormat
 from hookline.errors import ProviderError, ProviderUnavailable
 

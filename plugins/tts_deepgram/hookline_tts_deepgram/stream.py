@@ -26,11 +26,6 @@ from dataclasses import dataclass, field
 
 import msgspec
 import trio
-from hookline.audio import AudioFormat
-from hookline.concurrency import leaves, reraise_single
-from hookline.errors import ProviderError, ProviderUnavailable
-from hookline.logs import CallLog
-from hookline.providers import AudioChunk, CallInfo, Flushed, TTSEvent
 from trio_websocket import (
     ConnectionClosed,
     ConnectionRejected,
@@ -38,6 +33,12 @@ from trio_websocket import (
     WebSocketConnection,
     connect_websocket_url,
 )
+
+from hookline.audio import AudioFormat
+from hookline.concurrency import leaves, reraise_single
+from hookline.errors import ProviderError, ProviderUnavailable
+from hookline.logs import CallLog
+from hookline.providers import AudioChunk, CallInfo, Flushed, TTSEvent
 
 from . import wire
 from .budget import FlushBudget

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from tts_deepgram_helpers import make_tts
+
 from hookline.testing.conformance import TTSConformance
 from hookline.testing.fake_deepgram_tts import FakeDeepgramTTS
 from hookline_tts_deepgram import DeepgramTTS
-from tts_deepgram_helpers import make_tts
 
 
 class TestDeepgramTTSConformance(TTSConformance):

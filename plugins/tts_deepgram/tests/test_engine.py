@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tts_deepgram_helpers import make_tts
+
 from hookline.testing.fake_deepgram_tts import FakeDeepgramTTS
 from hookline.testing.harness import run_call, scripted_runtime
 from hookline.testing.scripted import (
@@ -14,7 +16,6 @@ from hookline.testing.scripted import (
     WaitForAgent,
     call_info,
 )
-from tts_deepgram_helpers import make_tts
 
 
 async def test_two_calls_synthesize_each_cached_phrase_once_and_stream_answers(

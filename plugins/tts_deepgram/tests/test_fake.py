@@ -7,8 +7,9 @@ import httpx
 import msgspec
 import pytest
 import trio
-from hookline.testing.fake_deepgram_tts import FakeDeepgramTTS
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
+
+from hookline.testing.fake_deepgram_tts import FakeDeepgramTTS
 
 
 def _auth(fake: FakeDeepgramTTS) -> list[tuple[bytes, bytes]]:

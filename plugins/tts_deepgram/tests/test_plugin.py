@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+
 from hookline.config import Config, Secrets, decode_section
 from hookline.errors import ConfigError, MissingSecret
 from hookline.plugins import discover

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from tts_deepgram_helpers import make_tts
+
 from hookline.audio import MULAW_8K
 from hookline.errors import ProviderAuthError, ProviderError, ProviderUnavailable
 from hookline.testing.fake_deepgram_tts import FakeDeepgramTTS
-from tts_deepgram_helpers import make_tts
 
 
 async def test_synthesize_returns_the_whole_phrase(fake_deepgram_tts: FakeDeepgramTTS) -> None:

@@ -6,10 +6,6 @@ import logging
 
 import pytest
 import trio
-from hookline.audio import MULAW_8K, AudioFormat
-from hookline.errors import ProviderAuthError, ProviderError, ProviderUnavailable
-from hookline.providers import TTS, AudioChunk, Flushed, TTSStream
-from hookline.testing.fake_deepgram_tts import FakeDeepgramTTS
 from tts_deepgram_helpers import (
     CALL,
     audio_between_flushes,
@@ -17,6 +13,11 @@ from tts_deepgram_helpers import (
     flushed_sequences,
     make_tts,
 )
+
+from hookline.audio import MULAW_8K, AudioFormat
+from hookline.errors import ProviderAuthError, ProviderError, ProviderUnavailable
+from hookline.providers import TTS, AudioChunk, Flushed, TTSStream
+from hookline.testing.fake_deepgram_tts import FakeDeepgramTTS
 
 
 async def test_speak_flush_gives_audio_of_the_text_then_flushed_in_order(
