@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except HooklineError as e:
-        print(f"hookline: {e}", file=sys.stderr)
+        sys.stderr.write(f"hookline: {e}\n")
         return 1
     except KeyboardInterrupt:
         return 130

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import re
 import socket
+import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -39,6 +40,11 @@ METRIC_LABELS = {
     "tool": "tool",
     "runtime_overhead": "overhead",
 }
+
+
+def _out(text: str) -> None:
+    """Command output goes to stdout; logs go through logging."""
+    sys.stdout.write(text + "\n")
 
 
 def add_commands(subparsers: Any) -> None:
@@ -123,7 +129,7 @@ def _calls_command(args: argparse.Namespace) -> int:
             raise ConfigError("usage: hookline calls CONFIG show ID")
         con = _open(path, where)
         try:
-            print(show_call(con, rest[1]))
+            _out(show_call(con, rest[1]))
         finally:
             con.close()
         return 0
@@ -133,7 +139,7 @@ def _calls_command(args: argparse.Namespace) -> int:
         raise ConfigError("--limit must be at least 1")
     con = _open(path, where)
     try:
-        print(list_calls(con, args.limit))
+        _out(list_calls(con, args.limit))
     finally:
         con.close()
     return 0
@@ -238,7 +244,7 @@ def _export_command(args: argparse.Namespace) -> int:
         counts = export(con, Path(rest[0]), source=f"{socket.gethostname()}-{path.stem}")
     finally:
         con.close()
-    print(", ".join(f"{n} {t}" for t, n in counts.items()) + f" exported to {rest[0]}")
+    _out(", ".join(f"{n} {t}" for t, n in counts.items()) + f" exported to {rest[0]}")
     return 0
 
 
@@ -297,7 +303,7 @@ def _prune_command(args: argparse.Namespace) -> int:
         counts = prune(con, args.older_than)
     finally:
         con.close()
-    print(
+    _out(
         f"pruned {counts['calls']} calls older than {args.older_than:g} days "
         f"({', '.join(f'{n} {t}' for t, n in counts.items() if t != 'calls')})"
     )
