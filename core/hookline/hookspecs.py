@@ -72,12 +72,16 @@ def hookline_runtime_stopping(runtime: Runtime) -> None:
 
 
 @hookspec
-def hookline_call_started(call: CallInfo, started: float) -> None:
-    """A call was admitted and its engine is starting. `started` is wall-clock UNIX time."""
+def hookline_call_started(runtime: Runtime, call: CallInfo, started: float) -> None:
+    """A call was admitted and its engine is starting. `started` is wall-clock UNIX time.
+
+    Like every hook, an implementation may take only the arguments it needs:
+    `def hookline_call_started(call): ...` is fine.
+    """
 
 
 @hookspec
-def hookline_call_event(call: CallInfo, event: CallEvent) -> None:
+def hookline_call_event(runtime: Runtime, call: CallInfo, event: CallEvent) -> None:
     """Something happened in a call: one of the typed events in `hookline.events`.
 
     Called on the hot path of the call: do not block, do not do I/O here; queue.
@@ -85,7 +89,7 @@ def hookline_call_event(call: CallInfo, event: CallEvent) -> None:
 
 
 @hookspec
-def hookline_call_ended(call: CallInfo, record: CallRecord) -> None:
+def hookline_call_ended(runtime: Runtime, call: CallInfo, record: CallRecord) -> None:
     """A call ended (for any reason). `record` holds its turns, usage and end reason.
 
     Called exactly once per call that reached `hookline_call_started`, and also for

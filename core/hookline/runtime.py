@@ -291,8 +291,9 @@ class Runtime:
 
     def _observe(self, hook: str, **kwargs: Any) -> None:
         # Each observer separately: one that raises is logged and the others still run.
+        args = {"runtime": self, **kwargs}
         for impl in getattr(self.plugins.pm.hook, hook).get_hookimpls():
             try:
-                impl.function(**{a: kwargs[a] for a in impl.argnames})
+                impl.function(**{a: args[a] for a in impl.argnames})
             except Exception:
                 log.exception("observer %s.%s failed", impl.plugin_name, hook)

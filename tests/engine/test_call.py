@@ -447,3 +447,17 @@ async def test_admission_limit(autojump_clock):
     assert not runtime.try_admit()
     runtime.release()
     assert runtime.try_admit()
+
+
+async def test_observers_may_ask_for_the_runtime(autojump_clock):
+    seen = []
+
+    class Sink:
+        @hookimpl
+        def hookline_call_ended(self, runtime, record):
+            seen.append((runtime, record.end_reason))
+
+    stt = ScriptedSTT()
+    runtime = await scripted_runtime(stt=stt, plugins=[Sink()])
+    await run_call(runtime, ScriptedLeg(call_info(), [WaitForAgent(), HangUpStep()], stt))
+    assert seen == [(runtime, "caller_hangup")]
