@@ -1,0 +1,518 @@
+"""Capacity of one `hookline serve` process, measured from the outside, real clock.
+
+Two processes on two cores, like the peer figure in DESIGN.md ("Benchmarks (bench/)"):
+- A, the system under test, pinned to CPU 0: `hookline serve CONFIG` with the real
+  Twilio, Deepgram STT/TTS and OpenAI plugins over real sockets, analytics on (a temp
+  DuckDB file).
+- B, this script, pinned to CPU 1: the loopback fakes with zero added latency (Deepgram
+  STT and TTS, OpenAI, Twilio REST) and N simulated Twilio callers, each streaming
+  20 ms frames in real time: greeting, then K turns of (~1 s of tone, the answer heard to
+  its end), then a hang-up. Calls start staggered over ~2 s.
+
+One fresh server (and fresh fakes and temp dir) per N. Before the calls, one warm-up call
+(excluded from every figure), then the idle RSS. Just before SIGTERM: the server's CPU
+time (user+sys, /proc/PID/stat) and peak RSS (VmHWM, /proc/PID/status). After the drain,
+the per-turn latencies and end reasons are read from the server's DuckDB file.
+
+    uv run python bench/bench_server.py --calls 10 25 50 100 150 200 --turns 3
+
+Progress goes to stderr; one JSON line to stdout: per N, p50/p99 `runtime_overhead` and
+`voice_to_voice` (ms, as the server recorded them), the caller-side answer time, CPU
+seconds per call-minute, MB per call, completed/failed calls; `capacity` is the last N
+before the first level whose p99 overhead passes 20 ms (or that lost calls).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import types
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import duckdb
+import httpx
+import msgspec
+import trio
+
+from hookline.audio import tone_mulaw
+from hookline.testing import twilio_sim
+from hookline.testing.fake_deepgram_stt import FakeDeepgramSTT, fake_deepgram_stt
+from hookline.testing.fake_deepgram_tts import FakeDeepgramTTS, serve_fake_deepgram_tts
+from hookline.testing.fake_openai import FakeOpenAI, fake_openai, text
+from hookline.testing.twilio_sim import (
+    DEFAULT_ACCOUNT_SID,
+    SimulatorError,
+    TwilioRestFake,
+    TwilioSimulator,
+    WebhookRefused,
+    twilio_rest_fake,
+)
+
+TOKEN = "bench-twilio-auth-token-0123456789"
+GREETING = "Thanks for calling. How can I help?"
+ANSWER = "Sure, we can do that. What day works best for you?"
+CALLER_WORDS = "I need an oil change"
+CHARS_PER_SECOND = 15.0  # TTS fake: audio length follows the text, about speaking pace
+SAY_S = 1.0
+STAGGER_OVER_S = 2.0
+OVERHEAD_LIMIT_MS = 20.0
+SERVER_CPU = 0
+LOADGEN_CPU = 1
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def progress(msg: str) -> None:
+    sys.stderr.write(f"[bench_server {time.strftime('%H:%M:%S')}] {msg}\n")
+    sys.stderr.flush()
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)], 2)
+
+
+# ---------------------------------------------------------------------- /proc readings
+
+
+def proc_cpu_s(pid: int) -> float:
+    """user + sys CPU seconds of a process (all its threads), from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+
+def proc_status_mb(pid: int, key: str) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# ---------------------------------------------------------------------- the server
+
+
+def free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        return s.getsockname()[1]
+
+
+def write_config(
+    path: Path,
+    *,
+    port: int,
+    db: Path,
+    max_calls: int,
+    stt: FakeDeepgramSTT,
+    tts: FakeDeepgramTTS,
+    llm: FakeOpenAI,
+    rest: TwilioRestFake,
+) -> None:
+    path.write_text(
+        f"""
+[agent]
+name = "Riverside Auto Service (bench)"
+greeting = "{GREETING}"
+
+[providers]
+telephony = "twilio"
+stt = "deepgram"
+llm = "openai"
+tts = "deepgram"
+
+[telephony.twilio]
+api_base_url = "{rest.url}"
+
+[stt.deepgram]
+url = "{stt.url}"
+
+[tts.deepgram]
+url = "{tts.url}"
+base_url = "{tts.base_url}"
+api_key_env = "DEEPGRAM_TTS_KEY"
+
+[llm.openai]
+base_url = "{llm.url}"
+
+[server]
+host = "127.0.0.1"
+port = {port}
+max_concurrent_calls = {max_calls}
+drain_timeout_s = 5.0
+
+[analytics]
+enabled = true
+database = "{db}"
+"""
+    )
+
+
+def server_preexec() -> None:
+    """In the child between fork and exec: pin it to its CPU."""
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(0, {SERVER_CPU})
+
+
+async def wait_healthy(url: str, proc: trio.Process, limit_s: float = 60.0) -> None:
+    async with httpx.AsyncClient() as client:
+        with trio.fail_after(limit_s):
+            while True:
+                if proc.returncode is not None:
+                    raise RuntimeError(f"server exited with {proc.returncode} before healthy")
+                try:
+                    if (await client.get(url, timeout=2)).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await trio.sleep(0.05)
+
+
+async def wait_exit(proc: trio.Process, limit_s: float) -> None:
+    with trio.move_on_after(limit_s):
+        await proc.wait()
+
+
+async def stop_server(proc: trio.Process, limit_s: float = 60.0) -> float:
+    """SIGTERM (drain, flush analytics), then wait; SIGKILL past `limit_s`. Returns the
+    seconds the shutdown took."""
+    t0 = time.perf_counter()
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+        await wait_exit(proc, limit_s)
+        if proc.returncode is None:
+            progress("server did not stop after SIGTERM: killing it")
+            proc.kill()
+            await wait_exit(proc, 10)
+    return time.perf_counter() - t0
+
+
+@contextlib.asynccontextmanager
+async def fakes(answer: str) -> AsyncIterator[tuple]:
+    async with (
+        fake_deepgram_stt() as stt,
+        serve_fake_deepgram_tts(
+            ttfb_s=0, chars_per_second=CHARS_PER_SECOND, flush_limit=10_000
+        ) as tts,
+        fake_openai(ttft_s=0, tokens_per_s=0) as llm,
+        twilio_rest_fake(auth_token=TOKEN) as rest,
+    ):
+        stt.fallback_text = CALLER_WORDS
+        llm.responder = lambda _request: text(answer)
+        yield stt, tts, llm, rest
+
+
+# ---------------------------------------------------------------------- the callers
+
+
+def share_tls_context() -> None:
+    """The simulator opens an httpx client per webhook, and each one loads the CA bundle
+    (~60 ms of CPU): with a hundred calls starting in 2 s that stalls the callers' loop for
+    seconds. Its clients share one SSL context here (plain http on loopback anyway)."""
+    ctx = ssl.create_default_context()
+    twilio_sim.httpx = types.SimpleNamespace(  # type: ignore[attr-defined]
+        AsyncClient=partial(httpx.AsyncClient, verify=ctx)
+    )
+
+
+@dataclass
+class CallOutcome:
+    outcome: str = "failed"  # "completed" | "busy" | "refused" | "failed"
+    error: str = ""
+    call_sid: str | None = None
+    greeting_ms: float | None = None
+    answer_ms: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+async def one_call(
+    sim: TwilioSimulator, url: str, *, turns: int, tone: bytes, timeout_s: float
+) -> CallOutcome:
+    result = CallOutcome()
+    t0 = trio.current_time()
+    try:
+        with trio.fail_after(timeout_s):
+            async with sim.call(url) as call:
+                result.call_sid = call.call_sid
+                first = await call.wait_for_audio()
+                assert call.started_at is not None
+                result.greeting_ms = (first - call.started_at) * 1000
+                await call.wait_until_quiet()
+                for _ in range(turns):
+                    await call.say(tone)
+                    said = trio.current_time()
+                    answered = await call.wait_for_audio(after=said)
+                    result.answer_ms.append((answered - said) * 1000)
+                    await call.wait_until_quiet()
+        result.outcome = "completed"
+    except WebhookRefused as e:
+        result.outcome = "busy" if e.busy else "refused"
+        result.error = f"HTTP {e.webhook.status_code}"
+    except trio.TooSlowError:
+        result.error = f"no progress within {timeout_s:.0f} s"
+    except SimulatorError as e:
+        result.error = f"SimulatorError: {e}"
+    except Exception as e:  # a load test counts every failure, it never stops at one
+        result.error = f"{type(e).__name__}: {e}"
+    result.seconds = trio.current_time() - t0
+    return result
+
+
+async def lag_probe(worst: list[float]) -> None:
+    """How late this process's own loop wakes up: a saturated caller side skews timing."""
+    while True:
+        before = trio.current_time()
+        await trio.sleep(0.01)
+        worst[0] = max(worst[0], trio.current_time() - before - 0.01)
+
+
+# ---------------------------------------------------------------------- reading DuckDB
+
+
+def read_db(db: Path, exclude: set[str]) -> dict:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        calls = con.execute(
+            "SELECT id, provider_call_id, end_reason, duration_s FROM calls"
+        ).fetchall()
+        keep = {cid for cid, sid, _, _ in calls if sid not in exclude}
+        rows = con.execute("SELECT call_id, metric, ms FROM latencies").fetchall()
+    finally:
+        con.close()
+    metrics: dict[str, list[float]] = {"runtime_overhead": [], "voice_to_voice": []}
+    for call_id, metric, ms in rows:
+        if call_id in keep:
+            metrics.setdefault(metric, []).append(float(ms))
+    reasons: dict[str, int] = {}
+    seconds = 0.0
+    for cid, _, reason, duration in calls:
+        if cid in keep:
+            key = reason or "active"
+            reasons[key] = reasons.get(key, 0) + 1
+            seconds += duration or 0.0
+    return {"metrics": metrics, "end_reasons": reasons, "call_seconds": seconds}
+
+
+# ---------------------------------------------------------------------- one level
+
+
+async def run_level(n: int, turns: int, root: Path) -> dict:
+    tone = tone_mulaw(SAY_S)
+    call_timeout_s = 30.0 + turns * 15.0
+    level_timeout_s = STAGGER_OVER_S + call_timeout_s + 15.0
+    workdir = Path(tempfile.mkdtemp(prefix=f"n{n}-", dir=root))
+    db = workdir / "calls.duckdb"
+    config = workdir / "agent.toml"
+    log_path = workdir / "server.log"
+    port = free_port()
+    level: dict = {"calls": n}
+    async with fakes(ANSWER) as (stt, tts, llm, rest):
+        write_config(
+            config, port=port, db=db, max_calls=n + 10, stt=stt, tts=tts, llm=llm, rest=rest
+        )
+        env = {
+            **os.environ,
+            "TWILIO_AUTH_TOKEN": TOKEN,
+            "TWILIO_ACCOUNT_SID": DEFAULT_ACCOUNT_SID,
+            "DEEPGRAM_API_KEY": stt.api_key,
+            "DEEPGRAM_TTS_KEY": tts.api_key,
+            "OPENAI_API_KEY": llm.api_key,
+        }
+        sim = TwilioSimulator(auth_token=TOKEN, rest=rest, timeout=30.0)
+        url = f"http://127.0.0.1:{port}/twilio/voice"
+        with log_path.open("wb") as log:
+            proc = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "hookline.cli", "serve", str(config)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                preexec_fn=server_preexec,
+            )
+        try:
+            await wait_healthy(f"http://127.0.0.1:{port}/healthz", proc)
+        except BaseException:
+            await stop_server(proc)
+            tail = log_path.read_text(errors="replace")[-2000:]
+            progress(f"N={n}: server not healthy (exit {proc.returncode}); log tail:\n{tail}")
+            raise
+        try:
+            level["server_affinity"] = sorted(os.sched_getaffinity(proc.pid))
+            # Warm-up: the first call pays lazy imports and connection set-up; not counted.
+            warm = await one_call(sim, url, turns=1, tone=tone, timeout_s=call_timeout_s)
+            if warm.outcome != "completed":
+                raise RuntimeError(f"warm-up call failed: {warm.error}")
+            await trio.sleep(1.0)
+            idle_cpu0 = proc_cpu_s(proc.pid)
+            await trio.sleep(2.0)
+            idle_cpu_util = (proc_cpu_s(proc.pid) - idle_cpu0) / 2.0
+            idle_rss = proc_status_mb(proc.pid, "VmRSS")
+            cpu0 = proc_cpu_s(proc.pid)
+            own_cpu0 = time.process_time()
+            wall0 = time.perf_counter()
+            results: list[CallOutcome] = [CallOutcome() for _ in range(n)]
+            worst_lag = [0.0]
+
+            async def place(i: int) -> None:
+                await trio.sleep(i * STAGGER_OVER_S / n)
+                results[i] = await one_call(
+                    sim, url, turns=turns, tone=tone, timeout_s=call_timeout_s
+                )
+
+            timed_out = True
+            with trio.move_on_after(level_timeout_s):
+                async with trio.open_nursery() as outer:
+                    outer.start_soon(lag_probe, worst_lag)
+                    async with trio.open_nursery() as nursery:
+                        for i in range(n):
+                            nursery.start_soon(place, i)
+                    outer.cancel_scope.cancel()
+                timed_out = False
+            wall = time.perf_counter() - wall0
+            cpu = proc_cpu_s(proc.pid) - cpu0
+            own_cpu = time.process_time() - own_cpu0
+            peak_rss = proc_status_mb(proc.pid, "VmHWM")
+        finally:
+            stop_s = await stop_server(proc)
+    server_rc = proc.returncode
+    if server_rc != 0:
+        tail = log_path.read_text(errors="replace")[-2000:]
+        progress(f"N={n}: server exited with {server_rc}; log tail:\n{tail}")
+    data = read_db(db, exclude={warm.call_sid} if warm.call_sid else set())
+    overhead = data["metrics"]["runtime_overhead"]
+    v2v = data["metrics"]["voice_to_voice"]
+    answers = [ms for r in results for ms in r.answer_ms]
+    greetings = [r.greeting_ms for r in results if r.greeting_ms is not None]
+    call_minutes = data["call_seconds"] / 60 or sum(r.seconds for r in results) / 60
+    errors: dict[str, int] = {}
+    for r in results:
+        if r.error:
+            errors[r.error] = errors.get(r.error, 0) + 1
+    completed = sum(r.outcome == "completed" for r in results)
+    server_ok = sum(
+        v for k, v in data["end_reasons"].items() if k.split(":")[0] in ("caller_hangup",)
+    )
+    level.update(
+        {
+            "turns_measured": len(overhead),
+            "overhead_ms_p50": pct(overhead, 0.5),
+            "overhead_ms_p99": pct(overhead, 0.99),
+            "overhead_ms_max": pct(overhead, 1.0),
+            "voice_to_voice_ms_p50": pct(v2v, 0.5),
+            "voice_to_voice_ms_p99": pct(v2v, 0.99),
+            "metrics_ms_p50": {k: pct(v, 0.5) for k, v in sorted(data["metrics"].items())},
+            "metrics_ms_p99": {k: pct(v, 0.99) for k, v in sorted(data["metrics"].items())},
+            "caller_answer_ms_p50": pct(answers, 0.5),
+            "caller_answer_ms_p99": pct(answers, 0.99),
+            "caller_greeting_ms_p50": pct(greetings, 0.5),
+            "caller_greeting_ms_p99": pct(greetings, 0.99),
+            "completed": completed,
+            "failed": n - completed,
+            "errors": errors,
+            "server_end_reasons": data["end_reasons"],
+            "server_calls_ok": server_ok,
+            "call_minutes": round(call_minutes, 2),
+            "server_cpu_s": round(cpu, 2),
+            "server_cpu_util": round(cpu / wall, 3) if wall else None,
+            "server_idle_cpu_util": round(idle_cpu_util, 3),
+            "cpu_s_per_call_minute": round(cpu / call_minutes, 3) if call_minutes else None,
+            "idle_rss_mb": round(idle_rss, 1),
+            "peak_rss_mb": round(peak_rss, 1),
+            "rss_mb_per_call": round((peak_rss - idle_rss) / n, 2),
+            "loadgen_cpu_util": round(own_cpu / wall, 3) if wall else None,
+            "loadgen_worst_lag_ms": round(worst_lag[0] * 1000, 1),
+            # One core drives every caller and fake: past this the figures are the
+            # load generator's limit, not the server's.
+            "loadgen_saturated": wall > 0 and (own_cpu / wall > 0.9 or worst_lag[0] > 0.1),
+            "wall_s": round(wall, 1),
+            "timed_out": timed_out,
+            "shutdown_s": round(stop_s, 1),
+            "server_exit": server_rc,
+        }
+    )
+    return level
+
+
+def sustained(level: dict) -> bool:
+    p99 = level["overhead_ms_p99"]
+    return (
+        p99 is not None
+        and p99 <= OVERHEAD_LIMIT_MS
+        and level["failed"] == 0
+        and not level["timed_out"]
+    )
+
+
+async def main(levels: list[int], turns: int) -> None:
+    share_tls_context()
+    results: list[dict] = []
+    capacity: int | None = 0
+    first_over: int | None = None
+    with tempfile.TemporaryDirectory(prefix="hookline-bench-server-") as tmp:
+        for n in levels:
+            progress(f"N={n}: starting ({turns} turns per call)")
+            try:
+                level = await run_level(n, turns, Path(tmp))
+            except Exception as e:  # one broken level is reported, the sweep goes on
+                progress(f"N={n}: level failed:\n{''.join(traceback.format_exception(e))}")
+                level = {"calls": n, "error": f"{type(e).__name__}: {e}"}
+            results.append(level)
+            progress(
+                f"N={n}: "
+                + ", ".join(
+                    f"{k}={level.get(k)}"
+                    for k in (
+                        "completed",
+                        "failed",
+                        "overhead_ms_p50",
+                        "overhead_ms_p99",
+                        "voice_to_voice_ms_p99",
+                        "server_cpu_util",
+                        "cpu_s_per_call_minute",
+                        "rss_mb_per_call",
+                        "loadgen_cpu_util",
+                        "loadgen_worst_lag_ms",
+                        "wall_s",
+                    )
+                )
+            )
+            if first_over is None:
+                if "error" not in level and sustained(level):
+                    capacity = n
+                else:
+                    first_over = n
+    out = {
+        "bench": "server",
+        "nproc": os.cpu_count(),
+        "pinned": {"server_cpu": SERVER_CPU, "loadgen_cpu": LOADGEN_CPU},
+        "turns": turns,
+        "overhead_limit_ms": OVERHEAD_LIMIT_MS,
+        "levels": results,
+        "capacity": capacity,
+        "first_level_over_limit": first_over,
+    }
+    sys.stdout.write(msgspec.json.encode(out).decode() + "\n")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, nargs="+", default=[10, 25, 50, 100, 150, 200])
+    parser.add_argument("--turns", type=int, default=3)
+    args = parser.parse_args()
+    if len(os.sched_getaffinity(0)) < 2 or not {SERVER_CPU, LOADGEN_CPU} <= os.sched_getaffinity(0):
+        sys.exit("bench_server needs CPUs 0 and 1 (server on one, callers and fakes on the other)")
+    os.sched_setaffinity(0, {LOADGEN_CPU})  # before trio starts any thread
+    trio.run(main, args.calls, args.turns)
