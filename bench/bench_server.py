@@ -30,16 +30,13 @@ import math
 import os
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
-import types
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import duckdb
@@ -48,7 +45,6 @@ import msgspec
 import trio
 
 from hookline.audio import tone_mulaw
-from hookline.testing import twilio_sim
 from hookline.testing.fake_deepgram_stt import FakeDeepgramSTT, fake_deepgram_stt
 from hookline.testing.fake_deepgram_tts import FakeDeepgramTTS, serve_fake_deepgram_tts
 from hookline.testing.fake_openai import FakeOpenAI, fake_openai, text
@@ -217,16 +213,6 @@ async def fakes(answer: str) -> AsyncIterator[tuple]:
 
 
 # ---------------------------------------------------------------------- the callers
-
-
-def share_tls_context() -> None:
-    """The simulator opens an httpx client per webhook, and each one loads the CA bundle
-    (~60 ms of CPU): with a hundred calls starting in 2 s that stalls the callers' loop for
-    seconds. Its clients share one SSL context here (plain http on loopback anyway)."""
-    ctx = ssl.create_default_context()
-    twilio_sim.httpx = types.SimpleNamespace(  # type: ignore[attr-defined]
-        AsyncClient=partial(httpx.AsyncClient, verify=ctx)
-    )
 
 
 @dataclass
@@ -457,7 +443,6 @@ def sustained(level: dict) -> bool:
 
 
 async def main(levels: list[int], turns: int) -> None:
-    share_tls_context()
     results: list[dict] = []
     capacity: int | None = 0
     first_over: int | None = None
