@@ -14,11 +14,10 @@ import msgspec
 import pytest
 import trio
 
-from hookline.analytics import plugin as analytics_plugin
 from hookline.analytics.plugin import detach, sink_for
 from hookline.analytics.simulate import observer_runtime, simulate_calls
 from hookline.config import AnalyticsConfig, PricesConfig
-from hookline.errors import MissingSecret, PluginError
+from hookline.errors import MissingSecret
 from hookline.events import (
     BargeIn,
     CallEvent,
@@ -417,13 +416,18 @@ async def test_each_runtime_gets_its_own_sink_and_nothing_leaks(db, tmp_path, qu
         assert not [n for n in names if "sink" in n]
 
 
-async def test_two_runtimes_on_one_plugin_manager_are_refused(db):
+async def test_two_runtimes_on_one_plugin_manager_each_record_their_own_calls(db, tmp_path, query):
+    # The call hooks receive the runtime, so sharing one plugin manager is safe.
+    other = tmp_path / "shared-pm.duckdb"
     a = await started(db)
-    b = observer_runtime(db, plugins=a.plugins)
-    with pytest.raises(PluginError, match="own Plugins"):
-        await b.start()
+    b = observer_runtime(other, plugins=a.plugins)
+    await b.start()
+    simulate_calls(a, 2, seed=3)
+    simulate_calls(b, 1, seed=4)
     await stop(a)
-    assert analytics_plugin.sink_for(b) is None
+    await stop(b)
+    assert query("SELECT count(*) FROM calls") == [(2,)]
+    assert query("SELECT count(*) FROM calls", path=other) == [(1,)]
 
 
 async def test_events_after_the_call_ended_are_kept(db, query):

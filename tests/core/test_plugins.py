@@ -56,7 +56,7 @@ def test_plugins_command_lists_providers_and_failures():
     assert "hookline-stt-deepgram 0.1.0" in out
     assert "provider  stt/deepgram" in out
     assert "tools     tow_requests: request_tow" in out
-    assert "observes  hookline_runtime_started" in out
+    assert "observes  hookline_call_ended" in out
 
 
 class _NoSettings(msgspec.Struct):

@@ -2,12 +2,11 @@
 
 Registered through the `hookline` entry-point group like any third-party plugin.
 
-The call hooks (`hookline_call_started`, `_event`, `_ended`) carry no runtime, and one
-process may hold several runtimes (tests do), each with its own config and database. So
-when a runtime starts, this module registers a `RuntimeSink` (an object whose methods are
-the call hooks) into that runtime's own plugin manager: its calls reach its sink and no
-other, and nothing is shared between runtimes but the writer of a database file they both
-name. The sink's hooks only put objects on the writer's queue: no I/O on the trio thread.
+One process may hold several runtimes (tests do), each with its own config and database,
+so each started runtime gets a `RuntimeSink` and the call hooks find it through the
+`runtime` argument: nothing is shared between runtimes but the writer of a database file
+they both name. The hooks only put objects on the writer's queue: no I/O on the trio
+thread.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..errors import PluginError
 from ..events import CallEvent, CallRecord
 from ..hookspecs import hookimpl
 from ..providers import CallInfo
@@ -32,28 +30,15 @@ __all__ = ["RuntimeSink", "sink_for"]
 
 log = logging.getLogger("hookline.analytics")
 
-_SINK_PREFIX = "hookline.analytics.sink"
 _sinks: weakref.WeakKeyDictionary[Runtime, RuntimeSink] = weakref.WeakKeyDictionary()
 
 
 class RuntimeSink:
-    """One runtime's connection to its database writer; its methods are the call hooks."""
+    """One runtime's connection to its database writer."""
 
     def __init__(self, writer: Writer, shaper: Shaper) -> None:
         self.writer = writer
         self.shaper = shaper
-
-    @hookimpl
-    def hookline_call_started(self, call: CallInfo, started: float) -> None:
-        self.writer.call_started(self.shaper, call, started)
-
-    @hookimpl
-    def hookline_call_event(self, call: CallInfo, event: CallEvent) -> None:
-        self.writer.call_event(self.shaper, call, event)
-
-    @hookimpl
-    def hookline_call_ended(self, call: CallInfo, record: CallRecord) -> None:
-        self.writer.call_ended(self.shaper, call, record)
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Block until what was queued so far is written (not for the trio thread)."""
@@ -90,22 +75,32 @@ def _shaper(runtime: Runtime) -> Shaper:
 
 
 @hookimpl
+def hookline_call_started(runtime: Runtime, call: CallInfo, started: float) -> None:
+    if sink := _sinks.get(runtime):
+        sink.writer.call_started(sink.shaper, call, started)
+
+
+@hookimpl
+def hookline_call_event(runtime: Runtime, call: CallInfo, event: CallEvent) -> None:
+    if sink := _sinks.get(runtime):
+        sink.writer.call_event(sink.shaper, call, event)
+
+
+@hookimpl
+def hookline_call_ended(runtime: Runtime, call: CallInfo, record: CallRecord) -> None:
+    if sink := _sinks.get(runtime):
+        sink.writer.call_ended(sink.shaper, call, record)
+
+
+@hookimpl
 def hookline_runtime_started(runtime: Runtime) -> None:
     """Open (create, migrate, recover) the database and attach a sink to this runtime."""
     cfg = runtime.config.analytics
     if not cfg.enabled or runtime in _sinks:
         return
-    pm = runtime.plugins.pm
-    if any(name.startswith(_SINK_PREFIX) for name, _ in pm.list_name_plugin()):
-        raise PluginError(
-            "two running runtimes share one plugin manager: give each Runtime its own "
-            "Plugins (hookline.plugins.discover()) so each call is recorded once"
-        )
     shaper = _shaper(runtime)
     writer = acquire(runtime.config.resolve_path(cfg.database), where=runtime.config.path)
-    sink = RuntimeSink(writer, shaper)
-    pm.register(sink, name=f"{_SINK_PREFIX}.{id(runtime):x}")
-    _sinks[runtime] = sink
+    _sinks[runtime] = RuntimeSink(writer, shaper)
     log.info("analytics: recording calls in %s", writer.path)
 
 
@@ -120,7 +115,6 @@ def detach(runtime: Runtime, *, abandon: bool = False) -> None:
     sink = _sinks.pop(runtime, None)
     if sink is None:
         return
-    runtime.plugins.pm.unregister(sink)
     if sink.writer.dropped_events:
         log.warning("analytics: %d events were dropped under load", sink.writer.dropped_events)
     release(sink.writer, abandon=abandon)
