@@ -20,6 +20,7 @@ import bisect
 import logging
 import math
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -73,11 +74,13 @@ DTMF_GAP_S = 1.5
 CLOSE_TIMEOUT_S = 5.0
 
 
+@dataclass
 class _UserTurn:
-    def __init__(self, index: int, text: str, timing: TurnTiming) -> None:
-        self.index = index
-        self.text = text
-        self.timing = timing
+    """A finished user turn waiting for its response."""
+
+    index: int
+    text: str
+    timing: TurnTiming
 
 
 class CallSession:
@@ -242,7 +245,7 @@ class CallSession:
         """Say `words` (default: goodbye), wait until heard, hang up."""
         await self._interrupt_response()
         seg = await self.play_phrase(words or self.runtime.config.agent.goodbye, self._turn_no())
-        await self._wait_heard(seg)
+        await seg.heard_event.wait()
         self._end(reason)
 
     async def _closing(self) -> None:
@@ -259,7 +262,7 @@ class CallSession:
                 seg = await self.play_phrase(
                     self._closing_phrase, self._turn_no(), wait_for_tts=False
                 )
-                await self._wait_heard(seg)
+                await seg.heard_event.wait()
         if self._hangup_needed:
             with trio.CancelScope(shield=True) as scope:
                 scope.deadline = trio.current_time() + CLOSE_TIMEOUT_S
@@ -461,16 +464,13 @@ class CallSession:
         self._mark_activity()
         return seg
 
-    async def _wait_heard(self, seg: Segment) -> None:
-        await seg.heard_event.wait()
-
     def _mark_reached(self, name: str) -> None:
         seg = self.playback.reached(name)
         if seg is not None:
             self.emit(AgentSpoke(t=trio.current_time(), turn=seg.turn, text=seg.text, heard=True))
             self._mark_activity()
 
-    async def filler_after(self, delay: float, turn: int, timing: TurnTiming) -> None:
+    async def filler_after(self, delay: float, turn: int) -> None:
         """A tool is slow: after `delay`, say a cached filler (once per turn)."""
         fillers = self.runtime.config.agent.fillers
         if not fillers or turn in self._filler_turns:
@@ -479,7 +479,7 @@ class CallSession:
         self._filler_turns.add(turn)
         await self.play_phrase(fillers[(turn // 2) % len(fillers)], turn)
 
-    async def llm_failed(self, e: ProviderError, turn: int, timing: TurnTiming) -> None:
+    async def llm_failed(self, e: ProviderError, turn: int) -> None:
         """The LLM failed after its own retries: say the fallback line, keep the call."""
         provider = e.provider or f"llm/{self.runtime.provider_names['llm']}"
         self.log.warning("LLM failed, speaking the fallback line: %s", e)
@@ -607,14 +607,14 @@ class CallSession:
 
     async def end_call(self, goodbye: str | None = None) -> None:
         seg = await self.play_phrase(goodbye or self.runtime.config.agent.goodbye, self._turn_no())
-        await self._wait_heard(seg)
+        await seg.heard_event.wait()
         self._end("agent_hangup")
 
     async def transfer(self, number: str, announcement: str | None = None) -> None:
         seg = await self.play_phrase(
             announcement or self.runtime.config.agent.transfer_announcement, self._turn_no()
         )
-        await self._wait_heard(seg)
+        await seg.heard_event.wait()
         await self.leg.transfer(number)
         self.log.info("transferred to %s", number)
         self._end("transferred", hangup=False)

@@ -66,7 +66,7 @@ async def respond(session: CallSession, turn: int, timing: TurnTiming) -> None:
         except ProviderError as e:
             if e.provider.startswith("tts/"):
                 raise
-            await session.llm_failed(e, turn, timing)
+            await session.llm_failed(e, turn)
             return
         if not requests:
             return
@@ -108,7 +108,7 @@ async def _run_tools(
         shielded = tool is not None and tool.side_effect
         with trio.CancelScope(shield=shielded):
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(session.filler_after, policy.filler_after_s, turn, timing)
+                nursery.start_soon(session.filler_after, policy.filler_after_s, turn)
                 outcome = await run_tool(tool, request, ctx, policy.tool_timeout_s)
                 nursery.cancel_scope.cancel()
             timing.tool_ms.append(outcome.latency_ms)
