@@ -82,12 +82,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     if missing:
         return 1
     if args.online:
-        trio.run(_verify_online, config, plugins)
+        trio.run(verify_online, config, plugins)
     _out(f"{args.config}: OK")
     return 0
 
 
-async def _verify_online(config: Config, plugins: Plugins) -> None:
+async def verify_online(config: Config, plugins: Plugins) -> None:
     from .runtime import Runtime
 
     runtime = Runtime(config, plugins)
