@@ -276,9 +276,15 @@ class LLM(Protocol):
     and `async def aclose()` (called once when the runtime shuts down)."""
 
     def stream(
-        self, messages: Sequence[Message], tools: Sequence[ToolSchema]
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSchema],
+        call: CallInfo | None = None,
     ) -> AbstractAsyncContextManager[AsyncIterator[LLMEvent]]:
         """One response: `async with llm.stream(...) as events: async for ev in events`.
+
+        `call` says which call the response is for (for the provider's logs); it is None
+        outside a call (`hookline chat`, conformance suites).
 
         Yields text deltas as they arrive, each tool call once complete, and usage last.
         Leaving the context early (barge-in) must close the underlying stream.

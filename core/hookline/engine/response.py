@@ -39,7 +39,7 @@ async def respond(session: CallSession, turn: int, timing: TurnTiming) -> None:
         chunker = SentenceChunker()
         requests: list[ToolCallRequest] = []
         try:
-            async with runtime.llm.stream(messages, tools) as events:
+            async with runtime.llm.stream(messages, tools, session.info) as events:
                 async for event in events:
                     if isinstance(event, TextDelta):
                         timing.llm_first_token = timing.llm_first_token or trio.current_time()

@@ -516,7 +516,10 @@ class ScriptedLLM:
 
     @asynccontextmanager
     async def stream(
-        self, messages: Sequence[Message], tools: Sequence[ToolSchema]
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSchema],
+        call: CallInfo | None = None,
     ) -> AsyncIterator[AsyncIterator[Any]]:
         snapshot = msgspec.convert(msgspec.to_builtins(list(messages)), list[Message])
         self.requests.append(snapshot)

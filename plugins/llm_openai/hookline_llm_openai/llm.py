@@ -38,7 +38,16 @@ from hookline.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from hookline.providers import LLMEvent, Message, TextDelta, ToolCallRequest, ToolSchema, Usage
+from hookline.logs import call_log
+from hookline.providers import (
+    CallInfo,
+    LLMEvent,
+    Message,
+    TextDelta,
+    ToolCallRequest,
+    ToolSchema,
+    Usage,
+)
 
 from .history import trim_history
 from .settings import OpenAISettings
@@ -108,9 +117,15 @@ class OpenAILLM:
             with trio.CancelScope(shield=True):
                 await client.close()
 
-    def stream(self, messages: Sequence[Message], tools: Sequence[ToolSchema]) -> Response:
+    def stream(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSchema],
+        call: CallInfo | None = None,
+    ) -> Response:
         """One response: `async with llm.stream(...) as events: async for ev in events`."""
-        return Response(self, self.request_body(messages, tools))
+        logger = call_log(log, call.call_id) if call is not None else log
+        return Response(self, self.request_body(messages, tools), logger)
 
     def request_body(
         self, messages: Sequence[Message], tools: Sequence[ToolSchema]
@@ -176,9 +191,12 @@ class Response:
     closes the HTTP response, which closes its connection (the body was not read out).
     """
 
-    def __init__(self, llm: OpenAILLM, body: dict[str, Any]) -> None:
+    def __init__(
+        self, llm: OpenAILLM, body: dict[str, Any], logger: logging.Logger | logging.LoggerAdapter
+    ) -> None:
         self._llm = llm
         self._body = body
+        self._log = logger
         self._stack = AsyncExitStack()
         self._bytes: AsyncGenerator[bytes, None] | None = None
         self._sse = SSEParser()
@@ -253,7 +271,7 @@ class Response:
             if wait is None or not within_budget or now + wait >= self._deadline:
                 raise error
             attempt += 1
-            log.info("%s; retry %d in %.2fs", error, attempt, wait)
+            self._log.info("%s; retry %d in %.2fs", error, attempt, wait)
             await trio.sleep(wait)
 
     def _timeout(self, what: str) -> ProviderTimeout:
@@ -343,7 +361,7 @@ class Response:
                 self._started = True
                 self._finish_reason = choice.finish_reason
                 if choice.finish_reason in ("length", "content_filter"):
-                    log.warning("response cut short: finish_reason=%s", choice.finish_reason)
+                    self._log.warning("response cut short: finish_reason=%s", choice.finish_reason)
                 self._emit_calls()
         if chunk.usage is not None:
             u = chunk.usage

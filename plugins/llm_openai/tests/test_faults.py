@@ -15,7 +15,7 @@ from hookline.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from hookline.providers import TextDelta
+from hookline.providers import CallInfo, TextDelta
 from hookline.testing.fake_openai import (
     FakeOpenAI,
     dropped_connection,
@@ -185,3 +185,16 @@ async def test_stall_mid_response_hits_the_total_timeout(openai_fake: FakeOpenAI
         await run(make_llm(openai_fake, first_token_timeout_s=0.2, total_timeout_s=0.4))
     with trio.fail_after(5):
         await openai_fake.chats[0].disconnected.wait()
+
+
+async def test_retry_log_lines_name_the_call(openai_fake: FakeOpenAI, caplog) -> None:
+    openai_fake.script(rate_limited(retry_after=0.01), text("Hello."))
+    llm = make_llm(openai_fake, max_retry_wait_s=1.0)
+    caplog.set_level("INFO", logger="hookline.llm.openai")
+    try:
+        async with llm.stream(HELLO, [], CallInfo(call_id="c0ffee")) as events:
+            assert text_of([ev async for ev in events]) == "Hello."
+    finally:
+        await llm.aclose()
+    retries = [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
+    assert retries and all(m.startswith("[call c0ffee]") for m in retries)
