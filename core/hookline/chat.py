@@ -46,7 +46,9 @@ async def chat_loop(config: Config, plugins: Plugins) -> None:
     info = CallInfo(call_id=new_call_id(), from_number="+15555550100", to_number="chat")
     control = _ChatControl()
     log = logging.LoggerAdapter(logging.getLogger("hookline.chat"), {"call_id": info.call_id})
-    history = [Message(role="system", content=config.agent.instructions)]
+    history: list[Message] = []
+    if config.agent.instructions:
+        history.append(Message(role="system", content=config.agent.instructions))
     history.append(Message(role="assistant", content=config.agent.greeting))
     schemas = [t.schema() for t in runtime.tools.values()]
     sys.stdout.write(f"agent> {config.agent.greeting}\n")
@@ -79,5 +81,5 @@ async def chat_loop(config: Config, plugins: Plugins) -> None:
                 )
                 sys.stdout.write(f"  [{call.name}({call.arguments}) -> {outcome.result}]\n")
                 history.append(Message(role="tool", tool_call_id=call.id, content=outcome.result))
-            if not calls:
+            if not calls or control.ended:
                 break
