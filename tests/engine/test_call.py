@@ -290,10 +290,16 @@ async def test_silence_reprompts_then_hangs_up(autojump_clock):
     leg = ScriptedLeg(call_info(), [], stt, after_script=120)
     record = await run_call(runtime, leg)
     agent = runtime.config.agent
-    texts = [t.text for t in record.turns]
+    texts = [(t.role, t.text) for t in record.turns]
     assert record.end_reason == "silence"
-    assert texts[0].count(agent.reprompt) == 2
-    assert texts[0].endswith(agent.goodbye)
+    # The reprompts and the goodbye are agent turns of their own, each heard in full.
+    assert texts == [
+        ("agent", agent.greeting),
+        ("agent", agent.reprompt),
+        ("agent", agent.reprompt),
+        ("agent", agent.goodbye),
+    ]
+    assert all(t.heard_text == t.text for t in record.turns)
     assert leg.hung_up_at is not None and not leg.caller_hung_up
     # Greeting ~4 s, then 5 s of silence per reprompt: well before the script's 120 s.
     assert leg.hung_up_at - leg.started_at < 40

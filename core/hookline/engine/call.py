@@ -244,7 +244,8 @@ class CallSession:
     async def finish(self, reason: str, words: str | None = None) -> None:
         """Say `words` (default: goodbye), wait until heard, hang up."""
         await self._interrupt_response()
-        seg = await self.play_phrase(words or self.runtime.config.agent.goodbye, self._turn_no())
+        words = words or self.runtime.config.agent.goodbye
+        seg = await self.play_phrase(words, self._new_turn("agent", words))
         await seg.heard_event.wait()
         self._end(reason)
 
@@ -259,9 +260,8 @@ class CallSession:
                 scope.deadline += seconds_of(audio)
                 self.playback.drop_unheard()
                 await self.leg.clear()
-                seg = await self.play_phrase(
-                    self._closing_phrase, self._turn_no(), wait_for_tts=False
-                )
+                turn = self._new_turn("agent", self._closing_phrase)
+                seg = await self.play_phrase(self._closing_phrase, turn, wait_for_tts=False)
                 await seg.heard_event.wait()
         if self._hangup_needed:
             with trio.CancelScope(shield=True) as scope:
@@ -591,9 +591,9 @@ class CallSession:
                 await self.finish("silence")
                 return
             self._reprompts += 1
-            turn = self._turn_no()
-            self.emit(Reprompted(t=trio.current_time(), turn=turn, count=self._reprompts))
             reprompt = self.runtime.config.agent.reprompt
+            turn = self._new_turn("agent", reprompt)  # its own turn: not part of an answer
+            self.emit(Reprompted(t=trio.current_time(), turn=turn, count=self._reprompts))
             message = Message(role="assistant", content=reprompt)
             self.history.append(message)
             await self.play_phrase(reprompt, turn, message)
