@@ -28,7 +28,7 @@ class TransferCall(msgspec.Struct, forbid_unknown_fields=True):
     ]
 
 
-@tool(side_effect=True, timeout=60)
+@tool(side_effect=True, timeout=60, filler=False)
 async def end_call(params: EndCall, ctx: ToolContext) -> dict[str, Any]:
     """End the phone call: says goodbye, waits until the caller heard it, then hangs up.
     Use it when the caller is done or asks to hang up."""
@@ -37,7 +37,7 @@ async def end_call(params: EndCall, ctx: ToolContext) -> dict[str, Any]:
 
 
 def _transfer_tool(number: str, announcement: str) -> Tool:
-    @tool(side_effect=True, timeout=60)
+    @tool(side_effect=True, timeout=60, filler=False)
     async def transfer_call(params: TransferCall, ctx: ToolContext) -> dict[str, Any]:
         """Hand the caller to a person at the shop. Use it when the caller asks for a human,
         or for anything you cannot handle."""

@@ -76,6 +76,9 @@ class Tool:
     handler: Handler
     side_effect: bool = False
     timeout: float | None = None  # seconds; None takes the engine's default
+    # A call slower than [policy] filler_after_s gets a cached filler phrase ("one
+    # moment..."); off for tools that speak themselves, like end_call.
+    filler: bool = True
 
     def schema(self) -> ToolSchema:
         parameters = _inline_schema(self.params)
@@ -98,6 +101,7 @@ def tool(
     description: str | None = None,
     side_effect: bool = False,
     timeout: float | None = None,
+    filler: bool = True,
 ) -> Any:
     """Make a `Tool` from an async handler whose first parameter is annotated with its Struct.
 
@@ -124,6 +128,7 @@ def tool(
             handler=handler,
             side_effect=side_effect,
             timeout=timeout,
+            filler=filler,
         )
 
     return build(fn) if fn is not None else build

@@ -323,7 +323,8 @@ async def test_dtmf_reaches_the_llm_and_transfer_key(autojump_clock):
 async def test_end_call_tool_says_goodbye_then_hangs_up(autojump_clock):
     stt = ScriptedSTT()
     llm = ScriptedLLM([Reply(tool_calls=[("end_call", '{"goodbye": "Bye now!"}')])])
-    runtime = await scripted_runtime(stt=stt, llm=llm)
+    # The goodbye takes longer than filler_after_s to be heard: end_call gets no filler.
+    runtime = await scripted_runtime(make_config(policy={"filler_after_s": 0.2}), stt=stt, llm=llm)
     leg = ScriptedLeg(call_info(), [WaitForAgent(), Say("That's all, thanks")], stt)
     record = await run_call(runtime, leg)
     assert record.end_reason == "agent_hangup"
@@ -332,6 +333,7 @@ async def test_end_call_tool_says_goodbye_then_hangs_up(autojump_clock):
     played = [t for t, name, ok in leg.marks_returned if ok]
     assert played[-1] <= leg.hung_up_at
     assert record.turns[-1].heard_text == "Bye now!"
+    assert record.turns[-1].text == "Bye now!"
 
 
 async def test_llm_failure_speaks_fallback_and_call_goes_on(autojump_clock):

@@ -476,6 +476,9 @@ class CallSession:
         if not fillers or turn in self._filler_turns:
             return
         await trio.sleep(delay)
+        # A filler fills silence: while the agent is still talking, wait for the gap.
+        while self.playback.speaking:
+            await self.playback.wait_changed()
         self._filler_turns.add(turn)
         await self.play_phrase(fillers[(turn // 2) % len(fillers)], turn)
 

@@ -108,7 +108,8 @@ async def _run_tools(
         shielded = tool is not None and tool.side_effect
         with trio.CancelScope(shield=shielded):
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(session.filler_after, policy.filler_after_s, turn)
+                if tool is not None and tool.filler:
+                    nursery.start_soon(session.filler_after, policy.filler_after_s, turn)
                 outcome = await run_tool(tool, request, ctx, policy.tool_timeout_s)
                 nursery.cancel_scope.cancel()
             timing.tool_ms.append(outcome.latency_ms)
