@@ -157,8 +157,9 @@ class ToolCallRecord(msgspec.Struct, kw_only=True):
 class TurnRecord(msgspec.Struct, kw_only=True):
     """One turn of the conversation.
 
-    For the agent, `text` is what the LLM said and `heard_text` what the caller heard
-    (they differ when the caller interrupted: `interrupted` is then true).
+    For the agent, `text` is what it said and `heard_text` what the caller heard. They
+    differ when the caller barged in (`interrupted` is then true) or when the call ended
+    mid-sentence (a hang-up, or an apology cutting in after a provider failure).
     `started`/`ended` are wall-clock UNIX seconds.
     """
 

@@ -125,6 +125,7 @@ class CallSession:
         self._dtmf: list[str] = []
         self._dtmf_scope: trio.CancelScope | None = None
         self._filler_turns: set[int] = set()
+        self._barged_in: set[int] = set()  # agent turns the caller interrupted
         # Audio clock: arrival time of caller audio by byte offset, to turn STT word
         # timings (seconds of call audio) into monotonic times.
         self._audio_offsets = array.array("q")
@@ -524,6 +525,7 @@ class CallSession:
             message.content = " ".join(heard)
         if dropped:
             turn = dropped[0].turn
+            self._barged_in.add(turn)
             heard_text = " ".join(s.text for s in self.segments.get(turn, []) if s.heard)
             self.emit(
                 BargeIn(
@@ -668,7 +670,7 @@ class CallSession:
             segs = self.segments.get(record.index, [])
             record.text = " ".join(s.text for s in segs) or record.text
             record.heard_text = " ".join(s.text for s in segs if s.heard)
-            record.interrupted = any(s.dropped for s in segs)
+            record.interrupted = record.index in self._barged_in
             record.ended = time.time()
             timing = self._agent_timing.pop(record.index)
             record.metrics = timing.metrics()
@@ -683,7 +685,7 @@ class CallSession:
             if record.role == "agent" and record.heard_text is None:
                 segs = self.segments.get(record.index, [])
                 record.heard_text = " ".join(s.text for s in segs if s.heard)
-                record.interrupted = any(s.dropped or not s.heard for s in segs)
+                record.interrupted = record.index in self._barged_in
         stt_seconds = self._audio_bytes / SAMPLE_RATE
         self._count("stt_seconds", round(stt_seconds, 3))
         ended = time.time()
