@@ -48,8 +48,8 @@ from hookline.audio import tone_mulaw
 from hookline.testing.fake_deepgram_stt import FakeDeepgramSTT, fake_deepgram_stt
 from hookline.testing.fake_deepgram_tts import FakeDeepgramTTS, serve_fake_deepgram_tts
 from hookline.testing.fake_openai import FakeOpenAI, fake_openai, text
+from hookline.testing.stack import FakeStack
 from hookline.testing.twilio_sim import (
-    DEFAULT_ACCOUNT_SID,
     SimulatorError,
     TwilioRestFake,
     TwilioSimulator,
@@ -125,26 +125,7 @@ def write_config(
 name = "Riverside Auto Service (bench)"
 greeting = "{GREETING}"
 
-[providers]
-telephony = "twilio"
-stt = "deepgram"
-llm = "openai"
-tts = "deepgram"
-
-[telephony.twilio]
-api_base_url = "{rest.url}"
-
-[stt.deepgram]
-url = "{stt.url}"
-
-[tts.deepgram]
-url = "{tts.url}"
-base_url = "{tts.base_url}"
-api_key_env = "DEEPGRAM_TTS_KEY"
-
-[llm.openai]
-base_url = "{llm.url}"
-
+{FakeStack(stt=stt, tts=tts, llm=llm, rest=rest, auth_token=TOKEN).providers_toml()}
 [server]
 host = "127.0.0.1"
 port = {port}
@@ -310,14 +291,8 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
         write_config(
             config, port=port, db=db, max_calls=n + 10, stt=stt, tts=tts, llm=llm, rest=rest
         )
-        env = {
-            **os.environ,
-            "TWILIO_AUTH_TOKEN": TOKEN,
-            "TWILIO_ACCOUNT_SID": DEFAULT_ACCOUNT_SID,
-            "DEEPGRAM_API_KEY": stt.api_key,
-            "DEEPGRAM_TTS_KEY": tts.api_key,
-            "OPENAI_API_KEY": llm.api_key,
-        }
+        stack = FakeStack(stt=stt, tts=tts, llm=llm, rest=rest, auth_token=TOKEN)
+        env = {**os.environ, **stack.env()}
         sim = TwilioSimulator(auth_token=TOKEN, rest=rest, timeout=30.0)
         url = f"http://127.0.0.1:{port}/twilio/voice"
         with log_path.open("wb") as log:

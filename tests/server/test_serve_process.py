@@ -15,7 +15,7 @@ import trio
 
 from hookline.testing.dial import dial, summarize
 from hookline.testing.fake_openai import text
-from hookline.testing.twilio_sim import DEFAULT_ACCOUNT_SID
+from hookline.testing.stack import FakeStack
 
 
 def _free_port() -> int:
@@ -47,6 +47,13 @@ async def test_hookline_serve_answers_a_call_and_drains_on_sigterm(
     fake_deepgram_stt.fallback_text = "I need an oil change"
     openai_fake.script(text("Sure, we can do that."))
     port = _free_port()
+    stack = FakeStack(
+        stt=fake_deepgram_stt,
+        tts=fake_deepgram_tts,
+        llm=openai_fake,
+        rest=twilio_rest,
+        auth_token=twilio_auth_token,
+    )
     config = tmp_path / "agent.toml"
     config.write_text(
         f"""
@@ -54,26 +61,7 @@ async def test_hookline_serve_answers_a_call_and_drains_on_sigterm(
 name = "Riverside Auto Service"
 greeting = "Thanks for calling. How can I help?"
 
-[providers]
-telephony = "twilio"
-stt = "deepgram"
-llm = "openai"
-tts = "deepgram"
-
-[telephony.twilio]
-api_base_url = "{twilio_rest.url}"
-
-[stt.deepgram]
-url = "{fake_deepgram_stt.url}"
-
-[tts.deepgram]
-url = "{fake_deepgram_tts.url}"
-base_url = "{fake_deepgram_tts.base_url}"
-api_key_env = "DEEPGRAM_TTS_KEY"
-
-[llm.openai]
-base_url = "{openai_fake.url}"
-
+{stack.providers_toml()}
 [server]
 host = "127.0.0.1"
 port = {port}
@@ -83,14 +71,7 @@ drain_timeout_s = 1.0
 enabled = false
 """
     )
-    env = {
-        **os.environ,
-        "TWILIO_AUTH_TOKEN": twilio_auth_token,
-        "TWILIO_ACCOUNT_SID": DEFAULT_ACCOUNT_SID,
-        "DEEPGRAM_API_KEY": fake_deepgram_stt.api_key,
-        "DEEPGRAM_TTS_KEY": fake_deepgram_tts.api_key,
-        "OPENAI_API_KEY": openai_fake.api_key,
-    }
+    env = {**os.environ, **stack.env()}
     stderr = tmp_path / "stderr.log"
     with stderr.open("wb") as err:
         run = partial(

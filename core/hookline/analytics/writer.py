@@ -272,7 +272,9 @@ class Writer:
                     appender = self._appenders[table]
                     for i in range(0, len(rows), APPEND_CHUNK):
                         appender.append_rows(rows[i : i + APPEND_CHUNK])
-                        time.sleep(0)  # let the trio thread have the GIL between chunks
+                        # This is the writer thread, never async code: a zero sleep only
+                        # hands the GIL to the trio thread between appended chunks.
+                        time.sleep(0)
                     appender.flush()
             con.commit()
         except Exception as e:

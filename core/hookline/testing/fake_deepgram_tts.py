@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import h11
@@ -62,7 +63,18 @@ def fake_tts_audio(text: str, chars_per_second: float) -> bytes:
     return (_TONE * (n // len(_TONE) + 1))[:n]
 
 
+async def _until_closed(loop: Any, *args: Any) -> None:
+    """Run one side of a connection; the peer closing the socket simply ends it."""
+    try:
+        await loop(*args)
+    except ConnectionClosed:
+        return
+
+
 # --------------------------------------------------------------------------- wire messages
+# The fake keeps its own copy of Deepgram's message shapes on purpose: it is a second,
+# independent reading of protocols.md, so a mistake in the plugin's Structs is not
+# mirrored here (the tests would then pass against a wrong protocol).
 
 
 class _Speak(msgspec.Struct, tag="Speak", tag_field="type"):
@@ -279,8 +291,10 @@ class FakeDeepgramTTS:
                 await ws.send_message(frame)
             send_jobs, receive_jobs = trio.open_memory_channel[_Job](math.inf)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._synthesize, ws, conn, state, receive_jobs)
-                await self._receive(ws, conn, state, send_jobs)
+                nursery.start_soon(
+                    _until_closed, self._synthesize_loop, ws, conn, state, receive_jobs
+                )
+                await _until_closed(self._receive_loop, ws, conn, state, send_jobs)
                 nursery.cancel_scope.cancel()
         except ConnectionClosed:
             pass
@@ -294,18 +308,6 @@ class FakeDeepgramTTS:
             conn.dropped = True
             await _abort(ws)
         return len(live)
-
-    async def _receive(
-        self,
-        ws: WebSocketConnection,
-        conn: SpeakConnection,
-        state: _ConnState,
-        jobs: trio.MemorySendChannel[_Job],
-    ) -> None:
-        try:
-            await self._receive_loop(ws, conn, state, jobs)
-        except ConnectionClosed:
-            return
 
     async def _receive_loop(
         self,
@@ -361,18 +363,6 @@ class FakeDeepgramTTS:
                     conn.closed_by_client = True
                     await ws.aclose()
                     return
-
-    async def _synthesize(
-        self,
-        ws: WebSocketConnection,
-        conn: SpeakConnection,
-        state: _ConnState,
-        jobs: trio.MemoryReceiveChannel[_Job],
-    ) -> None:
-        try:
-            await self._synthesize_loop(ws, conn, state, jobs)
-        except ConnectionClosed:
-            return
 
     async def _synthesize_loop(
         self,

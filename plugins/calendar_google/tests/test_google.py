@@ -287,6 +287,7 @@ async def test_service_account(google_calendar_fake: FakeGoogleCalendar, tmp_pat
     assert token.path == "/token"
     assert b"jwt-bearer" in token.body
     claims = token.body.decode().split("assertion=")[1].split(".")[1]
+    # stdlib json on purpose: an independent decoder checks what google-auth signed.
     payload = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))
     assert payload["iss"] == email and payload["aud"] == "https://oauth2.googleapis.com/token"
 

@@ -167,6 +167,7 @@ async def test_tool_round_trip_through_the_engine(openai_fake: FakeOpenAI) -> No
     assistant, result = second.messages[-2], second.messages[-1]
     assert assistant.tool_calls is not None and assistant.tool_calls[0].id == "call_9"
     assert result.role == "tool" and result.tool_call_id == "call_9"
+    # stdlib json on purpose: the history must be plain JSON to any reader, not just msgspec.
     assert json.loads(result.content) == {"plate": "ABC123", "status": "ready"}
 
 

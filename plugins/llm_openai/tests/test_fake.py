@@ -39,6 +39,7 @@ async def test_sse_framing_byte_for_byte(openai_fake: FakeOpenAI) -> None:
     assert "event:" not in raw
     events = raw.split("\n\n")
     assert events[-1] == "" and events[-2] == "data: [DONE]"
+    # stdlib json on purpose: an independent decoder checks the fake's SSE framing.
     chunks = [json.loads(e.removeprefix("data: ")) for e in events[:-2]]
     assert all(e.startswith("data: ") for e in events[:-1])
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": "", "refusal": None}
