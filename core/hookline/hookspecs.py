@@ -11,6 +11,13 @@ fast and never block (hand slow work to a thread or a trio task of your own).
 
 Providers and tool sets are collected once at start-up. Observers are called for every
 call; an observer that raises is logged and skipped, it never breaks the call.
+
+Observers run in pluggy's order: `@hookimpl(tryfirst=True)` ones first, then plain ones
+(the last registered first), then `@hookimpl(trylast=True)` ones. The per-call observer
+hooks (`hookline_call_started`, `hookline_call_event`, `hookline_call_ended`) take plain
+implementations only: a `wrapper=True` or `hookwrapper=True` one is refused when the
+plugin loads (`hookline plugins` lists it as failed), because each observer is called on
+its own so that one failing cannot stop the others.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Plugin discovery: the `hookline` entry-point group, loaded into one PluginManager.
 
-A plugin that fails to import is remembered with its error (`hookline plugins` shows it)
-and the others still load. Providers and tool sets are indexed by (kind, name); two
-plugins claiming the same one is a `PluginError` naming both distributions.
+A plugin that fails to import, or implements a per-call observer hook as a wrapper, is
+remembered with its error (`hookline plugins` shows it) and the others still load.
+Providers and tool sets are indexed by (kind, name); two plugins claiming the same one is
+a `PluginError` naming both distributions.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from .errors import PluginError
 from .providers import ProviderKind, ProviderSpec
 from .tools import ToolSet
 
-__all__ = ["LoadFailure", "PluginInfo", "Plugins", "discover"]
+__all__ = ["LoadFailure", "ObserverWrapperError", "PluginInfo", "Plugins", "discover"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,14 @@ OBSERVER_HOOKS = (
     "hookline_runtime_started",
     "hookline_runtime_stopping",
 )
+
+# The hooks `Runtime._observe` dispatches one implementation at a time (so one failing
+# observer cannot stop the others); a wrapper there would wrap nothing.
+PER_CALL_OBSERVER_HOOKS = OBSERVER_HOOKS[:3]
+
+
+class ObserverWrapperError(PluginError):
+    """A plugin implements a per-call observer hook as a (hook)wrapper."""
 
 
 @dataclass
@@ -76,6 +85,7 @@ class Plugins:
         """Register one plugin object and index what it offers."""
         self.pm.register(module, name=name)
         info = PluginInfo(name=name, distribution=dist or name, version=version)
+        self._refuse_observer_wrappers(module, info)
         for impl in self.pm.hook.hookline_providers.get_hookimpls():
             if impl.plugin is module:
                 info.providers.extend(_results(impl.function(), ProviderSpec, name))
@@ -106,6 +116,17 @@ class Plugins:
             self.toolsets[ts.name] = ts
             self.origin[ts.name] = info.distribution
         self.loaded.append(info)
+
+    def _refuse_observer_wrappers(self, module: object, info: PluginInfo) -> None:
+        for hook in PER_CALL_OBSERVER_HOOKS:
+            for impl in getattr(self.pm.hook, hook).get_hookimpls():
+                if impl.plugin is module and (impl.wrapper or impl.hookwrapper):
+                    self.pm.unregister(module)
+                    raise ObserverWrapperError(
+                        f"plugin {info.name} ({info.distribution}) implements {hook} as a "
+                        "wrapper; observer hooks take plain implementations only "
+                        "(order them with tryfirst/trylast)"
+                    )
 
 
 def _results(value: Any, kind: type, plugin: str) -> list[Any]:
@@ -152,5 +173,11 @@ def discover(
                 )
             )
             continue
-        plugins.add(module, ep.name, dist, version)
+        try:
+            plugins.add(module, ep.name, dist, version)
+        except ObserverWrapperError as e:  # refused, like a plugin that fails to import
+            log.warning("plugin %s (%s) refused: %s", ep.name, dist, e)
+            plugins.failed.append(
+                LoadFailure(ep.name, dist, version, f"{type(e).__name__}: {e}", str(e))
+            )
     return plugins

@@ -290,10 +290,17 @@ class Runtime:
         self._observe("hookline_call_ended", call=info, record=record)
 
     def _observe(self, hook: str, **kwargs: Any) -> None:
-        # Each observer separately: one that raises is logged and the others still run.
+        # pluggy itself calls a hook's implementations in the reverse of `get_hookimpls()`
+        # (tryfirst first, trylast last, otherwise last registered first). We walk them in
+        # that order and hand each one alone to the hook's own executor, so pluggy still
+        # matches arguments (an observer takes any subset, defaults allowed) and its
+        # tracing/monitoring still sees the call, while an observer that raises is logged
+        # here and cannot stop the ones after it. Wrappers would wrap one observer at a
+        # time this way, so `Plugins.add` refuses them on these hooks.
+        caller = getattr(self.plugins.pm.hook, hook)
         args = {"runtime": self, **kwargs}
-        for impl in getattr(self.plugins.pm.hook, hook).get_hookimpls():
+        for impl in reversed(caller.get_hookimpls()):
             try:
-                impl.function(**{a: args[a] for a in impl.argnames})
+                caller._hookexec(hook, [impl], args, False)
             except Exception:
                 log.exception("observer %s.%s failed", impl.plugin_name, hook)
