@@ -119,11 +119,17 @@ LegEvent = AudioIn | DtmfIn | MarkReached | HangUp
 class CallLeg(Protocol):
     """One live phone call as the engine sees it.
 
-    `events()` yields inbound events until the caller hangs up (a final `HangUp`) or the
-    leg breaks (raise a ProviderError). Outbound calls must not block on playback:
-    `play` queues audio, `mark` queues a marker that comes back as `MarkReached` once
-    everything queued before it was played, `clear` drops queued audio (pending marks
-    then come back at once).
+    `events()` yields inbound events until the call ends. When the caller hangs up, a
+    final `HangUp` comes and the iteration stops; after our own `hangup()` or
+    `transfer()` the iteration stops too (a `HangUp` before that is optional). A leg that
+    breaks raises a ProviderError from the iteration.
+
+    Outbound calls never wait for playback (the call keeps listening while audio plays):
+    `play` queues audio and returns; `mark(name)` queues a marker that comes back as
+    `MarkReached(name)` once everything queued before it was played, marks in the order
+    they were queued; `clear` drops the queued audio, and every mark still pending comes
+    back at once as `MarkReached` (marks are never lost, so whoever waits on one is
+    released). `hookline.testing.conformance.CallLegConformance` checks all of this.
     """
 
     info: CallInfo
@@ -213,7 +219,13 @@ STTEvent = Transcript | SpeechStarted | UtteranceEnd
 
 @runtime_checkable
 class STTStream(Protocol):
-    """Caller audio in, transcript events out (`async for event in stream`)."""
+    """Caller audio in, transcript events out (`async for event in stream`).
+
+    `send` and `finalize` never wait for the network. Once the stream is closed (its
+    `open` block exited) or has failed, both are no-ops: the audio is dropped and nothing
+    is raised, because the caller's audio keeps arriving while a call winds down. A
+    failure is raised once, from iteration.
+    """
 
     async def send(self, audio: bytes) -> None: ...
     async def finalize(self) -> None: ...

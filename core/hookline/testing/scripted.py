@@ -238,6 +238,13 @@ class ScriptedLeg:
 
     # ---- behaviour
 
+    def caller_hangs_up(self) -> None:
+        """The caller hangs up now (what a `HangUpStep` does)."""
+        if not self._ended.is_set():
+            self.caller_hung_up = True
+            self._events.put(HangUp("caller"))
+            self._finish()
+
     def _check_open(self) -> None:
         if self._ended.is_set():
             raise ProviderUnavailable("the call has ended", provider="telephony/scripted")
@@ -308,9 +315,7 @@ class ScriptedLeg:
             elif isinstance(step, WaitForAgent):
                 await self._wait_for_agent(step)
             elif isinstance(step, HangUpStep):
-                self.caller_hung_up = True
-                self._events.put(HangUp("caller"))
-                self._finish()
+                self.caller_hangs_up()
                 return
         await self._send_audio(_SILENCE, self.after_script)
         if not self._ended.is_set():
@@ -390,6 +395,7 @@ class ScriptedSTT:
                 yield stream
             finally:
                 self.streams_closed += 1
+                stream._closed = True
                 stream._events.close()
                 nursery.cancel_scope.cancel()
 
@@ -405,11 +411,14 @@ class _ScriptedSTTStream:
         self._last_voice: float | None = None
         self._revealed = 0
         self._final_sent_at: float | None = None  # audio time of the last final's end
+        self._closed = False  # then send/finalize are no-ops (the STTStream contract)
 
     async def send(self, audio: bytes) -> None:
         if not audio:
             raise ValueError("empty audio frame")
         await trio.lowlevel.checkpoint()
+        if self._closed:
+            return
         start = self._pos
         self._pos += len(audio) / SAMPLE_RATE
         if self.stt.fail_after_s is not None and self._pos >= self.stt.fail_after_s:
@@ -456,8 +465,10 @@ class _ScriptedSTTStream:
         self._events.put(event)
 
     async def finalize(self) -> None:
-        self.stt.finalize_calls += 1
         await trio.lowlevel.checkpoint()
+        if self._closed:
+            return
+        self.stt.finalize_calls += 1
         if self._speech_start is not None:
             self._final(speech_final=False)
 

@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from hookline.testing.conformance import STTConformance
-from hookline.testing.fake_deepgram_stt import FakeDeepgramSTT, fake_deepgram_stt
 from hookline_stt_deepgram import DeepgramSTT, DeepgramSTTSettings
 
 
 class TestDeepgramSTTConformance(STTConformance):
+    # `fake_deepgram_stt` is the loopback fake's fixture from hookline's pytest plugin.
     @pytest.fixture
-    async def fake(self) -> AsyncIterator[FakeDeepgramSTT]:
-        async with fake_deepgram_stt() as fake:
-            yield fake
+    def stt(self, fake_deepgram_stt: Any) -> DeepgramSTT:
+        return DeepgramSTT(
+            DeepgramSTTSettings(url=fake_deepgram_stt.url), api_key=fake_deepgram_stt.api_key
+        )
 
     @pytest.fixture
-    def stt(self, fake: FakeDeepgramSTT) -> DeepgramSTT:
-        return DeepgramSTT(DeepgramSTTSettings(url=fake.url), api_key=fake.api_key)
-
-    @pytest.fixture
-    def expect(self, fake: FakeDeepgramSTT) -> Callable[[str, str], None]:
-        return fake.expect
+    def expect(self, fake_deepgram_stt: Any) -> Callable[[str, str], None]:
+        return fake_deepgram_stt.expect

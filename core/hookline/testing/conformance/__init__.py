@@ -16,8 +16,16 @@ The suites talk to the provider only through hookline's Protocols, so they hold 
 scripted providers, loopback fakes and (with keys) the real services alike.
 """
 
+from .leg import CallLegConformance
 from .llm import LLMConformance
 from .stt import STTConformance
+from .tools import ToolSetConformance
 from .tts import TTSConformance
 
-__all__ = ["LLMConformance", "STTConformance", "TTSConformance"]
+__all__ = [
+    "CallLegConformance",
+    "LLMConformance",
+    "STTConformance",
+    "TTSConformance",
+    "ToolSetConformance",
+]

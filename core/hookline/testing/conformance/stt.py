@@ -128,3 +128,16 @@ class STTConformance:
                 nursery.cancel_scope.cancel()
         assert [f.text.strip(" .").lower() for f in finals] == ["first one", "second one"]
         assert finals[0].end <= finals[1].start
+
+    async def test_send_and_finalize_after_close_are_no_ops(
+        self, stt: Any, expect: Any, wait_s: float
+    ) -> None:
+        info = call_info()
+        expect(info.call_id, "too late")
+        async with stt.open(MULAW_8K, info) as stream:
+            await stream.send(_FRAME_SILENCE)
+        # The caller's audio keeps coming while a call winds down: dropped, never raised.
+        with trio.fail_after(wait_s):
+            for frame in (_FRAME_TONE, _FRAME_TONE, _FRAME_SILENCE):
+                await stream.send(frame)
+            await stream.finalize()
