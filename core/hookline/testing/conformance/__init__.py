@@ -14,6 +14,25 @@ Subclass the suite for your kind in a test module (the class name must start wit
 
 The suites talk to the provider only through hookline's Protocols, so they hold for
 scripted providers, loopback fakes and (with keys) the real services alike.
+
+Every suite names its fixtures the same way:
+
+- what is tested is named after its kind: `stt`, `llm`, `tts`, `leg`, `toolset` (and
+  `tools`, the tools that set built);
+- what the far end is told to do next is a callable named for that act: `expect`
+  (STT: the next utterance's words), `reply` (LLM: the next answer), `hang_up_caller`
+  (telephony);
+- data the suite needs from you is a noun: `tool_args`, `side_effect_tools`,
+  `refused_tool_args`;
+- `wait_s` (optional, every suite but the tool sets) bounds each wait, in seconds.
+
+| suite                | provide                                                 |
+|----------------------|---------------------------------------------------------|
+| `STTConformance`     | `stt`, `expect`                                         |
+| `LLMConformance`     | `llm`, `reply`                                          |
+| `TTSConformance`     | `tts`                                                   |
+| `CallLegConformance` | `leg`, `hang_up_caller`                                 |
+| `ToolSetConformance` | `toolset`, `tools`, `tool_args`, `side_effect_tools`    |
 """
 
 from .leg import CallLegConformance
