@@ -171,7 +171,11 @@ class CallHandler(Protocol):
         ...
 
     def record_rejected(self, info: CallInfo, reason: str) -> None:
-        """Record a call that was refused before it started (busy, bad signature)."""
+        """Record an authenticated call that was refused before it started (busy)."""
+        ...
+
+    def count_refused(self, reason: str) -> None:
+        """Count a request refused as untrusted (bad signature, replay): never recorded."""
         ...
 
     def record_status(self, provider_call_id: str, fields: Mapping[str, str]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,6 +160,9 @@ class Runtime:
                 self.tools[t.name] = t
         self.phrases: dict[str, bytes] = {}
         self.active_calls = 0
+        # Requests refused before anything they claim could be trusted (bad signature,
+        # replay, bad stream token), by reason: counted for health, never recorded.
+        self.refused: Counter[str] = Counter()
         self.draining = False
         self._call_scopes: set[trio.CancelScope] = set()
         self.sessions: set[Any] = set()  # live CallSessions
@@ -243,6 +247,7 @@ class Runtime:
             self.release()
 
     def record_rejected(self, info: CallInfo, reason: str) -> None:
+        """A call refused before it started (busy): an authenticated call, so a row."""
         now = time.time()
         record = CallRecord(
             call_id=info.call_id,
@@ -255,6 +260,11 @@ class Runtime:
             providers=dict(self.provider_names),
         )
         self.call_ended(info, record)
+
+    def count_refused(self, reason: str) -> None:
+        """An unauthenticated or replayed request: counted, nothing it claims is stored
+        (an attacker could otherwise write rows and inflate the daily figures)."""
+        self.refused[reason] += 1
 
     def record_status(self, provider_call_id: str, fields: Mapping[str, str]) -> None:
         info = self._by_provider_id.get(provider_call_id) or CallInfo(

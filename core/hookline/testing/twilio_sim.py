@@ -788,6 +788,9 @@ class _CallResource(msgspec.Struct):
     uri: str = ""
 
 
+_INJECTED = 20500  # the error code of a failure from `fail_next`
+
+
 class TwilioRestFake:
     """Twilio's call-update endpoint on loopback. Use `twilio_rest_fake()` to run it."""
 
@@ -799,6 +802,7 @@ class TwilioRestFake:
         self.status: dict[str, str] = {}  # call sid -> "in-progress" | "completed"
         self.twiml: dict[str, str] = {}  # call sid -> the TwiML it was redirected to
         self.fail_next: list[int] = []  # HTTP statuses to answer next, e.g. [503]
+        self.retry_after: str | None = None  # Retry-After header on those failures
         self._on_end: dict[str, Callable[[str], None]] = {}
         self.changed = trio.Event()
 
@@ -829,6 +833,8 @@ class TwilioRestFake:
             (b"content-type", b"application/json"),
             (b"content-length", str(len(data)).encode()),
         ]
+        if req.code == _INJECTED and self.retry_after is not None:
+            headers.append((b"retry-after", self.retry_after.encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": data})
 
@@ -849,7 +855,7 @@ class TwilioRestFake:
         if not self._authorized(scope, account):
             return error(401, 20003, "Authenticate")
         if self.fail_next:
-            return error(self.fail_next.pop(0), 20500, "Internal Server Error")
+            return error(self.fail_next.pop(0), _INJECTED, "Internal Server Error")
         state = self.status.get(call_sid)
         if account != self.account_sid or state is None:
             return error(404, 20404, f"The requested resource {scope['path']} was not found")

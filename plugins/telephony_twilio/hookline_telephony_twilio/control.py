@@ -2,16 +2,22 @@
 
 twilio's REST client is blocking (requests), so every request runs in a trio thread
 behind the runtime's limiter. Its failures are translated into hookline's errors.
+Transient ones (429, 5xx, no connection) are retried a bounded number of times with
+backoff, honouring Retry-After; a later issue is to share this with other plugins.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import threading
+from typing import Any
 
 import requests
 import trio
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
+from twilio.http.response import Response
 from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
@@ -23,18 +29,42 @@ from hookline.errors import (
     ProviderUnavailable,
 )
 
-__all__ = ["CALL_ALREADY_OVER", "CallControl", "dial_twiml"]
+__all__ = ["CALL_ALREADY_OVER", "RETRY_ATTEMPTS", "CallControl", "dial_twiml"]
 
 log = logging.getLogger("hookline.telephony.twilio")
 
 PROVIDER = "telephony/twilio"
 CALL_ALREADY_OVER = 21220  # "Call is not in-progress": the goal of a hang-up is reached
+# Tries per update, and the first backoff (then doubled): 4 tries wait 0.5 + 1 + 2 s,
+# which fits the engine's 5 s close deadline when Twilio answers promptly.
+RETRY_ATTEMPTS = 4
+BACKOFF_S = 0.5
+MAX_RETRY_AFTER_S = 3.0
 
 
 def dial_twiml(number: str) -> str:
     response = VoiceResponse()
     response.dial(number)
     return str(response)
+
+
+class _HttpClient(TwilioHttpClient):
+    """twilio's HTTP client, remembering each thread's last response headers: its
+    exceptions drop them, and Retry-After is in them. Thread-local because the one
+    client serves every call's thread at once."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(timeout=timeout)
+        self._local = threading.local()
+
+    def request(self, *args: Any, **kwargs: Any) -> Response:
+        self._local.headers = {}
+        response = super().request(*args, **kwargs)
+        self._local.headers = response.headers or {}
+        return response
+
+    def retry_after(self) -> str | None:
+        return getattr(self._local, "headers", {}).get("Retry-After")
 
 
 class CallControl:
@@ -47,41 +77,91 @@ class CallControl:
         timeout: float,
         limiter: trio.CapacityLimiter,
     ) -> None:
-        self._client = Client(
-            account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout)
-        )
+        self._http = _HttpClient(timeout)
+        self._client = Client(account_sid, auth_token, http_client=self._http)
         self._client.api.base_url = base_url.rstrip("/")
         self._limiter = limiter
 
     async def hangup(self, call_sid: str) -> None:
-        """End the call; a call that is already over counts as done."""
-        await self._update(call_sid, status="completed")
+        """End the call; a call that is already over, or gone, counts as done.
+
+        Setting `completed` twice is harmless, so every transient failure is retried.
+        """
+        await self._update(call_sid, "hang-up", retry_timeouts=True, status="completed")
 
     async def transfer(self, call_sid: str, number: str) -> None:
-        """Leave the media stream and dial `number` (Twilio then stops the stream)."""
-        await self._update(call_sid, twiml=dial_twiml(number))
+        """Leave the media stream and dial `number` (Twilio then stops the stream).
 
-    async def _update(self, call_sid: str, **fields: str) -> None:
-        def update() -> None:
-            self._client.calls(call_sid).update(**fields)
+        A timed-out redirect may have happened: it is not retried (a second one would
+        dial again); refusals that Twilio made before acting (429, 5xx) are.
+        """
+        await self._update(call_sid, "transfer", retry_timeouts=False, twiml=dial_twiml(number))
 
-        try:
-            await trio.to_thread.run_sync(update, limiter=self._limiter)
-        except TwilioRestException as e:
-            if e.code == CALL_ALREADY_OVER:
-                log.info("call %s was already over (21220)", call_sid)
-                return
-            raise _translate(e) from e
-        except requests.Timeout as e:
-            raise ProviderTimeout(f"call update timed out: {e}", provider=PROVIDER) from e
-        except requests.RequestException as e:
-            raise ProviderUnavailable(f"call update failed: {e}", provider=PROVIDER) from e
+    async def _update(
+        self, call_sid: str, what: str, *, retry_timeouts: bool, **fields: str
+    ) -> None:
+        def update() -> tuple[TwilioRestException | None, str | None]:
+            try:
+                self._client.calls(call_sid).update(**fields)
+            except TwilioRestException as e:
+                return e, self._http.retry_after()
+            return None, None
+
+        for attempt in range(1, RETRY_ATTEMPTS + 1):
+            retry_after = None
+            try:
+                refused, retry_after = await trio.to_thread.run_sync(update, limiter=self._limiter)
+            except requests.ConnectionError as e:  # includes ConnectTimeout: nothing was sent
+                error: ProviderError = ProviderUnavailable(
+                    f"call {what} failed: {e}", provider=PROVIDER
+                )
+                retry = True
+            except requests.Timeout as e:
+                error = ProviderTimeout(f"call {what} timed out: {e}", provider=PROVIDER)
+                retry = retry_timeouts
+            except requests.RequestException as e:
+                error = ProviderUnavailable(f"call {what} failed: {e}", provider=PROVIDER)
+                retry = False
+            else:
+                if refused is None:
+                    return
+                if refused.code == CALL_ALREADY_OVER:
+                    log.info("%s of call %s: it was already over (21220)", what, call_sid)
+                    return
+                if refused.status == 404 and what == "hang-up":
+                    log.info("hang-up of call %s: Twilio no longer knows it (404), done", call_sid)
+                    return
+                error = _translate(refused, what)
+                retry = refused.status == 429 or refused.status >= 500
+            if not retry or attempt == RETRY_ATTEMPTS:
+                raise error
+            delay = _delay(attempt, retry_after)
+            log.info(
+                "%s of call %s: %s; retrying in %.1f s (attempt %d of %d)",
+                what, call_sid, error, delay, attempt + 1, RETRY_ATTEMPTS,
+            )  # fmt: skip
+            await trio.sleep(delay)
 
 
-def _translate(e: TwilioRestException) -> ProviderError:
-    what = f"call update refused: HTTP {e.status}, code {e.code}: {e.msg}"
+def _delay(attempt: int, retry_after: str | None) -> float:
+    """Twilio's Retry-After (seconds) when given, capped so that a hang-up still ends
+    within the engine's close deadline; else exponential backoff."""
+    backoff = BACKOFF_S * 2 ** (attempt - 1)
+    if retry_after is None:
+        return backoff
+    try:
+        asked = float(retry_after)
+    except ValueError:
+        return backoff
+    if not math.isfinite(asked) or asked < 0:
+        return backoff
+    return min(asked, MAX_RETRY_AFTER_S)
+
+
+def _translate(e: TwilioRestException, what: str) -> ProviderError:
+    detail = f"call {what} refused: HTTP {e.status}, code {e.code}: {e.msg}"
     if e.status in (401, 403):
-        return ProviderAuthError(what, provider=PROVIDER)
+        return ProviderAuthError(detail, provider=PROVIDER)
     if e.status == 429 or e.status >= 500:
-        return ProviderUnavailable(what, provider=PROVIDER)
-    return ProviderProtocolError(what, provider=PROVIDER)
+        return ProviderUnavailable(detail, provider=PROVIDER)
+    return ProviderProtocolError(detail, provider=PROVIDER)

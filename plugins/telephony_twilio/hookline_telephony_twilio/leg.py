@@ -17,6 +17,7 @@ import msgspec
 import trio
 
 from hookline.audio import FRAME_BYTES
+from hookline.errors import ProviderError
 from hookline.logs import CallLog
 from hookline.providers import AudioIn, CallInfo, DtmfIn, HangUp, LegEvent, MarkReached
 
@@ -144,7 +145,8 @@ class TwilioLeg:
                 self._log.info(
                     "media socket closed without stop (code %s)", self._socket.close_code
                 )
-                return HangUp(reason="socket_closed")
+                # After our own hang-up or transfer, a closed socket is its expected end.
+                return HangUp(reason="socket_closed" if self._ending == "caller" else self._ending)
             if isinstance(msg, p.Connected):
                 bad.note("unexpected_connected")
                 continue
@@ -194,9 +196,22 @@ class TwilioLeg:
     # ------------------------------------------------------------------ call control
 
     async def hangup(self) -> None:
+        """Hang up through the REST API; if that fails (Twilio's API down, or we ran out
+        of time), close the media stream instead: the TwiML has nothing after
+        `<Connect>`, so Twilio ends the call when its stream closes. Never raises for a
+        failed REST call: the call is ending either way."""
         self._ending = "hangup"
         self._log.info("hanging up through the REST API")
-        await self._control.hangup(self.info.provider_call_id)
+        done = False
+        try:
+            await self._control.hangup(self.info.provider_call_id)
+            done = True
+        except ProviderError as e:
+            self._log.error("REST hang-up failed (%s): closing the media stream instead", e)
+        finally:
+            if not done:
+                with trio.CancelScope(shield=True), trio.move_on_after(1):
+                    await self._socket.close()
 
     async def transfer(self, number: str) -> None:
         self._ending = "transfer"

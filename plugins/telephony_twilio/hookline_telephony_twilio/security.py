@@ -9,7 +9,10 @@ part of the URL, the way Twilio's own libraries check the upgrade (protocols.md 
 
 from __future__ import annotations
 
+import logging
+import math
 import secrets
+from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
@@ -24,7 +27,16 @@ from twilio.request_validator import (
 
 from hookline.providers import CallInfo
 
-__all__ = ["FormParams", "PendingCall", "Signer", "TokenBook", "headers_of", "request_url"]
+__all__ = [
+    "CallSidBook",
+    "FormParams",
+    "PendingCall",
+    "RateLimitedLog",
+    "Signer",
+    "TokenBook",
+    "headers_of",
+    "request_url",
+]
 
 _WS_SCHEME = {"https": "wss", "http": "ws", "wss": "wss", "ws": "ws"}
 _HTTP_SCHEME = {"wss": "https", "ws": "http", "https": "https", "http": "http"}
@@ -100,34 +112,122 @@ class PendingCall:
 
     info: CallInfo
     expires: float
-    claimed: trio.Event = field(default_factory=trio.Event)
+    settled: trio.Event = field(default_factory=trio.Event)  # claimed, or given up
+    claimed: bool = False
 
 
 class TokenBook:
-    """Per-call stream tokens: issued at the webhook, claimed once by the media stream."""
+    """Per-call stream tokens: issued at the webhook, settled once.
+
+    A token is settled when a stream claims it, when a stream presents it for another
+    call (the token holder had its one try), when Twilio reports that call's stream
+    failed, or when the webhook stops waiting; whoever waits on `settled` then knows
+    whether the reserved slot went to a stream (`claimed`) or must be given back.
+    """
 
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
         self._pending: dict[str, PendingCall] = {}
+        self._by_call: dict[str, str] = {}  # CallSid -> its pending token
 
     def issue(self, info: CallInfo) -> tuple[str, PendingCall]:
         token = secrets.token_urlsafe(24)
         pending = PendingCall(info=info, expires=trio.current_time() + self.ttl)
         self._pending[token] = pending
+        self._by_call[info.provider_call_id] = token
         return token, pending
 
     def claim(self, token: str, call_sid: str) -> PendingCall | None:
-        """The pending call for `token` if valid now, for this call; it is then spent."""
+        """The pending call for `token` if valid now and for this call; it is then spent.
+
+        A valid token presented with another CallSid is spent too (and None returned):
+        Twilio opens one stream per call, so that stream was the call's only one.
+        """
         pending = self._pending.get(token)
-        if pending is None or pending.claimed.is_set():
+        if pending is None:
             return None
-        if trio.current_time() > pending.expires:
-            return None
-        if pending.info.provider_call_id and pending.info.provider_call_id != call_sid:
-            return None
-        del self._pending[token]
-        pending.claimed.set()
-        return pending
+        ok = trio.current_time() <= pending.expires and pending.info.provider_call_id == call_sid
+        self._settle(token, claimed=ok)
+        return pending if ok else None
+
+    def give_up(self, call_sid: str) -> bool:
+        """Twilio said the stream of `call_sid` failed: no stream will claim its token."""
+        token = self._by_call.get(call_sid)
+        if token is None:
+            return False
+        self._settle(token, claimed=False)
+        return True
 
     def forget(self, token: str) -> None:
-        self._pending.pop(token, None)
+        self._settle(token, claimed=False)
+
+    def _settle(self, token: str, *, claimed: bool) -> None:
+        pending = self._pending.pop(token, None)
+        if pending is None:
+            return
+        self._by_call.pop(pending.info.provider_call_id, None)
+        pending.claimed = claimed
+        pending.settled.set()
+
+
+class CallSidBook:
+    """The CallSids whose webhook was answered, remembered for `window_s` seconds.
+
+    Twilio's signature has no timestamp, so a captured webhook stays validly signed for
+    ever; what makes a replay recognisable is its CallSid, which Twilio never reuses.
+    Memory is bounded: beyond `max_entries` the oldest are forgotten early (and counted
+    in `evicted`). Entries are kept in arrival order, which is also expiry order.
+    """
+
+    def __init__(self, window_s: float, max_entries: int) -> None:
+        self.window_s = window_s
+        self.max_entries = max_entries
+        self.evicted = 0  # forgotten before their window ended, for lack of room
+        self._expires: OrderedDict[str, float] = OrderedDict()
+        self._replays: Counter[str] = Counter()  # only CallSids that were replayed
+
+    def __len__(self) -> int:
+        return len(self._expires)
+
+    def seen_before(self, call_sid: str) -> int:
+        """How often `call_sid` came before, within the window (0: first time; then
+        it is remembered)."""
+        now = trio.current_time()
+        self._prune(now)
+        if call_sid in self._expires:
+            self._replays[call_sid] += 1
+            return self._replays[call_sid]
+        self._expires[call_sid] = now + self.window_s
+        while len(self._expires) > self.max_entries:
+            self._drop_oldest()
+            self.evicted += 1
+        return 0
+
+    def _prune(self, now: float) -> None:
+        while self._expires and next(iter(self._expires.values())) < now:
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        sid, _ = self._expires.popitem(last=False)
+        self._replays.pop(sid, None)
+
+
+class RateLimitedLog:
+    """One warning per `interval_s` for a flood of the same refusal, with its count:
+    a log line per unsigned request would let anyone fill the disk."""
+
+    def __init__(self, log: logging.Logger | logging.LoggerAdapter, interval_s: float = 60.0):
+        self._log = log
+        self.interval_s = interval_s
+        self._next: dict[str, float] = {}
+        self._since: Counter[str] = Counter()
+
+    def warning(self, message: str, *args: object) -> None:
+        now = trio.current_time()
+        self._since[message] += 1
+        if now < self._next.get(message, -math.inf):
+            return
+        self._next[message] = now + self.interval_s
+        count, self._since[message] = self._since[message], 0
+        suffix = f" [{count} in the last {self.interval_s:.0f} s]" if count > 1 else ""
+        self._log.warning(message + suffix, *args)

@@ -25,8 +25,15 @@ class TwilioSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     api_base_url: BaseUrl = "https://api.twilio.com"
     # Turning this off accepts unsigned requests; it is logged loudly, start-up and per call.
     validate_signatures: bool = True
-    # How long the per-call stream token (and the reserved call slot) stays valid.
-    token_ttl_s: Seconds = 30.0
+    # How long the per-call stream token (and the call slot reserved for it) stays valid.
+    # Twilio opens the stream within a second or two of reading the TwiML; a call whose
+    # stream never comes must not keep a slot from the next caller for long.
+    token_ttl_s: Seconds = 10.0
+    # How long an answered CallSid is remembered, so that a replayed webhook (Twilio's
+    # signatures carry no timestamp) gets no second stream: Twilio's longest call (4 h)
+    # plus a margin. At most `replay_memory` CallSids are kept (~200 bytes each).
+    replay_window_s: Seconds = 5 * 3600.0
+    replay_memory: Positive = 100_000
     # A media stream that sends no `start` within this many seconds is closed.
     start_timeout_s: Seconds = 10.0
     # Inbound WebSocket messages or webhook bodies larger than this are dropped.

@@ -1,16 +1,25 @@
 """The Twilio telephony provider: three ASGI routes and the calls they hand over.
 
-- `POST /twilio/voice`: the incoming-call webhook. Checks the signature, reserves a
-  call slot (or answers busy) and answers `<Connect><Stream>` TwiML whose parameters
-  carry a one-use token for this call.
+- `POST /twilio/voice`: the incoming-call webhook. Checks the signature, refuses a
+  CallSid it already answered (a replay), reserves a call slot (or answers busy) and
+  answers `<Connect><Stream>` TwiML whose parameters carry a one-use token for this call.
 - `WS /twilio/media`: the Media Streams socket. Checks the upgrade's signature, waits
   for `start`, claims the token and runs the call on a `TwilioLeg`.
 - `POST /twilio/status`: call and stream status callbacks, recorded as call events.
 
-The slot reserved at the webhook belongs to the webhook's request until the stream
-claims it (then `run_call` releases it at the end) or the token expires (then it is
-released here). Holding it in the request's own task gives it a visible owner; the
-response says `Connection: close` so no keep-alive request queues behind that task.
+The slot reserved at the webhook belongs to the webhook's request until its token is
+settled: claimed by the stream (then `run_call` releases it at the end), or given up
+(the token expired, was presented for another call, or Twilio reported the stream
+failed; then it is released here). Holding it in the request's own task gives it a
+visible owner; the response says `Connection: close` so no keep-alive request queues
+behind that task.
+
+Nothing an unauthenticated request claims is stored: bad signatures, replays and bad
+stream tokens are counted (`handler.count_refused`) and logged at most once a minute
+per kind. A replay is answered 403, like a bad signature: it is not a call Twilio is
+placing, so it gets no TwiML at all (a hang-up TwiML would look like an answered call
+in Twilio's logs, and if Twilio itself ever re-sent a webhook, a 403 sends it to the
+number's fallback URL, which the deployer chose for exactly that).
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from . import protocol as p
 from .asgi import Receive, Send, read_body, refuse_websocket, respond
 from .control import CallControl
 from .leg import BadInput, CallLog, MediaSocket, TwilioLeg
-from .security import FormParams, Signer, TokenBook, request_url
+from .security import CallSidBook, FormParams, RateLimitedLog, Signer, TokenBook, request_url
 from .settings import TwilioSettings
 
 __all__ = ["CLOSE_POLICY", "MEDIA_PATH", "STATUS_PATH", "VOICE_PATH", "TwilioTelephony"]
@@ -40,6 +49,8 @@ MEDIA_PATH = "/twilio/media"
 STATUS_PATH = "/twilio/status"
 CLOSE_POLICY = 1008  # bad signature, bad token, no `start` in time
 TOKEN_PARAMETER = "token"
+# Stream status events after which no stream of that call will start.
+STREAM_FAILED = frozenset({"stream-error", "stream-stopped"})
 
 _UNSAFE = (
     "signature validation is OFF ([telephony.twilio] validate_signatures = false): "
@@ -63,6 +74,8 @@ class TwilioTelephony:
         self.busy_message = busy_message
         self.signer = Signer(auth_token, settings.public_url.rstrip("/"))
         self.tokens = TokenBook(settings.token_ttl_s)
+        self.answered = CallSidBook(settings.replay_window_s, settings.replay_memory)
+        self.refusals = RateLimitedLog(log)
         self.control = CallControl(
             account_sid=account_sid,
             auth_token=auth_token,
@@ -105,20 +118,35 @@ class _Routes:
         form = await self._read_form(scope, receive, send)
         if form is None:
             return
+        if not self.settings.validate_signatures:
+            log.warning(_UNSAFE)
+        elif not self.t.signer.check_webhook(scope, form):
+            self._refuse("bad_signature", "webhook refused: missing or wrong X-Twilio-Signature")
+            await respond(send, 403, b"invalid signature\n", "text/plain")
+            return
         info = CallInfo(
             call_id=new_call_id(),
             provider_call_id=form.first("CallSid"),
             from_number=form.first("From"),
             to_number=form.first("To"),
         )
-        clog = CallLog(log, {"call_id": info.call_id})
-        if not self.settings.validate_signatures:
-            clog.warning(_UNSAFE)
-        elif not self.t.signer.check_webhook(scope, form):
-            clog.warning("webhook refused: missing or wrong X-Twilio-Signature (403)")
-            self.handler.record_rejected(info, "bad_signature")
-            await respond(send, 403, b"invalid signature\n", "text/plain")
+        if not info.provider_call_id:
+            log.warning("webhook refused: no CallSid (400)")
+            await respond(send, 400, b"CallSid missing\n", "text/plain")
             return
+        # Before admission: a replay must not take a slot, not even for a moment.
+        replays = self.t.answered.seen_before(info.provider_call_id)
+        if replays:
+            self.handler.count_refused("replay")
+            if replays == 1:
+                log.warning(
+                    "webhook refused: call %s was already answered, this is a replay (403; "
+                    "further replays of it are only counted)",
+                    info.provider_call_id,
+                )
+            await respond(send, 403, b"already answered\n", "text/plain")
+            return
+        clog = CallLog(log, {"call_id": info.call_id})
         if not self.handler.try_admit():
             clog.info("busy: answered the busy message (call %s)", info.provider_call_id)
             self.handler.record_rejected(info, "busy")
@@ -132,12 +160,14 @@ class _Routes:
                 "call %s from %s answered with a stream", info.provider_call_id, info.from_number
             )
             with trio.move_on_at(pending.expires):
-                await pending.claimed.wait()
+                await pending.settled.wait()
         finally:
-            if not pending.claimed.is_set():
-                self.t.tokens.forget(token)
+            self.t.tokens.forget(token)  # settles it if nothing else did
+            if not pending.claimed:
                 self.handler.release()
-                clog.warning("no media stream within %.0f s: call slot released", self.t.tokens.ttl)
+                clog.warning(
+                    "no media stream for call %s: call slot released", info.provider_call_id
+                )
 
     def _stream_twiml(self, scope: dict, info: CallInfo, token: str) -> str:
         media_url = request_url(
@@ -172,11 +202,22 @@ class _Routes:
         if form is None:
             return
         if self.settings.validate_signatures and not self.t.signer.check_webhook(scope, form):
-            log.warning("status callback refused: missing or wrong X-Twilio-Signature (403)")
+            self._refuse(
+                "bad_signature", "status callback refused: missing or wrong X-Twilio-Signature"
+            )
             await respond(send, 403, b"invalid signature\n", "text/plain")
             return
         fields = {name: values[-1] for name, values in form.items()}
-        self.handler.record_status(form.first("CallSid"), fields)
+        call_sid = form.first("CallSid")
+        if form.first("StreamEvent") in STREAM_FAILED and self.t.tokens.give_up(call_sid):
+            # Twilio could not open the stream (or it ended before `start`): none will
+            # come for this call, so its reserved slot is free now, not at the token TTL.
+            log.warning(
+                "stream of call %s failed before it started (%s): call slot released",
+                call_sid,
+                form.first("StreamError") or form.first("StreamEvent"),
+            )
+        self.handler.record_status(call_sid, fields)
         await respond(send, 204, b"", "text/plain")
 
     async def _read_form(self, scope: dict, receive: Receive, send: Send) -> FormParams | None:
@@ -211,8 +252,9 @@ class _Routes:
         if not self.settings.validate_signatures:
             log.warning(_UNSAFE)
         elif not self.t.signer.check_upgrade(scope):
-            log.warning("media stream refused: missing or wrong X-Twilio-Signature on the upgrade")
-            self.handler.record_rejected(CallInfo(call_id=new_call_id()), "bad_signature")
+            self._refuse(
+                "bad_signature", "media stream refused: missing or wrong X-Twilio-Signature"
+            )
             # Closing before accepting makes the server refuse the upgrade (HTTP 403).
             await send({"type": "websocket.close", "code": CLOSE_POLICY})
             return
@@ -242,13 +284,13 @@ class _Routes:
         token = body.customParameters.get(TOKEN_PARAMETER, "")
         pending = self.t.tokens.claim(token, body.callSid)
         if pending is None:
-            info = CallInfo(call_id=new_call_id(), provider_call_id=body.callSid)
-            CallLog(log, {"call_id": info.call_id}).warning(
-                "stream %s of call %s refused: stream token missing, unknown, reused or expired",
-                body.streamSid,
-                body.callSid,
+            # Anyone holding one captured upgrade signature can get this far (it signs
+            # only the URL): count it, store nothing it claims.
+            self._refuse(
+                "bad_token",
+                "media stream refused: stream token missing, unknown, reused, expired "
+                "or issued for another call",
             )
-            self.handler.record_rejected(info, "bad_token")
             await socket.close(CLOSE_POLICY)
             return
         reserved = pending.info
@@ -269,6 +311,10 @@ class _Routes:
             if socket.bad.counts:
                 clog.warning("bad input during the call: %s", socket.bad.summary())
             clog.info("media stream %s ended", body.streamSid)
+
+    def _refuse(self, reason: str, message: str) -> None:
+        self.handler.count_refused(reason)
+        self.t.refusals.warning(message)
 
 
 async def _wait_for_start(socket: MediaSocket) -> p.Start | None:

@@ -4,6 +4,7 @@ runtime (the provider only sees the `CallHandler` Protocol)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,7 @@ class RecordingHandler:
         self.active = 0
         self.admitted = 0
         self.rejected: list[tuple[CallInfo, str]] = []
+        self.refused: Counter[str] = Counter()
         self.statuses: list[tuple[str, dict[str, str]]] = []
         self.legs: list[CallLeg] = []
         self.events: dict[str, list[LegEvent]] = {}
@@ -76,6 +78,10 @@ class RecordingHandler:
 
     def record_rejected(self, info: CallInfo, reason: str) -> None:
         self.rejected.append((info, reason))
+        self._poke()
+
+    def count_refused(self, reason: str) -> None:
+        self.refused[reason] += 1
         self._poke()
 
     def record_status(self, provider_call_id: str, fields: Any) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import trio
 
 from hookline.errors import ProviderAuthError, ProviderProtocolError, ProviderUnavailable
 from hookline.providers import HangUp
 from hookline.testing.twilio_sim import DEFAULT_ACCOUNT_SID, new_sid
-from hookline_telephony_twilio.control import CallControl
+from hookline_telephony_twilio.control import RETRY_ATTEMPTS, CallControl
 
 
 async def test_hangup_ends_the_call_through_rest(serve, twilio_sim):
@@ -62,12 +64,14 @@ async def test_rest_errors_are_translated(serve, twilio_rest, twilio_auth_token)
     served = await serve()
     control = served.telephony.control
     with pytest.raises(ProviderProtocolError, match="20404"):
-        await control.hangup(new_sid("CA"))
+        await control.transfer(new_sid("CA"), "+15550009999")  # no such call: cannot transfer
     call_sid = new_sid("CA")
     twilio_rest.register(call_sid)
-    twilio_rest.fail_next.append(503)
+    twilio_rest.fail_next.extend([503] * 10)
     with pytest.raises(ProviderUnavailable):
         await control.hangup(call_sid)
+    assert len(twilio_rest.updates(call_sid)) == RETRY_ATTEMPTS  # bounded
+    twilio_rest.fail_next.clear()
     wrong = CallControl(
         account_sid=DEFAULT_ACCOUNT_SID,
         auth_token="not-" + twilio_auth_token,
@@ -87,3 +91,60 @@ async def test_rest_errors_are_translated(serve, twilio_rest, twilio_auth_token)
     with pytest.raises(ProviderUnavailable):
         await dead.hangup(call_sid)
     assert twilio_rest.status[call_sid] == "in-progress"
+
+
+async def test_hangup_retries_unavailable_and_rate_limited(serve, twilio_rest):
+    served = await serve()
+    call_sid = new_sid("CA")
+    twilio_rest.register(call_sid)
+    twilio_rest.fail_next.extend([503, 429, 500])
+    with trio.fail_after(30):
+        await served.telephony.control.hangup(call_sid)
+    codes = [r.status_code for r in twilio_rest.updates(call_sid)]
+    assert codes == [503, 429, 500, 200]
+    assert twilio_rest.status[call_sid] == "completed"
+
+
+async def test_retry_after_is_honoured(serve, twilio_rest):
+    served = await serve()
+    call_sid = new_sid("CA")
+    twilio_rest.register(call_sid)
+    twilio_rest.fail_next.append(429)
+    twilio_rest.retry_after = "1"
+    with trio.fail_after(30):
+        await served.telephony.control.transfer(call_sid, "+15550009999")
+    first, second = twilio_rest.updates(call_sid)
+    assert (first.status_code, second.status_code) == (429, 200)
+    assert second.t - first.t >= 1.0  # waited as long as Twilio asked, not the short backoff
+
+
+async def test_hangup_of_a_call_twilio_no_longer_knows_is_done(serve, twilio_rest, caplog):
+    caplog.set_level(logging.INFO, logger="hookline.telephony.twilio")
+    served = await serve()
+    call_sid = new_sid("CA")  # never registered: Twilio answers 404 (20404)
+    await served.telephony.control.hangup(call_sid)
+    [line] = [r for r in caplog.records if call_sid in r.getMessage()]
+    assert "404" in line.getMessage() and line.exc_info is None
+    assert len(twilio_rest.updates(call_sid)) == 1  # a gone call is not retried
+
+
+async def test_failed_rest_hangup_still_ends_the_call(serve, twilio_sim, caplog):
+    caplog.set_level(logging.INFO)
+    served = await serve()
+    returned = trio.Event()
+
+    async def agent(leg):
+        served.rest.fail_next.extend([503] * 10)  # Twilio's API is down for good
+        await leg.hangup()  # must not raise: the call is ending either way
+        returned.set()
+
+    served.handler.on_call = agent
+    with trio.fail_after(60):
+        async with twilio_sim.call(served.voice) as call:
+            await call.closed.wait()  # closing the stream ends a <Connect> call at Twilio
+            await returned.wait()
+    served.rest.fail_next.clear()
+    events = served.handler.events[served.handler.legs[0].info.call_id]
+    assert events[-1] == HangUp(reason="hangup")
+    assert len(served.rest.updates(call.call_sid)) == RETRY_ATTEMPTS
+    assert not any(r.exc_info for r in caplog.records)  # one line, no traceback

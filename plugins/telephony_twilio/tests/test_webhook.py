@@ -8,6 +8,7 @@ import httpx
 import trio
 
 from hookline.testing.twilio_sim import TwilioSimulator
+from hookline_telephony_twilio import TwilioSettings
 
 
 async def test_twiml_connects_a_stream_with_parameters(serve, twilio_sim):
@@ -35,7 +36,24 @@ async def test_unsigned_webhook_is_refused(serve, twilio_sim):
     assert hook.status_code == 403
     assert hook.stream is None
     assert served.handler.active == 0
-    assert [reason for _, reason in served.handler.rejected] == ["bad_signature"]
+    assert served.handler.refused == {"bad_signature": 1}
+    assert served.handler.rejected == []  # nothing it claims is recorded
+
+
+async def test_unsigned_webhooks_are_counted_never_recorded(serve, twilio_sim, caplog):
+    caplog.set_level(logging.INFO, logger="hookline.telephony.twilio")
+    served = await serve()
+    n = 40
+    for i in range(n):
+        hook = await twilio_sim.post_webhook(
+            served.voice, sign=False, from_number=f"+1555000{i:04d}"
+        )
+        assert hook.status_code == 403
+    assert served.handler.refused["bad_signature"] == n
+    assert served.handler.rejected == [] and served.handler.admitted == 0
+    lines = [r.getMessage() for r in caplog.records if "X-Twilio-Signature" in r.getMessage()]
+    assert 1 <= len(lines) <= 2  # rate-limited, not one line per request
+    assert not any("+1555000" in line for line in lines)  # and it repeats no claim
 
 
 async def test_mis_signed_webhook_is_refused(serve, twilio_sim):
@@ -96,6 +114,35 @@ async def test_slot_released_when_no_stream_comes(serve, twilio_sim):
     assert served.handler.active == 1
     with trio.fail_after(5):
         await served.handler.wait_for(lambda: served.handler.active == 0)
+
+
+async def test_default_reservation_is_short():
+    # Twilio opens the stream within a second or two of reading the TwiML; a webhook
+    # whose stream never comes must not hold a call slot for long.
+    assert TwilioSettings().token_ttl_s <= 10
+
+
+async def test_stream_error_status_releases_the_slot(serve, twilio_sim):
+    served = await serve(token_ttl_s=60)
+    hook = await twilio_sim.post_webhook(served.voice)
+    other = await twilio_sim.post_webhook(served.voice)
+    assert served.handler.active == 2
+    # Twilio could not open (or lost) the stream: it says so on the stream's status
+    # callback, signed. No stream will come for that call: its slot is free at once.
+    fields = {
+        "CallSid": hook.params["CallSid"],
+        "StreamSid": "MZ" + "0" * 32,
+        "StreamEvent": "stream-error",
+        "StreamError": "Stream - WebSocket - Handshake Error",
+    }
+    assert await twilio_sim.post_status(served.status, fields) == 204
+    with trio.fail_after(5):
+        await served.handler.wait_for(lambda: served.handler.active == 1)
+    # An unsigned one releases nothing.
+    fields["CallSid"] = other.params["CallSid"]
+    assert await twilio_sim.post_status(served.status, fields, sign=False) == 403
+    await trio.sleep(0.2)
+    assert served.handler.active == 1
 
 
 async def test_validation_off_is_loud(serve, caplog):
