@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,9 @@ class LocalStore:
         self._conn: duckdb.DuckDBPyConnection | None = None
         self._last_created = dt.datetime.min.replace(tzinfo=dt.UTC)
         self._stamp_lock = threading.Lock()
+        # Test hook: runs in the insert's worker thread just before the row is written
+        # (tests inject delays there to shake out races).
+        self.before_insert: Callable[[], None] | None = None
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         with _OPEN_LOCK:
@@ -123,7 +127,7 @@ class LocalStore:
     async def insert(self, booking: Booking) -> Booking | None:
         booking.created = self._stamp()
         try:
-            await self._run(_insert, booking)
+            await self._run(self._write, booking)
         except duckdb.ConstraintException:
             return None
         except duckdb.TransactionException:  # a concurrent writer took the same key
@@ -132,6 +136,11 @@ class LocalStore:
 
     async def cancel(self, booking_id: str) -> bool:
         return await self._run(_cancel, booking_id)
+
+    def _write(self, cur: duckdb.DuckDBPyConnection, booking: Booking) -> None:
+        if self.before_insert is not None:
+            self.before_insert()
+        _insert(cur, booking)
 
     def _stamp(self) -> dt.datetime:
         # Strictly increasing creation times: the overlap tie-break relies on them.
