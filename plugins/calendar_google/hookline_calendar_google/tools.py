@@ -58,14 +58,14 @@ __all__ = ["UNREACHABLE", "Scheduler", "build_tools"]
 UNREACHABLE = (
     "I can't reach the schedule right now; can I take your number and have someone call you back?"
 )
-OWN_NUMBER_ONLY = (
-    "I can only look up appointments for the number you're calling from. If the "
-    "appointment is under another number, please call from that number, or I can have "
-    "someone from the shop call you back."
-)
+# What a caller hears when asking about a number that is not theirs: no one's data.
+OWN_NUMBER_ONLY = "I can only look up appointments for the number you're calling from"
 NO_CALLER_ID = (
-    "I can't see the number you're calling from, so I can't look up appointments by "
-    "phone number. I can have someone from the shop call you back."
+    "I can't see the number you're calling from, so I can't look up appointments by phone number"
+)
+OTHER_NUMBER = (
+    ". If the appointment is under another number, please call from that number, or I "
+    "can have someone from the shop call you back."
 )
 CODE_HINT = (
     ", unless you tell me the number it's under and the appointment's confirmation code "
@@ -488,10 +488,10 @@ class Scheduler:
             found = await self._by_code(ctx, number, confirmation_code, now)
         else:
             ctx.logger.info("refused a lookup of a number other than the caller's")
-            refusal = OWN_NUMBER_ONLY if caller else NO_CALLER_ID
-            if self.lookup_by_code:
-                refusal = refusal.split(". ")[0] + CODE_HINT
-            raise ToolError(refusal)
+            raise ToolError(
+                (OWN_NUMBER_ONLY if caller else NO_CALLER_ID)
+                + (CODE_HINT if self.lookup_by_code else OTHER_NUMBER)
+            )
         appointments = [self._appointment(b, now) for b in found]
         if appointments:
             message = (
