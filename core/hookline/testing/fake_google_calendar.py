@@ -26,6 +26,7 @@ import base64
 import copy
 import datetime as dt
 import itertools
+import random
 import re
 from collections import deque
 from collections.abc import AsyncIterator
@@ -195,6 +196,9 @@ class FakeGoogleCalendar:
     token_lifetime_s: int = 3599
     # Seconds every API answer waits (before touching the calendar): makes races real.
     latency_s: float = 0.0
+    # Plus a random 0..latency_jitter_s per request (seeded), so racing requests overtake.
+    latency_jitter_s: float = 0.0
+    jitter: random.Random = field(default_factory=lambda: random.Random(0))
     page_size_cap: int = 2500  # lower it to make paging observable
     url: str = ""
     events: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
@@ -271,8 +275,8 @@ class FakeGoogleCalendar:
         logged = LoggedRequest(scope["method"], scope["path"], query, headers, body)
         self.requests.append(logged)
         extra: dict[str, str] = {}
-        if self.latency_s and scope["path"].startswith("/calendar/"):
-            await trio.sleep(self.latency_s)
+        if (self.latency_s or self.latency_jitter_s) and scope["path"].startswith("/calendar/"):
+            await trio.sleep(self.latency_s + self.jitter.uniform(0, self.latency_jitter_s))
         try:
             status, payload = self._route(scope["method"], scope["path"], query, headers, body)
         except ApiError as e:

@@ -56,7 +56,7 @@ def create_scheduler(
     if settings.backend == "local":
         from .local_store import LocalStore
 
-        store = LocalStore(resolve_path(settings.database), limiter)
+        store = LocalStore(resolve_path(settings.database), limiter, bays=rules.bays)
     else:
         from .google_calendar import GoogleCalendarStore, make_credentials
 
@@ -68,6 +68,7 @@ def create_scheduler(
         max_slots=settings.max_slots,
         spacing=dt.timedelta(minutes=settings.offer_spacing_minutes),
         clock=clock,
+        lookup_by_code=settings.other_number_lookup == "confirmation_code",
     )
 
 

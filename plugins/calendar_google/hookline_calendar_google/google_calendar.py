@@ -301,6 +301,7 @@ class GoogleCalendarStore:
             "requestId": b.request_id,
             "bay": str(b.bay or ""),
             "replaces": b.replaces,
+            "code": b.confirmation_code,
         }
         # Each private property value is limited to 1024 characters by Google.
         private = {k: v[:1024] for k, v in private.items() if v}
@@ -347,6 +348,7 @@ class GoogleCalendarStore:
             call_id=p.get("callId", "") if mine else "",
             request_id=p.get("requestId", "") if mine else "",
             replaces=p.get("replaces", "") if mine else "",
+            confirmation_code=p.get("code", "") if mine else "",
             status=e.status,
             created=dt.datetime.fromisoformat(e.created) if e.created else None,
         )

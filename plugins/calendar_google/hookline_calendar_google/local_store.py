@@ -1,25 +1,32 @@
 """The local backend: bookings in an embedded DuckDB file, for shops without Google and
 for the offline demo.
 
-The event id is the table's primary key, so the same deterministic slot-and-bay id that
-Google turns into a 409 is a constraint violation here: concurrent calls in one process
-race exactly as they would against Google. Each query runs in a worker thread on its own
-cursor of one shared connection (DuckDB serialises conflicting writes itself).
+No double booking, whatever the timing: `insert` runs as one transaction under a lock
+shared by every store on the same file in this process (DuckDB lets one process at a time
+open a file for writing), and inside it checks that the booking's bay is free for its
+whole span before writing the row. DuckDB's snapshot isolation alone would not do:
+two transactions inserting different rows that overlap in time both commit. The event id
+is still the primary key, so a repeated id is refused the same way Google's 409 is.
+Each query runs in a worker thread on its own cursor of one shared connection.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import msgspec
 import trio
 
 from hookline.errors import ProviderUnavailable
 
-from .schedule import Booking
+from .schedule import Booking, free_bays
+from .store import SlotTaken
 
 __all__ = ["LocalStore"]
 
@@ -40,27 +47,40 @@ CREATE TABLE IF NOT EXISTS appointments (
     request_id VARCHAR NOT NULL DEFAULT '',
     replaces VARCHAR NOT NULL DEFAULT '',
     status VARCHAR NOT NULL DEFAULT 'confirmed',
-    created_at TIMESTAMPTZ NOT NULL
+    created_at TIMESTAMPTZ NOT NULL,
+    confirmation_code VARCHAR NOT NULL DEFAULT ''
 );
+-- Files written before confirmation codes existed.
+ALTER TABLE appointments ADD COLUMN IF NOT EXISTS confirmation_code VARCHAR DEFAULT '';
 """
 
 # Stores on one file in one process share DuckDB's database instance; creating the
 # schema from two of them at once would be a write-write conflict.
 _OPEN_LOCK = threading.Lock()
+# One writer lock per database file, shared by every store on it (guarded by _OPEN_LOCK).
+_WRITE_LOCKS: dict[str, threading.Lock] = {}
 
 _COLUMNS = (
     "id, start_at, end_at, bay, service, phone, customer_name, vehicle, notes, "
-    "call_id, request_id, replaces, status, created_at"
+    "call_id, request_id, replaces, status, created_at, confirmation_code"
 )
 
 
 class LocalStore:
-    def __init__(self, path: Path | str, limiter: trio.CapacityLimiter) -> None:
+    """`bays` is the shop's number of bays: the capacity `insert` enforces."""
+
+    def __init__(self, path: Path | str, limiter: trio.CapacityLimiter, *, bays: int) -> None:
         self.path = str(path)
         self.limiter = limiter
+        self.bays = bays
         self._conn: duckdb.DuckDBPyConnection | None = None
+        key = self.path if self.path == ":memory:" else str(Path(self.path).resolve())
+        with _OPEN_LOCK:
+            self._write_lock = _WRITE_LOCKS.setdefault(key, threading.Lock())
         self._last_created = dt.datetime.min.replace(tzinfo=dt.UTC)
-        self._stamp_lock = threading.Lock()
+        # Test hook: runs in the insert's worker thread just before the row is written
+        # (tests inject delays there to shake out races).
+        self.before_insert: Callable[[], None] | None = None
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         with _OPEN_LOCK:
@@ -121,26 +141,57 @@ class LocalStore:
         return rows[0] if rows else None
 
     async def insert(self, booking: Booking) -> Booking | None:
-        booking.created = self._stamp()
+        """Raises `SlotTaken` when an overlapping booking holds the bay (checked in the
+        same transaction as the write, under the file's writer lock)."""
         try:
-            await self._run(_insert, booking)
-        except duckdb.ConstraintException:
-            return None
-        except duckdb.TransactionException:  # a concurrent writer took the same key
-            return None
-        return booking
+            stored = await self._run(self._write, booking)
+        except (duckdb.ConstraintException, duckdb.TransactionException):
+            return None  # the id exists
+        if stored is None:
+            raise SlotTaken(booking.bay)
+        return stored
 
     async def cancel(self, booking_id: str) -> bool:
         return await self._run(_cancel, booking_id)
 
+    def _write(self, cur: duckdb.DuckDBPyConnection, booking: Booking) -> Booking | None:
+        """In a worker thread: check the bay and insert, atomically. None: bay taken."""
+        with self._write_lock:
+            cur.begin()
+            try:
+                if self.before_insert is not None:
+                    self.before_insert()
+                stored = msgspec.structs.replace(booking, created=self._stamp())
+                # The id first: a repeated request finds its own booking by it (None).
+                _insert(cur, stored)
+                if booking.bay is not None and not self._bay_free(cur, booking):
+                    cur.rollback()
+                    return None
+                cur.commit()
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):  # a failed commit ended it already
+                    cur.rollback()
+                raise
+            return stored
+
+    def _bay_free(self, cur: duckdb.DuckDBPyConnection, booking: Booking) -> bool:
+        # The appointment a reschedule replaces does not stand in its own way: it is
+        # cancelled right after its replacement is stored.
+        around = _select(
+            cur,
+            "status <> 'cancelled' AND end_at > ? AND start_at < ? AND id NOT IN (?, ?)",
+            [booking.start, booking.end, booking.id, booking.replaces],
+        )
+        return booking.bay in free_bays(around, booking.start, booking.end, self.bays)
+
     def _stamp(self) -> dt.datetime:
-        # Strictly increasing creation times: the overlap tie-break relies on them.
-        with self._stamp_lock:
-            now = dt.datetime.now(dt.UTC)
-            if now <= self._last_created:
-                now = self._last_created + dt.timedelta(microseconds=1)
-            self._last_created = now
-            return now
+        # Strictly increasing creation times (under the writer lock): informative only,
+        # the lock is what keeps bookings apart.
+        now = dt.datetime.now(dt.UTC)
+        if now <= self._last_created:
+            now = self._last_created + dt.timedelta(microseconds=1)
+        self._last_created = now
+        return now
 
 
 def _select(cur: duckdb.DuckDBPyConnection, where: str, params: list[Any]) -> list[Booking]:
@@ -161,6 +212,7 @@ def _select(cur: duckdb.DuckDBPyConnection, where: str, params: list[Any]) -> li
             replaces=r[11],
             status=r[12],
             created=r[13].astimezone(dt.UTC),
+            confirmation_code=r[14] or "",
         )
         for r in rows
     ]
@@ -168,10 +220,11 @@ def _select(cur: duckdb.DuckDBPyConnection, where: str, params: list[Any]) -> li
 
 def _insert(cur: duckdb.DuckDBPyConnection, b: Booking) -> None:
     cur.execute(
-        f"INSERT INTO appointments ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO appointments ({_COLUMNS}) VALUES ({', '.join('?' * 15)})",
         [
             b.id, b.start, b.end, b.bay, b.service, b.phone, b.customer_name, b.vehicle,
             b.notes, b.call_id, b.request_id, b.replaces, b.status, b.created,
+            b.confirmation_code,
         ],
     )  # fmt: skip
 

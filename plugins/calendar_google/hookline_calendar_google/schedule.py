@@ -58,6 +58,9 @@ class Booking(msgspec.Struct, kw_only=True):
     replaces: str = ""  # the appointment this one was rescheduled from
     status: str = "confirmed"  # or "cancelled"
     created: dt.datetime | None = None
+    # Six digits told to the customer at booking; with [tools.calendar_google]
+    # other_number_lookup = "confirmation_code" it lets another number read this booking.
+    confirmation_code: str = ""
 
     @property
     def cancelled(self) -> bool:

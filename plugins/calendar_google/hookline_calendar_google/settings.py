@@ -40,6 +40,16 @@ class CalendarSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     `backend = "google"` keeps appointments in a Google Calendar (OAuth refresh token from
     `client_id_env`/`client_secret_env`/`refresh_token_env`, or a service-account key file
     named by `service_account_file_env`); `backend = "local"` keeps them in a DuckDB file.
+
+    `other_number_lookup`: whose appointments `find_appointments` may read.
+    - "off" (the default): only those booked under the number the call comes from (the
+      carrier's caller id, never a number the model passes). A caller asking about another
+      number, or calling with a withheld number, is told so and hears no one's data.
+    - "confirmation_code": as "off", and also one booking under another number when the
+      caller gives that number and the booking's six-digit confirmation code (random,
+      told to the customer when they book, kept with the booking). After 5 wrong codes
+      for one number within an hour, lookups by code of that number stop for the hour.
+    Moving and cancelling are only ever done from the booking's own number.
     """
 
     backend: Literal["google", "local"] = "google"
@@ -58,6 +68,7 @@ class CalendarSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     slot_minutes: int = 15  # start times fall on this grid from the opening time
     max_slots: int = 5  # how many start times check_availability offers
     offer_spacing_minutes: int = 60  # offered start times are at least this far apart
+    other_number_lookup: Literal["off", "confirmation_code"] = "off"
 
     # Google backend.
     client_id_env: str = "GOOGLE_CLIENT_ID"

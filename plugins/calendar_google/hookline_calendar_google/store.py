@@ -11,7 +11,7 @@ from typing import Protocol
 
 from .schedule import Booking
 
-__all__ = ["Store", "call_logger", "current_logger"]
+__all__ = ["SlotTaken", "Store", "call_logger", "current_logger"]
 
 # The logger of the tool call being served (it carries the call id); set by the tools,
 # read by the stores, so a retry logged deep in a backend still names its call.
@@ -19,6 +19,16 @@ call_logger: contextvars.ContextVar[logging.Logger | logging.LoggerAdapter | Non
     contextvars.ContextVar("calendar_call_logger", default=None)
 )
 _fallback = logging.getLogger("hookline.tools.calendar_google")
+
+
+class SlotTaken(Exception):
+    """`insert` found the booking's bay held by an overlapping booking. Only a store that
+    can check this atomically with the write raises it (the local store); on Google the
+    tools re-check after the insert instead."""
+
+    def __init__(self, bay: int | None) -> None:
+        super().__init__(f"bay {bay} is taken at that time")
+        self.bay = bay
 
 
 def current_logger() -> logging.Logger | logging.LoggerAdapter:
@@ -41,7 +51,8 @@ class Store(Protocol):
         ...
 
     async def insert(self, booking: Booking) -> Booking | None:
-        """Store a booking under its id; None when that id exists (even cancelled)."""
+        """Store a booking under its id; None when that id exists (even cancelled).
+        May raise `SlotTaken` (see there)."""
         ...
 
     async def cancel(self, booking_id: str) -> bool:

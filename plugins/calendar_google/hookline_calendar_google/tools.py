@@ -6,14 +6,28 @@ Booking is where double bookings are prevented, the same way on both backends:
 2. for each free bay, in the same order in every process, insert the event under the
    deterministic id of (slot start, bay): the store refuses an id that exists (Google's
    409, DuckDB's primary key), so of two calls racing for one bay exactly one gets it;
-3. bookings that overlap without sharing a start time have different ids, so after the
+3. bookings that overlap without sharing a start time have different ids. A store that
+   can check the bay atomically with the write does so and refuses (`SlotTaken`: the
+   local store, under its writer lock). Google Calendar has no transactions, so after the
    insert the winner re-reads the bay and yields (deletes its event, tries the next bay)
-   if an overlapping booking on it was created first.
+   if an overlapping booking on it was created first by Google's own clock (`loses_to`);
+   on a tie both yield. That is sound only as far as Google's listing shows every event
+   created before it was asked and its `created` stamps follow that order, and a process
+   that dies between its insert and its re-check leaves its event in place.
+
+Lookups are the caller's own: `find_appointments` reads only the number the call comes
+from (never a number the model passes), unless the shop enables
+`other_number_lookup = "confirmation_code"`, and then only the one booking whose code the
+caller gives. Moving and cancelling stay with the booking number either way.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hmac
+import re
+import secrets
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
@@ -36,7 +50,7 @@ from .schedule import (
     parse_when,
     spoken,
 )
-from .store import Store, call_logger, current_logger
+from .store import SlotTaken, Store, call_logger, current_logger
 
 __all__ = ["UNREACHABLE", "Scheduler", "build_tools"]
 
@@ -44,6 +58,22 @@ __all__ = ["UNREACHABLE", "Scheduler", "build_tools"]
 UNREACHABLE = (
     "I can't reach the schedule right now; can I take your number and have someone call you back?"
 )
+# What a caller hears when asking about a number that is not theirs: no one's data.
+OWN_NUMBER_ONLY = "I can only look up appointments for the number you're calling from"
+NO_CALLER_ID = (
+    "I can't see the number you're calling from, so I can't look up appointments by phone number"
+)
+OTHER_NUMBER = (
+    ". If the appointment is under another number, please call from that number, or I "
+    "can have someone from the shop call you back."
+)
+CODE_HINT = (
+    ", unless you tell me the number it's under and the appointment's confirmation code "
+    "(the six digits given when it was booked). Otherwise I can have someone from the "
+    "shop call you back."
+)
+MAX_CODE_MISSES = 5  # wrong confirmation codes per looked-up number...
+CODE_MISS_WINDOW = dt.timedelta(hours=1)  # ...within this long, then code lookups stop
 MAX_GENERATIONS = 16  # ids of cancelled events stay taken; move past that many per bay
 SCAN_DAYS = 7  # availability is searched a week of events at a time
 
@@ -63,7 +93,7 @@ class Availability(msgspec.Struct):
     message: str
 
 
-class Appointment(msgspec.Struct):
+class Appointment(msgspec.Struct, omit_defaults=True):
     appointment_id: str
     service: str
     start: str
@@ -72,6 +102,7 @@ class Appointment(msgspec.Struct):
     customer_name: str
     vehicle: str
     phone: str
+    confirmation_code: str = ""  # only when the shop allows lookups by code
 
 
 class BookingResult(msgspec.Struct):
@@ -93,7 +124,7 @@ class CancelResult(msgspec.Struct):
     message: str
 
 
-def _params(services: Sequence[str]) -> dict[str, type[msgspec.Struct]]:
+def _params(services: Sequence[str], lookup_by_code: bool) -> dict[str, type[msgspec.Struct]]:
     """Parameter Structs; `service` is an enum of the shop's configured services."""
     service_type: Any = Annotated[
         Literal[tuple(services)],  # type: ignore[valid-type]
@@ -134,20 +165,31 @@ def _params(services: Sequence[str]) -> dict[str, type[msgspec.Struct]]:
         ],
         kw_only=True,
     )
-    find = msgspec.defstruct(
-        "FindAppointments",
-        [
+    find_fields: list[Any] = [
+        (
+            "phone",
+            Annotated[
+                str | None,
+                field(
+                    "Leave out: the caller's own number is looked up. Another number only "
+                    + ("with its confirmation_code." if lookup_by_code else "gets a refusal.")
+                ),
+            ],
+            None,
+        )
+    ]
+    if lookup_by_code:
+        find_fields.append(
             (
-                "phone",
+                "confirmation_code",
                 Annotated[
                     str | None,
-                    field("Number the appointments were booked under; leave out for the caller's."),
+                    field("The six-digit code the customer got when booking, for another number."),
                 ],
                 None,
             )
-        ],
-        kw_only=True,
-    )
+        )
+    find = msgspec.defstruct("FindAppointments", find_fields, kw_only=True)
     appointment_id = Annotated[str, field("The appointment_id from find_appointments.")]
     reschedule = msgspec.defstruct(
         "RescheduleAppointment",
@@ -184,8 +226,11 @@ class Scheduler:
         max_slots: int = 5,
         spacing: dt.timedelta = dt.timedelta(hours=1),
         clock: Callable[[], dt.datetime] | None = None,
+        lookup_by_code: bool = False,
     ) -> None:
         self.rules = rules
+        self.lookup_by_code = lookup_by_code
+        self._code_misses = _Misses(MAX_CODE_MISSES, CODE_MISS_WINDOW)
         self.store = store
         self.calendar_id = calendar_id
         self.max_slots = max_slots
@@ -227,6 +272,7 @@ class Scheduler:
             customer_name=b.customer_name,
             vehicle=b.vehicle,
             phone=b.phone,
+            confirmation_code=b.confirmation_code if self.lookup_by_code else "",
         )
 
     async def _find_slots(
@@ -338,12 +384,17 @@ class Scheduler:
         for b in existing:
             if _same(b, booking):
                 return b, True
-        for bay in free_bays(existing, start, end, self.rules.bays):
+        bays = free_bays(existing, start, end, self.rules.bays)
+        for bay in bays:
             for generation in range(MAX_GENERATIONS):
                 candidate = msgspec.structs.replace(
                     booking, id=event_id(self.calendar_id, start, bay, generation), bay=bay
                 )
-                stored = await self.store.insert(candidate)
+                try:
+                    stored = await self.store.insert(candidate)
+                except SlotTaken:
+                    current_logger().info("bay %d was taken since we looked", bay)
+                    break
                 if stored is None:
                     holder = await self.store.get(candidate.id)
                     if holder is None or holder.cancelled:
@@ -363,7 +414,7 @@ class Scheduler:
                     await self.store.cancel(stored.id)
                     break
                 return stored, False
-        raise _NoBay()
+        raise _NoBay(raced=bool(bays))
 
     async def book_appointment(
         self,
@@ -395,12 +446,14 @@ class Scheduler:
             notes=notes.strip(),
             call_id=ctx.call.call_id,
             request_id=ctx.tool_call_id,
+            confirmation_code=f"{secrets.randbelow(10**6):06d}",
         )
         try:
             stored, existed = await self._reserve(wanted)
-        except _NoBay:
+        except _NoBay as e:
             raise ToolError(
-                f"Sorry, {spoken(begin, self.rules.tz, now)} is already taken. "
+                f"Sorry, {spoken(begin, self.rules.tz, now)} is already taken"
+                + ("; another caller just booked it. " if e.raced else ". ")
                 + await self._alternatives(minutes, begin, now)
             ) from None
         ctx.logger.info(
@@ -414,15 +467,31 @@ class Scheduler:
             message=(
                 f"{'That appointment was already booked' if existed else 'Booked'}: "
                 f"{name} for {stored.customer_name or 'the customer'} on {when}."
+                + self._code_note(stored)
             ),
         )
 
-    async def find_appointments(self, ctx: ToolContext, phone: str | None) -> Appointments:
-        number = normalize_phone(phone or "") or self._caller(ctx)
-        if not number:
-            raise ToolError("What phone number was the appointment booked under?")
+    def _code_note(self, booking: Booking) -> str:
+        if not (self.lookup_by_code and booking.confirmation_code):
+            return ""
+        return f" Confirmation code {' '.join(booking.confirmation_code)}."
+
+    async def find_appointments(
+        self, ctx: ToolContext, phone: str | None, confirmation_code: str | None = None
+    ) -> Appointments:
+        caller = self._caller(ctx)
+        number = normalize_phone(phone or "") or caller
         now = self.clock()
-        found = [b for b in await self.store.by_phone(number, now) if b.service]
+        if number and number == caller:
+            found = [b for b in await self.store.by_phone(number, now) if b.service]
+        elif self.lookup_by_code and number and confirmation_code:
+            found = await self._by_code(ctx, number, confirmation_code, now)
+        else:
+            ctx.logger.info("refused a lookup of a number other than the caller's")
+            raise ToolError(
+                (OWN_NUMBER_ONLY if caller else NO_CALLER_ID)
+                + (CODE_HINT if self.lookup_by_code else OTHER_NUMBER)
+            )
         appointments = [self._appointment(b, now) for b in found]
         if appointments:
             message = (
@@ -433,6 +502,34 @@ class Scheduler:
         else:
             message = "I don't see any upcoming appointments under that number."
         return Appointments(phone=number, appointments=appointments, message=message)
+
+    async def _by_code(
+        self, ctx: ToolContext, number: str, code: str, now: dt.datetime
+    ) -> list[Booking]:
+        """The one upcoming booking under `number` with this confirmation code. Wrong
+        codes are counted per number, so guessing one is bounded."""
+        if self._code_misses.blocked(number, now):
+            raise ToolError(
+                "There have been too many wrong confirmation codes for that number. "
+                "I can have someone from the shop call you back."
+            )
+        given = re.sub(r"\D", "", code).encode()
+        found = [
+            b
+            for b in await self.store.by_phone(number, now)
+            if b.service
+            and b.confirmation_code
+            and hmac.compare_digest(b.confirmation_code.encode(), given)
+        ]
+        if not found:
+            self._code_misses.add(number, now)
+            ctx.logger.info("a confirmation code did not match")
+            raise ToolError(
+                "That confirmation code doesn't match an upcoming appointment under that "
+                "number. Please check the six digits."
+            )
+        ctx.logger.info("looked up appointment %s by its confirmation code", found[0].id)
+        return found
 
     async def _owned(self, ctx: ToolContext, appointment_id: str, verb: str) -> Booking:
         booking = await self.store.get(appointment_id.strip())
@@ -492,9 +589,10 @@ class Scheduler:
         try:
             # The old booking does not stand in its own way (moving by half an hour).
             stored, existed = await self._reserve(wanted, ignore=old.id)
-        except _NoBay:
+        except _NoBay as e:
             raise ToolError(
-                f"Sorry, {spoken(begin, self.rules.tz, now)} isn't available. "
+                f"Sorry, {spoken(begin, self.rules.tz, now)} isn't available"
+                + ("; another caller just booked it. " if e.raced else ". ")
                 + await self._alternatives(minutes, begin, now)
             ) from None
         await self.store.cancel(old.id)
@@ -528,7 +626,34 @@ class Scheduler:
 
 
 class _NoBay(Exception):
-    """Every bay is taken at that time (the tool words it, with alternatives)."""
+    """Every bay is taken at that time (the tool words it, with alternatives). `raced`:
+    a bay looked free, and another booking took it first."""
+
+    def __init__(self, raced: bool) -> None:
+        super().__init__("no bay")
+        self.raced = raced
+
+
+class _Misses:
+    """Wrong confirmation codes per looked-up number: after `limit` within `window`,
+    code lookups of that number stop until the window has passed. Bounded: the
+    longest-idle numbers are forgotten first."""
+
+    def __init__(self, limit: int, window: dt.timedelta, capacity: int = 10_000) -> None:
+        self.limit, self.window, self.capacity = limit, window, capacity
+        self._times: OrderedDict[str, list[dt.datetime]] = OrderedDict()
+
+    def _recent(self, number: str, now: dt.datetime) -> list[dt.datetime]:
+        return [t for t in self._times.get(number, ()) if now - t < self.window]
+
+    def blocked(self, number: str, now: dt.datetime) -> bool:
+        return len(self._recent(number, now)) >= self.limit
+
+    def add(self, number: str, now: dt.datetime) -> None:
+        self._times[number] = [*self._recent(number, now), now]
+        self._times.move_to_end(number)
+        while len(self._times) > self.capacity:
+            self._times.popitem(last=False)
 
 
 def _same(a: Booking, b: Booking) -> bool:
@@ -555,7 +680,7 @@ def _voiced(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def build_tools(scheduler: Scheduler) -> list[Tool]:
-    p = _params(list(scheduler.rules.services))
+    p = _params(list(scheduler.rules.services), scheduler.lookup_by_code)
     s = scheduler
 
     @_voiced
@@ -576,7 +701,9 @@ def build_tools(scheduler: Scheduler) -> list[Tool]:
 
     @_voiced
     async def find(params: Any, ctx: ToolContext) -> Appointments:
-        return await s.find_appointments(ctx, params.phone)
+        return await s.find_appointments(
+            ctx, params.phone, getattr(params, "confirmation_code", None)
+        )
 
     @_voiced
     async def reschedule(params: Any, ctx: ToolContext) -> BookingResult:
@@ -604,7 +731,12 @@ def build_tools(scheduler: Scheduler) -> list[Tool]:
         ),
         Tool(
             "find_appointments",
-            "List the upcoming appointments booked under a phone number (by default the caller's).",
+            "List the upcoming appointments booked under the number the caller is calling from"
+            + (
+                " (or, with its confirmation code, one booked under another number)."
+                if s.lookup_by_code
+                else "."
+            ),
             p["find"],
             find,
         ),

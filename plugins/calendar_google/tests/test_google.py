@@ -181,6 +181,8 @@ async def test_the_event_google_receives(factory: ShopFactory) -> None:
     assert insert.headers["authorization"] == "Bearer ya29.fake-1"
     (event,) = fake.live_events()
     assert event["id"] == result.appointment.appointment_id  # type: ignore[attr-defined]
+    code = event["extendedProperties"]["private"].pop("code")
+    assert len(code) == 6 and code.isdigit()  # the confirmation code rides along
     assert event["extendedProperties"]["private"] == {
         "hookline": "1",
         "phone": ALICE,

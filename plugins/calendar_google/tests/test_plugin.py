@@ -109,7 +109,7 @@ async def test_a_call_books_through_the_engine(tmp_path: Path) -> None:
     assert result["booked"] and result["appointment"]["start"].startswith(start)
     assert result["appointment"]["phone"] == "+13125550101"
     # The booking is in the shop's file, made by this call.
-    store = LocalStore(tmp_path / "shop.duckdb", runtime.thread_limiter)
+    store = LocalStore(tmp_path / "shop.duckdb", runtime.thread_limiter, bays=1)
     begin = dt.datetime.fromisoformat(start).replace(tzinfo=tz)
     (stored,) = await store.bookings(begin, begin + dt.timedelta(minutes=30))
     await store.aclose()
@@ -120,3 +120,57 @@ async def test_a_call_books_through_the_engine(tmp_path: Path) -> None:
     (scheduler,) = hookline_calendar_google._stores[runtime]
     runtime.stop()
     assert scheduler.store._conn is None
+
+
+async def test_a_database_from_before_confirmation_codes_opens(tmp_path: Path) -> None:
+    import duckdb
+    import trio
+
+    path = tmp_path / "old.duckdb"
+    old = duckdb.connect(str(path))
+    old.execute(
+        "CREATE TABLE appointments (id VARCHAR PRIMARY KEY, start_at TIMESTAMPTZ NOT NULL, "
+        "end_at TIMESTAMPTZ NOT NULL, bay INTEGER, service VARCHAR NOT NULL DEFAULT '', "
+        "phone VARCHAR NOT NULL DEFAULT '', customer_name VARCHAR NOT NULL DEFAULT '', "
+        "vehicle VARCHAR NOT NULL DEFAULT '', notes VARCHAR NOT NULL DEFAULT '', "
+        "call_id VARCHAR NOT NULL DEFAULT '', request_id VARCHAR NOT NULL DEFAULT '', "
+        "replaces VARCHAR NOT NULL DEFAULT '', status VARCHAR NOT NULL DEFAULT 'confirmed', "
+        "created_at TIMESTAMPTZ NOT NULL)"
+    )
+    old.execute(
+        "INSERT INTO appointments (id, start_at, end_at, bay, service, phone, created_at) "
+        "VALUES ('oldbooking', TIMESTAMPTZ '2026-03-09 15:00:00+00', "
+        "TIMESTAMPTZ '2026-03-09 15:30:00+00', 1, 'oil change', '+13125550101', now())"
+    )
+    old.close()
+    store = LocalStore(path, trio.CapacityLimiter(2), bays=1)
+    kept = await store.get("oldbooking")
+    assert kept is not None and kept.phone == "+13125550101" and kept.confirmation_code == ""
+    start = dt.datetime(2026, 3, 9, 16, tzinfo=dt.UTC)
+    new = Booking(id="newbooking", start=start, end=start + dt.timedelta(minutes=30), bay=1,
+                  service="oil change", confirmation_code="123456")  # fmt: skip
+    assert await store.insert(new) is not None
+    assert (await store.get("newbooking")).confirmation_code == "123456"  # type: ignore[union-attr]
+    await store.aclose()
+
+
+async def test_the_local_store_refuses_a_taken_bay_itself(tmp_path: Path) -> None:
+    import trio
+
+    from hookline_calendar_google.store import SlotTaken
+
+    store = LocalStore(tmp_path / "shop.duckdb", trio.CapacityLimiter(2), bays=1)
+    nine = dt.datetime(2026, 3, 9, 15, tzinfo=dt.UTC)
+
+    def job(id: str, start: dt.datetime, bay: int | None = 1, replaces: str = "") -> Booking:
+        return Booking(id=id, start=start, end=start + dt.timedelta(hours=1), bay=bay,
+                       service="diagnostics", replaces=replaces)  # fmt: skip
+
+    assert await store.insert(job("first", nine)) is not None
+    with pytest.raises(SlotTaken):  # overlaps on the same bay: not written
+        await store.insert(job("second", nine + dt.timedelta(minutes=30)))
+    assert await store.get("second") is None
+    assert await store.insert(job("first", nine)) is None  # the same id: as Google's 409
+    # A reschedule's replacement does not collide with the booking it replaces.
+    assert await store.insert(job("moved", nine + dt.timedelta(minutes=15), replaces="first"))
+    await store.aclose()

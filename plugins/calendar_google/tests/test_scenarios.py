@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
+import re
+import time
 
 import msgspec
 import pytest
@@ -237,6 +240,118 @@ async def test_overlapping_bookings_with_different_starts_race(make_shop: ShopFa
     assert len(await live_at(a, "2026-03-09T09:00", minutes=120)) == 1
 
 
+# One slot window per round: every job overlaps 10:00-10:30, so on one bay exactly one fits.
+RACE_DAYS = ["2026-03-09", "2026-03-11", "2026-03-12", "2026-03-13", "2026-03-16",
+             "2026-03-17", "2026-03-18"]  # fmt: skip
+RACERS = [(ALICE, "09:00", "brakes"), (BOB, "09:30", "diagnostics"), (CAROL, "10:00", "oil change"),
+          ("+13125550104", "09:45", "state inspection")]  # fmt: skip
+
+
+async def test_no_double_booking_whatever_the_write_timing(make_shop: ShopFactory) -> None:
+    """Issue 10 #11: a random 0-30 ms delay in each write (the local store's insert
+    thread, or Google's answer) must never let two overlapping jobs share a bay."""
+    shops = [make_shop(bays=1), make_shop(bays=1)]  # two callers on each of two stores
+    if make_shop.fake:
+        make_shop.fake.latency_jitter_s = 0.03
+    else:
+        delays = random.Random(11)
+        for shop in shops:
+            shop.store.before_insert = lambda: time.sleep(delays.uniform(0, 0.03))
+    raced: list[str] = []
+
+    async def attempt(results: dict[str, object], shop: Shop, who: str, start: str,
+                      service: str) -> None:  # fmt: skip
+        try:
+            results[who] = await book(shop, who, start, service=service)
+        except ToolError as e:
+            results[who] = e
+
+    for day in RACE_DAYS:
+        results: dict[str, object] = {}
+        async with trio.open_nursery() as nursery:
+            for i, (who, at, service) in enumerate(RACERS):
+                nursery.start_soon(attempt, results, shops[i % 2], who, f"{day}T{at}", service)
+        won = [r for r in results.values() if isinstance(r, BookingResult)]
+        lost = [str(r) for r in results.values() if isinstance(r, ToolError)]
+        assert len(won) == 1 and len(lost) == 3, (day, results)
+        assert all("already taken" in m for m in lost), lost
+        raced += [m for m in lost if "another caller just booked it" in m]
+        assert len(await live_at(shops[0], f"{day}T09:00", minutes=120)) == 1, day
+    assert raced  # some losers saw the bay free, lost at the write, and were told so
+
+
+# ------------------------------------------------------------------ whose appointments
+
+
+async def test_lookup_is_limited_to_the_callers_number(shop: Shop) -> None:
+    """Issue 10 #4: a caller cannot read another number's appointments."""
+    await book(shop, BOB, "2026-03-09T09:00", customer_name="Robert Stone",
+               vehicle="2015 Ford F-150")  # fmt: skip
+    for asked in ("(312) 555-0102", BOB, "312.555.0102"):
+        with pytest.raises(ToolError) as refused:
+            await shop.call("find_appointments", make_ctx(ALICE), phone=asked)
+        said = str(refused.value)
+        assert "I can only look up appointments for the number you're calling from" in said
+        leaked = ["Robert", "Stone", "Ford", "F-150", "March", "9 AM", "0102", "oil"]
+        assert [w for w in leaked if w in said] == [], said
+    with pytest.raises(ToolError, match="can't see the number you're calling from"):
+        await shop.call("find_appointments", make_ctx(""), phone=BOB)  # caller id withheld
+    if shop.fake:  # the calendar was never even asked about Bob's number
+        assert not [r for r in shop.fake.api_requests("GET") if f"phone={BOB}" in str(r.query)]
+    own = await shop.call("find_appointments", make_ctx(BOB), phone="312-555-0102")
+    assert [a.customer_name for a in own.appointments] == ["Robert Stone"]
+
+
+async def test_another_number_with_the_appointments_confirmation_code(
+    make_shop: ShopFactory,
+) -> None:
+    shop = make_shop(other_number_lookup="confirmation_code")
+    booked = await book(shop, BOB, "2026-03-09T09:00", customer_name="Robert Stone")
+    other = await book(shop, BOB, "2026-03-11T09:00", service="alignment")
+    code = booked.appointment.confirmation_code
+    assert re.fullmatch(r"\d{6}", code) and " ".join(code) in booked.message
+    assert other.appointment.confirmation_code != code
+    # Alice (calling for Bob) with the code sees that one appointment, not Bob's others.
+    found = await shop.call("find_appointments", make_ctx(ALICE), phone=BOB,
+                            confirmation_code=" ".join(code))  # fmt: skip
+    assert [a.appointment_id for a in found.appointments] == [booked.appointment.appointment_id]
+    with pytest.raises(ToolError, match="the appointment's confirmation code") as bare:
+        await shop.call("find_appointments", make_ctx(ALICE), phone=BOB)
+    assert "Robert" not in str(bare.value)
+    wrong = f"{(int(code) + 1) % 10**6:06d}"
+    for _ in range(5):
+        with pytest.raises(ToolError, match="doesn't match") as miss:
+            await shop.call("find_appointments", make_ctx(ALICE), phone=BOB,
+                            confirmation_code=wrong)  # fmt: skip
+        assert "Robert" not in str(miss.value) and "March" not in str(miss.value)
+    # Guessing is bounded: after five misses even the right code is refused for a while.
+    with pytest.raises(ToolError, match="too many"):
+        await shop.call("find_appointments", make_ctx(ALICE), phone=BOB, confirmation_code=code)
+    shop.clock.now += dt.timedelta(hours=1, minutes=1)
+    again = await shop.call("find_appointments", make_ctx(ALICE), phone=BOB,
+                            confirmation_code=code)  # fmt: skip
+    assert len(again.appointments) == 1
+    # The code never unlocks changes: those stay with the booking number.
+    with pytest.raises(ToolError, match="isn't the number"):
+        await shop.call("cancel_appointment", make_ctx(ALICE),
+                        appointment_id=booked.appointment.appointment_id)  # fmt: skip
+    mine = await shop.call("find_appointments", make_ctx(BOB))
+    assert len(mine.appointments) == 2
+
+
+async def test_confirmation_code_is_ignored_unless_the_shop_enables_it(shop: Shop) -> None:
+    booked = await book(shop, BOB)
+    stored = await shop.store.get(booked.appointment.appointment_id)
+    assert stored.confirmation_code  # kept, so the shop can turn lookups by code on later
+    assert not booked.appointment.confirmation_code and "onfirmation" not in booked.message
+    assert (
+        "confirmation_code" not in shop.tools["find_appointments"].schema().parameters["properties"]
+    )
+    with pytest.raises(ToolError, match="number you're calling from"):
+        await shop.call("find_appointments", make_ctx(ALICE), phone=BOB,
+                        confirmation_code=stored.confirmation_code)  # fmt: skip
+
+
 async def test_retried_booking_creates_one_event(shop: Shop) -> None:
     first = await book(shop, tool_call_id="tc-1")
     again = await book(shop, tool_call_id="tc-1")  # the engine retried the same request
@@ -293,8 +408,8 @@ async def test_find_appointments_lists_the_callers_upcoming(shop: Shop) -> None:
         ("alignment", "2026-03-11T09:00-05:00"),
     ]
     assert "alignment on Wednesday, March 11 at 9 AM" in mine.message
-    bobs = await shop.call("find_appointments", make_ctx(ALICE), phone="(312) 555-0102")
-    assert [a.phone for a in bobs.appointments] == [BOB]
+    with pytest.raises(ToolError, match="number you're calling from"):  # not Bob's
+        await shop.call("find_appointments", make_ctx(ALICE), phone="(312) 555-0102")
     shop.clock.now = local("2026-03-10T12:00")  # Monday's is past now
     later = await shop.call("find_appointments", make_ctx(ALICE))
     assert [a.service for a in later.appointments] == ["alignment"]
