@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -249,6 +250,10 @@ def _read_text(path: Path, *, file: str, key: str | None = None, what: str = "")
     `what` prefixes the reason when the file read is not the config file itself.
     """
     try:
+        # Only a regular file: a FIFO or a device ("/dev/zero") would block or never end.
+        if not stat.S_ISREG(path.stat().st_mode):
+            kind = "a directory, not a file" if path.is_dir() else "not a regular file"
+            raise ConfigError(f"{what}is {kind}", file=file, key=key)
         data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{what}no such file", file=file, key=key) from None
