@@ -187,12 +187,7 @@ def _explain(err: msgspec.ValidationError, root: type, prefix: str = "") -> tupl
         text = f"required key {field!r} is missing"
     else:
         text = text[:1].lower() + text[1:]
-    return _one_line(key), _one_line(text)
-
-
-def _one_line(text: str) -> str:
-    """A quoted TOML key or a plugin's message may hold a newline; errors stay one line."""
-    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+    return key, text
 
 
 def _allowed(root: type, dotted: str) -> list[str]:

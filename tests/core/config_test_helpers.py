@@ -4,6 +4,7 @@ through the public path (`load_config`, then `resolve` against the installed plu
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ from hookline.config import (
 )
 from hookline.plugins import Plugins
 from hookline.runtime import KINDS, resolve
+
+_BARE = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def base_sections() -> dict[str, dict[str, Any]]:
@@ -53,15 +56,20 @@ def toml_value(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
     return str(value)  # dates and times print as TOML does
 
 
+def toml_key(key: str) -> str:
+    return key if _BARE.fullmatch(key) else toml_value(key)
+
+
 def render(sections: dict[str, dict[str, Any]]) -> str:
+    """TOML for {"section.sub": {key: value}}; keys that need it are quoted."""
     out = []
     for name, values in sections.items():
         out.append(f"[{name}]")
-        out.extend(f"{key} = {toml_value(value)}" for key, value in values.items())
+        out.extend(f"{toml_key(key)} = {toml_value(value)}" for key, value in values.items())
         out.append("")
     return "\n".join(out)
 
