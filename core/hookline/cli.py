@@ -3,6 +3,10 @@
 Subcommands live next to what they drive: each module below offers
 `add_commands(subparsers)`; this file only assembles them and turns user mistakes
 (`HooklineError`) into one line on stderr and exit status 1, never a traceback.
+
+Exit status: 0 done; 1 a mistake in a file or a value (one line on stderr naming the file
+and the dotted key: `hookline: agent.toml: server.port: expected `int` <= 65535`); 2 the
+command line itself is wrong (argparse's usage line and error); 130 interrupted.
 """
 
 from __future__ import annotations

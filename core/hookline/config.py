@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 import msgspec.inspect
@@ -22,12 +23,19 @@ import msgspec.inspect
 from .errors import ConfigError, MissingSecret
 
 __all__ = [
+    "MAX_SECONDS",
     "AgentConfig",
     "AnalyticsConfig",
     "Config",
+    "NonNegativeInt",
+    "NonNegativeSeconds",
     "PolicyConfig",
+    "Port",
+    "PositiveInt",
+    "Price",
     "PricesConfig",
     "ProvidersConfig",
+    "Seconds",
     "Secrets",
     "ServerConfig",
     "decode_section",
@@ -43,6 +51,18 @@ BACKCHANNELS = (
 )  # fmt: skip
 
 S = TypeVar("S", bound=msgspec.Struct)
+
+# Ranges for numeric settings. Every numeric field of a settings Struct (core or plugin)
+# uses one of these, so the decoder refuses what the runtime cannot run: `hookline check`
+# and `hookline serve` decode through the same Structs and agree by construction. Bounds
+# also keep out TOML's `inf` and `nan` (a socket timeout of `inf` raises OverflowError).
+MAX_SECONDS = 86400.0  # no duration in a phone call runtime needs more than a day
+Seconds = Annotated[float, msgspec.Meta(gt=0, le=MAX_SECONDS)]  # a timeout, an interval
+NonNegativeSeconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_SECONDS)]  # 0: at once
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]  # a count of things that must exist
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]  # a count that may be zero (retries)
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]  # 0: any free port
+Price = Annotated[float, msgspec.Meta(ge=0, le=1e6)]  # US dollars per unit
 
 
 class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -77,24 +97,24 @@ class ProvidersConfig(_Section):
 class PolicyConfig(_Section):
     """Turn-taking, barge-in, silence and tool timing."""
 
-    barge_in_min_words: int = 2
+    barge_in_min_words: PositiveInt = 2
     backchannels: list[str] = msgspec.field(default_factory=lambda: list(BACKCHANNELS))
-    silence_reprompt_s: float = 8.0
-    max_reprompts: int = 2
-    max_call_s: float = 900.0
-    max_tool_rounds: int = 5
-    tool_timeout_s: float = 10.0
-    filler_after_s: float = 1.0
+    silence_reprompt_s: Seconds = 8.0
+    max_reprompts: NonNegativeInt = 2  # 0: hang up at the first silence, without asking
+    max_call_s: Seconds = 900.0
+    max_tool_rounds: PositiveInt = 5
+    tool_timeout_s: Seconds = 10.0
+    filler_after_s: NonNegativeSeconds = 1.0
     # Upper bound an LLM provider may use for its time to first token (it may go lower).
-    llm_first_token_timeout_s: float = 5.0
-    apology_timeout_s: float = 5.0
+    llm_first_token_timeout_s: Seconds = 5.0
+    apology_timeout_s: Seconds = 5.0
 
 
 class ServerConfig(_Section):
     host: str = "127.0.0.1"
-    port: int = 8080
-    max_concurrent_calls: int = 50
-    drain_timeout_s: float = 30.0
+    port: Port = 8080
+    max_concurrent_calls: PositiveInt = 50
+    drain_timeout_s: NonNegativeSeconds = 30.0  # 0: hang up every call at once
 
 
 class AnalyticsConfig(_Section):
@@ -109,12 +129,12 @@ class AnalyticsConfig(_Section):
 class PricesConfig(_Section):
     """Prices in US dollars, for the per-call cost estimate."""
 
-    llm_input_per_million: float = 2.50
-    llm_cached_input_per_million: float = 1.25
-    llm_output_per_million: float = 10.00
-    tts_per_thousand_chars: float = 0.030
-    stt_per_minute: float = 0.0059
-    telephony_per_minute: float = 0.0085
+    llm_input_per_million: Price = 2.50
+    llm_cached_input_per_million: Price = 1.25
+    llm_output_per_million: Price = 10.00
+    tts_per_thousand_chars: Price = 0.030
+    stt_per_minute: Price = 0.0059
+    telephony_per_minute: Price = 0.0085
 
 
 class Config(_Section):
@@ -141,7 +161,8 @@ class Config(_Section):
         return p if p.is_absolute() else self.base_dir / p
 
 
-_PATH = re.compile(r" - at `\$((?:\.[^`\[]+|\[\d+\])*)`$")
+# msgspec's path: `.name` for a field, `[3]` for a list item, `[...]` for a dict value.
+_PATH = re.compile(r" - at `\$((?:\.[^`\[]+|\[\d+\]|\[\.\.\.\])*)`$")
 
 
 def _explain(err: msgspec.ValidationError, root: type, prefix: str = "") -> tuple[str, str]:
@@ -152,20 +173,20 @@ def _explain(err: msgspec.ValidationError, root: type, prefix: str = "") -> tupl
     m = _PATH.search(text)
     if m:
         text = text[: m.start()]
-        sub = m.group(1).lstrip(".").replace("[", ".").replace("]", "")
+        sub = m.group(1).replace("[...]", "").lstrip(".").replace("[", ".").replace("]", "")
         key = ".".join(p for p in (prefix, sub) if p)
     if text.startswith("Invalid enum value") and (allowed := _allowed(root, sub)):
-        return key, f"{text[0].lower()}{text[1:]} (expected one of: {', '.join(allowed)})"
+        return key, f"{text[:1].lower()}{text[1:]} (expected one of: {', '.join(allowed)})"
     if text.startswith("Object contains unknown field"):
-        field = text.split("`")[1]
+        field = text[text.index("`") + 1 : text.rindex("`")]
         key = ".".join(p for p in (key, field) if p)
         text = f"unknown key {field!r} (check the spelling; see the docs for this section)"
     elif text.startswith("Object missing required field"):
-        field = text.split("`")[1]
+        field = text[text.index("`") + 1 : text.rindex("`")]
         key = ".".join(p for p in (key, field) if p)
         text = f"required key {field!r} is missing"
     else:
-        text = text[0].lower() + text[1:]
+        text = text[:1].lower() + text[1:]
     return key, text
 
 
@@ -193,12 +214,13 @@ def _allowed(root: type, dotted: str) -> list[str]:
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and decode a config file; raise ConfigError naming the file and the key."""
     file = str(path)
+    text = _read_text(Path(file), file=file)
     try:
-        raw = tomllib.loads(Path(file).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError("no such file", file=file) from None
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"not valid TOML: {e}", file=file) from None
+    except RecursionError:
+        raise ConfigError("not valid TOML: arrays or tables nested too deeply", file=file) from None
     if "path" in raw:
         raise ConfigError("unknown key 'path'", file=file, key="path")
     try:
@@ -210,16 +232,40 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     agent = config.agent
     if agent.instructions_file:
         instructions = config.resolve_path(agent.instructions_file)
-        try:
-            agent.instructions = instructions.read_text(encoding="utf-8")
-        except OSError as e:
-            raise ConfigError(
-                f"cannot read {instructions}: {e.strerror}",
-                file=file,
-                key="agent.instructions_file",
-            ) from None
+        agent.instructions = _read_text(
+            instructions, file=file, key="agent.instructions_file", what=f"{instructions}: "
+        )
     _check_timezone(agent.timezone, file)
     return config
+
+
+def _read_text(path: Path, *, file: str, key: str | None = None, what: str = "") -> str:
+    """A UTF-8 text file's contents, or a one-line ConfigError saying why not.
+
+    `what` prefixes the reason when the file read is not the config file itself.
+    """
+    try:
+        # Only a regular file: a FIFO or a device ("/dev/zero") would block or never end.
+        if not stat.S_ISREG(path.stat().st_mode):
+            kind = "a directory, not a file" if path.is_dir() else "not a regular file"
+            raise ConfigError(f"{what}is {kind}", file=file, key=key)
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{what}no such file", file=file, key=key) from None
+    except OSError as e:  # a directory, no permission, an I/O error
+        raise ConfigError(f"{what}cannot read: {e.strerror or e}", file=file, key=key) from None
+    except ValueError as e:  # a NUL byte in the path
+        raise ConfigError(f"{what}cannot read: {e}", file=file, key=key) from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # what Windows tools call "Unicode"
+        raise ConfigError(f"{what}is UTF-16 text; save it as UTF-8", file=file, key=key)
+    try:
+        return data.decode("utf-8-sig")  # a UTF-8 byte order mark (Notepad) is dropped
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{what}is not UTF-8 text (byte {e.start} is {data[e.start]:#04x}); save it as UTF-8",
+            file=file,
+            key=key,
+        ) from None
 
 
 def _check_timezone(name: str, file: str) -> None:
@@ -227,7 +273,7 @@ def _check_timezone(name: str, file: str) -> None:
 
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # "America" is a directory
         raise ConfigError(
             f"unknown time zone {name!r} (use an IANA name like 'America/Chicago')",
             file=file,

@@ -31,7 +31,13 @@ class ConfigError(HooklineError):
         self.key = key
         self.message = message
         where = ": ".join(part for part in (file, key) if part)
-        super().__init__(f"{where}: {message}" if where else message)
+        super().__init__(one_line(f"{where}: {message}" if where else message))
+
+
+def one_line(text: str) -> str:
+    """Escape line breaks and other unprintables (a quoted TOML key may hold a newline):
+    a config error is always exactly one line on the terminal."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 class MissingSecret(ConfigError):

@@ -291,13 +291,18 @@ def export(con: duckdb.DuckDBPyConnection, directory: Path, *, source: str) -> d
 
 # ---------------------------------------------------------------------------- prune
 
+# A century: further back is before any call, and keeps the cutoff a valid datetime.
+MAX_PRUNE_DAYS = 36600
+
 
 def _prune_command(args: argparse.Namespace) -> int:
     path, where, rest = _target(args, "analytics prune")
     if rest:
         raise ConfigError(f"unexpected {' '.join(rest)!r}")
-    if args.older_than < 0:
-        raise ConfigError("--older-than takes a number of days, 0 or more")
+    if not 0 <= args.older_than <= MAX_PRUNE_DAYS:  # also refuses nan and inf
+        raise ConfigError(
+            f"--older-than takes a number of days, 0 or more and at most {MAX_PRUNE_DAYS}"
+        )
     con = _open(path, where)
     try:
         counts = prune(con, args.older_than)

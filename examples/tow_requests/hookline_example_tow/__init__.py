@@ -17,13 +17,14 @@ import msgspec
 import trio
 
 from hookline import Tool, ToolContext, ToolError, ToolSet, hookimpl, tool
+from hookline.config import PositiveInt
 
 __all__ = ["TowRequest", "TowSettings", "hookline_toolsets"]
 
 
 class TowSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     queue_file: str = "data/tow_requests.jsonl"  # relative to the config file
-    eta_minutes: int = 45
+    eta_minutes: PositiveInt = 45
 
 
 class TowRequest(msgspec.Struct, forbid_unknown_fields=True):

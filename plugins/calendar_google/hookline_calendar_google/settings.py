@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
+
+from hookline.config import NonNegativeInt, NonNegativeSeconds, PositiveInt, Seconds
 
 __all__ = ["WEEKDAYS", "CalendarSettings", "parse_hours"]
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# Bounds that keep date arithmetic (today + max_days_ahead, now + lead) inside datetime.
+_TEN_YEARS_DAYS = 3660
+Minutes = Annotated[int, msgspec.Meta(ge=0, le=_TEN_YEARS_DAYS * 24 * 60)]
+
 _SPAN = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 
 
@@ -61,13 +67,15 @@ class CalendarSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     )
     closures: list[dt.date] = []
     # Service name -> duration in minutes.
+    # (Checked in __post_init__, not with Meta: msgspec's error would not name the service.)
     services: dict[str, int] = msgspec.field(default_factory=lambda: {"appointment": 60})
-    bays: int = 1  # how many jobs can run at once
-    min_lead_minutes: int = 60
-    max_days_ahead: int = 60
-    slot_minutes: int = 15  # start times fall on this grid from the opening time
-    max_slots: int = 5  # how many start times check_availability offers
-    offer_spacing_minutes: int = 60  # offered start times are at least this far apart
+    bays: PositiveInt = 1  # how many jobs can run at once
+    min_lead_minutes: Minutes = 60
+    max_days_ahead: Annotated[int, msgspec.Meta(ge=1, le=_TEN_YEARS_DAYS)] = 60
+    # Start times fall on this grid from the opening time.
+    slot_minutes: Annotated[int, msgspec.Meta(ge=1, le=240)] = 15
+    max_slots: PositiveInt = 5  # how many start times check_availability offers
+    offer_spacing_minutes: Minutes = 60  # offered start times are at least this far apart
     other_number_lookup: Literal["off", "confirmation_code"] = "off"
 
     # Google backend.
@@ -77,10 +85,10 @@ class CalendarSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     service_account_file_env: str = ""  # e.g. "GOOGLE_APPLICATION_CREDENTIALS"
     api_endpoint: str = "https://www.googleapis.com/calendar/v3/"
     token_uri: str = "https://oauth2.googleapis.com/token"
-    request_timeout_s: float = 8.0
-    rate_limit_retries: int = 3
-    rate_limit_backoff_s: float = 0.5  # doubles per retry, capped by backoff_max_s
-    backoff_max_s: float = 4.0
+    request_timeout_s: Seconds = 8.0
+    rate_limit_retries: NonNegativeInt = 3
+    rate_limit_backoff_s: NonNegativeSeconds = 0.5  # doubles per retry, capped by backoff_max_s
+    backoff_max_s: NonNegativeSeconds = 4.0
 
     # Local backend, relative to the config file.
     database: str = "data/calendar.duckdb"
@@ -91,7 +99,7 @@ class CalendarSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
 
             try:
                 ZoneInfo(self.timezone)
-            except (ZoneInfoNotFoundError, ValueError):
+            except (ZoneInfoNotFoundError, ValueError, OSError):  # "America" is a directory
                 raise ValueError(
                     f"timezone: unknown time zone {self.timezone!r} (use e.g. 'America/Chicago')"
                 ) from None
@@ -104,20 +112,6 @@ class CalendarSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
         for name, minutes in self.services.items():
             if minutes <= 0 or minutes > 24 * 60:
                 raise ValueError(f"services: {name!r} must take 1 to 1440 minutes")
-        if self.bays < 1:
-            raise ValueError("bays must be at least 1")
-        if not 1 <= self.slot_minutes <= 240:
-            raise ValueError("slot_minutes must be between 1 and 240")
-        if (
-            self.offer_spacing_minutes < 0
-            or self.min_lead_minutes < 0
-            or self.max_days_ahead < 1
-            or self.max_slots < 1
-        ):
-            raise ValueError(
-                "min_lead_minutes and offer_spacing_minutes >= 0, "
-                "max_days_ahead >= 1 and max_slots >= 1"
-            )
         # Secrets the chosen auth does not use are cleared, so that `hookline check`
         # (which asks for every non-empty `*_env`) does not demand them.
         if self.backend == "local":

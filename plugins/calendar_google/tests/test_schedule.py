@@ -147,7 +147,7 @@ def test_settings_errors_name_the_key() -> None:
         ({"hours": {"mon": "8 to 5"}}, "should look like '07:30-18:00'"),
         ({"hours": {"mon": "17:00-08:00"}}, "close before they open"),
         ({"services": {"brakes": 0}}, "'brakes' must take 1 to 1440 minutes"),
-        ({"bays": 0}, "bays must be at least 1"),
+        ({"bays": 0}, "tools.calendar_google.bays: expected `int` >= 1"),
         ({"timezone": "Mars/Olympus"}, "unknown time zone"),
         ({"backend": "outlook"}, "tools.calendar_google.backend"),
         ({"colour": "red"}, "unknown key 'colour'"),

@@ -6,10 +6,9 @@ from typing import Annotated, Literal
 
 import msgspec
 
-__all__ = ["OpenAISettings"]
+from hookline.config import NonNegativeSeconds, PositiveInt, Seconds
 
-Positive = Annotated[float, msgspec.Meta(gt=0)]
-NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+__all__ = ["OpenAISettings"]
 
 
 class OpenAISettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -24,7 +23,7 @@ class OpenAISettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     model: str = "gpt-4o"
     temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = 0.3
     # Caps one response. A phone answer is a few sentences; None leaves it to the server.
-    max_tokens: Annotated[int, msgspec.Meta(gt=0)] | None = 300
+    max_tokens: PositiveInt | None = 300
     # OpenAI wants max_completion_tokens; older compatible servers only know max_tokens.
     max_tokens_param: Literal["max_completion_tokens", "max_tokens"] = "max_completion_tokens"
     # The environment variable holding the key. "" for a local server that needs none.
@@ -35,12 +34,12 @@ class OpenAISettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     parallel_tool_calls: bool = True
     # From sending the request to the first streamed token (per attempt). None takes
     # [policy] llm_first_token_timeout_s.
-    first_token_timeout_s: Positive | None = None
+    first_token_timeout_s: Seconds | None = None
     # The whole response, retries included.
-    total_timeout_s: Positive = 30.0
+    total_timeout_s: Seconds = 30.0
     # Retries (429 honouring retry-after, 5xx, connection errors) happen only while the
     # time since the request started plus the next wait stays within this bound: it is
     # how long the caller may hear silence before the engine speaks its fallback line.
-    max_retry_wait_s: NonNegative = 3.0
+    max_retry_wait_s: NonNegativeSeconds = 3.0
     # History sent to the model is trimmed to about this many tokens (oldest turns first).
-    context_tokens: Annotated[int, msgspec.Meta(gt=0)] = 8000
+    context_tokens: PositiveInt = 8000

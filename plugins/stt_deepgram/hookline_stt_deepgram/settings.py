@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
+
+from hookline.config import NonNegativeInt, NonNegativeSeconds, PositiveInt, Seconds
 
 __all__ = ["BYTES_PER_SAMPLE", "DeepgramSTTSettings"]
 
@@ -23,13 +27,13 @@ class DeepgramSTTSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     model: str = "nova-2-phonecall"
     language: str = "en-US"
     encoding: str = "mulaw"
-    sample_rate: int = 8000
-    channels: int = 1
+    sample_rate: PositiveInt = 8000
+    channels: PositiveInt = 1
     interim_results: bool = True
     # ms of silence before a final carries speech_final; None sends `endpointing=false`.
-    endpointing_ms: int | None = 300
+    endpointing_ms: NonNegativeInt | None = 300
     # Needs interim_results; Deepgram rejects values under 1000. None leaves it off.
-    utterance_end_ms: int | None = 1000
+    utterance_end_ms: Annotated[int, msgspec.Meta(ge=1000)] | None = 1000
     vad_events: bool = True
     smart_format: bool = True
     punctuate: bool = True
@@ -38,13 +42,17 @@ class DeepgramSTTSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     tag: str = "hookline"
 
     # Client behaviour.
-    keepalive_s: float = 4.0  # KeepAlive after this long without audio (server idles out at ~10 s)
-    connect_timeout_s: float = 5.0
-    send_timeout_s: float = 5.0  # a send stuck this long counts as a dead connection
-    reconnect_timeout_s: float = 5.0  # how long one outage may last before the call fails
-    max_reconnects: int = 10  # per call
-    replay_max_s: float = 30.0  # audio kept for replay after the last final result
-    close_timeout_s: float = 2.0  # wait for the last results after CloseStream
+    keepalive_s: Seconds = (
+        4.0  # KeepAlive after this long without audio (server idles out at ~10 s)
+    )
+    connect_timeout_s: Seconds = 5.0
+    send_timeout_s: Seconds = 5.0  # a send stuck this long counts as a dead connection
+    reconnect_timeout_s: NonNegativeSeconds = (
+        5.0  # how long one outage may last before the call fails
+    )
+    max_reconnects: NonNegativeInt = 10  # per call
+    replay_max_s: NonNegativeSeconds = 30.0  # audio kept for replay after the last final result
+    close_timeout_s: Seconds = 2.0  # wait for the last results after CloseStream
 
     def __post_init__(self) -> None:
         # Raised as ValueError so msgspec reports it, and decode_section names the key.
@@ -57,8 +65,3 @@ class DeepgramSTTSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
             raise ValueError("utterance_end_ms needs interim_results = true")
         if not self.url.startswith(("ws://", "wss://")):
             raise ValueError(f"url {self.url!r} must start with ws:// or wss://")
-        for name in ("keepalive_s", "connect_timeout_s", "send_timeout_s", "close_timeout_s"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
-        if self.reconnect_timeout_s < 0 or self.max_reconnects < 0:
-            raise ValueError("reconnect_timeout_s and max_reconnects must not be negative")

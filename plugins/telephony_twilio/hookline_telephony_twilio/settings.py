@@ -6,10 +6,9 @@ from typing import Annotated
 
 import msgspec
 
-__all__ = ["TwilioSettings"]
+from hookline.config import PositiveInt, Seconds
 
-Seconds = Annotated[float, msgspec.Meta(gt=0)]
-Positive = Annotated[int, msgspec.Meta(gt=0)]
+__all__ = ["TwilioSettings"]
 # "https://host[:port][/prefix]" or empty; no query, no trailing junk.
 BaseUrl = Annotated[str, msgspec.Meta(pattern=r"^(https?://[^/?#\s]+(/[^?#\s]*)?)?$")]
 
@@ -37,7 +36,7 @@ class TwilioSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # A media stream that sends no `start` within this many seconds is closed.
     start_timeout_s: Seconds = 10.0
     # Inbound WebSocket messages or webhook bodies larger than this are dropped.
-    max_message_bytes: Positive = 65536
+    max_message_bytes: PositiveInt = 65536
     # Bound on one REST request (hang-up, transfer).
     rest_timeout_s: Seconds = 10.0
     # Name of the <Stream> in TwiML (shows in Twilio's console and status callbacks).
