@@ -32,7 +32,7 @@ class TwilioSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # signatures carry no timestamp) gets no second stream: Twilio's longest call (4 h)
     # plus a margin. At most `replay_memory` CallSids are kept (~200 bytes each).
     replay_window_s: Seconds = 5 * 3600.0
-    replay_memory: Positive = 100_000
+    replay_memory: PositiveInt = 100_000
     # A media stream that sends no `start` within this many seconds is closed.
     start_timeout_s: Seconds = 10.0
     # Inbound WebSocket messages or webhook bodies larger than this are dropped.
