@@ -29,7 +29,7 @@ import duckdb
 
 from ..events import CallEvent, CallRecord
 from ..providers import CallInfo
-from .rows import CallState, Row, Shaper
+from .rows import CallState, Row, Shaper, numbers_of
 from .schema import TABLES, open_database
 
 __all__ = ["Writer", "acquire", "release"]
@@ -232,7 +232,9 @@ class Writer:
         self._staged_count += len(rows)
 
     def _start(self, shaper: Shaper, info: CallInfo, started: float) -> None:
-        self._calls[info.call_id] = CallState(provider_call_id=info.provider_call_id)
+        self._calls[info.call_id] = CallState(
+            provider_call_id=info.provider_call_id, numbers=numbers_of(info)
+        )
         if info.provider_call_id:
             self._by_provider_id[info.provider_call_id] = info.call_id
         self._stage("calls", [shaper.started_row(info, started)])
@@ -245,7 +247,9 @@ class Writer:
         if shaper.store_events:
             self._seq += 1
             pcid = info.provider_call_id or (state.provider_call_id if state else "")
-            self._stage("events", [shaper.event_row(call_id, pcid, self._seq, wall, event)])
+            numbers = (*numbers_of(info), *(state.numbers if state else ()))
+            row = shaper.event_row(call_id, pcid, self._seq, wall, event, numbers)
+            self._stage("events", [row])
 
     def _end(self, shaper: Shaper, info: CallInfo, record: CallRecord) -> None:
         call_id = record.call_id or info.call_id
