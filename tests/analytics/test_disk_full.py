@@ -12,7 +12,7 @@ import errno
 import json
 import logging
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import duckdb
@@ -121,6 +121,13 @@ def analytics_lines(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
     ]
 
 
+async def polled(condition: Callable[[], bool]) -> None:
+    """Wait until `condition()` holds: it changes on the writer thread, which cannot
+    set a trio.Event."""
+    while not condition():  # noqa: ASYNC110
+        await trio.sleep(0.02)
+
+
 def stored_calls(path: Path) -> dict[str, str | None]:
     con = duckdb.connect(str(path))
     try:
@@ -172,11 +179,9 @@ async def test_writes_resume_by_themselves_when_space_returns(disk, caplog, monk
     disk.fill()
     records = simulate_calls(runtime, CALLS)
     with trio.fail_after(60):
-        while not runtime.health_problems():
-            await trio.sleep(0.02)
+        await polled(lambda: bool(runtime.health_problems()))
         disk.free()  # no flush asked for from here on: the retry timer does it
-        while runtime.health_problems():
-            await trio.sleep(0.02)
+        await polled(lambda: not runtime.health_problems())
     await trio.to_thread.run_sync(runtime.stop)
     assert stored_calls(disk.path / "calls.duckdb") == {r.call_id: r.end_reason for r in records}
 
