@@ -41,7 +41,8 @@ class RuntimeSink:
         self.shaper = shaper
 
     def flush(self, timeout: float | None = 30.0) -> bool:
-        """Block until what was queued so far is written (not for the trio thread)."""
+        """Block until what was queued so far is written, or kept in memory for a retry
+        while the storage fails (`writer.problem`). Not for the trio thread."""
         return self.writer.flush(timeout)
 
     async def wait_flushed(self) -> None:

@@ -91,6 +91,7 @@ class Writer:
         self._summary_at = 0.0
         self._failed_attempts = 0
         self._reconnect = False
+        self._dropping = False  # rows are being dropped in this failure
 
     # ------------------------------------------------------------ producer side (trio thread)
 
@@ -130,7 +131,8 @@ class Writer:
             raise self._open_error
 
     def flush(self, timeout: float | None = 30.0) -> bool:
-        """Block until everything queued before this call is in the database."""
+        """Block until everything queued before this call is in the database (or, while
+        the storage fails, staged in memory after one more attempt to write it)."""
         if self._thread is None or not self._thread.is_alive():
             return False
         done = threading.Event()
@@ -261,12 +263,13 @@ class Writer:
         else:
             self._staged[table].extend(rows)
         self._staged_count = len(self._staged_calls) + sum(map(len, self._staged.values()))
-        if self._staged_count > MAX_PENDING_ROWS:
+        if self.problem and self._staged_count > MAX_PENDING_ROWS:
             self._drop_oldest(self._staged_count - MAX_PENDING_ROWS)
 
     def _drop_oldest(self, excess: int) -> None:
         """Keep the in-memory backlog bounded: drop the oldest of the least useful rows."""
-        first = not self.dropped_rows
+        first = not self._dropping
+        self._dropping = True
         for table in _DROP_ORDER:
             if excess <= 0:
                 break
@@ -426,10 +429,11 @@ class Writer:
         if self.problem is None:
             return
         log.warning(
-            "analytics: writing to %s again after %.0f s; %d rows were dropped meanwhile",
+            "analytics: writing to %s again after %.0f s (%d rows dropped since start)",
             self.path, time.monotonic() - self._failing_since, self.dropped_rows,
         )  # fmt: skip
         self.problem = None
+        self._dropping = False
         self._failed_attempts = 0
         self._retry_delay = RETRY_FIRST_S
 
