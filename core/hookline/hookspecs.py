@@ -102,3 +102,15 @@ def hookline_call_ended(runtime: Runtime, call: CallInfo, record: CallRecord) ->
     Called exactly once per call that reached `hookline_call_started`, and also for
     calls rejected before they started (end_reason "rejected:<why>").
     """
+
+
+@hookspec
+def hookline_health(runtime: Runtime) -> str | None:
+    """A problem this plugin sees with the runtime, as one short line, or None.
+
+    Asked on every `GET /healthz`: answer from state you already hold (no I/O, no
+    waiting). While any plugin reports a problem `/healthz` answers 503 with the
+    problems listed, so a load balancer or orchestrator sees the process as not ready
+    (the analytics plugin reports a database it cannot write). Calls in progress are
+    not affected. All results are collected; one that raises counts as a problem.
+    """

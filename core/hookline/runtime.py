@@ -290,6 +290,19 @@ class Runtime:
 
     # ----------------------------------------------------------------- observers
 
+    def health_problems(self) -> list[str]:
+        """What plugins report wrong (the `hookline_health` hook); empty when healthy."""
+        problems = []
+        for impl in self.plugins.pm.hook.hookline_health.get_hookimpls():
+            try:
+                problem = impl.function(**{a: self for a in impl.argnames})
+            except Exception:
+                log.exception("health check of %s failed", impl.plugin_name)
+                problem = f"the health check of {impl.plugin_name} failed"
+            if problem:
+                problems.append(str(problem))
+        return problems
+
     def call_started(self, info: CallInfo, started: float) -> None:
         self._observe("hookline_call_started", call=info, started=started)
 

@@ -48,18 +48,21 @@ class _Health(msgspec.Struct):
     status: str
     active_calls: int
     draining: bool
+    problems: list[str]  # from the plugins' hookline_health: not ready while any
 
 
 def build_app(runtime: Runtime) -> ASGIApp:
     """The server's ASGI app for a runtime: its telephony routes and /healthz."""
 
     def health() -> tuple[int, bytes]:
+        problems = runtime.health_problems()
         state = _Health(
-            status="draining" if runtime.draining else "ok",
+            status="draining" if runtime.draining else "unhealthy" if problems else "ok",
             active_calls=runtime.active_calls,
             draining=runtime.draining,
+            problems=problems,
         )
-        return (503 if runtime.draining else 200), _encode(state)
+        return (503 if runtime.draining or problems else 200), _encode(state)
 
     return asgi_app(runtime.telephony.routes(runtime), health)
 

@@ -41,7 +41,8 @@ class RuntimeSink:
         self.shaper = shaper
 
     def flush(self, timeout: float | None = 30.0) -> bool:
-        """Block until what was queued so far is written (not for the trio thread)."""
+        """Block until what was queued so far is written, or kept in memory for a retry
+        while the storage fails (`writer.problem`). Not for the trio thread."""
         return self.writer.flush(timeout)
 
     async def wait_flushed(self) -> None:
@@ -93,6 +94,13 @@ def hookline_call_ended(runtime: Runtime, call: CallInfo, record: CallRecord) ->
 
 
 @hookimpl
+def hookline_health(runtime: Runtime) -> str | None:
+    """Not ready while the database cannot be written (rows wait in memory meanwhile)."""
+    sink = _sinks.get(runtime)
+    return sink.writer.problem if sink else None
+
+
+@hookimpl
 def hookline_runtime_started(runtime: Runtime) -> None:
     """Open (create, migrate, recover) the database and attach a sink to this runtime."""
     cfg = runtime.config.analytics
@@ -117,4 +125,9 @@ def detach(runtime: Runtime, *, abandon: bool = False) -> None:
         return
     if sink.writer.dropped_events:
         log.warning("analytics: %d events were dropped under load", sink.writer.dropped_events)
+    if sink.writer.dropped_rows:
+        log.warning(
+            "analytics: %d rows were dropped while %s could not be written",
+            sink.writer.dropped_rows, sink.writer.path,
+        )  # fmt: skip
     release(sink.writer, abandon=abandon)

@@ -6,9 +6,11 @@ hand over the objects they were given.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -60,11 +62,54 @@ def hash_number(number: str, salt: bytes) -> str:
     return hmac.new(salt, number.encode(), hashlib.sha256).hexdigest()
 
 
+DROPPED_NUMBER = "[number]"  # what stands in a text for a number the setting drops
+
+# Between two digits of a written number: spaces, dots, dashes, brackets.
+_SEP = r"[\s().\-]{0,3}"
+_LOCAL_DIGITS = 7  # the shortest tail of a number that is still recognisably that number
+
+
+@functools.lru_cache(maxsize=4096)
+def number_pattern(digits: str) -> re.Pattern[str]:
+    """The ways one number is written in text: "+15551230000", "15551230000",
+    "5551230000", "(555) 123-0000", "+1 555 123 0000", "555.123.0000", "123-0000", and
+    with a "0" or "00" prefix. Any suffix of the full digits at least 7 long matches; a
+    longer run of digits does not (it is another number)."""
+    tail_len = min(_LOCAL_DIGITS, len(digits))
+    head, tail = digits[:-tail_len], digits[-tail_len:]
+    optional_head = ""
+    for d in head:  # left-nested: any suffix of the head may precede the tail
+        optional_head = f"(?:{optional_head}{d}{_SEP})?"
+    return re.compile(rf"(?<!\d)(?:(?:\+|00?){_SEP})?\(?{optional_head}{_SEP.join(tail)}(?!\d)")
+
+
 @dataclass(frozen=True)
 class Privacy:
+    """The single place that applies `[analytics] caller_numbers` and `transcripts`:
+    the number columns, and a call's numbers wherever else they turn up (what the
+    caller said, tool arguments and results, events, extra data)."""
+
     numbers: Literal["plain", "hashed", "drop"] = "plain"
     salt: bytes = b""
     transcripts: bool = True
+
+    def redactor(self, numbers: Iterable[str | None]) -> Callable[[str], str] | None:
+        """A function that replaces `numbers` in a text by their hash (or by
+        DROPPED_NUMBER); None when numbers are kept in the clear."""
+        if self.numbers == "plain":
+            return None
+        subs: list[tuple[re.Pattern[str], str]] = []
+        for number in dict.fromkeys(n for n in numbers if n):
+            digits = re.sub(r"\D", "", number)
+            if digits:
+                subs.append((number_pattern(digits), self.number(number) or DROPPED_NUMBER))
+
+        def redact(text: str) -> str:
+            for pattern, mark in subs:
+                text = pattern.sub(mark, text)
+            return text
+
+        return redact
 
     def number(self, value: str | None) -> str | None:
         if not value:
@@ -137,6 +182,7 @@ class CallState:
     """What the writer remembers about a call between its start and its end."""
 
     provider_call_id: str = ""
+    numbers: tuple[str, ...] = ()  # the call's phone numbers, kept out of its raw events
     seq: int = 0
     # Fallbacks for a record that leaves these empty: collected from the events.
     metrics: dict[int, dict[str, float]] = field(default_factory=dict)
@@ -180,7 +226,7 @@ class Shaper:
 
     def started_row(self, info: CallInfo, started: float) -> Row:
         p = self.privacy
-        return calls_row(
+        row = calls_row(
             id=info.call_id,
             provider_call_id=info.provider_call_id,
             started=utc(started),
@@ -189,12 +235,14 @@ class Shaper:
             providers=self.providers,
             models=self.models,
         )
+        return _scrub_row(row, p.redactor(numbers_of(info)))
 
     def ended_rows(
         self, info: CallInfo, record: CallRecord, state: CallState | None
     ) -> dict[str, list[Row]]:
         """Rows for every table but events: the final calls row, turns, latencies, tools."""
         p = self.privacy
+        redact = p.redactor((*numbers_of(info), record.from_number, record.to_number))
         cid = record.call_id or info.call_id
         usage = dict(record.usage) or (dict(state.usage) if state else {})
         cost = estimate_cost(usage, record.duration, self.prices)
@@ -229,7 +277,7 @@ class Shaper:
                     )  # fmt: skip
                     tools.append(self._tool_row(cid, index, utc(wall), rec))
         interrupted = sum(1 for t in record.turns if t.role == "agent" and t.interrupted)
-        extra = _encode(record.extra).decode() if record.extra else None
+        extra = _encode(_scrub(record.extra, redact)).decode() if record.extra else None
         call = calls_row(
             id=cid,
             provider_call_id=record.provider_call_id or info.provider_call_id,
@@ -256,7 +304,8 @@ class Shaper:
             cost_telephony_usd=cost.telephony,
             extra=extra,
         )
-        return {"calls": [call], "turns": turns, "latencies": latencies, "tool_calls": tools}
+        rows = {"calls": [call], "turns": turns, "latencies": latencies, "tool_calls": tools}
+        return {table: [_scrub_row(r, redact) for r in rs] for table, rs in rows.items()}
 
     def _tool_row(self, cid: str, turn: int, ts: datetime | None, tc: ToolCallRecord) -> Row:
         p = self.privacy
@@ -266,13 +315,52 @@ class Shaper:
         )  # fmt: skip
 
     def event_row(
-        self, call_id: str, provider_call_id: str, seq: int, wall: float, event: CallEvent
+        self,
+        call_id: str,
+        provider_call_id: str,
+        seq: int,
+        wall: float,
+        event: CallEvent,
+        numbers: Iterable[str | None] = (),
     ) -> Row:
-        stored = self.privacy.event(event)
+        """One raw event; `numbers` are the call's numbers, kept out of its data as the
+        privacy setting says."""
+        stored: Any = self.privacy.event(event)
+        if redact := self.privacy.redactor(numbers):
+            stored = _scrub(msgspec.to_builtins(stored), redact)
         return (
             call_id, provider_call_id, seq, utc(wall), event.t, type(event).__name__,
             getattr(event, "turn", None), _encode(stored).decode(),
         )  # fmt: skip
+
+
+def numbers_of(info: CallInfo) -> tuple[str, str]:
+    """The phone numbers of a call: the caller's and the one they called."""
+    return info.from_number, info.to_number
+
+
+def _scrub(value: Any, redact: Callable[[str], str] | None) -> Any:
+    """`value` (JSON-like) with the numbers `redact` knows replaced, even as integers."""
+    if redact is None:
+        return value
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {_scrub(k, redact): _scrub(v, redact) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v, redact) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        text = str(value)
+        redacted = redact(text)
+        return value if redacted == text else redacted
+    return value
+
+
+def _scrub_row(row: Row, redact: Callable[[str], str] | None) -> Row:
+    """A row with the numbers replaced in its text columns (the others keep their type)."""
+    if redact is None:
+        return row
+    return tuple(redact(c) if isinstance(c, str) else c for c in row)
 
 
 def calls_row(**columns: Any) -> Row:

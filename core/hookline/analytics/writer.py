@@ -13,6 +13,14 @@ When rows are flushed:
 - everything pending on shutdown.
 
 A flush that DuckDB refuses is retried row by row so one bad row costs only itself.
+
+When the storage fails (disk full, file gone, I/O error) nothing is lost at first: the
+rows stay staged in memory, up to MAX_PENDING_ROWS (past it the oldest raw events go
+first, then the other tables, counted), and the write is retried with backoff. The
+writer logs one ERROR when writes start failing, one summary a minute while they keep
+failing and one line when they work again, and reports the failure as a health
+problem meanwhile (`problem`, shown by /healthz). Since a call's `calls` row is an
+upsert, the row written on recovery is its last one, with its end reason.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import duckdb
 
 from ..events import CallEvent, CallRecord
 from ..providers import CallInfo
-from .rows import CallState, Row, Shaper
+from .rows import CallState, Row, Shaper, numbers_of
 from .schema import TABLES, open_database
 
 __all__ = ["Writer", "acquire", "release"]
@@ -42,6 +50,12 @@ MAX_BATCH = 5000  # queue items handled between two looks at whether to flush
 MAX_BUFFERED_ROWS = 20_000  # flush early past this many buffered rows
 APPEND_CHUNK = 200  # rows per append_rows call: it holds the GIL ~10 us per row
 MAX_BACKLOG = 500_000  # past this many queued items, raw events are dropped (and counted)
+MAX_PENDING_ROWS = 200_000  # rows kept in memory while the storage fails (~100 MB at most)
+RETRY_FIRST_S = 1.0  # first retry after a storage failure, doubling up to RETRY_MAX_S
+RETRY_MAX_S = 30.0
+SUMMARY_EVERY_S = 60.0  # one log line this often while the storage keeps failing
+# Drop order when the in-memory backlog is full: the least useful rows first.
+_DROP_ORDER = ("events", "latencies", "turns", "tool_calls", "calls")
 
 
 class Writer:
@@ -68,6 +82,16 @@ class Writer:
         self._staged_count = 0
         self._oldest_staged = 0.0
         self._seq = 0
+        # Storage failure state (writer thread only; `problem` is read from any thread).
+        self.problem: str | None = None
+        self.dropped_rows = 0  # rows dropped from the in-memory backlog while failing
+        self._failing_since = 0.0
+        self._retry_at = 0.0
+        self._retry_delay = RETRY_FIRST_S
+        self._summary_at = 0.0
+        self._failed_attempts = 0
+        self._reconnect = False
+        self._dropping = False  # rows are being dropped in this failure
 
     # ------------------------------------------------------------ producer side (trio thread)
 
@@ -107,7 +131,8 @@ class Writer:
             raise self._open_error
 
     def flush(self, timeout: float | None = 30.0) -> bool:
-        """Block until everything queued before this call is in the database."""
+        """Block until everything queued before this call is in the database (or, while
+        the storage fails, staged in memory after one more attempt to write it)."""
         if self._thread is None or not self._thread.is_alive():
             return False
         done = threading.Event()
@@ -156,7 +181,7 @@ class Writer:
                 except Exception:  # the writer must outlive any one bad batch
                     log.exception("analytics writer error; continuing")
         finally:
-            con.close()
+            _quietly(self._con.close)  # the first connection, or the one after a fatal error
 
     def _recover(self, con: duckdb.DuckDBPyConnection) -> list[str]:
         """Calls that started but never ended: the process died under them."""
@@ -174,7 +199,8 @@ class Writer:
     def _loop_once(self) -> bool:
         timeout = None
         if self._staged_count:
-            timeout = max(0.0, self._oldest_staged + self.flush_interval - time.monotonic())
+            due = self._retry_at if self.problem else self._oldest_staged + self.flush_interval
+            timeout = max(0.0, due - time.monotonic())
         try:
             first = self._queue.get(timeout=timeout)
         except queue.Empty:
@@ -211,12 +237,19 @@ class Writer:
                 log.exception("analytics: could not turn a %s into rows", _NAMES[op])
         try:
             if urgent or self._staged_count >= MAX_BUFFERED_ROWS:
-                self._flush()
+                # While the storage fails only the retry timer, an explicit flush or the
+                # stop request tries again: not every call start and end.
+                self._flush(retry_now=bool(waiters) or stop)
         except Exception:  # logged; waiters and a stop request are still honoured
             log.exception("analytics: flush failed")
         finally:
             for w in waiters:
                 w.set()
+        if stop and self._staged_count:
+            log.error(
+                "analytics: %d rows could not be written to %s before closing (%s)",
+                self._staged_count, self.path, self.problem,
+            )  # fmt: skip
         return not stop
 
     def _stage(self, table: str, rows: list[Row]) -> None:
@@ -229,10 +262,40 @@ class Writer:
                 self._staged_calls[row[0]] = row
         else:
             self._staged[table].extend(rows)
-        self._staged_count += len(rows)
+        self._staged_count = len(self._staged_calls) + sum(map(len, self._staged.values()))
+        if self.problem and self._staged_count > MAX_PENDING_ROWS:
+            self._drop_oldest(self._staged_count - MAX_PENDING_ROWS)
+
+    def _drop_oldest(self, excess: int) -> None:
+        """Keep the in-memory backlog bounded: drop the oldest of the least useful rows."""
+        first = not self._dropping
+        self._dropping = True
+        for table in _DROP_ORDER:
+            if excess <= 0:
+                break
+            if table == "calls":
+                for call_id in list(self._staged_calls)[:excess]:
+                    del self._staged_calls[call_id]
+                    excess -= 1
+                    self.dropped_rows += 1
+            else:
+                rows = self._staged[table]
+                n = min(excess, len(rows))
+                del rows[:n]
+                excess -= n
+                self.dropped_rows += n
+        self._staged_count = len(self._staged_calls) + sum(map(len, self._staged.values()))
+        if first:
+            log.error(
+                "analytics: %d rows wait in memory, the most kept: dropping the oldest "
+                "(raw events first) until %s can be written again",
+                MAX_PENDING_ROWS, self.path,
+            )  # fmt: skip
 
     def _start(self, shaper: Shaper, info: CallInfo, started: float) -> None:
-        self._calls[info.call_id] = CallState(provider_call_id=info.provider_call_id)
+        self._calls[info.call_id] = CallState(
+            provider_call_id=info.provider_call_id, numbers=numbers_of(info)
+        )
         if info.provider_call_id:
             self._by_provider_id[info.provider_call_id] = info.call_id
         self._stage("calls", [shaper.started_row(info, started)])
@@ -245,7 +308,9 @@ class Writer:
         if shaper.store_events:
             self._seq += 1
             pcid = info.provider_call_id or (state.provider_call_id if state else "")
-            self._stage("events", [shaper.event_row(call_id, pcid, self._seq, wall, event)])
+            numbers = (*numbers_of(info), *(state.numbers if state else ()))
+            row = shaper.event_row(call_id, pcid, self._seq, wall, event, numbers)
+            self._stage("events", [row])
 
     def _end(self, shaper: Shaper, info: CallInfo, record: CallRecord) -> None:
         call_id = record.call_id or info.call_id
@@ -255,52 +320,150 @@ class Writer:
         for table, rows in shaper.ended_rows(info, record, state).items():
             self._stage(table, rows)
 
-    def _flush(self) -> None:
+    def _flush(self, *, retry_now: bool = False) -> None:
         if not self._staged_count:
+            return
+        if self.problem and not retry_now and time.monotonic() < self._retry_at:
             return
         batches: dict[str, list[Row]] = {"calls": list(self._staged_calls.values())}
         batches.update(self._staged)
         self._staged = {t: [] for t in self._staged}
         self._staged_calls = {}
         self._staged_count = 0
-        con = self._con
-        assert con is not None
         try:
-            con.begin()
-            for table, rows in batches.items():
-                if rows:
-                    appender = self._appenders[table]
-                    for i in range(0, len(rows), APPEND_CHUNK):
-                        appender.append_rows(rows[i : i + APPEND_CHUNK])
-                        # This is the writer thread, never async code: a zero sleep only
-                        # hands the GIL to the trio thread between appended chunks.
-                        time.sleep(0)
-                    appender.flush()
-            con.commit()
+            if self._reconnect:
+                self._open_connection()
+            self._write(batches)
         except Exception as e:
+            con = self._con
+            if con is not None:
+                _quietly(con.rollback)
+            if _storage_failed(e):
+                self._storage_failing(e, batches)
+                return
             log.error("analytics: a batch was refused (%s); retrying row by row", e)
-            _quietly(con.rollback)
             self._salvage(batches)
             return
         self.flushes += 1
         self.rows_written += sum(len(r) for r in batches.values())
+        self._storage_works()
+
+    def _write(self, batches: dict[str, list[Row]]) -> None:
+        """All of `batches` in one transaction (the seam the disk-full tests fail)."""
+        con = self._con
+        assert con is not None
+        con.begin()
+        for table, rows in batches.items():
+            if rows:
+                appender = self._appenders[table]
+                for i in range(0, len(rows), APPEND_CHUNK):
+                    appender.append_rows(rows[i : i + APPEND_CHUNK])
+                    # This is the writer thread, never async code: a zero sleep only
+                    # hands the GIL to the trio thread between appended chunks.
+                    time.sleep(0)
+                appender.flush()
+        con.commit()
 
     def _salvage(self, batches: dict[str, list[Row]]) -> None:
         for appender in self._appenders.values():
-            appender.clear()
-        for table, rows in batches.items():
+            _quietly(appender.clear)
+        tables = list(batches)
+        for n, table in enumerate(tables):
             appender = self._appenders[table]
-            for row in rows:
+            rows = batches[table]
+            for i, row in enumerate(rows):
                 try:
                     appender.append_row(*row)
                     appender.flush()
                     self.rows_written += 1
                 except Exception as e:
-                    appender.clear()
+                    _quietly(appender.clear)
+                    if _storage_failed(e):  # not this row: keep it and the rest for later
+                        rest = {t: batches[t] for t in tables[n + 1 :]}
+                        rest[table] = rows[i:]
+                        self._storage_failing(e, rest)
+                        return
                     log.error("analytics: dropped one %s row for call %s: %s", table, row[0], e)
+
+    # ------------------------------------------------------------ storage failures
+
+    def _storage_failing(self, error: Exception, batches: dict[str, list[Row]]) -> None:
+        """Put the rows back (oldest first), log once, and schedule a retry."""
+        for appender in self._appenders.values():
+            _quietly(appender.clear)
+        self._staged_calls = {
+            **{row[0]: row for row in batches.get("calls", [])},
+            **self._staged_calls,  # a newer row of the same call wins, keeping its place
+        }
+        for table, rows in batches.items():
+            if table != "calls":
+                self._staged[table][:0] = rows
+        self._staged_count = len(self._staged_calls) + sum(map(len, self._staged.values()))
+        if self._staged_count > MAX_PENDING_ROWS:
+            self._drop_oldest(self._staged_count - MAX_PENDING_ROWS)
+        now = time.monotonic()
+        self._failed_attempts += 1
+        # An error that invalidated the connection needs a fresh one to recover.
+        self._reconnect = isinstance(error, duckdb.FatalException) or "invalidated" in str(error)
+        reason = _one_line(error)
+        if self.problem is None:
+            self._failing_since = self._summary_at = now
+            self._retry_delay = RETRY_FIRST_S
+            log.error(
+                "analytics: cannot write to %s (%s); keeping up to %d rows in memory and "
+                "retrying. Calls go on.", self.path, reason, MAX_PENDING_ROWS,
+            )  # fmt: skip
+        else:
+            self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_S)
+            if now - self._summary_at >= SUMMARY_EVERY_S:
+                self._summary_at = now
+                log.error(
+                    "analytics: still cannot write to %s after %.0f s (%s): %d rows wait in "
+                    "memory, %d dropped, %d attempts", self.path, now - self._failing_since,
+                    reason, self._staged_count, self.dropped_rows, self._failed_attempts,
+                )  # fmt: skip
+        self._retry_at = now + self._retry_delay
+        self.problem = f"analytics cannot write to {self.path}: {reason}"
+
+    def _storage_works(self) -> None:
+        if self.problem is None:
+            return
+        log.warning(
+            "analytics: writing to %s again after %.0f s (%d rows dropped since start)",
+            self.path, time.monotonic() - self._failing_since, self.dropped_rows,
+        )  # fmt: skip
+        self.problem = None
+        self._dropping = False
+        self._failed_attempts = 0
+        self._retry_delay = RETRY_FIRST_S
+
+    def _open_connection(self) -> None:
+        """A fresh connection to the (already migrated) file, after a fatal error."""
+        if self._con is not None:
+            _quietly(self._con.close)
+        con = self._con = duckdb.connect(str(self.path))
+        self._appenders = {
+            t: con.appender(t, action="upsert" if t == "calls" else "insert") for t in TABLES
+        }
+        self._reconnect = False
 
 
 _NAMES = {_START: "call start", _EVENT: "event", _END: "call record", _FLUSH: "flush"}
+
+
+def _storage_failed(error: BaseException) -> bool:
+    """The storage, not the rows, is at fault: disk full, I/O error, file gone."""
+    if isinstance(error, OSError | duckdb.IOException | duckdb.FatalException):
+        return True
+    text = str(error)
+    return any(
+        s in text
+        for s in ("No space left", "Could not write", "Failed to commit", "invalidated", "I/O")
+    )
+
+
+def _one_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _quietly(fn: Any) -> None:

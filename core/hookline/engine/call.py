@@ -43,7 +43,7 @@ from ..events import (
     UserSpeechStarted,
     UserTurnEnded,
 )
-from ..logs import CallLog
+from ..logs import CallLog, shown_number
 from ..providers import (
     AudioChunk,
     AudioIn,
@@ -141,7 +141,11 @@ class CallSession:
         self._started_wall = time.time()
         self.runtime.sessions.add(self)
         self.runtime.call_started(self.info, self._started_wall)
-        self.log.info("call started from %s to %s", self.info.from_number, self.info.to_number)
+        self.log.info(
+            "call started from %s to %s",
+            shown_number(self.info.from_number, self.runtime),
+            shown_number(self.info.to_number, self.runtime),
+        )
         try:
             # The greeting goes out before anything else is opened: it is cached audio,
             # so the caller hears the agent within one scheduler tick.
