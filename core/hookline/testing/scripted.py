@@ -191,6 +191,7 @@ class ScriptedLeg:
         self.played_bytes = 0
         self.hung_up_at: float | None = None
         self.caller_hung_up = False
+        self.caller_hung_up_at: float | None = None
         self.transferred_to: str | None = None
         self.said_at: list[tuple[float, float, str]] = []  # (start, end, text)
         self._playing = False
@@ -308,15 +309,17 @@ class ScriptedLeg:
             elif isinstance(step, WaitForAgent):
                 await self._wait_for_agent(step)
             elif isinstance(step, HangUpStep):
-                self.caller_hung_up = True
-                self._events.put(HangUp("caller"))
-                self._finish()
+                self._caller_hangs_up()
                 return
         await self._send_audio(_SILENCE, self.after_script)
         if not self._ended.is_set():
-            self.caller_hung_up = True
-            self._events.put(HangUp("caller"))
-            self._finish()
+            self._caller_hangs_up()
+
+    def _caller_hangs_up(self) -> None:
+        self.caller_hung_up = True
+        self.caller_hung_up_at = trio.current_time()
+        self._events.put(HangUp("caller"))
+        self._finish()
 
     async def _send_audio(self, frame: bytes, seconds: float) -> None:
         for _ in range(max(1, round(seconds / FRAME_SECONDS))):
