@@ -124,31 +124,34 @@ async def test_model_written_goodbyes_are_not_cached(autojump_clock):
 
 
 async def test_memory_does_not_grow_with_unique_goodbyes(autojump_clock):
-    # Long unique goodbyes: ~13 s of audio (~100 kB) each, ~4 MB over 40 calls if kept.
-    stt, tts = ScriptedSTT(), ScriptedTTS()
-    words = "and thanks again for choosing Riverside Auto Service for your car " * 3
-    goodbyes = iter(f"Goodbye number {n}, {words}" for n in range(1000))
+    # Slow scripted speech makes each unique goodbye ~400 kB of audio (~4 MB over 10
+    # calls if kept); the caller hangs up a second into it, so the calls stay short.
+    stt, tts = ScriptedSTT(), ScriptedTTS(chars_per_s=2.0)
+    words = "and thanks again for choosing Riverside Auto Service for your car today"
+    goodbyes = iter(f"Goodbye number {n}, {words}!" for n in range(1000))
     llm = ScriptedLLM(respond=lambda messages: _end_call(next(goodbyes)))
-    runtime = await scripted_runtime(stt=stt, tts=tts, llm=llm)
+    config = make_config(agent={"greeting": "Hi."})
+    runtime = await scripted_runtime(config, stt=stt, tts=tts, llm=llm)
 
     async def calls(n: int) -> None:
         for _ in range(n):
-            leg = ScriptedLeg(call_info(), [WaitForAgent(), Say("bye")], stt)
-            assert (await run_call(runtime, leg)).end_reason == "agent_hangup"
+            script = [WaitForAgent(), Say("That's all"), Pause(1), HangUpStep()]
+            leg = ScriptedLeg(call_info(), script, stt)
+            assert (await run_call(runtime, leg)).end_reason == "caller_hangup"
 
-    await calls(3)  # warm up: first-use allocations are not growth
+    await calls(2)  # warm up: first-use allocations are not growth
     llm.requests.clear()
     gc.collect()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        await calls(40)
+        await calls(10)
         llm.requests.clear()  # the scripted LLM keeps every request; the runtime does not
         gc.collect()
         grown = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert grown < 1_000_000, f"{grown} bytes kept after 40 calls"
+    assert grown < 500_000, f"{grown} bytes kept after 10 calls"
 
 
 # ============================================================ item 12: a stalled LLM
