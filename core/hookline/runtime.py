@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from types import MappingProxyType
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import msgspec

@@ -9,11 +9,13 @@ import json
 import tracemalloc
 from pathlib import Path
 
+import msgspec
 import pytest
 import trio
 
-from hookline import ProviderUnavailable
+from hookline import ProviderUnavailable, ToolContext, ToolSet, tool
 from hookline.config import AgentConfig, load_config
+from hookline.hookspecs import hookimpl
 from hookline.testing.harness import make_config, run_call, scripted_runtime
 from hookline.testing.scripted import (
     HangUpStep,
@@ -201,3 +203,34 @@ def test_fallback_line_does_not_blame_the_caller(source):
     for blame in ("catch", "missed", "didn't hear", "did not hear", "understand"):
         assert blame not in lowered, line
     assert "my end" in lowered or "trouble" in lowered, line
+
+
+async def test_no_filler_after_an_answer_that_came_while_the_agent_was_talking(autojump_clock):
+    # Round two of a response passes the first-token deadline while the first round's
+    # sentence is still playing; its answer comes before that gap. No filler after it.
+    stt = ScriptedSTT()
+    first = Reply(
+        "Let me book that slot for you right away.", tool_calls=[("book", '{"slot": "mon-9"}')]
+    )
+    llm = ScriptedLLM([first, Reply("Done, you're booked.", first_token_s=2.0)])
+    config = make_config(providers={"tools": ["builtin", "shop"]})
+    runtime = await scripted_runtime(config, stt=stt, llm=llm, plugins=[_BookTool()])
+    script = [WaitForAgent(), Say("Book Monday at nine"), WaitForAgent(), HangUpStep()]
+    record = await run_call(runtime, ScriptedLeg(call_info(), script, stt))
+    assert record.turns[2].text == "Let me book that slot for you right away. Done, you're booked."
+    assert record.turns[2].heard_text == record.turns[2].text
+
+
+class _Slot(msgspec.Struct):
+    slot: str
+
+
+class _BookTool:
+    @hookimpl
+    def hookline_toolsets(self):
+        @tool(side_effect=True)
+        async def book(params: _Slot, ctx: ToolContext) -> dict:
+            """Book a slot."""
+            return {"booked": params.slot}
+
+        return [ToolSet(name="shop", create=lambda settings, rt: [book])]

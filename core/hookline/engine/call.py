@@ -527,6 +527,10 @@ class CallSession:
     async def _filler_unless(self, delay: float, turn: int, answered: trio.Event) -> None:
         with trio.move_on_after(delay):
             await answered.wait()
+        # Past the deadline while the agent is still talking: wait for the gap, and say
+        # nothing if the answer came meanwhile (every answer adds speech or ends the turn).
+        while self.playback.speaking and not answered.is_set():
+            await self.playback.wait_changed()
         if not answered.is_set():
             await self._filler(turn)
 
