@@ -78,7 +78,7 @@ class AgentConfig(_Section):
     fillers: list[str] = msgspec.field(default_factory=lambda: ["One moment, let me check that."])
     reprompt: str = "Are you still there?"
     apology: str = "I'm sorry, we're having technical trouble. Please call back in a few minutes."
-    fallback_line: str = "Sorry, I didn't catch that. Could you say it again?"
+    fallback_line: str = "Sorry, I'm having trouble on my end. Could you say that again?"
     busy_message: str = "All of our lines are busy right now. Please call back in a few minutes."
     transfer_number: str | None = None
     transfer_announcement: str = "Let me transfer you to a person. One moment."
@@ -107,6 +107,8 @@ class PolicyConfig(_Section):
     filler_after_s: NonNegativeSeconds = 1.0
     # Upper bound an LLM provider may use for its time to first token (it may go lower).
     llm_first_token_timeout_s: Seconds = 5.0
+    # No first token from the LLM after this long: a cached filler plays while it goes on.
+    llm_filler_after_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.5
     apology_timeout_s: Seconds = 5.0
 
 

@@ -13,6 +13,7 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import msgspec
@@ -158,7 +159,11 @@ class Runtime:
                 if t.name in self.tools:
                     raise PluginError(f"tool {t.name!r} is offered by two enabled tool sets")
                 self.tools[t.name] = t
-        self.phrases: dict[str, bytes] = {}
+        # Audio of the configured phrases, synthesized once at start-up. Only the phrases
+        # the config names live here (read-only for everyone else), so the cache is bounded
+        # by the config; words a model writes are synthesized per call and not kept.
+        self._phrases: dict[str, bytes] = {}
+        self.phrases: Mapping[str, bytes] = MappingProxyType(self._phrases)
         self.active_calls = 0
         # Requests refused before anything they claim could be trusted (bad signature,
         # replay, bad stream token), by reason: counted for health, never recorded.
@@ -181,16 +186,20 @@ class Runtime:
         await self.cache_phrases()
         self.plugins.pm.hook.hookline_runtime_started(runtime=self)
 
-    async def cache_phrases(self) -> None:
+    def configured_phrases(self) -> set[str]:
+        """Every fixed phrase the config names: the whole content of the phrase cache."""
         agent = self.config.agent
         texts = {
             agent.greeting, agent.goodbye, agent.reprompt, agent.apology,
             agent.fallback_line, agent.transfer_announcement, *agent.fillers,
         }  # fmt: skip
-        missing = [t for t in texts if t and t not in self.phrases]
+        return {t for t in texts if t}
+
+    async def cache_phrases(self) -> None:
+        missing = [t for t in self.configured_phrases() if t not in self._phrases]
 
         async def one(text: str) -> None:
-            self.phrases[text] = await self.tts.synthesize(text, MULAW_8K)
+            self._phrases[text] = await self.tts.synthesize(text, MULAW_8K)
 
         async with trio.open_nursery() as nursery:
             for text in missing:

@@ -162,7 +162,7 @@ class CallSession:
                 await self._closing()
                 outer.cancel_scope.cancel()
         except ProviderError as e:
-            self._leg_alive = False
+            self._leg_gone()
             self._fail(e, "telephony")
         except Exception as e:
             self.log.exception("call crashed")
@@ -204,10 +204,10 @@ class CallSession:
             self.log.exception("call engine failed")
             self._fail_unexpected(e)
 
-    async def _guard(self, fn: Any, kind: str) -> None:
+    async def _guard(self, fn: Any, kind: str, *args: Any) -> None:
         """Run a pump; a provider failure or a bug ends the call, never the process."""
         try:
-            await fn()
+            await fn(*args)
         except ProviderError as e:
             self._fail(e, kind)
         except Exception as e:
@@ -236,9 +236,20 @@ class CallSession:
         self.end_reason = reason
         self._closing_phrase = closing
         self._hangup_needed = hangup
+        # Nobody waits for more of the agent's speech now (a shielded end_call waiting
+        # for a goodbye a broken TTS stream will never deliver); closing words, if any,
+        # are new segments.
+        self.playback.drop_unheard()
         scope = self._work_scope or self._main_scope
         if scope is not None:
             scope.cancel()
+
+    def _leg_gone(self) -> None:
+        """The caller hung up or the stream stopped: no mark will ever come back. Closing
+        the playback wakes every wait for one at once, so the call ends now and frees
+        its slot instead of holding it until a tool timeout."""
+        self._leg_alive = False
+        self.playback.close()
 
     def request_shutdown(self) -> None:
         """The server is draining: say goodbye and hang up."""
@@ -285,7 +296,7 @@ class CallSession:
                 elif isinstance(event, DtmfIn):
                     self._dtmf_digit(event.digit)
                 elif isinstance(event, HangUp):
-                    self._leg_alive = False
+                    self._leg_gone()
                     self._end(
                         "caller_hangup"
                         if event.reason in ("caller", "stop")
@@ -294,10 +305,10 @@ class CallSession:
                     )
                     return
         except ProviderError as e:
-            self._leg_alive = False
+            self._leg_gone()
             self._fail(e, "telephony")
             return
-        self._leg_alive = False
+        self._leg_gone()
         self._end("caller_hangup", hangup=False)
 
     async def _caller_audio(self, audio: bytes) -> None:
@@ -422,17 +433,33 @@ class CallSession:
         timing.first_sentence = timing.first_sentence or now
         timing.tts_request = timing.tts_request or now
         message.content = f"{message.content} {sentence}".strip()
-        seg = self._segment(sentence, turn, message)
+        await self._stream(self._segment(sentence, turn, message))
+
+    async def _stream(self, seg: Segment) -> None:
+        """Send a segment's text through the call's TTS stream; `_pump_tts` plays it."""
+        assert self.tts is not None
+        if seg.dropped:  # the leg is gone
+            return
         self._muted = False
         self._flushes += 1
         self.playback.expect_flush(seg, self._flushes)
-        self._count("tts_characters", len(sentence))
+        self._count("tts_characters", len(seg.text))
         try:
-            await self.tts.speak(sentence)
+            await self.tts.speak(seg.text)
             await self.tts.flush()
         except ProviderError as e:
             e.provider = e.provider or f"tts/{self.runtime.provider_names['tts']}"
             raise
+
+    async def speak(self, text: str, turn: int, message: Message | None = None) -> Segment:
+        """Say `text`: from the phrase cache when it is a configured phrase, otherwise
+        (words the model wrote, like its own goodbye) through this call's TTS stream, so
+        nothing of it outlives the call."""
+        if text in self.runtime.phrases or self.tts is None:
+            return await self.play_phrase(text, turn, message)
+        seg = self._segment(text, turn, message)
+        await self._stream(seg)
+        return seg
 
     async def play_phrase(
         self,
@@ -442,24 +469,35 @@ class CallSession:
         *,
         wait_for_tts: bool = True,
     ) -> Segment:
-        """Play a fixed phrase from the cache (synthesized once per process)."""
+        """Play a configured phrase from the process cache (synthesized at start-up).
+
+        Text that is not a configured phrase is synthesized for this call and not kept:
+        the cache holds only what the config names, so it cannot grow with calls.
+        """
         audio = self.runtime.phrases.get(text)
         if audio is None:
             audio = await self.runtime.tts.synthesize(text, MULAW_8K)
-            self.runtime.phrases[text] = audio
             self._count("tts_characters", len(text))
         if wait_for_tts:
             # Do not splice the phrase into a sentence whose audio is still streaming.
             while self.playback.flush_pending:
                 await self.playback.wait_changed()
         seg = self._segment(text, turn, message)
+        if seg.dropped:  # the leg is gone: nothing to play it to
+            return seg
         timing = self._agent_timing.get(turn)
         if timing is not None and timing.first_audio is None:
             timing.first_audio = trio.current_time()
             timing.first_audio_cached = True
             timing.first_sentence = timing.first_sentence or timing.first_audio
-        await self.leg.play(audio)
-        await self.leg.mark(seg.mark)
+        try:
+            await self.leg.play(audio)
+            await self.leg.mark(seg.mark)
+        except BaseException:
+            # Cancelled (or failed) before its mark was sent: it will never be heard, and
+            # a live segment without a mark would keep the agent "speaking" for ever.
+            self.playback.drop(seg)
+            raise
         seg.sent = True
         return seg
 
@@ -477,10 +515,33 @@ class CallSession:
 
     async def filler_after(self, delay: float, turn: int) -> None:
         """A tool is slow: after `delay`, say a cached filler (once per turn)."""
+        if not self.runtime.config.agent.fillers or turn in self._filler_turns:
+            return
+        await trio.sleep(delay)
+        await self._filler(turn)
+
+    def filler_unless(self, delay: float, turn: int, answered: trio.Event) -> None:
+        """The LLM is asked: unless `answered` is set within `delay` (its first token, its
+        failure, or the response's end), say a cached filler while it keeps working."""
+        if self._main_nursery is not None:
+            self._main_nursery.start_soon(
+                self._guard, self._filler_unless, "telephony", delay, turn, answered
+            )
+
+    async def _filler_unless(self, delay: float, turn: int, answered: trio.Event) -> None:
+        with trio.move_on_after(delay):
+            await answered.wait()
+        # Past the deadline while the agent is still talking: wait for the gap, and say
+        # nothing if the answer came meanwhile (every answer adds speech or ends the turn).
+        while self.playback.speaking and not answered.is_set():
+            await self.playback.wait_changed()
+        if not answered.is_set():
+            await self._filler(turn)
+
+    async def _filler(self, turn: int) -> None:
         fillers = self.runtime.config.agent.fillers
         if not fillers or turn in self._filler_turns:
             return
-        await trio.sleep(delay)
         # A filler fills silence: while the agent is still talking, wait for the gap.
         while self.playback.speaking:
             await self.playback.wait_changed()
@@ -614,16 +675,22 @@ class CallSession:
 
     # ================================================================== CallControl (tools)
 
+    # Both wait until the caller heard the words; a hang-up in the middle wakes them
+    # (see `_leg_gone`), so a caller who is gone never holds the call's slot.
+
     async def end_call(self, goodbye: str | None = None) -> None:
-        seg = await self.play_phrase(goodbye or self.runtime.config.agent.goodbye, self._turn_no())
+        seg = await self.speak(goodbye or self.runtime.config.agent.goodbye, self._turn_no())
         await seg.heard_event.wait()
         self._end("agent_hangup")
 
     async def transfer(self, number: str, announcement: str | None = None) -> None:
-        seg = await self.play_phrase(
+        seg = await self.speak(
             announcement or self.runtime.config.agent.transfer_announcement, self._turn_no()
         )
         await seg.heard_event.wait()
+        if not self._leg_alive:
+            self.log.info("not transferring: the caller hung up during the announcement")
+            return
         await self.leg.transfer(number)
         self.log.info("transferred to %s", number)
         self._end("transferred", hangup=False)

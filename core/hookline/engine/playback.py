@@ -4,6 +4,11 @@ Every piece of agent speech (a streamed sentence or a cached phrase) is a `Segme
 audio goes to the leg followed by a mark; the mark coming back means the caller heard it.
 On barge-in the unheard segments are dropped *before* the leg is cleared, because a
 cleared leg returns its pending marks at once although their audio never played.
+
+Every wait for agent speech (a goodbye before hanging up, an announcement before a
+transfer, a phrase waiting for streamed audio to finish) waits on this object, so ending
+it in one place wakes them all: `close()` when the leg is gone (no mark will ever come
+back), `drop_unheard()` when the call ends for any other reason.
 """
 
 from __future__ import annotations
@@ -39,16 +44,22 @@ class Playback:
         self._live: dict[str, Segment] = {}  # mark -> segment not yet heard nor dropped
         self._by_flush: dict[int, Segment] = {}
         self._changed = trio.Event()
+        self.closed = False  # the leg is gone: nothing will be heard any more
 
     def new_segment(self, text: str, turn: int, message: Message | None = None) -> Segment:
         seg = Segment(text=text, turn=turn, mark=next(self._marks), message=message)
+        if self.closed:  # born dropped: whoever waits for it is not held up
+            seg.dropped = True
+            seg.heard_event.set()
+            return seg
         self._live[seg.mark] = seg
         self._notify()
         return seg
 
     def expect_flush(self, seg: Segment, seq: int) -> None:
         seg.flush_seq = seq
-        self._by_flush[seq] = seg
+        if not seg.dropped:
+            self._by_flush[seq] = seg
 
     def for_flush(self, seq: int) -> Segment | None:
         seg = self._by_flush.pop(seq, None)
@@ -76,6 +87,20 @@ class Playback:
         self._by_flush.clear()
         self._notify()
         return dropped
+
+    def drop(self, seg: Segment) -> None:
+        """This one segment will not be heard (its audio or mark never reached the leg)."""
+        if self._live.pop(seg.mark, None) is not None:
+            seg.dropped = True
+            seg.heard_event.set()
+            if seg.flush_seq is not None:
+                self._by_flush.pop(seg.flush_seq, None)
+            self._notify()
+
+    def close(self) -> list[Segment]:
+        """The leg is gone: no mark will come back, for what was sent or what is sent next."""
+        self.closed = True
+        return self.drop_unheard()
 
     @property
     def flush_pending(self) -> bool:

@@ -38,14 +38,20 @@ async def respond(session: CallSession, turn: int, timing: TurnTiming) -> None:
         session.history.append(message)
         chunker = SentenceChunker()
         requests: list[ToolCallRequest] = []
+        # No first token by the deadline: a cached filler plays while the LLM (and its
+        # own retries) keeps going, so a stall is not heard as dead air.
+        answered = trio.Event()
+        session.filler_unless(policy.llm_filler_after_s, turn, answered)
         try:
             async with runtime.llm.stream(messages, tools, session.info) as events:
                 async for event in events:
                     if isinstance(event, TextDelta):
+                        answered.set()
                         timing.llm_first_token = timing.llm_first_token or trio.current_time()
                         for sentence in chunker.push(event.text):
                             await session.say(sentence, turn, message, timing)
                     elif isinstance(event, ToolCallRequest):
+                        answered.set()
                         timing.llm_first_token = timing.llm_first_token or trio.current_time()
                         requests.append(event)
                     elif isinstance(event, Usage):
@@ -64,10 +70,13 @@ async def respond(session: CallSession, turn: int, timing: TurnTiming) -> None:
         except ProviderAuthError:
             raise  # no point going on: the call ends with an apology
         except ProviderError as e:
+            answered.set()  # the fallback line, not a filler after it
             if e.provider.startswith("tts/"):
                 raise
             await session.llm_failed(e, turn)
             return
+        finally:
+            answered.set()
         if not requests:
             return
         if not tools:

@@ -191,6 +191,7 @@ class ScriptedLeg:
         self.played_bytes = 0
         self.hung_up_at: float | None = None
         self.caller_hung_up = False
+        self.caller_hung_up_at: float | None = None
         self.transferred_to: str | None = None
         self.said_at: list[tuple[float, float, str]] = []  # (start, end, text)
         self._playing = False
@@ -242,6 +243,7 @@ class ScriptedLeg:
         """The caller hangs up now (what a `HangUpStep` does)."""
         if not self._ended.is_set():
             self.caller_hung_up = True
+            self.caller_hung_up_at = trio.current_time()
             self._events.put(HangUp("caller"))
             self._finish()
 
@@ -318,10 +320,7 @@ class ScriptedLeg:
                 self.caller_hangs_up()
                 return
         await self._send_audio(_SILENCE, self.after_script)
-        if not self._ended.is_set():
-            self.caller_hung_up = True
-            self._events.put(HangUp("caller"))
-            self._finish()
+        self.caller_hangs_up()
 
     async def _send_audio(self, frame: bytes, seconds: float) -> None:
         for _ in range(max(1, round(seconds / FRAME_SECONDS))):
