@@ -1,4 +1,12 @@
-"""`hookline serve`: one ASGI app on one port, served by Hypercorn's trio worker.
+"""`hookline serve`: one ASGI app on one port, served by anycorn on trio.
+
+anycorn is the AnyIO fork of Hypercorn. Hypercorn 0.18's trio worker closes a
+connection (`send_eof`, which yields inside trio's send-conflict detector) without its
+send lock, so a caller's close frame answered at the moment the app closes the socket
+raised `trio.BusyResourceError` out of the whole server and dropped every live call
+(issue 10; reproduced by tests/server/test_hangup_stress.py). In anycorn every write is
+under the connection's send lock and AnyIO's `send_eof` does not yield, so a close
+cannot meet a send half-way.
 
 The app mounts the telephony provider's routes (exact paths) and `GET /healthz`.
 SIGTERM (or SIGINT) drains: the runtime stops admitting calls (new callers hear the
@@ -16,8 +24,8 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
-import hypercorn.config
-import hypercorn.trio
+import anycorn
+import anycorn.config
 import msgspec
 import trio
 
@@ -110,11 +118,11 @@ async def _respond(send: Send, status: int, body: bytes, content_type: bytes) ->
     await send({"type": "http.response.body", "body": body})
 
 
-def _hypercorn_config(host: str, port: int) -> hypercorn.config.Config:
-    config = hypercorn.config.Config()
+def _server_config(host: str, port: int) -> anycorn.config.Config:
+    config = anycorn.config.Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
-    config.errorlog = logging.getLogger("hookline.server.hypercorn")
+    config.errorlog = logging.getLogger("hookline.server.http")
     # Calls are drained before the server stops; whatever is left is cut after this.
     config.graceful_timeout = 2.0
     return config
@@ -145,11 +153,9 @@ async def serve_asgi(
     shutdown: trio.Event | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve any ASGI app with Hypercorn's trio worker; reports the bound port."""
+    """Serve any ASGI app with anycorn (on trio); reports the bound port."""
     stop = shutdown if shutdown is not None else trio.Event()
-    serve = partial(
-        hypercorn.trio.serve, app, _hypercorn_config(host, port), shutdown_trigger=stop.wait
-    )
+    serve = partial(anycorn.serve, app, _server_config(host, port), shutdown_trigger=stop.wait)
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(serve)
         log.info("listening on %s", ", ".join(binds))
