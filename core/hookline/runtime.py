@@ -21,6 +21,7 @@ from .audio import MULAW_8K
 from .config import Config, Secrets, decode_section, secret_keys
 from .errors import ConfigError, MissingSecret, PluginError
 from .events import CallEvent, CallRecord, TelephonyStatus
+from .logs import call_log
 from .plugins import Plugins
 from .providers import LLM, STT, TTS, CallInfo, CallLeg, ProviderKind, Telephony
 from .tools import Tool
@@ -30,6 +31,15 @@ __all__ = ["KINDS", "Resolved", "Runtime", "new_call_id", "resolve"]
 log = logging.getLogger("hookline.runtime")
 
 KINDS: tuple[ProviderKind, ...] = ("telephony", "stt", "llm", "tts")
+
+
+# A refused call's hang-up must not hold the drain.
+REFUSE_HANGUP_TIMEOUT_S = 5.0
+
+
+async def _set_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
 
 
 def new_call_id() -> str:
@@ -165,6 +175,7 @@ class Runtime:
         self._by_provider_id: dict[str, CallInfo] = {}  # for telephony status callbacks
         self._idle = trio.Event()
         self._idle.set()
+        self._drain_now = trio.Event()  # set by end_calls_now(): the grace is over
 
     # ----------------------------------------------------------------- set-up
 
@@ -226,9 +237,19 @@ class Runtime:
             self._idle.set()
 
     async def run_call(self, leg: CallLeg) -> CallRecord:
-        """Run one admitted call to its end (the slot is released here)."""
+        """Run one admitted call to its end (the slot is released here).
+
+        A stream that arrives while the server drains (its webhook was answered before
+        the drain began) is refused, not greeted: it would only be cut off later."""
         from .engine.call import CallSession
 
+        if self.draining:
+            try:
+                return await self._refuse_draining(leg)
+            finally:
+                self.release()
+        # No checkpoint from here to `session.run()` registering the session: a drain
+        # that starts meanwhile sees it and asks it for a goodbye.
         self._by_provider_id[leg.info.provider_call_id] = leg.info
         try:
             session = CallSession(self, leg)
@@ -242,7 +263,21 @@ class Runtime:
             self._by_provider_id.pop(leg.info.provider_call_id, None)
             self.release()
 
-    def record_rejected(self, info: CallInfo, reason: str) -> None:
+    async def _refuse_draining(self, leg: CallLeg) -> CallRecord:
+        clog = call_log(log, leg.info.call_id)
+        clog.info("media stream arrived while draining: refused and hung up")
+        record = self.record_rejected(leg.info, "draining")
+        # Hang up, so the caller is not left in silence after the stream closes.
+        with trio.move_on_after(REFUSE_HANGUP_TIMEOUT_S) as scope:
+            try:
+                await leg.hangup()
+            except Exception as e:
+                clog.warning("hanging up the refused call failed: %s", e)
+        if scope.cancelled_caught:
+            clog.warning("hanging up the refused call took over %.0f s", REFUSE_HANGUP_TIMEOUT_S)
+        return record
+
+    def record_rejected(self, info: CallInfo, reason: str) -> CallRecord:
         now = time.time()
         record = CallRecord(
             call_id=info.call_id,
@@ -255,6 +290,7 @@ class Runtime:
             providers=dict(self.provider_names),
         )
         self.call_ended(info, record)
+        return record
 
     def record_status(self, provider_call_id: str, fields: Mapping[str, str]) -> None:
         info = self._by_provider_id.get(provider_call_id) or CallInfo(
@@ -263,10 +299,11 @@ class Runtime:
         self.notify(info, TelephonyStatus(t=trio.current_time(), fields=dict(fields)))
 
     async def drain(self, grace_s: float) -> None:
-        """Stop admitting; give active calls `grace_s` seconds, then end them gracefully."""
+        """Stop admitting; give active calls `grace_s` seconds (or until `end_calls_now`),
+        then end them gracefully: a goodbye, a hang-up, a record for every call."""
         self.draining = True
         with trio.move_on_after(grace_s):
-            await self._idle.wait()
+            await self._idle_or(self._drain_now)
         for session in list(self.sessions):
             session.request_shutdown()
         with trio.move_on_after(self.config.policy.apology_timeout_s + 2):
@@ -277,6 +314,19 @@ class Runtime:
         # do not let them hold the shutdown.
         with trio.move_on_after(5):
             await self._idle.wait()
+
+    def end_calls_now(self) -> None:
+        """Cut the drain's grace short: active calls get their goodbye now."""
+        self._drain_now.set()
+
+    @property
+    def drain_cut_short(self) -> bool:
+        return self._drain_now.is_set()
+
+    async def _idle_or(self, event: trio.Event) -> None:
+        async with trio.open_nursery() as nursery:
+            for waited in (self._idle, event):
+                nursery.start_soon(_set_then_cancel, waited, nursery.cancel_scope)
 
     # ----------------------------------------------------------------- observers
 

@@ -21,7 +21,8 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import ExitStack
 from functools import partial
 
 import anycorn
@@ -173,30 +174,71 @@ async def serve_runtime(
     """Serve until SIGTERM/SIGINT (or until `terminate` is set), then drain and stop.
 
     The runtime must be started. Returns once every call has ended, the HTTP server is
-    closed and `runtime.stop()` has flushed the observers.
+    closed and `runtime.stop()` has flushed the observers. The signal handlers stay ours
+    until then: a second signal during the drain ends the calls now (each still gets
+    its goodbye, its hang-up and its record); later ones are logged and change nothing.
     """
+    with ExitStack() as handlers:
+        signals = None
+        if terminate is None:
+            signals = handlers.enter_context(
+                trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT)
+            )
+        try:
+            async with trio.open_nursery() as watchers:
+                stop = trio.Event()
+                if signals is not None:
+                    watchers.start_soon(_watch_signals, signals, runtime, stop)
+                else:
+                    watchers.start_soon(_wait_then_set, terminate, stop)
+                await _serve_then_drain(runtime, host, port, stop, task_status)
+                watchers.cancel_scope.cancel()
+        finally:
+            # Even after a crash: observers flush what they hold (nothing is lost).
+            await runtime.aclose()
+            log.info("stopped")
+
+
+async def _serve_then_drain(
+    runtime: Runtime, host: str, port: int, stop: trio.Event, task_status: trio.TaskStatus[int]
+) -> None:
     shutdown = trio.Event()
-    try:
-        async with trio.open_nursery() as nursery:
-            bound = await nursery.start(partial(serve_app, runtime, host, port, shutdown=shutdown))
-            if terminate is None:
-                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                    task_status.started(bound)
-                    async for signum in signals:
-                        log.info("received %s: draining", signal.Signals(signum).name)
-                        break
-            else:
-                task_status.started(bound)
-                await terminate.wait()
-                log.info("terminate requested: draining")
-            timeout = runtime.config.server.drain_timeout_s
-            log.info("draining %d active call(s), up to %.0f s", runtime.active_calls, timeout)
-            await runtime.drain(timeout)
-            shutdown.set()
-    finally:
-        # Even after a crash: observers flush what they hold (nothing is lost).
-        await runtime.aclose()
-        log.info("stopped")
+    async with trio.open_nursery() as nursery:
+        bound = await nursery.start(partial(serve_app, runtime, host, port, shutdown=shutdown))
+        task_status.started(bound)
+        await stop.wait()
+        timeout = runtime.config.server.drain_timeout_s
+        log.info("draining %d active call(s), up to %.0f s", runtime.active_calls, timeout)
+        await runtime.drain(timeout)
+        shutdown.set()
+
+
+async def _watch_signals(signals: AsyncIterator[int], runtime: Runtime, stop: trio.Event) -> None:
+    """The first signal drains; the second ends the calls now; none stops the drain."""
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        if not stop.is_set():
+            log.info("received %s: draining", name)
+            stop.set()
+        elif not runtime.drain_cut_short:
+            log.warning(
+                "received %s again: ending %d active call(s) now, each with a goodbye",
+                name,
+                runtime.active_calls,
+            )
+            runtime.end_calls_now()
+        else:
+            log.warning(
+                "received %s again: still ending %d call(s), stopping when they have ended",
+                name,
+                runtime.active_calls,
+            )
+
+
+async def _wait_then_set(terminate: trio.Event, stop: trio.Event) -> None:
+    await terminate.wait()
+    log.info("terminate requested: draining")
+    stop.set()
 
 
 async def run_server(config_path: str, host: str | None = None, port: int | None = None) -> int:
