@@ -70,7 +70,8 @@ async def _start_serve(nursery, config: str, stack: FakeStack, stderr):
 
 
 async def _wait_for_line(path, pattern: str) -> None:
-    while not re.search(pattern, path.read_text()):
+    # Polling: the server is another process, its log file is all there is to watch.
+    while not re.search(pattern, path.read_text()):  # noqa: ASYNC110
         await trio.sleep(0.05)
 
 

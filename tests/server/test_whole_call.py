@@ -7,6 +7,7 @@ import signal
 
 import httpx
 import trio
+import trio.testing
 
 from hookline.audio import tone_mulaw
 from hookline.events import AgentSpoke, BargeIn, TelephonyStatus
@@ -154,8 +155,8 @@ async def test_a_stream_arriving_while_draining_is_refused_not_greeted(nursery, 
             drained.set()
 
         nursery.start_soon(drain)
-        while not s.runtime.draining:
-            await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()
+        assert s.runtime.draining
         # ...its stream opens while the server drains.
         async with twilio_sim.open_media(hook.stream.url) as conn:
             call = SimCall(
