@@ -35,9 +35,10 @@ OBSERVER_HOOKS = (
     "hookline_runtime_stopping",
 )
 
-# The hooks `Runtime._observe` dispatches one implementation at a time (so one failing
-# observer cannot stop the others); a wrapper there would wrap nothing.
-PER_CALL_OBSERVER_HOOKS = OBSERVER_HOOKS[:3]
+# The hooks `Runtime` dispatches one implementation at a time (so one failing observer
+# cannot stop the others, nor the others' flush at shutdown); a wrapper there would wrap
+# nothing.
+PER_CALL_OBSERVER_HOOKS = (*OBSERVER_HOOKS[:3], "hookline_runtime_stopping", "hookline_health")
 
 
 class ObserverWrapperError(PluginError):

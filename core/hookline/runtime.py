@@ -23,6 +23,7 @@ from .audio import MULAW_8K
 from .config import Config, Secrets, decode_section, secret_keys
 from .errors import ConfigError, MissingSecret, PluginError
 from .events import CallEvent, CallRecord, TelephonyStatus
+from .logs import call_log
 from .plugins import Plugins
 from .providers import LLM, STT, TTS, CallInfo, CallLeg, ProviderKind, Telephony
 from .tools import Tool
@@ -32,6 +33,15 @@ __all__ = ["KINDS", "Resolved", "Runtime", "new_call_id", "resolve"]
 log = logging.getLogger("hookline.runtime")
 
 KINDS: tuple[ProviderKind, ...] = ("telephony", "stt", "llm", "tts")
+
+
+# A refused call's hang-up must not hold the drain.
+REFUSE_HANGUP_TIMEOUT_S = 5.0
+
+
+async def _set_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
 
 
 def new_call_id() -> str:
@@ -174,6 +184,7 @@ class Runtime:
         self._by_provider_id: dict[str, CallInfo] = {}  # for telephony status callbacks
         self._idle = trio.Event()
         self._idle.set()
+        self._drain_now = trio.Event()  # set by end_calls_now(): the grace is over
 
     # ----------------------------------------------------------------- set-up
 
@@ -208,7 +219,7 @@ class Runtime:
 
     def stop(self) -> None:
         """Tell observers to flush and close (after the last call ended)."""
-        self.plugins.pm.hook.hookline_runtime_stopping(runtime=self)
+        self._observe("hookline_runtime_stopping")
 
     async def aclose(self) -> None:
         """Close what providers hold for the whole process (HTTP clients), then `stop()`."""
@@ -239,9 +250,19 @@ class Runtime:
             self._idle.set()
 
     async def run_call(self, leg: CallLeg) -> CallRecord:
-        """Run one admitted call to its end (the slot is released here)."""
+        """Run one admitted call to its end (the slot is released here).
+
+        A stream that arrives while the server drains (its webhook was answered before
+        the drain began) is refused, not greeted: it would only be cut off later."""
         from .engine.call import CallSession
 
+        if self.draining:
+            try:
+                return await self._refuse_draining(leg)
+            finally:
+                self.release()
+        # No checkpoint from here to `session.run()` registering the session: a drain
+        # that starts meanwhile sees it and asks it for a goodbye.
         self._by_provider_id[leg.info.provider_call_id] = leg.info
         try:
             session = CallSession(self, leg)
@@ -255,8 +276,22 @@ class Runtime:
             self._by_provider_id.pop(leg.info.provider_call_id, None)
             self.release()
 
-    def record_rejected(self, info: CallInfo, reason: str) -> None:
-        """A call refused before it started (busy): an authenticated call, so a row."""
+    async def _refuse_draining(self, leg: CallLeg) -> CallRecord:
+        clog = call_log(log, leg.info.call_id)
+        clog.info("media stream arrived while draining: refused and hung up")
+        record = self.record_rejected(leg.info, "draining")
+        # Hang up, so the caller is not left in silence after the stream closes.
+        with trio.move_on_after(REFUSE_HANGUP_TIMEOUT_S) as scope:
+            try:
+                await leg.hangup()
+            except Exception as e:
+                clog.warning("hanging up the refused call failed: %s", e)
+        if scope.cancelled_caught:
+            clog.warning("hanging up the refused call took over %.0f s", REFUSE_HANGUP_TIMEOUT_S)
+        return record
+
+    def record_rejected(self, info: CallInfo, reason: str) -> CallRecord:
+        """A call refused before it started (busy, draining): an authenticated call, so a row."""
         now = time.time()
         record = CallRecord(
             call_id=info.call_id,
@@ -269,6 +304,7 @@ class Runtime:
             providers=dict(self.provider_names),
         )
         self.call_ended(info, record)
+        return record
 
     def count_refused(self, reason: str) -> None:
         """An unauthenticated or replayed request: counted, nothing it claims is stored
@@ -282,10 +318,11 @@ class Runtime:
         self.notify(info, TelephonyStatus(t=trio.current_time(), fields=dict(fields)))
 
     async def drain(self, grace_s: float) -> None:
-        """Stop admitting; give active calls `grace_s` seconds, then end them gracefully."""
+        """Stop admitting; give active calls `grace_s` seconds (or until `end_calls_now`),
+        then end them gracefully: a goodbye, a hang-up, a record for every call."""
         self.draining = True
         with trio.move_on_after(grace_s):
-            await self._idle.wait()
+            await self._idle_or(self._drain_now)
         for session in list(self.sessions):
             session.request_shutdown()
         with trio.move_on_after(self.config.policy.apology_timeout_s + 2):
@@ -297,19 +334,29 @@ class Runtime:
         with trio.move_on_after(5):
             await self._idle.wait()
 
+    def end_calls_now(self) -> None:
+        """Cut the drain's grace short: active calls get their goodbye now."""
+        self._drain_now.set()
+
+    @property
+    def drain_cut_short(self) -> bool:
+        return self._drain_now.is_set()
+
+    async def _idle_or(self, event: trio.Event) -> None:
+        async with trio.open_nursery() as nursery:
+            for waited in (self._idle, event):
+                nursery.start_soon(_set_then_cancel, waited, nursery.cancel_scope)
+
     # ----------------------------------------------------------------- observers
 
     def health_problems(self) -> list[str]:
         """What plugins report wrong (the `hookline_health` hook); empty when healthy."""
         problems = []
-        for impl in self.plugins.pm.hook.hookline_health.get_hookimpls():
-            try:
-                problem = impl.function(**{a: self for a in impl.argnames})
-            except Exception:
-                log.exception("health check of %s failed", impl.plugin_name)
-                problem = f"the health check of {impl.plugin_name} failed"
-            if problem:
-                problems.append(str(problem))
+        for plugin, results in self._call_each("hookline_health", runtime=self):
+            if results is None:
+                problems.append(f"the health check of {plugin} failed")
+            else:
+                problems.extend(str(problem) for problem in results if problem)
         return problems
 
     def call_started(self, info: CallInfo, started: float) -> None:
@@ -322,17 +369,25 @@ class Runtime:
         self._observe("hookline_call_ended", call=info, record=record)
 
     def _observe(self, hook: str, **kwargs: Any) -> None:
-        # pluggy itself calls a hook's implementations in the reverse of `get_hookimpls()`
-        # (tryfirst first, trylast last, otherwise last registered first). We walk them in
-        # that order and hand each one alone to the hook's own executor, so pluggy still
-        # matches arguments (an observer takes any subset, defaults allowed) and its
-        # tracing/monitoring still sees the call, while an observer that raises is logged
-        # here and cannot stop the ones after it. Wrappers would wrap one observer at a
-        # time this way, so `Plugins.add` refuses them on these hooks.
+        self._call_each(hook, runtime=self, **kwargs)
+
+    def _call_each(self, hook: str, **kwargs: Any) -> list[tuple[str, list[Any] | None]]:
+        """Each implementation's results, by plugin name (None where it raised).
+
+        pluggy itself calls a hook's implementations in the reverse of `get_hookimpls()`
+        (tryfirst first, trylast last, otherwise last registered first). We walk them in
+        that order and hand each one alone to the hook's own executor, so pluggy still
+        matches arguments (an observer takes any subset, defaults allowed) and its
+        tracing/monitoring still sees the call, while an implementation that raises is
+        logged here and cannot stop the ones after it. Wrappers would wrap one
+        implementation at a time this way, so `Plugins.add` refuses them on these hooks.
+        """
         caller = getattr(self.plugins.pm.hook, hook)
-        args = {"runtime": self, **kwargs}
+        out: list[tuple[str, list[Any] | None]] = []
         for impl in reversed(caller.get_hookimpls()):
             try:
-                caller._hookexec(hook, [impl], args, False)
+                out.append((impl.plugin_name, caller._hookexec(hook, [impl], kwargs, False)))
             except Exception:
-                log.exception("observer %s.%s failed", impl.plugin_name, hook)
+                log.exception("%s.%s failed", impl.plugin_name, hook)
+                out.append((impl.plugin_name, None))
+        return out

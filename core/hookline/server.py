@@ -1,4 +1,12 @@
-"""`hookline serve`: one ASGI app on one port, served by Hypercorn's trio worker.
+"""`hookline serve`: one ASGI app on one port, served by anycorn on trio.
+
+anycorn is the AnyIO fork of Hypercorn. Hypercorn 0.18's trio worker closes a
+connection (`send_eof`, which yields inside trio's send-conflict detector) without its
+send lock, so a caller's close frame answered at the moment the app closes the socket
+raised `trio.BusyResourceError` out of the whole server and dropped every live call
+(issue 10; reproduced by tests/server/test_hangup_stress.py). In anycorn every write is
+under the connection's send lock and AnyIO's `send_eof` does not yield, so a close
+cannot meet a send half-way.
 
 The app mounts the telephony provider's routes (exact paths) and `GET /healthz`.
 SIGTERM (or SIGINT) drains: the runtime stops admitting calls (new callers hear the
@@ -13,11 +21,12 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import ExitStack
 from functools import partial
 
-import hypercorn.config
-import hypercorn.trio
+import anycorn
+import anycorn.config
 import msgspec
 import trio
 
@@ -113,11 +122,11 @@ async def _respond(send: Send, status: int, body: bytes, content_type: bytes) ->
     await send({"type": "http.response.body", "body": body})
 
 
-def _hypercorn_config(host: str, port: int) -> hypercorn.config.Config:
-    config = hypercorn.config.Config()
+def _server_config(host: str, port: int) -> anycorn.config.Config:
+    config = anycorn.config.Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
-    config.errorlog = logging.getLogger("hookline.server.hypercorn")
+    config.errorlog = logging.getLogger("hookline.server.http")
     # Calls are drained before the server stops; whatever is left is cut after this.
     config.graceful_timeout = 2.0
     return config
@@ -148,11 +157,9 @@ async def serve_asgi(
     shutdown: trio.Event | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve any ASGI app with Hypercorn's trio worker; reports the bound port."""
+    """Serve any ASGI app with anycorn (on trio); reports the bound port."""
     stop = shutdown if shutdown is not None else trio.Event()
-    serve = partial(
-        hypercorn.trio.serve, app, _hypercorn_config(host, port), shutdown_trigger=stop.wait
-    )
+    serve = partial(anycorn.serve, app, _server_config(host, port), shutdown_trigger=stop.wait)
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(serve)
         log.info("listening on %s", ", ".join(binds))
@@ -170,30 +177,71 @@ async def serve_runtime(
     """Serve until SIGTERM/SIGINT (or until `terminate` is set), then drain and stop.
 
     The runtime must be started. Returns once every call has ended, the HTTP server is
-    closed and `runtime.stop()` has flushed the observers.
+    closed and `runtime.stop()` has flushed the observers. The signal handlers stay ours
+    until then: a second signal during the drain ends the calls now (each still gets
+    its goodbye, its hang-up and its record); later ones are logged and change nothing.
     """
+    with ExitStack() as handlers:
+        signals = None
+        if terminate is None:
+            signals = handlers.enter_context(
+                trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT)
+            )
+        try:
+            async with trio.open_nursery() as watchers:
+                stop = trio.Event()
+                if signals is not None:
+                    watchers.start_soon(_watch_signals, signals, runtime, stop)
+                else:
+                    watchers.start_soon(_wait_then_set, terminate, stop)
+                await _serve_then_drain(runtime, host, port, stop, task_status)
+                watchers.cancel_scope.cancel()
+        finally:
+            # Even after a crash: observers flush what they hold (nothing is lost).
+            await runtime.aclose()
+            log.info("stopped")
+
+
+async def _serve_then_drain(
+    runtime: Runtime, host: str, port: int, stop: trio.Event, task_status: trio.TaskStatus[int]
+) -> None:
     shutdown = trio.Event()
-    try:
-        async with trio.open_nursery() as nursery:
-            bound = await nursery.start(partial(serve_app, runtime, host, port, shutdown=shutdown))
-            if terminate is None:
-                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                    task_status.started(bound)
-                    async for signum in signals:
-                        log.info("received %s: draining", signal.Signals(signum).name)
-                        break
-            else:
-                task_status.started(bound)
-                await terminate.wait()
-                log.info("terminate requested: draining")
-            timeout = runtime.config.server.drain_timeout_s
-            log.info("draining %d active call(s), up to %.0f s", runtime.active_calls, timeout)
-            await runtime.drain(timeout)
-            shutdown.set()
-    finally:
-        # Even after a crash: observers flush what they hold (nothing is lost).
-        await runtime.aclose()
-        log.info("stopped")
+    async with trio.open_nursery() as nursery:
+        bound = await nursery.start(partial(serve_app, runtime, host, port, shutdown=shutdown))
+        task_status.started(bound)
+        await stop.wait()
+        timeout = runtime.config.server.drain_timeout_s
+        log.info("draining %d active call(s), up to %.0f s", runtime.active_calls, timeout)
+        await runtime.drain(timeout)
+        shutdown.set()
+
+
+async def _watch_signals(signals: AsyncIterator[int], runtime: Runtime, stop: trio.Event) -> None:
+    """The first signal drains; the second ends the calls now; none stops the drain."""
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        if not stop.is_set():
+            log.info("received %s: draining", name)
+            stop.set()
+        elif not runtime.drain_cut_short:
+            log.warning(
+                "received %s again: ending %d active call(s) now, each with a goodbye",
+                name,
+                runtime.active_calls,
+            )
+            runtime.end_calls_now()
+        else:
+            log.warning(
+                "received %s again: still ending %d call(s), stopping when they have ended",
+                name,
+                runtime.active_calls,
+            )
+
+
+async def _wait_then_set(terminate: trio.Event, stop: trio.Event) -> None:
+    await terminate.wait()
+    log.info("terminate requested: draining")
+    stop.set()
 
 
 async def run_server(config_path: str, host: str | None = None, port: int | None = None) -> int:

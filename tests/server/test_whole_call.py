@@ -7,6 +7,7 @@ import signal
 
 import httpx
 import trio
+import trio.testing
 
 from hookline.audio import tone_mulaw
 from hookline.events import AgentSpoke, BargeIn, TelephonyStatus
@@ -134,4 +135,46 @@ async def test_sigterm_drains_an_active_call(nursery, stack, twilio_sim):
     assert call.ended_by_rest == "completed"
     records = {r.provider_call_id: r for r in s.recorder.ended}
     assert records[call.call_sid].end_reason == "shutdown"
+    assert s.runtime.active_calls == 0
+
+
+async def test_a_stream_arriving_while_draining_is_refused_not_greeted(nursery, stack, twilio_sim):
+    from hookline.testing.twilio_sim import SimCall, new_sid
+
+    s = await stack(server={"drain_timeout_s": 600})
+    port = await nursery.start(serve_app, s.runtime, "127.0.0.1", 0)
+    call_sid = new_sid("CA")
+    with trio.fail_after(30):
+        # Answered before the drain began (its slot is reserved)...
+        hook = await twilio_sim.post_webhook(_voice(port), call_sid=call_sid)
+        assert hook.stream is not None
+        drained = trio.Event()
+
+        async def drain() -> None:
+            await s.runtime.drain(600)
+            drained.set()
+
+        nursery.start_soon(drain)
+        await trio.testing.wait_all_tasks_blocked()
+        assert s.runtime.draining
+        # ...its stream opens while the server drains.
+        async with twilio_sim.open_media(hook.stream.url) as conn:
+            call = SimCall(
+                conn,
+                account_sid=twilio_sim.account_sid,
+                call_sid=call_sid,
+                webhook=hook,
+                stream_silence=True,
+            )
+            s.rest.register(call_sid, call.end_by_rest)
+            async with trio.open_nursery() as sim:
+                await sim.start(call.run)
+                await call.wait_closed()
+                sim.cancel_scope.cancel()
+        await drained.wait()  # the refused call held nothing
+    assert len(call.agent_audio) == 0  # not greeted
+    assert call.ended_by_rest == "completed"  # hung up, not left in silence
+    [record] = s.recorder.ended
+    assert record.provider_call_id == call_sid
+    assert record.end_reason == "rejected:draining"
     assert s.runtime.active_calls == 0
