@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from hookline.testing.conformance import STTConformance
-from hookline.testing.fake_deepgram_stt import FakeDeepgramSTT, fake_deepgram_stt
 from hookline_stt_deepgram import DeepgramSTT, DeepgramSTTSettings
+from hookline_testkit.fake_deepgram_stt import FakeDeepgramSTT, fake_deepgram_stt
 
 
 class TestDeepgramSTTConformance(STTConformance):
