@@ -24,8 +24,8 @@ import msgspec
 import trio
 
 from hookline.analytics.plugin import sink_for
-from hookline.analytics.simulate import apply_steps, observer_runtime, plan_calls, run_calls
 from hookline.config import AnalyticsConfig
+from hookline_testkit.simulate import apply_steps, observer_runtime, plan_calls, run_calls
 
 KINDS = ("normal", "barge_in", "tools")
 

@@ -45,11 +45,11 @@ import msgspec
 import trio
 
 from hookline.audio import tone_mulaw
-from hookline.testing.fake_deepgram_stt import FakeDeepgramSTT, fake_deepgram_stt
-from hookline.testing.fake_deepgram_tts import FakeDeepgramTTS, serve_fake_deepgram_tts
-from hookline.testing.fake_openai import FakeOpenAI, fake_openai, text
-from hookline.testing.stack import FakeStack
-from hookline.testing.twilio_sim import (
+from hookline_testkit.fake_deepgram_stt import FakeDeepgramSTT, fake_deepgram_stt
+from hookline_testkit.fake_deepgram_tts import FakeDeepgramTTS, serve_fake_deepgram_tts
+from hookline_testkit.fake_openai import FakeOpenAI, fake_openai, text
+from hookline_testkit.stack import FakeStack
+from hookline_testkit.twilio_sim import (
     SimulatorError,
     TwilioRestFake,
     TwilioSimulator,

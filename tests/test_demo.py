@@ -6,7 +6,7 @@ import io
 
 import duckdb
 
-from hookline.demo import run_demo
+from hookline_testkit.demo import run_demo
 
 
 async def test_demo_books_an_appointment_end_to_end(tmp_path):

@@ -13,9 +13,9 @@ import duckdb
 import pytest
 import trio
 
-from hookline.analytics.simulate import observer_runtime, simulate_calls
 from hookline.cli import main
 from hookline.providers import CallInfo
+from hookline_testkit.simulate import observer_runtime, simulate_calls
 
 CONFIG = """
 [agent]

@@ -22,10 +22,10 @@ import trio
 from hookline.analytics import plugin as analytics_plugin
 from hookline.analytics import writer as writer_module
 from hookline.analytics.plugin import sink_for
-from hookline.analytics.simulate import simulate_calls
 from hookline.runtime import Runtime
 from hookline.server import build_app
 from hookline.testing.harness import make_config, scripted_runtime
+from hookline_testkit.simulate import simulate_calls
 
 CALLS = 30
 

@@ -13,8 +13,8 @@ import trio
 
 from hookline.analytics.cli import export
 from hookline.analytics.plugin import detach, sink_for
-from hookline.analytics.simulate import observer_runtime, simulate_calls
 from hookline.providers import CallInfo
+from hookline_testkit.simulate import observer_runtime, simulate_calls
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "analytics.md"
 QUERIES = re.findall(r"```sql\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.S)

@@ -7,7 +7,7 @@ import logging
 import trio
 
 from hookline.analytics.plugin import sink_for
-from hookline.analytics.simulate import observer_runtime, run_calls
+from hookline_testkit.simulate import observer_runtime, run_calls
 
 log = logging.getLogger(__name__)
 

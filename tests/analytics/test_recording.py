@@ -15,7 +15,6 @@ import pytest
 import trio
 
 from hookline.analytics.plugin import detach, sink_for
-from hookline.analytics.simulate import observer_runtime, simulate_calls
 from hookline.config import AnalyticsConfig, PricesConfig
 from hookline.errors import MissingSecret
 from hookline.events import (
@@ -31,6 +30,7 @@ from hookline.events import (
     UserTurnEnded,
 )
 from hookline.providers import CallInfo
+from hookline_testkit.simulate import observer_runtime, simulate_calls
 
 
 async def started(db, **analytics):
@@ -190,7 +190,7 @@ KILLED = textwrap.dedent(
     import os, signal, sys, time
     import trio
     from hookline.analytics.plugin import sink_for
-    from hookline.analytics.simulate import observer_runtime
+    from hookline_testkit.simulate import observer_runtime
     from hookline.events import UserSpeechStarted
     from hookline.providers import CallInfo
 

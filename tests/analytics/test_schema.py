@@ -9,8 +9,8 @@ import pytest
 import trio
 
 from hookline.analytics import schema
-from hookline.analytics.simulate import observer_runtime, simulate_calls
 from hookline.errors import ConfigError
+from hookline_testkit.simulate import observer_runtime, simulate_calls
 
 
 async def test_a_fresh_file_runs_every_migration_and_has_the_views(db, query):

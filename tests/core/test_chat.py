@@ -8,7 +8,7 @@ import textwrap
 
 import trio
 
-from hookline.testing.fake_openai import call, text, tool_calls
+from hookline_testkit.fake_openai import call, text, tool_calls
 
 
 async def test_chat_runs_the_llm_and_tools(tmp_path, openai_fake):

@@ -127,8 +127,10 @@ def test_secrets_come_from_the_environment_only(tmp_path, plugins):
 
 
 def test_shipped_configs_resolve(plugins):
-    for name in ("automotive.toml", "demo.toml"):
-        config = load_config(ROOT / "config" / name)
+    from hookline_testkit.demo import DEFAULT_CONFIG
+
+    for path in (ROOT / "config" / "automotive.toml", DEFAULT_CONFIG):
+        config = load_config(path)
         resolve(config, plugins)
 
 

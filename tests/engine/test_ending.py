@@ -197,6 +197,10 @@ async def test_a_prompt_llm_gets_no_filler(autojump_clock):
 def test_fallback_line_does_not_blame_the_caller(source):
     if source == "default":
         line = AgentConfig().fallback_line
+    elif source == "demo.toml":
+        from hookline_testkit.demo import DEFAULT_CONFIG
+
+        line = load_config(DEFAULT_CONFIG).agent.fallback_line
     else:
         line = load_config(CONFIG_DIR / source).agent.fallback_line
     lowered = line.lower()

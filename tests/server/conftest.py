@@ -14,15 +14,15 @@ from hookline.config import Secrets
 from hookline.events import CallEvent, CallRecord
 from hookline.hookspecs import hookimpl
 from hookline.runtime import Runtime
-from hookline.testing.fixtures_twilio import (  # noqa: F401 (fixtures)
+from hookline.testing.harness import make_config, scripted_plugins
+from hookline.testing.scripted import ScriptedLLM, ScriptedSTT, ScriptedTTS
+from hookline_testkit.fixtures_twilio import (  # noqa: F401 (fixtures)
     twilio_auth_token,
     twilio_rest,
     twilio_secrets,
     twilio_sim,
 )
-from hookline.testing.harness import make_config, scripted_plugins
-from hookline.testing.scripted import ScriptedLLM, ScriptedSTT, ScriptedTTS
-from hookline.testing.twilio_sim import TwilioRestFake
+from hookline_testkit.twilio_sim import TwilioRestFake
 
 
 class Recorder:

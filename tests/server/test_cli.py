@@ -10,8 +10,8 @@ import trio
 
 from hookline.cli import build_parser, main
 from hookline.server import serve_app
-from hookline.testing.dial import dial, summarize
-from hookline.testing.twilio_sim import DEFAULT_ACCOUNT_SID
+from hookline_testkit.dial import dial, summarize
+from hookline_testkit.twilio_sim import DEFAULT_ACCOUNT_SID
 
 
 def test_serve_flags_parse():

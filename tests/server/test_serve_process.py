@@ -13,9 +13,9 @@ from functools import partial
 import httpx
 import trio
 
-from hookline.testing.dial import dial, summarize
-from hookline.testing.fake_openai import text
-from hookline.testing.stack import FakeStack
+from hookline_testkit.dial import dial, summarize
+from hookline_testkit.fake_openai import text
+from hookline_testkit.stack import FakeStack
 
 
 def _free_port() -> int:

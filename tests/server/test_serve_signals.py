@@ -17,7 +17,7 @@ from functools import partial
 import pytest
 import trio
 
-from hookline.testing.stack import FakeStack
+from hookline_testkit.stack import FakeStack
 
 from .test_serve_process import _free_port, _wait_healthy
 

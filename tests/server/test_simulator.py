@@ -10,7 +10,7 @@ import trio
 import trio_websocket
 
 from hookline.audio import mulaw_to_pcm16, tone_mulaw
-from hookline.testing.twilio_sim import SimulatorError, load_mulaw, parse_twiml
+from hookline_testkit.twilio_sim import SimulatorError, load_mulaw, parse_twiml
 
 
 def test_load_mulaw_from_raw_and_wav(tmp_path):

@@ -139,7 +139,7 @@ async def test_sigterm_drains_an_active_call(nursery, stack, twilio_sim):
 
 
 async def test_a_stream_arriving_while_draining_is_refused_not_greeted(nursery, stack, twilio_sim):
-    from hookline.testing.twilio_sim import SimCall, new_sid
+    from hookline_testkit.twilio_sim import SimCall, new_sid
 
     s = await stack(server={"drain_timeout_s": 600})
     port = await nursery.start(serve_app, s.runtime, "127.0.0.1", 0)

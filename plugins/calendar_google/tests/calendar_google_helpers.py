@@ -12,10 +12,10 @@ import msgspec
 import trio
 
 from hookline.providers import CallInfo
-from hookline.testing.fake_google_calendar import FakeGoogleCalendar
 from hookline.tools import Tool, ToolContext
 from hookline_calendar_google import CalendarSettings, create_scheduler
 from hookline_calendar_google.tools import Scheduler, build_tools
+from hookline_testkit.fake_google_calendar import FakeGoogleCalendar
 
 TZ = "America/Chicago"
 # Friday 6 March 2026, 8:00 in Chicago (CST, UTC-6); DST starts Sunday 8 March.

@@ -12,8 +12,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from calendar_google_helpers import Shop, ShopFactory
 
-from hookline.testing.fake_google_calendar import fake_google_calendar
-from hookline.testing.fixtures_calendar import google_calendar_fake  # noqa: F401
+from hookline_testkit.fake_google_calendar import fake_google_calendar
+from hookline_testkit.fixtures_calendar import google_calendar_fake  # noqa: F401
 
 
 @pytest.fixture(params=["google", "local"])

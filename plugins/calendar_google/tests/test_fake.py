@@ -9,7 +9,7 @@ import httpx
 import pytest
 import trio
 
-from hookline.testing.fake_google_calendar import FakeGoogleCalendar
+from hookline_testkit.fake_google_calendar import FakeGoogleCalendar
 
 
 async def client(fake: FakeGoogleCalendar) -> httpx.AsyncClient:

@@ -13,10 +13,10 @@ import pytest
 from calendar_google_helpers import ALICE, SHOP, Clock, Shop, ShopFactory, make_ctx
 
 from hookline.errors import ConfigError, MissingSecret, ProviderTimeout
-from hookline.testing.fake_google_calendar import FakeGoogleCalendar
 from hookline.tools import ToolError
 from hookline_calendar_google import CalendarSettings, create_scheduler
 from hookline_calendar_google.tools import UNREACHABLE, build_tools
+from hookline_testkit.fake_google_calendar import FakeGoogleCalendar
 
 
 @pytest.fixture

@@ -5,4 +5,4 @@ from pathlib import Path
 # test directory on sys.path, and other plugins' helpers must not shadow it).
 sys.path.insert(0, str(Path(__file__).parent))
 
-from hookline.testing.fixtures_openai import openai_fake  # noqa: F401
+from hookline_testkit.fixtures_openai import openai_fake  # noqa: F401

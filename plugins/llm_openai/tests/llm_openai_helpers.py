@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from hookline.providers import LLMEvent, Message, TextDelta, ToolCallRequest, ToolSchema, Usage
-from hookline.testing.fake_openai import FakeOpenAI
 from hookline_llm_openai import OpenAILLM, OpenAISettings
+from hookline_testkit.fake_openai import FakeOpenAI
 
 SYSTEM = Message(role="system", content="You are the phone agent of Riverside Auto Service.")
 HELLO = [SYSTEM, Message(role="user", content="Hi, can I book an oil change?")]

@@ -6,7 +6,7 @@ import trio
 from llm_openai_helpers import HELLO, collect, make_llm, text_of
 
 from hookline.providers import TextDelta
-from hookline.testing.fake_openai import FakeOpenAI, text
+from hookline_testkit.fake_openai import FakeOpenAI, text
 
 LONG = (
     "Our shop is open Monday through Friday from eight to six, and Saturday from nine to two. " * 3

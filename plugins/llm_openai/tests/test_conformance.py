@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 import pytest
 from llm_openai_helpers import make_llm
 
-from hookline.testing import fake_openai
 from hookline.testing.conformance import LLMConformance
-from hookline.testing.fake_openai import FakeOpenAI
 from hookline_llm_openai import OpenAILLM
+from hookline_testkit import fake_openai
+from hookline_testkit.fake_openai import FakeOpenAI
 
 
 class TestOpenAIConformance(LLMConformance):

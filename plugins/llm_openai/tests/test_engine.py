@@ -18,7 +18,19 @@ from hookline.config import Secrets
 from hookline.events import AgentSpoke, BargeIn, CallEvent, ProviderFailed, UsageReported
 from hookline.hookspecs import hookimpl
 from hookline.runtime import Runtime
-from hookline.testing.fake_openai import (
+from hookline.testing.harness import ScriptedTelephony, make_config, run_call, scripted_plugins
+from hookline.testing.scripted import (
+    HangUpStep,
+    Pause,
+    Say,
+    ScriptedLeg,
+    ScriptedSTT,
+    ScriptedTTS,
+    WaitForAgent,
+    call_info,
+)
+from hookline.tools import ToolContext, ToolSet, tool
+from hookline_testkit.fake_openai import (
     FakeOpenAI,
     Reply,
     Script,
@@ -33,18 +45,6 @@ from hookline.testing.fake_openai import (
     tool_calls,
     unauthorized,
 )
-from hookline.testing.harness import ScriptedTelephony, make_config, run_call, scripted_plugins
-from hookline.testing.scripted import (
-    HangUpStep,
-    Pause,
-    Say,
-    ScriptedLeg,
-    ScriptedSTT,
-    ScriptedTTS,
-    WaitForAgent,
-    call_info,
-)
-from hookline.tools import ToolContext, ToolSet, tool
 
 
 class Recorder:

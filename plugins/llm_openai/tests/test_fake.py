@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from hookline.testing.fake_openai import (
+from hookline_testkit.fake_openai import (
     FakeOpenAI,
     call,
     mid_stream_error,

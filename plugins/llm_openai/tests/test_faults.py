@@ -16,7 +16,8 @@ from hookline.errors import (
     ProviderUnavailable,
 )
 from hookline.providers import CallInfo, TextDelta
-from hookline.testing.fake_openai import (
+from hookline_llm_openai import OpenAILLM, OpenAISettings
+from hookline_testkit.fake_openai import (
     FakeOpenAI,
     dropped_connection,
     http_error,
@@ -28,7 +29,6 @@ from hookline.testing.fake_openai import (
     text,
     unauthorized,
 )
-from hookline_llm_openai import OpenAILLM, OpenAISettings
 
 
 async def run(llm: OpenAILLM) -> list:

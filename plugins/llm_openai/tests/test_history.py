@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from llm_openai_helpers import SYSTEM, collect, make_llm
 
 from hookline.providers import Message, ToolCallRequest
-from hookline.testing.fake_openai import FakeOpenAI
 from hookline_llm_openai.history import cut_points, estimate_tokens, trim_history
+from hookline_testkit.fake_openai import FakeOpenAI
 
 
 def tokens(messages: list[Message]) -> int:

@@ -10,8 +10,8 @@ import trio
 from llm_openai_helpers import HELLO, SYSTEM, calls_of, collect, make_llm, text_of, usage_of
 
 from hookline.providers import LLM, Message, TextDelta, ToolCallRequest, ToolSchema, Usage
-from hookline.testing.fake_openai import FakeOpenAI, call, pieces, text, tool_calls
 from hookline.tools import tool
+from hookline_testkit.fake_openai import FakeOpenAI, call, pieces, text, tool_calls
 
 
 class BookSlot(msgspec.Struct):

@@ -16,7 +16,6 @@ from hookline.config import Secrets
 from hookline.events import CallEvent, UserSpeechStarted, UserTurnEnded
 from hookline.hookspecs import hookimpl
 from hookline.runtime import Runtime
-from hookline.testing.fake_deepgram_stt import FakeDeepgramSTT, fake_deepgram_stt
 from hookline.testing.harness import ScriptedTelephony, make_config, run_call, scripted_plugins
 from hookline.testing.scripted import (
     HangUpStep,
@@ -28,6 +27,7 @@ from hookline.testing.scripted import (
     call_info,
 )
 from hookline_stt_deepgram import DeepgramSTT
+from hookline_testkit.fake_deepgram_stt import FakeDeepgramSTT, fake_deepgram_stt
 
 
 @pytest.fixture

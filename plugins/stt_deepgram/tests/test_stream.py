@@ -34,8 +34,8 @@ from hookline.providers import (
     Transcript,
     UtteranceEnd,
 )
-from hookline.testing.fake_deepgram_stt import FakeDeepgramSTT, fake_deepgram_stt
 from hookline_stt_deepgram import DeepgramSTT, DeepgramSTTSettings, DeepgramSTTStream
+from hookline_testkit.fake_deepgram_stt import FakeDeepgramSTT, fake_deepgram_stt
 
 Until = Callable[[list[STTEvent]], bool]
 

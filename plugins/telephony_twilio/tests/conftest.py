@@ -14,14 +14,14 @@ import trio
 
 from hookline.providers import CallInfo, CallLeg, LegEvent
 from hookline.server import asgi_app, serve_asgi
-from hookline.testing.fixtures_twilio import (  # noqa: F401 (fixtures)
+from hookline_telephony_twilio import TwilioSettings, TwilioTelephony
+from hookline_testkit.fixtures_twilio import (  # noqa: F401 (fixtures)
     twilio_auth_token,
     twilio_rest,
     twilio_secrets,
     twilio_sim,
 )
-from hookline.testing.twilio_sim import DEFAULT_ACCOUNT_SID, TwilioRestFake
-from hookline_telephony_twilio import TwilioSettings, TwilioTelephony
+from hookline_testkit.twilio_sim import DEFAULT_ACCOUNT_SID, TwilioRestFake
 
 BUSY = "All lines are busy, call back later."
 

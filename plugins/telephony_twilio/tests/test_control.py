@@ -9,8 +9,8 @@ import trio
 
 from hookline.errors import ProviderAuthError, ProviderProtocolError, ProviderUnavailable
 from hookline.providers import HangUp
-from hookline.testing.twilio_sim import DEFAULT_ACCOUNT_SID, new_sid
 from hookline_telephony_twilio.control import RETRY_ATTEMPTS, CallControl
+from hookline_testkit.twilio_sim import DEFAULT_ACCOUNT_SID, new_sid
 
 
 async def test_hangup_ends_the_call_through_rest(serve, twilio_sim):

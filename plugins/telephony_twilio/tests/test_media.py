@@ -11,7 +11,7 @@ import trio_websocket
 
 from hookline.audio import FRAME_BYTES, mulaw_silence, tone_mulaw
 from hookline.providers import AudioIn, DtmfIn, HangUp, MarkReached
-from hookline.testing.twilio_sim import AppMark, AppMedia, new_sid
+from hookline_testkit.twilio_sim import AppMark, AppMedia, new_sid
 
 
 async def test_whole_stream_through_the_simulator(serve, twilio_sim):

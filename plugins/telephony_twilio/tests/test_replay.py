@@ -13,8 +13,8 @@ import pytest
 import trio
 import trio_websocket
 
-from hookline.testing.twilio_sim import SIGNATURE_HEADER, new_sid
 from hookline_telephony_twilio.security import CallSidBook
+from hookline_testkit.twilio_sim import SIGNATURE_HEADER, new_sid
 
 
 async def _replay(hook, url: str, signature: str) -> httpx.Response:

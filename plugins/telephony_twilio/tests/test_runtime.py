@@ -17,7 +17,7 @@ from hookline.runtime import Runtime
 from hookline.server import serve_app
 from hookline.testing.harness import make_config, scripted_plugins
 from hookline.testing.scripted import Reply, ScriptedLLM, ScriptedSTT, ScriptedTTS
-from hookline.testing.twilio_sim import SIGNATURE_HEADER
+from hookline_testkit.twilio_sim import SIGNATURE_HEADER
 
 
 async def _runtime(

@@ -7,8 +7,8 @@ import logging
 import httpx
 import trio
 
-from hookline.testing.twilio_sim import TwilioSimulator
 from hookline_telephony_twilio import TwilioSettings
+from hookline_testkit.twilio_sim import TwilioSimulator
 
 
 async def test_twiml_connects_a_stream_with_parameters(serve, twilio_sim):

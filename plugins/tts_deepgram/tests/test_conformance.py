@@ -6,7 +6,7 @@ import pytest
 from tts_deepgram_helpers import make_tts
 
 from hookline.testing.conformance import TTSConformance
-from hookline.testing.fake_deepgram_tts import FakeDeepgramTTS
+from hookline_testkit.fake_deepgram_tts import FakeDeepgramTTS
 from hookline_tts_deepgram import DeepgramTTS
 
 

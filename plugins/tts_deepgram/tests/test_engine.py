@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from tts_deepgram_helpers import make_tts
 
-from hookline.testing.fake_deepgram_tts import FakeDeepgramTTS
 from hookline.testing.harness import run_call, scripted_runtime
 from hookline.testing.scripted import (
     HangUpStep,
@@ -16,6 +15,7 @@ from hookline.testing.scripted import (
     WaitForAgent,
     call_info,
 )
+from hookline_testkit.fake_deepgram_tts import FakeDeepgramTTS
 
 
 async def test_two_calls_synthesize_each_cached_phrase_once_and_stream_answers(

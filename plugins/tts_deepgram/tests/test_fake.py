@@ -9,7 +9,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
-from hookline.testing.fake_deepgram_tts import FakeDeepgramTTS
+from hookline_testkit.fake_deepgram_tts import FakeDeepgramTTS
 
 
 def _auth(fake: FakeDeepgramTTS) -> list[tuple[bytes, bytes]]:

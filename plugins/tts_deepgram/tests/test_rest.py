@@ -7,7 +7,7 @@ from tts_deepgram_helpers import make_tts
 
 from hookline.audio import MULAW_8K
 from hookline.errors import ProviderAuthError, ProviderError, ProviderUnavailable
-from hookline.testing.fake_deepgram_tts import FakeDeepgramTTS
+from hookline_testkit.fake_deepgram_tts import FakeDeepgramTTS
 
 
 async def test_synthesize_returns_the_whole_phrase(fake_deepgram_tts: FakeDeepgramTTS) -> None:

@@ -17,7 +17,7 @@ from tts_deepgram_helpers import (
 from hookline.audio import MULAW_8K, AudioFormat
 from hookline.errors import ProviderAuthError, ProviderError, ProviderUnavailable
 from hookline.providers import TTS, AudioChunk, Flushed, TTSStream
-from hookline.testing.fake_deepgram_tts import FakeDeepgramTTS
+from hookline_testkit.fake_deepgram_tts import FakeDeepgramTTS
 
 
 async def test_speak_flush_gives_audio_of_the_text_then_flushed_in_order(

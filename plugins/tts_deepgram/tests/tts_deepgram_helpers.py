@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from hookline.providers import AudioChunk, CallInfo, Flushed, TTSEvent
-from hookline.testing.fake_deepgram_tts import FakeDeepgramTTS
+from hookline_testkit.fake_deepgram_tts import FakeDeepgramTTS
 from hookline_tts_deepgram import DeepgramTTS, DeepgramTTSSettings
 
 

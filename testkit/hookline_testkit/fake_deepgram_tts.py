@@ -41,7 +41,7 @@ import msgspec
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
-from ..audio import SAMPLE_RATE, tone_mulaw
+from hookline.audio import SAMPLE_RATE, tone_mulaw
 
 __all__ = [
     "FakeDeepgramTTS",
@@ -51,7 +51,7 @@ __all__ = [
     "serve_fake_deepgram_tts",
 ]
 
-log = logging.getLogger("hookline.testing.fake_deepgram_tts")
+log = logging.getLogger("hookline_testkit.fake_deepgram_tts")
 
 # One second of a 200 Hz tone (a whole number of periods), tiled to make "speech".
 _TONE = tone_mulaw(1.0, hz=200.0)

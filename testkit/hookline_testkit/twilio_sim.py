@@ -46,7 +46,7 @@ import trio
 import trio_websocket
 from twilio.request_validator import RequestValidator
 
-from ..audio import FRAME_BYTES, FRAME_SECONDS, SAMPLE_RATE, pcm16_to_mulaw
+from hookline.audio import FRAME_BYTES, FRAME_SECONDS, SAMPLE_RATE, pcm16_to_mulaw
 
 __all__ = [
     "DEFAULT_ACCOUNT_SID",
@@ -897,7 +897,7 @@ async def twilio_rest_fake(
     config = hypercorn.config.Config()
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
-    config.errorlog = logging.getLogger("hookline.testing.twilio_rest")
+    config.errorlog = logging.getLogger("hookline_testkit.twilio_rest")
     config.graceful_timeout = 0.5
     stop = trio.Event()
     async with trio.open_nursery() as nursery:

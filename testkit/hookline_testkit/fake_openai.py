@@ -62,7 +62,7 @@ __all__ = [
     "unauthorized",
 ]
 
-log = logging.getLogger("hookline.testing.fake_openai")
+log = logging.getLogger("hookline_testkit.fake_openai")
 
 # --------------------------------------------------------------------------- the request
 

@@ -19,8 +19,8 @@ from typing import Any, Literal
 import msgspec
 import trio
 
-from ..config import AgentConfig, AnalyticsConfig, Config, PricesConfig, ProvidersConfig
-from ..events import (
+from hookline.config import AgentConfig, AnalyticsConfig, Config, PricesConfig, ProvidersConfig
+from hookline.events import (
     AgentSpoke,
     BargeIn,
     CallEvent,
@@ -35,10 +35,10 @@ from ..events import (
     UserSpeechStarted,
     UserTurnEnded,
 )
-from ..hookspecs import hookimpl
-from ..plugins import Plugins, new_plugin_manager
-from ..providers import CallInfo, ProviderSpec
-from ..runtime import KINDS, Runtime
+from hookline.hookspecs import hookimpl
+from hookline.plugins import Plugins, new_plugin_manager
+from hookline.providers import CallInfo, ProviderSpec
+from hookline.runtime import KINDS, Runtime
 
 __all__ = [
     "CallKind",
@@ -89,7 +89,7 @@ def observer_runtime(
     plugins: Plugins | None = None,
 ) -> Runtime:
     """A Runtime with the analytics plugin and placeholder providers, writing to `database`."""
-    from . import plugin as analytics_plugin
+    from hookline.analytics import plugin as analytics_plugin
 
     if plugins is None:
         plugins = Plugins(pm=new_plugin_manager())

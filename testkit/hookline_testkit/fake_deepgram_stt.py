@@ -50,7 +50,7 @@ import msgspec
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
-from ..audio import SAMPLE_RATE, rms_mulaw
+from hookline.audio import SAMPLE_RATE, rms_mulaw
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -60,7 +60,7 @@ __all__ = [
     "fake_deepgram_stt",
 ]
 
-log = logging.getLogger("hookline.testing.fake_deepgram_stt")
+log = logging.getLogger("hookline_testkit.fake_deepgram_stt")
 
 DEFAULT_API_KEY = "dg-test-key"
 FRAME_S = 0.020

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from .scripted import ScriptedLLM, ScriptedSTT, ScriptedTTS
+from hookline.testing.scripted import ScriptedLLM, ScriptedSTT, ScriptedTTS
 
 
 @pytest.fixture

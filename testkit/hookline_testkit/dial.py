@@ -19,8 +19,9 @@ from dataclasses import asdict, dataclass
 
 import trio
 
-from ..audio import tone_mulaw
-from ..errors import HooklineError, MissingSecret
+from hookline.audio import tone_mulaw
+from hookline.errors import HooklineError, MissingSecret
+
 from .twilio_sim import DEFAULT_ACCOUNT_SID, SimulatorError, TwilioSimulator, WebhookRefused
 
 __all__ = ["CallResult", "add_commands", "dial", "summarize"]

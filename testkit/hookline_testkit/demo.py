@@ -27,16 +27,16 @@ from typing import Any, TextIO
 import msgspec
 import trio
 
-from .audio import tone_mulaw
-from .config import Config, Secrets, load_config
-from .events import AgentSpoke, ToolCallFinished, TurnMetrics, UserTurnEnded
-from .hookspecs import hookimpl
-from .plugins import discover
-from .runtime import Runtime
+from hookline.audio import tone_mulaw
+from hookline.config import Config, Secrets, load_config
+from hookline.events import AgentSpoke, ToolCallFinished, TurnMetrics, UserTurnEnded
+from hookline.hookspecs import hookimpl
+from hookline.plugins import discover
+from hookline.runtime import Runtime
 
 __all__ = ["DemoBrain", "add_commands", "run_demo"]
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "demo.toml"
+DEFAULT_CONFIG = Path(__file__).with_name("demo.toml")  # package data of the test kit
 CALLER = [
     "Hi, I'd like to book an oil change for tomorrow morning.",
     "The first one please. I'm Sam Rivera, it's a 2018 Honda Civic.",
@@ -56,7 +56,7 @@ class DemoBrain:
         self.tomorrow = (dt.datetime.now(ZoneInfo(timezone)) + dt.timedelta(days=1)).date()
 
     def __call__(self, request: Any) -> Any:
-        from .testing.fake_openai import call, text, tool_calls
+        from .fake_openai import call, text, tool_calls
 
         messages = request.chat.messages
         last = messages[-1]
@@ -166,11 +166,12 @@ async def run_demo(
     speech_chars_per_s: float = 25.0,
 ) -> dict[str, Any]:
     """Run the demo call; returns a summary (end reason, turns, latency percentiles)."""
-    from .server import serve_runtime
-    from .testing.fake_deepgram_stt import fake_deepgram_stt
-    from .testing.fake_deepgram_tts import serve_fake_deepgram_tts
-    from .testing.fake_openai import fake_openai
-    from .testing.twilio_sim import SimulatorError, TwilioSimulator, twilio_rest_fake
+    from hookline.server import serve_runtime
+
+    from .fake_deepgram_stt import fake_deepgram_stt
+    from .fake_deepgram_tts import serve_fake_deepgram_tts
+    from .fake_openai import fake_openai
+    from .twilio_sim import SimulatorError, TwilioSimulator, twilio_rest_fake
 
     config = load_config(config_path)
     async with AsyncExitStack() as stack:
@@ -234,11 +235,16 @@ async def run_demo(
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="one whole simulated call, offline, through the real stack")
     p.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG))
+    p.add_argument(
+        "--workdir", default="data/demo", help="where the databases go (default data/demo)"
+    )
     p.set_defaults(func=_demo_command)
 
 
 def _demo_command(args: argparse.Namespace) -> int:
     if not args.verbose:  # the transcript is the output; logs only for problems
         logging.getLogger().setLevel(logging.WARNING)
-    summary = trio.run(run_demo, args.config)
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    summary = trio.run(lambda: run_demo(args.config, workdir=workdir.resolve()))
     return 0 if summary["agent_turns_measured"] else 1
