@@ -7,6 +7,7 @@ fallback policy lives once, in the engine (see STYLE.md, "one error vocabulary")
 from __future__ import annotations
 
 __all__ = [
+    "RETRY_STATUSES",
     "ConfigError",
     "HooklineError",
     "MissingSecret",
@@ -16,7 +17,6 @@ __all__ = [
     "ProviderProtocolError",
     "ProviderTimeout",
     "ProviderUnavailable",
-    "RETRY_STATUSES",
     "error_for_status",
 ]
 
@@ -115,6 +115,7 @@ def error_for_status(
     provider: str,
     retry_after: float | None = None,
     auth_hint: str = "",
+    refused_hint: str = "",
     refused: type[ProviderError] = ProviderError,
     retryable: bool | None = None,
 ) -> ProviderError:
@@ -123,8 +124,9 @@ def error_for_status(
     401/403 -> ProviderAuthError (with `auth_hint` appended: which env var to fix);
     408, 429 and 5xx -> ProviderUnavailable, retryable, carrying `retry_after`;
     any other status -> `refused` (ProviderError by default; a plugin whose refusals mean
-    "your settings break the protocol" passes ProviderProtocolError). `retryable`
-    overrides the kind's default for this one error.
+    "your settings break the protocol" passes ProviderProtocolError), with
+    `refused_hint` appended (which settings to check). `retryable` overrides the kind's
+    default for this one error.
     """
     if status in (401, 403):
         text = f"{message}; {auth_hint}" if auth_hint else message
@@ -133,4 +135,5 @@ def error_for_status(
         return ProviderUnavailable(
             message, provider=provider, retry_after=retry_after, retryable=retryable
         )
-    return refused(message, provider=provider, retry_after=retry_after, retryable=retryable)
+    text = f"{message}; {refused_hint}" if refused_hint else message
+    return refused(text, provider=provider, retry_after=retry_after, retryable=retryable)

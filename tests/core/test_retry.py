@@ -45,8 +45,11 @@ def test_not_now_statuses_are_unavailable_and_retryable(status: int) -> None:
 def test_other_statuses_are_refusals_not_retried(status: int) -> None:
     e = error_for_status(status, "no", provider="x/y")
     assert type(e) is ProviderError and not e.retryable
-    e = error_for_status(status, "no", provider="x/y", refused=ProviderProtocolError)
+    e = error_for_status(
+        status, "no", provider="x/y", refused=ProviderProtocolError, refused_hint="check z"
+    )
     assert type(e) is ProviderProtocolError and not e.retryable
+    assert str(e) == "x/y: no; check z"
 
 
 def test_retryable_can_be_overridden_for_one_error() -> None:
@@ -134,7 +137,9 @@ def busy(retry_after: float | None = None) -> ProviderUnavailable:
     return ProviderUnavailable("busy", provider="x/y", retry_after=retry_after)
 
 
-async def test_retries_retryable_errors_with_backoff(autojump_clock: trio.testing.MockClock) -> None:
+async def test_retries_retryable_errors_with_backoff(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     flaky = Flaky(busy(), busy(), busy())
     start = trio.current_time()
     assert await retry(flaky, Backoff(0.5, 8.0, attempts=4), what="thing", log=log) == "ok"
