@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -526,5 +526,5 @@ async def open_stream(
         reraise_single(group)
 
 
-def _header(headers: list[tuple[bytes, bytes]] | None, name: bytes) -> bytes | None:
+def _header(headers: Iterable[tuple[bytes, bytes]] | None, name: bytes) -> bytes | None:
     return next((value for key, value in headers or () if key.lower() == name), None)
