@@ -7,6 +7,7 @@ fallback policy lives once, in the engine (see STYLE.md, "one error vocabulary")
 from __future__ import annotations
 
 __all__ = [
+    "RETRY_STATUSES",
     "ConfigError",
     "HooklineError",
     "MissingSecret",
@@ -16,6 +17,7 @@ __all__ = [
     "ProviderProtocolError",
     "ProviderTimeout",
     "ProviderUnavailable",
+    "error_for_status",
 ]
 
 
@@ -57,12 +59,28 @@ class PluginError(HooklineError):
 
 
 class ProviderError(HooklineError):
-    """A provider failed. `provider` is "kind/name", e.g. "stt/deepgram"."""
+    """A provider failed. `provider` is "kind/name", e.g. "stt/deepgram".
+
+    `retryable` is what `hookline.retry.retry` reads to decide whether another try may
+    help. Each kind below sets its default; a plugin overrides it for one error when it
+    knows better (a timed-out transfer may have happened, so it is not retried).
+    `retry_after` is the server's hint in seconds (Retry-After), when it gave one.
+    """
 
     retryable = False
 
-    def __init__(self, message: str, *, provider: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        retryable: bool | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         self.provider = provider
+        if retryable is not None:
+            self.retryable = retryable
+        self.retry_after = retry_after
         super().__init__(f"{provider}: {message}" if provider else message)
 
 
@@ -75,12 +93,6 @@ class ProviderUnavailable(ProviderError):
 
     retryable = True
 
-    def __init__(
-        self, message: str, *, provider: str = "", retry_after: float | None = None
-    ) -> None:
-        self.retry_after = retry_after
-        super().__init__(message, provider=provider)
-
 
 class ProviderTimeout(ProviderError):
     """The provider did not answer within the configured bound."""
@@ -90,3 +102,38 @@ class ProviderTimeout(ProviderError):
 
 class ProviderProtocolError(ProviderError):
     """The provider answered something that breaks its own protocol."""
+
+
+# Statuses that say "not now" rather than "no": a later try may succeed.
+RETRY_STATUSES = frozenset({408, 429})
+
+
+def error_for_status(
+    status: int,
+    message: str,
+    *,
+    provider: str,
+    retry_after: float | None = None,
+    auth_hint: str = "",
+    refused_hint: str = "",
+    refused: type[ProviderError] = ProviderError,
+    retryable: bool | None = None,
+) -> ProviderError:
+    """The one mapping of an HTTP status (or a refused WebSocket handshake) to an error.
+
+    401/403 -> ProviderAuthError (with `auth_hint` appended: which env var to fix);
+    408, 429 and 5xx -> ProviderUnavailable, retryable, carrying `retry_after`;
+    any other status -> `refused` (ProviderError by default; a plugin whose refusals mean
+    "your settings break the protocol" passes ProviderProtocolError), with
+    `refused_hint` appended (which settings to check). `retryable` overrides the kind's
+    default for this one error.
+    """
+    if status in (401, 403):
+        text = f"{message}; {auth_hint}" if auth_hint else message
+        return ProviderAuthError(text, provider=provider, retryable=retryable)
+    if status in RETRY_STATUSES or status >= 500:
+        return ProviderUnavailable(
+            message, provider=provider, retry_after=retry_after, retryable=retryable
+        )
+    text = f"{message}; {refused_hint}" if refused_hint else message
+    return refused(text, provider=provider, retry_after=retry_after, retryable=retryable)

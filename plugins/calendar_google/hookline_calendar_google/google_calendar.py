@@ -26,7 +26,9 @@ from hookline.errors import (
     ProviderProtocolError,
     ProviderTimeout,
     ProviderUnavailable,
+    error_for_status,
 )
+from hookline.retry import Backoff, parse_retry_after, retry
 
 from .schedule import Booking
 from .settings import CalendarSettings
@@ -197,32 +199,25 @@ class GoogleCalendarStore:
         the int instead of raising (404 on get, 409 on insert...)."""
         from googleapiclient.errors import HttpError
 
-        attempt = 0
-        while True:
+        async def attempt() -> Any:
             try:
                 return await trio.to_thread.run_sync(self._run, make, limiter=self.limiter)
             except HttpError as e:
-                status = e.status_code
-                if status in ok:
-                    return status
-                reason, message = _reason(e)
-                limited = status == 429 or (status == 403 and reason in _RATE_LIMIT_REASONS)
-                if limited and attempt < self.settings.rate_limit_retries:
-                    delay = _retry_after(e)
-                    if delay is None:
-                        delay = self.settings.rate_limit_backoff_s * 2**attempt
-                    delay = min(delay, self.settings.backoff_max_s)
-                    current_logger().warning(
-                        "%s: rate limited (%s), retrying in %.2fs", what, status, delay
-                    )
-                    attempt += 1
-                    await trio.sleep(delay)
-                    continue
-                raise _translate(status, reason, message, what, _retry_after(e)) from None
+                if e.status_code in ok:
+                    return e.status_code
+                raise _translate(e, what) from None
             except ProviderError:
                 raise
             except Exception as e:
                 raise _transport_error(e, what) from None
+
+        s = self.settings
+        backoff = Backoff(
+            first_s=s.rate_limit_backoff_s,
+            max_s=s.backoff_max_s,
+            attempts=s.rate_limit_retries + 1,
+        )
+        return await retry(attempt, backoff, what=what, log=current_logger())
 
     # -------------------------------------------------------------- Store
 
@@ -381,23 +376,23 @@ def _reason(e: Any) -> tuple[str, str]:
     return first.reason, body.error.message or first.message
 
 
-def _retry_after(e: Any) -> float | None:
-    value = e.resp.get("retry-after") if hasattr(e.resp, "get") else None
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _translate(
-    status: int, reason: str, message: str, what: str, retry_after: float | None = None
-) -> ProviderError:
+def _translate(e: Any, what: str) -> ProviderError:
+    """Only rate limits are retried: the caller is waiting on the line, and a 5xx or a
+    timeout on a write may have gone through (the tools find their own insert again)."""
+    status = e.status_code
+    reason, message = _reason(e)
     text = f"{what}: HTTP {status} {reason} {message}".strip()
-    if status == 401 or (status == 403 and reason not in _RATE_LIMIT_REASONS):
-        return ProviderAuthError(text, provider=PROVIDER)
-    if status in (403, 429) or status >= 500:
+    retry_after = parse_retry_after(e.resp.get("retry-after") if hasattr(e.resp, "get") else None)
+    if status == 403 and reason in _RATE_LIMIT_REASONS:  # Google's rate limit is a 403
         return ProviderUnavailable(text, provider=PROVIDER, retry_after=retry_after)
-    return ProviderProtocolError(text, provider=PROVIDER)
+    return error_for_status(
+        status,
+        text,
+        provider=PROVIDER,
+        retry_after=retry_after,
+        refused=ProviderProtocolError,
+        retryable=status == 429,
+    )
 
 
 def _transport_error(e: Exception, what: str) -> ProviderError:
@@ -405,8 +400,10 @@ def _transport_error(e: Exception, what: str) -> ProviderError:
 
     if isinstance(e, RefreshError):
         return ProviderAuthError(f"{what}: token refresh refused: {e}", provider=PROVIDER)
-    if isinstance(e, (TimeoutError, socket.timeout)):
-        return ProviderTimeout(f"{what}: no answer in time", provider=PROVIDER)
+    if isinstance(e, (TimeoutError, socket.timeout)):  # not retried: see _translate
+        return ProviderTimeout(f"{what}: no answer in time", provider=PROVIDER, retryable=False)
     if isinstance(e, (OSError, TransportError)) or type(e).__module__.startswith("httplib2"):
-        return ProviderUnavailable(f"{what}: {type(e).__name__}: {e}", provider=PROVIDER)
+        return ProviderUnavailable(
+            f"{what}: {type(e).__name__}: {e}", provider=PROVIDER, retryable=False
+        )
     return ProviderProtocolError(f"{what}: {type(e).__name__}: {e}", provider=PROVIDER)

@@ -3,9 +3,10 @@
 AsyncOpenAI runs natively under trio (its transport is anyio-based). The SDK sends the
 request, authenticates and raises typed status errors; we read the SSE body ourselves and
 decode every chunk with a typed msgspec decoder. The SDK's own retries are off
-(max_retries=0): our loop retries 429 (honouring retry-after), 408/409/5xx and connection
-errors, but only while the caller's silence stays within `max_retry_wait_s`, so the bound
-is ours. Timeouts are trio deadlines, not the SDK's.
+(max_retries=0), so they never stack on ours: the core's `retry` retries what the error
+says is retryable (429 honouring retry-after, 408/409/5xx, connection errors, or what the
+server's x-should-retry says), but only while the caller's silence stays within
+`max_retry_wait_s`, so the bound is ours. Timeouts are trio deadlines, not the SDK's.
 
 Every failure leaves as one of hookline's provider errors (ProviderAuthError,
 ProviderUnavailable, ProviderTimeout, ProviderProtocolError, or ProviderError for a
@@ -14,12 +15,10 @@ request the server refused), so the engine's fallback policy applies.
 
 from __future__ import annotations
 
-import email.utils
 import importlib
 import logging
-import random
+import math
 import ssl
-import time
 from collections import deque
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import AsyncExitStack
@@ -32,11 +31,11 @@ import openai
 import trio
 
 from hookline.errors import (
-    ProviderAuthError,
     ProviderError,
     ProviderProtocolError,
     ProviderTimeout,
     ProviderUnavailable,
+    error_for_status,
 )
 from hookline.logs import call_log
 from hookline.providers import (
@@ -48,6 +47,7 @@ from hookline.providers import (
     ToolSchema,
     Usage,
 )
+from hookline.retry import Backoff, parse_retry_after, retry
 
 from .history import trim_history
 from .settings import OpenAISettings
@@ -58,7 +58,9 @@ __all__ = ["OpenAILLM"]
 log = logging.getLogger("hookline.llm.openai")
 
 PROVIDER = "llm/openai"
-_RETRY_STATUSES = frozenset({408, 409, 429})
+# 0.5 s doubling up to 8 s, jittered so calls that failed together do not retry in step;
+# the server's retry-after is obeyed whole: the silence budget is the real bound.
+_BACKOFF = Backoff(first_s=0.5, max_s=8.0, jitter=0.25, max_retry_after_s=math.inf)
 _CLOSE_BOUND_S = 2.0  # closing a response never holds a cancelled response longer
 _DRAIN_BOUND_S = 0.2  # after [DONE], how long we wait for the body's end (connection reuse)
 
@@ -245,34 +247,26 @@ class Response:
     async def _open(self) -> None:
         settings = self._llm.settings
         completions = self._llm.client.chat.completions.with_streaming_response
-        attempt = 0
-        while True:
+
+        async def attempt() -> None:
             now = trio.current_time()
             self._first_deadline = min(self._deadline, now + self._llm.first_token_timeout_s)
-            error: ProviderError | None = None
-            wait: float | None = None
             with trio.move_on_at(self._first_deadline):
                 try:
                     response = await self._stack.enter_async_context(
                         completions.create(**self._body)
                     )
-                    self._bytes = response.iter_bytes()
-                    return
-                except openai.APIStatusError as e:
-                    error = translate(e, settings.api_key_env)
-                    wait = _retry_wait(e, attempt)
-                except openai.APIConnectionError as e:
-                    error = translate(e, settings.api_key_env)
-                    wait = _backoff(attempt)
-            if error is None:
-                raise self._timeout("no response")
-            now = trio.current_time()
-            within_budget = now - self._start + (wait or 0.0) <= settings.max_retry_wait_s
-            if wait is None or not within_budget or now + wait >= self._deadline:
-                raise error
-            attempt += 1
-            self._log.info("%s; retry %d in %.2fs", error, attempt, wait)
-            await trio.sleep(wait)
+                except (openai.APIStatusError, openai.APIConnectionError) as e:
+                    raise translate(e, settings.api_key_env) from None
+                self._bytes = response.iter_bytes()
+                return
+            # A whole first-token bound has passed: past any retry budget worth waiting.
+            error = self._timeout("no response")
+            error.retryable = False
+            raise error
+
+        deadline = min(self._start + settings.max_retry_wait_s, self._deadline)
+        await retry(attempt, _BACKOFF, what="the request", log=self._log, deadline=deadline)
 
     def _timeout(self, what: str) -> ProviderTimeout:
         if self._started or trio.current_time() >= self._deadline:
@@ -432,35 +426,46 @@ def translate(err: openai.APIError, api_key_env: str) -> ProviderError:
     """The SDK's error as hookline's. 401 messages never echo the server's text: it
     quotes part of the key."""
     env = api_key_env or "(no key configured)"
-    if isinstance(err, openai.AuthenticationError):
-        return ProviderAuthError(
-            f"the API key in {env} was refused (401 {_code(err)}); set a valid key in {env}",
-            provider=PROVIDER,
-        )
-    if isinstance(err, openai.PermissionDeniedError):
-        return ProviderAuthError(
-            f"the API key in {env} may not use this model or project "
-            f"(403 {_code(err)}): {_message(err)}",
-            provider=PROVIDER,
-        )
     if isinstance(err, openai.APITimeoutError):
         return ProviderTimeout("the request timed out", provider=PROVIDER)
     if isinstance(err, openai.APIConnectionError):
         return ProviderUnavailable(
             f"cannot reach the server: {err.__cause__ or err}", provider=PROVIDER
         )
-    if isinstance(err, openai.APIStatusError):
-        status = err.status_code
-        if status in _RETRY_STATUSES or status >= 500:
-            return ProviderUnavailable(
-                f"{status} {_code(err)}: {_message(err)}",
-                provider=PROVIDER,
-                retry_after=_retry_after(err.response.headers),
-            )
-        return ProviderError(
-            f"request refused ({status} {_code(err)}): {_message(err)}", provider=PROVIDER
+    if not isinstance(err, openai.APIStatusError):
+        return ProviderUnavailable(str(err), provider=PROVIDER)
+    status = err.status_code
+    if isinstance(err, openai.AuthenticationError):
+        message = f"the API key in {env} was refused (401 {_code(err)})"
+    elif isinstance(err, openai.PermissionDeniedError):
+        message = (
+            f"the API key in {env} may not use this model or project "
+            f"(403 {_code(err)}): {_message(err)}"
         )
-    return ProviderUnavailable(str(err), provider=PROVIDER)
+    else:
+        message = f"HTTP {status} {_code(err)}: {_message(err)}"
+    return error_for_status(
+        status,
+        message,
+        provider=PROVIDER,
+        retry_after=_retry_after(err.response.headers),
+        auth_hint=f"set a valid key in {env}",
+        refused_hint="the server refused the request",
+        retryable=_should_retry(err),
+    )
+
+
+def _should_retry(err: openai.APIStatusError) -> bool | None:
+    """Where OpenAI says more than the status does (as its SDK reads it); None: the
+    status decides."""
+    should = err.response.headers.get("x-should-retry")
+    if should in ("true", "false"):
+        return should == "true"
+    if err.status_code == 429 and err.code == "insufficient_quota":
+        return False  # a billing problem: waiting will not fix it
+    if err.status_code == 409:
+        return True  # a lock timeout on OpenAI's side; the SDK retries it too
+    return None
 
 
 def _code(err: openai.APIError) -> str:
@@ -474,43 +479,9 @@ def _message(err: openai.APIError) -> str:
     return err.message
 
 
-def _retry_wait(err: openai.APIStatusError, attempt: int) -> float | None:
-    """Seconds to wait before retrying, or None when this error is not worth a retry."""
-    headers = err.response.headers
-    should = headers.get("x-should-retry")
-    if should == "false":
-        return None
-    status = err.status_code
-    if status == 429 and err.code == "insufficient_quota":
-        return None  # a billing problem: waiting will not fix it
-    if should != "true" and status not in _RETRY_STATUSES and status < 500:
-        return None
-    after = _retry_after(headers)
-    return after if after is not None else _backoff(attempt)
-
-
 def _retry_after(headers: Any) -> float | None:
-    """`retry-after-ms`, then `retry-after` (seconds or an HTTP date), as the SDK reads them."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        parsed = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, parsed.timestamp() - time.time())
-
-
-def _backoff(attempt: int) -> float:
-    """0.5 s doubling, capped at 8 s, with jitter so many calls do not retry in step."""
-    return min(8.0, 0.5 * 2**attempt) * random.uniform(0.75, 1.0)
+    """`retry-after-ms` (OpenAI's own), then the standard `retry-after`."""
+    ms = parse_retry_after(headers.get("retry-after-ms"))
+    if ms is not None:
+        return ms / 1000
+    return parse_retry_after(headers.get("retry-after"))

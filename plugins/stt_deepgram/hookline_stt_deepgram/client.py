@@ -39,13 +39,14 @@ from trio_websocket import (
 from hookline.audio import AudioFormat
 from hookline.concurrency import reraise_single
 from hookline.errors import (
-    ProviderAuthError,
     ProviderError,
     ProviderProtocolError,
     ProviderUnavailable,
+    error_for_status,
 )
 from hookline.logs import CallLog
 from hookline.providers import CallInfo, SpeechStarted, STTEvent, Transcript, UtteranceEnd
+from hookline.retry import Backoff, parse_retry_after
 
 from .messages import (
     CLOSE_STREAM,
@@ -69,16 +70,13 @@ __all__ = ["PROVIDER", "DeepgramSTT", "DeepgramSTTStream", "listen_url"]
 PROVIDER = "stt/deepgram"
 log = logging.getLogger("hookline.stt.deepgram")
 
-_FIRST_BACKOFF_S = 0.05
-_MAX_BACKOFF_S = 1.0
+# Between connect attempts, and after a connection that died at once; the outage bound
+# (`reconnect_timeout_s`) is the deadline. The loop is the supervisor's own, not the
+# core's `retry`, because a dropped connection and a failed connect share one outage.
+_BACKOFF = Backoff(first_s=0.05, max_s=1.0)
 _STABLE_S = 1.0  # a connection that lived this long resets the backoff
 _LOGGED_IGNORED = 20  # per stream; the rest are only counted
 _SPEECH_STARTED_DUP_S = 0.25  # a replay re-detects speech onsets at (almost) the same time
-_RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
-
-
-class _Retryable(Exception):
-    """A connect attempt failed in a way worth retrying (network, 5xx, 429)."""
 
 
 class _Stalled(Exception):
@@ -298,7 +296,8 @@ class DeepgramSTTStream:
         started = False
         outage_since: float | None = None  # when the current outage began
         why = ""
-        backoff = _FIRST_BACKOFF_S
+        retry_after: float | None = None
+        failures = 0  # waits so far in this outage (resets after a stable connection)
         try:
             while True:
                 conn: _Connection | None = None
@@ -324,13 +323,14 @@ class DeepgramSTTStream:
                             )
                         outage_since = None
                         await self._serve(conn)
-                except _Retryable as exc:
-                    why = str(exc)
                 except HandshakeError as exc:  # e.g. a disconnect timeout on the way out
-                    why = f"closing the connection failed ({exc!r})"
+                    why, retry_after = f"closing the connection failed ({exc!r})", None
                 except ProviderError as exc:
-                    self._fail(exc, started)
-                    return
+                    if not exc.retryable:
+                        self._fail(exc, started)
+                        return
+                    why = str(exc).removeprefix(f"{PROVIDER}: ")
+                    retry_after = exc.retry_after
                 finally:
                     self._conn = None
 
@@ -362,18 +362,20 @@ class DeepgramSTTStream:
                     self._log.warning("Deepgram stream lost (%s); reconnecting", why)
                     outage_since = trio.current_time()
                     if outage_since - conn.opened_at >= _STABLE_S:
-                        backoff = _FIRST_BACKOFF_S
+                        failures = 0
                         continue  # the first attempt goes at once
                     # A connection that dies at once: back off instead of hammering.
-                    await trio.sleep(backoff)
-                    backoff = min(backoff * 2, _MAX_BACKOFF_S)
+                    failures += 1
+                    await trio.sleep(_BACKOFF.delay(failures))
                     continue
 
                 # A connect attempt failed.
                 now = trio.current_time()
                 if outage_since is None:
                     outage_since = now
-                if self._closing or now + backoff - outage_since > self._s.reconnect_timeout_s:
+                failures += 1
+                wait = _BACKOFF.delay(failures, retry_after)
+                if self._closing or now + wait - outage_since > self._s.reconnect_timeout_s:
                     what = "reconnect to" if started else "connect to"
                     self._fail(
                         ProviderUnavailable(
@@ -384,9 +386,8 @@ class DeepgramSTTStream:
                         started,
                     )
                     return
-                self._log.info("Deepgram connect failed (%s); retrying in %.2f s", why, backoff)
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+                self._log.info("Deepgram connect failed (%s); retrying in %.2f s", why, wait)
+                await trio.sleep(wait)
         finally:
             self._events_tx.close()
             self._done.set()
@@ -416,26 +417,26 @@ class DeepgramSTTStream:
             raise self._rejected(exc) from None
         except (HandshakeError, OSError) as exc:
             cause = exc.__cause__ or exc
-            raise _Retryable(f"cannot reach {urlsplit(self._url).netloc} ({cause!r})") from None
+            raise ProviderUnavailable(
+                f"cannot reach {urlsplit(self._url).netloc} ({cause!r})", provider=PROVIDER
+            ) from None
 
-    def _rejected(self, exc: ConnectionRejected) -> Exception:
+    def _rejected(self, exc: ConnectionRejected) -> ProviderError:
         body = decode_error_body(exc.body)
         status = exc.status_code
         detail = f"HTTP {status} {body.err_code}: {body.err_msg}".rstrip(": ")
         if body.request_id:
             detail += f", request {body.request_id}"
         env = self._s.api_key_env
-        if status in (401, 403):
-            return ProviderAuthError(
-                f"Deepgram refused the API key from ${env} ({detail}); "
-                f"set {env} to a valid Deepgram key",
-                provider=PROVIDER,
-            )
-        if status in _RETRYABLE_STATUS:
-            return _Retryable(f"Deepgram answered {detail}")
-        return ProviderProtocolError(
-            f"Deepgram refused the stream ({detail}); check the [stt.deepgram] settings",
+        after = next((v for k, v in exc.headers or () if k.lower() == b"retry-after"), None)
+        return error_for_status(
+            status,
+            f"Deepgram refused the stream ({detail})",
             provider=PROVIDER,
+            retry_after=parse_retry_after(after),
+            auth_hint=f"the API key from ${env} was refused; set {env} to a valid Deepgram key",
+            refused_hint="check the [stt.deepgram] settings",
+            refused=ProviderProtocolError,
         )
 
     # ------------------------------------------------------------------ one connection

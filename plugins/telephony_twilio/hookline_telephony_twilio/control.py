@@ -2,14 +2,13 @@
 
 twilio's REST client is blocking (requests), so every request runs in a trio thread
 behind the runtime's limiter. Its failures are translated into hookline's errors.
-Transient ones (429, 5xx, no connection) are retried a bounded number of times with
-backoff, honouring Retry-After; a later issue is to share this with other plugins.
+Transient ones (429, 5xx, no connection) are retried by the core's `retry` a bounded
+number of times with backoff, honouring Retry-After (seconds or an HTTP date).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from typing import Any
 
@@ -22,12 +21,13 @@ from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
 from hookline.errors import (
-    ProviderAuthError,
     ProviderError,
     ProviderProtocolError,
     ProviderTimeout,
     ProviderUnavailable,
+    error_for_status,
 )
+from hookline.retry import Backoff, parse_retry_after, retry
 
 __all__ = ["CALL_ALREADY_OVER", "RETRY_ATTEMPTS", "CallControl", "dial_twiml"]
 
@@ -37,9 +37,9 @@ PROVIDER = "telephony/twilio"
 CALL_ALREADY_OVER = 21220  # "Call is not in-progress": the goal of a hang-up is reached
 # Tries per update, and the first backoff (then doubled): 4 tries wait 0.5 + 1 + 2 s,
 # which fits the engine's 5 s close deadline when Twilio answers promptly.
+# Twilio's Retry-After is obeyed up to 3 s, so a hang-up still ends within that deadline.
 RETRY_ATTEMPTS = 4
-BACKOFF_S = 0.5
-MAX_RETRY_AFTER_S = 3.0
+BACKOFF = Backoff(first_s=0.5, max_s=2.0, attempts=RETRY_ATTEMPTS, max_retry_after_s=3.0)
 
 
 def dial_twiml(number: str) -> str:
@@ -107,61 +107,39 @@ class CallControl:
                 return e, self._http.retry_after()
             return None, None
 
-        for attempt in range(1, RETRY_ATTEMPTS + 1):
-            retry_after = None
+        async def attempt() -> None:
             try:
                 refused, retry_after = await trio.to_thread.run_sync(update, limiter=self._limiter)
             except requests.ConnectionError as e:  # includes ConnectTimeout: nothing was sent
-                error: ProviderError = ProviderUnavailable(
-                    f"call {what} failed: {e}", provider=PROVIDER
-                )
-                retry = True
+                raise ProviderUnavailable(f"call {what} failed: {e}", provider=PROVIDER) from None
             except requests.Timeout as e:
-                error = ProviderTimeout(f"call {what} timed out: {e}", provider=PROVIDER)
-                retry = retry_timeouts
+                # A timed-out request may have been carried out: only a hang-up (setting
+                # `completed` twice is harmless) may be sent again.
+                raise ProviderTimeout(
+                    f"call {what} timed out: {e}", provider=PROVIDER, retryable=retry_timeouts
+                ) from None
             except requests.RequestException as e:
-                error = ProviderUnavailable(f"call {what} failed: {e}", provider=PROVIDER)
-                retry = False
-            else:
-                if refused is None:
-                    return
-                if refused.code == CALL_ALREADY_OVER:
-                    log.info("%s of call %s: it was already over (21220)", what, call_sid)
-                    return
-                if refused.status == 404 and what == "hang-up":
-                    log.info("hang-up of call %s: Twilio no longer knows it (404), done", call_sid)
-                    return
-                error = _translate(refused, what)
-                retry = refused.status == 429 or refused.status >= 500
-            if not retry or attempt == RETRY_ATTEMPTS:
-                raise error
-            delay = _delay(attempt, retry_after)
-            log.info(
-                "%s of call %s: %s; retrying in %.1f s (attempt %d of %d)",
-                what, call_sid, error, delay, attempt + 1, RETRY_ATTEMPTS,
-            )  # fmt: skip
-            await trio.sleep(delay)
+                raise ProviderUnavailable(
+                    f"call {what} failed: {e}", provider=PROVIDER, retryable=False
+                ) from None
+            if refused is None:
+                return
+            if refused.code == CALL_ALREADY_OVER:
+                log.info("%s of call %s: it was already over (21220)", what, call_sid)
+                return
+            if refused.status == 404 and what == "hang-up":
+                log.info("hang-up of call %s: Twilio no longer knows it (404), done", call_sid)
+                return
+            raise _translate(refused, what, parse_retry_after(retry_after))
+
+        await retry(attempt, BACKOFF, what=f"{what} of call {call_sid}", log=log)
 
 
-def _delay(attempt: int, retry_after: str | None) -> float:
-    """Twilio's Retry-After (seconds) when given, capped so that a hang-up still ends
-    within the engine's close deadline; else exponential backoff."""
-    backoff = BACKOFF_S * 2 ** (attempt - 1)
-    if retry_after is None:
-        return backoff
-    try:
-        asked = float(retry_after)
-    except ValueError:
-        return backoff
-    if not math.isfinite(asked) or asked < 0:
-        return backoff
-    return min(asked, MAX_RETRY_AFTER_S)
-
-
-def _translate(e: TwilioRestException, what: str) -> ProviderError:
-    detail = f"call {what} refused: HTTP {e.status}, code {e.code}: {e.msg}"
-    if e.status in (401, 403):
-        return ProviderAuthError(detail, provider=PROVIDER)
-    if e.status == 429 or e.status >= 500:
-        return ProviderUnavailable(detail, provider=PROVIDER)
-    return ProviderProtocolError(detail, provider=PROVIDER)
+def _translate(e: TwilioRestException, what: str, retry_after: float | None) -> ProviderError:
+    return error_for_status(
+        e.status,
+        f"call {what} refused: HTTP {e.status}, code {e.code}: {e.msg}",
+        provider=PROVIDER,
+        retry_after=retry_after,
+        refused=ProviderProtocolError,
+    )

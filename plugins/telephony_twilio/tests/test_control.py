@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import email.utils
 import logging
+import time
 
 import pytest
 import trio
@@ -116,6 +118,20 @@ async def test_retry_after_is_honoured(serve, twilio_rest):
     first, second = twilio_rest.updates(call_sid)
     assert (first.status_code, second.status_code) == (429, 200)
     assert second.t - first.t >= 1.0  # waited as long as Twilio asked, not the short backoff
+
+
+async def test_retry_after_as_an_http_date_is_honoured(serve, twilio_rest):
+    served = await serve()
+    call_sid = new_sid("CA")
+    twilio_rest.register(call_sid)
+    twilio_rest.fail_next.append(503)
+    # Dates have whole seconds: 3 s ahead is at least 2 s of waiting, under the 3 s cap.
+    twilio_rest.retry_after = email.utils.formatdate(time.time() + 3, usegmt=True)
+    with trio.fail_after(30):
+        await served.telephony.control.hangup(call_sid)
+    first, second = twilio_rest.updates(call_sid)
+    assert (first.status_code, second.status_code) == (503, 200)
+    assert second.t - first.t >= 1.5  # not the 0.5 s backoff
 
 
 async def test_hangup_of_a_call_twilio_no_longer_knows_is_done(serve, twilio_rest, caplog):

@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-from hookline.errors import ProviderAuthError, ProviderError, ProviderUnavailable
+from hookline.errors import ProviderError, error_for_status
 
 __all__ = ["PROVIDER", "rejected_error"]
 
 PROVIDER = "tts/deepgram"
 
 
-def rejected_error(status: int, body: bytes | str | None, env: str) -> ProviderError:
+def rejected_error(
+    status: int, body: bytes | str | None, env: str, retry_after: float | None = None
+) -> ProviderError:
     """Deepgram refused a request: auth problems name the env var holding the key."""
     detail = body.decode(errors="replace") if isinstance(body, bytes) else (body or "")
     detail = detail.strip()[:300]
-    if status in (401, 403):
-        return ProviderAuthError(
-            f"Deepgram refused the API key from environment variable {env} "
-            f"(HTTP {status}: {detail or 'no detail'}); check that {env} holds a valid key",
-            provider=PROVIDER,
-        )
-    if status == 429 or status >= 500:
-        return ProviderUnavailable(f"Deepgram answered HTTP {status}: {detail}", provider=PROVIDER)
-    return ProviderError(
-        f"Deepgram rejected the request with HTTP {status}: {detail} "
-        "(check [tts.deepgram] model and audio settings)",
+    return error_for_status(
+        status,
+        f"Deepgram answered HTTP {status}: {detail or 'no detail'}",
         provider=PROVIDER,
+        retry_after=retry_after,
+        auth_hint=f"the API key from environment variable {env} was refused; "
+        f"check that {env} holds a valid key",
+        refused_hint="check [tts.deepgram] model and audio settings",
     )

@@ -1,7 +1,8 @@
 """Whole-phrase synthesis through Deepgram's REST `POST /v1/speak`, via deepgram-sdk.
 
 The SDK's async client runs on httpx, which runs under trio; its own retry loop sleeps
-with asyncio, so it is turned off (`max_retries=0`) and the bounded retry lives here.
+with asyncio, so it is turned off (`max_retries=0`) and the core's bounded `retry` runs
+each request instead.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import trio
 
 from hookline.audio import AudioFormat
 from hookline.errors import ProviderError, ProviderUnavailable
+from hookline.retry import Backoff, parse_retry_after, retry
 
 from .errors import PROVIDER, rejected_error
 from .settings import DeepgramTTSSettings
@@ -66,14 +67,6 @@ def _detail(body: object) -> str:
     return str(body or "")
 
 
-def _retry_after(headers: dict[str, str] | None) -> float | None:
-    value = (headers or {}).get("retry-after")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
-
-
 async def _synthesize_once(
     settings: DeepgramTTSSettings,
     api_key: str,
@@ -117,27 +110,25 @@ async def synthesize(
     if not text.strip():
         raise ProviderError("nothing to synthesize: the text is empty", provider=PROVIDER)
     _, _, api_error = _sdk()
-    attempts = max(0, settings.max_retries) + 1
-    for attempt in range(attempts):
-        retry_after = None
+
+    async def attempt() -> bytes:
         try:
             return await _synthesize_once(settings, api_key, text, fmt, tls)
         except api_error as e:
-            error = rejected_error(e.status_code or 0, _detail(e.body), settings.api_key_env)
-            retry_after = _retry_after(e.headers)
+            raise rejected_error(
+                e.status_code or 0,
+                _detail(e.body),
+                settings.api_key_env,
+                parse_retry_after((e.headers or {}).get("retry-after")),
+            ) from None
         except httpx.HTTPError as e:
-            error = ProviderUnavailable(
+            raise ProviderUnavailable(
                 f"REST synthesis at {settings.base_url} failed: {e!r}", provider=PROVIDER
-            )
-        if not isinstance(error, ProviderUnavailable) or attempt == attempts - 1:
-            if isinstance(error, ProviderUnavailable):
-                error.retry_after = retry_after
-            raise error
-        delay = min(settings.retry_base_s * 2**attempt, settings.retry_max_s)
-        if retry_after is not None:
-            delay = min(max(delay, retry_after), settings.retry_max_s)
-        log.warning(
-            "REST synthesis attempt %d failed (%s); retrying in %.2f s", attempt + 1, error, delay
-        )
-        await trio.sleep(delay)
-    raise AssertionError("unreachable")
+            ) from None
+
+    backoff = Backoff(
+        first_s=settings.retry_base_s,
+        max_s=settings.retry_max_s,
+        attempts=max(0, settings.max_retries) + 1,
+    )
+    return await retry(attempt, backoff, what="REST synthesis", log=log)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -39,6 +39,7 @@ from hookline.concurrency import leaves, reraise_single
 from hookline.errors import ProviderError, ProviderUnavailable
 from hookline.logs import CallLog
 from hookline.providers import AudioChunk, CallInfo, Flushed, TTSEvent
+from hookline.retry import Backoff, parse_retry_after, retry
 
 from . import wire
 from .budget import FlushBudget
@@ -384,7 +385,12 @@ class DeepgramTTSStream:
         found = list(leaves(error))
         for leaf in found:
             if isinstance(leaf, ConnectionRejected):
-                return rejected_error(leaf.status_code, leaf.body, self._settings.api_key_env)
+                return rejected_error(
+                    leaf.status_code,
+                    leaf.body,
+                    self._settings.api_key_env,
+                    parse_retry_after(_header(leaf.headers, b"retry-after")),
+                )
         for leaf in found:
             if isinstance(leaf, trio.TooSlowError):
                 return ProviderUnavailable(
@@ -399,18 +405,11 @@ class DeepgramTTSStream:
         return error
 
     async def _connect_with_retry(self) -> WebSocketConnection:
-        attempts = max(1, self._settings.reconnect_attempts)
-        for attempt in range(attempts):
-            if attempt:
-                delay = self._settings.retry_base_s * 2 ** (attempt - 1)
-                await trio.sleep(min(delay, self._settings.retry_max_s))
-            try:
-                return await self._connect()
-            except ProviderUnavailable as e:
-                if attempt == attempts - 1:
-                    raise
-                self.log.warning("connect attempt %d failed: %s", attempt + 1, e)
-        raise AssertionError("unreachable")
+        s = self._settings
+        backoff = Backoff(
+            first_s=s.retry_base_s, max_s=s.retry_max_s, attempts=max(1, s.reconnect_attempts)
+        )
+        return await retry(self._connect, backoff, what="connecting", log=self.log)
 
     async def connect(self) -> None:
         """Open the socket now (warm), so the first sentence pays no handshake."""
@@ -525,3 +524,7 @@ async def open_stream(
         # The background tasks report through the stream, never by raising: a group
         # holds one error from connect() or the caller's block. Give it back unwrapped.
         reraise_single(group)
+
+
+def _header(headers: Iterable[tuple[bytes, bytes]] | None, name: bytes) -> bytes | None:
+    return next((value for key, value in headers or () if key.lower() == name), None)
