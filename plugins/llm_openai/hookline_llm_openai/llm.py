@@ -31,22 +31,20 @@ import msgspec
 import openai
 import trio
 
-from hookline.errors import (
+from hookline import (
+    CallInfo,
+    LLMEvent,
+    Message,
     ProviderAuthError,
     ProviderError,
     ProviderProtocolError,
     ProviderTimeout,
     ProviderUnavailable,
-)
-from hookline.logs import call_log
-from hookline.providers import (
-    CallInfo,
-    LLMEvent,
-    Message,
     TextDelta,
     ToolCallRequest,
     ToolSchema,
     Usage,
+    call_log,
 )
 
 from .history import trim_history

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hookline.errors import ProviderAuthError, ProviderError, ProviderUnavailable
+from hookline import ProviderAuthError, ProviderError, ProviderUnavailable
 
 __all__ = ["PROVIDER", "rejected_error"]
 

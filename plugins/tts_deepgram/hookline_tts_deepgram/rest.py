@@ -15,8 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 import trio
 
-from hookline.audio import AudioFormat
-from hookline.errors import ProviderError, ProviderUnavailable
+from hookline import AudioFormat, ProviderError, ProviderUnavailable
 
 from .errors import PROVIDER, rejected_error
 from .settings import DeepgramTTSSettings
