@@ -7,15 +7,16 @@ A plugin is a module registered under the `hookline` entry-point group:
 
 It implements any of the hooks below as plain functions decorated with
 `hookline.hookimpl`, and imports from the core only what `hookline` exports (its tests
-may also use `hookline.testing`). Every hook is called synchronously on the trio thread: keep them
-fast and never block (hand slow work to a thread or a trio task of your own).
+may also use `hookline.testing`). Every hook is called synchronously on the trio thread:
+keep them fast and never block (hand slow work to a thread or a trio task of your own).
 
 Providers and tool sets are collected once at start-up. The runtime builds the chosen
 ones by calling their factory, `create(settings, ctx)`: `settings` is the plugin's
 decoded config section, `ctx` a `hookline.ProviderContext` (secrets, the `[agent]` and
 `[policy]` sections, the config file's folder, the thread limiter, a logger, and
-`on_close` for what must be released at shutdown). Factories never see the runtime. Observers are called for every
-call; an observer that raises is logged and skipped, it never breaks the call.
+`on_close` for what must be released at shutdown). Factories never see the runtime.
+Observers are called for every call; an observer that raises is logged and skipped, it
+never breaks the call.
 
 Observers run in pluggy's order: `@hookimpl(tryfirst=True)` ones first, then plain ones
 (the last registered first), then `@hookimpl(trylast=True)` ones. The per-call observer

@@ -23,6 +23,7 @@ from hookline import (
     hookimpl,
 )
 from hookline.config import Secrets
+from hookline.context import Closer
 from hookline.runtime import Runtime
 from hookline.testing.harness import make_config, scripted_plugins
 
@@ -87,9 +88,7 @@ def test_the_check_sees_every_kind_of_private_import(tmp_path: Path) -> None:
         "from hookline.testing.scripted import ScriptedLLM\n"
     )
     (package / "sub" / "deep.py").write_text(
-        "import hookline.logs\n"
-        "def later():\n"
-        "    from hookline.errors import ConfigError\n"
+        "import hookline.logs\ndef later():\n    from hookline.errors import ConfigError\n"
     )
     assert _private_imports(package) == [
         "hookline_bad/__init__.py:1: hookline config",
@@ -130,9 +129,9 @@ class _Recorder:
         self.closed: list[str] = []
         self.failing_closer = failing_closer
 
-    def _closer(self, name: str):  # noqa: ANN202
+    def _closer(self, name: str) -> Closer:
         async def aclose() -> None:
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
             self.closed.append(name)
             if self.failing_closer and name == "shop:first":
                 raise RuntimeError("the shop's database is gone")
