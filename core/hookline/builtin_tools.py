@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from .context import ProviderContext
 from .hookspecs import hookimpl
 from .tools import Tool, ToolContext, ToolSet, tool
 
@@ -48,8 +49,8 @@ def _transfer_tool(number: str, announcement: str) -> Tool:
     return transfer_call
 
 
-def _create(settings: None, runtime: Any) -> Sequence[Tool]:
-    agent = runtime.config.agent
+def _create(settings: None, ctx: ProviderContext) -> Sequence[Tool]:
+    agent = ctx.agent
     tools = [end_call]
     if agent.transfer_number:
         tools.append(_transfer_tool(agent.transfer_number, agent.transfer_announcement))

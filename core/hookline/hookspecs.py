@@ -6,11 +6,17 @@ A plugin is a module registered under the `hookline` entry-point group:
     my_plugin = "my_package"
 
 It implements any of the hooks below as plain functions decorated with
-`hookline.hookimpl`. Every hook is called synchronously on the trio thread: keep them
-fast and never block (hand slow work to a thread or a trio task of your own).
+`hookline.hookimpl`, and imports from the core only what `hookline` exports (its tests
+may also use `hookline.testing`). Every hook is called synchronously on the trio thread:
+keep them fast and never block (hand slow work to a thread or a trio task of your own).
 
-Providers and tool sets are collected once at start-up. Observers are called for every
-call; an observer that raises is logged and skipped, it never breaks the call.
+Providers and tool sets are collected once at start-up. The runtime builds the chosen
+ones by calling their factory, `create(settings, ctx)`: `settings` is the plugin's
+decoded config section, `ctx` a `hookline.ProviderContext` (secrets, the `[agent]` and
+`[policy]` sections, the config file's folder, the thread limiter, a logger, and
+`on_close` for what must be released at shutdown). Factories never see the runtime.
+Observers are called for every call; an observer that raises is logged and skipped, it
+never breaks the call.
 
 Observers run in pluggy's order: `@hookimpl(tryfirst=True)` ones first, then plain ones
 (the last registered first), then `@hookimpl(trylast=True)` ones. The per-call observer
@@ -47,6 +53,13 @@ def hookline_providers() -> Sequence[ProviderSpec]:
     kind (telephony, stt, llm, tts), a name the config uses, the msgspec Struct of its
     settings and a factory. Two plugins offering the same kind and name is an error at
     start-up. All results are collected (not first-result).
+
+    The chosen provider of each kind is built once per process, at start-up, with
+    `spec.create(settings, ctx)`: `settings` decoded from `[<kind>.<name>]`, `ctx` a
+    `ProviderContext` whose `section` is "<kind>.<name>". A `ConfigError` (or
+    `MissingSecret`, from `ctx.secret`) raised there stops start-up with its message.
+    The provider's `async def aclose()`, if it has one, and whatever it handed to
+    `ctx.on_close` are awaited once at shutdown, after the last call.
     """
 
 
@@ -55,9 +68,12 @@ def hookline_toolsets() -> Sequence[ToolSet]:
     """Return the tool sets this plugin offers.
 
     Called once when plugins are loaded. A tool set is enabled when `[providers] tools`
-    lists its name; its `[tools.<name>]` section is decoded with `ToolSet.settings` and
-    `ToolSet.create(settings, runtime)` builds its tools. Tool names must be unique across
-    enabled sets. All results are collected.
+    lists its name; its `[tools.<name>]` section is decoded with `ToolSet.settings` (None
+    when it takes none) and `ToolSet.create(settings, ctx)` builds its tools once per
+    process at start-up, `ctx` being a `ProviderContext` whose `section` is
+    "tools.<name>". What the tools share and must release (a database connection, an
+    HTTP client) is handed to `ctx.on_close` and awaited once at shutdown, after the
+    last call. Tool names must be unique across enabled sets. All results are collected.
     """
 
 

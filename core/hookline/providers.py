@@ -1,9 +1,10 @@
 """The provider interfaces: what a telephony, STT, LLM or TTS plugin implements.
 
 A plugin returns `ProviderSpec`s from `hookline_providers()`; the runtime calls the chosen
-spec's `create(settings, runtime)` once per process and uses the returned object for
-every call. Everything per call (a media leg, an STT stream, an LLM response, a TTS
-stream) is opened from that object and closed when the call or response ends.
+spec's `create(settings, ctx)` (ctx: a `hookline.ProviderContext`) once per process and
+uses the returned object for every call. Everything per call (a media leg, an STT
+stream, an LLM response, a TTS stream) is opened from that object and closed when the
+call or response ends.
 
 Timing: every timestamp a provider reports about audio is in seconds of *call audio*,
 counted from the first byte sent on the stream (not wall time). The engine maps audio
@@ -12,6 +13,7 @@ time to its monotonic clock because it knows when it handed each frame over.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -22,7 +24,7 @@ import msgspec
 from .audio import AudioFormat
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from .context import ProviderContext
 
 __all__ = [
     "LLM",
@@ -56,6 +58,7 @@ __all__ = [
     "Transcript",
     "Usage",
     "UtteranceEnd",
+    "new_call_id",
 ]
 
 ProviderKind = Literal["telephony", "stt", "llm", "tts"]
@@ -68,20 +71,27 @@ class ProviderSpec:
     kind: which slot it fills; name: what `[providers]` in the config calls it
     ("deepgram"); settings: the msgspec Struct its config section decodes into (use
     `forbid_unknown_fields=True`; name secrets with `*_env` fields); create: builds the
-    provider from its settings and the runtime (config dir, secrets, agent settings).
+    provider from its decoded settings and a `ProviderContext` (secrets, agent and
+    policy settings, paths, thread limiter, logger, `on_close`), once per process.
     """
 
     kind: ProviderKind
     name: str
     settings: type[msgspec.Struct]
-    create: Callable[[Any, Runtime], Any]
+    create: Callable[[Any, ProviderContext], Any]
 
 
 # --------------------------------------------------------------------------- telephony
 
 
+def new_call_id() -> str:
+    """A fresh hookline call id, for the `CallInfo` a telephony provider builds."""
+    return uuid.uuid4().hex[:16]
+
+
 class CallInfo(msgspec.Struct, frozen=True):
-    """Who is calling whom. `call_id` is hookline's own id; the rest comes from telephony."""
+    """Who is calling whom. `call_id` is hookline's own id (`new_call_id()`); the rest
+    comes from telephony."""
 
     call_id: str
     provider_call_id: str = ""

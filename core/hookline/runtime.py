@@ -1,18 +1,19 @@
 """The runtime: one per process. Resolves the config against the plugins, builds the
 chosen providers and tools, caches fixed phrases, admits calls and runs each one.
 
-Telephony plugins see it as a `CallHandler`; provider factories receive it to read
-secrets (`runtime.secret`) and shared settings (`runtime.config.agent`).
+Telephony plugins see it as a `CallHandler`; provider and tool set factories never see
+it: each gets a `ProviderContext` (secrets, agent and policy settings, paths, the thread
+limiter, a logger, `on_close`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -21,11 +22,12 @@ import trio
 
 from .audio import MULAW_8K
 from .config import Config, Secrets, decode_section, secret_keys
+from .context import Closer, ProviderContext
 from .errors import ConfigError, MissingSecret, PluginError
 from .events import CallEvent, CallRecord, TelephonyStatus
 from .logs import call_log
 from .plugins import Plugins
-from .providers import LLM, STT, TTS, CallInfo, CallLeg, ProviderKind, Telephony
+from .providers import LLM, STT, TTS, CallInfo, CallLeg, ProviderKind, Telephony, new_call_id
 from .tools import Tool
 
 __all__ = ["KINDS", "Resolved", "Runtime", "new_call_id", "resolve"]
@@ -42,10 +44,6 @@ REFUSE_HANGUP_TIMEOUT_S = 5.0
 async def _set_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:
     await event.wait()
     scope.cancel()
-
-
-def new_call_id() -> str:
-    return uuid.uuid4().hex[:16]
 
 
 @dataclass
@@ -152,12 +150,16 @@ class Runtime:
         self.secrets = secrets or Secrets()
         self.thread_limiter = trio.CapacityLimiter(16)
         self.resolved = resolve(config, plugins)
+        # What factories asked to have closed at shutdown (`ProviderContext.on_close`).
+        self._closers: list[Closer] = []
         built: dict[ProviderKind, Any] = dict(providers or {})
         for kind in KINDS:
             if kind not in built:
-                spec = plugins.provider(kind, getattr(config.providers, kind))
+                chosen = getattr(config.providers, kind)
+                spec = plugins.provider(kind, chosen)
                 assert spec is not None  # resolve() checked
-                built[kind] = spec.create(self.resolved.provider_settings[kind], self)
+                ctx = self.context(f"{kind}.{chosen}")
+                built[kind] = spec.create(self.resolved.provider_settings[kind], ctx)
         self.telephony: Telephony = built["telephony"]
         self.stt: STT = built["stt"]
         self.llm: LLM = built["llm"]
@@ -165,7 +167,7 @@ class Runtime:
         self.provider_names = {k: getattr(config.providers, k) for k in KINDS}
         self.tools: dict[str, Tool] = {}
         for name, settings in self.resolved.toolset_settings.items():
-            for t in plugins.toolsets[name].create(settings, self):
+            for t in plugins.toolsets[name].create(settings, self.context(f"tools.{name}")):
                 if t.name in self.tools:
                     raise PluginError(f"tool {t.name!r} is offered by two enabled tool sets")
                 self.tools[t.name] = t
@@ -191,6 +193,19 @@ class Runtime:
     def secret(self, env_var: str, *, key: str | None = None) -> str:
         """A secret from the environment; MissingSecret (naming `key`) when unset."""
         return self.secrets.get(env_var, key=key, file=self.config.path or None)
+
+    def context(self, section: str) -> ProviderContext:
+        """What the factory of the provider or tool set configured at `section` receives."""
+        return ProviderContext(
+            section=section,
+            agent=self.config.agent,
+            policy=self.config.policy,
+            config_file=Path(self.config.path) if self.config.path else None,
+            thread_limiter=self.thread_limiter,
+            logger=logging.getLogger(f"hookline.{section}"),
+            secrets=self.secrets,
+            _add_closer=self._closers.append,
+        )
 
     async def start(self) -> None:
         """Synthesize the fixed phrases once and tell observers the runtime is up."""
@@ -222,9 +237,18 @@ class Runtime:
         self._observe("hookline_runtime_stopping")
 
     async def aclose(self) -> None:
-        """Close what providers hold for the whole process (HTTP clients), then `stop()`."""
+        """Run what factories registered with `ProviderContext.on_close` (last first),
+        close what providers hold for the whole process (their `aclose`: HTTP clients),
+        then `stop()`. Each is closed on its own: one that fails is logged, the others
+        still run; all of it within a few seconds, even while being cancelled."""
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + 5
+            while self._closers:
+                closer = self._closers.pop()
+                try:
+                    await closer()
+                except Exception:
+                    log.exception("closing %r failed", closer)
             for kind in KINDS:
                 aclose = getattr(getattr(self, kind), "aclose", None)
                 if aclose is None:

@@ -31,7 +31,7 @@ from .errors import PluginError
 from .providers import CallInfo, ToolSchema
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from .context import ProviderContext
 
 __all__ = ["CallControl", "Tool", "ToolContext", "ToolError", "ToolSet", "tool"]
 
@@ -138,12 +138,14 @@ def tool(
 class ToolSet:
     """A group of tools a plugin offers under one name (what `[providers] tools` lists).
 
-    `settings` is the Struct its `[tools.<name>]` section decodes into; `create` builds
-    the tools from those settings and the runtime.
+    `settings` is the Struct its `[tools.<name>]` section decodes into (None: the set
+    takes no settings); `create(settings, ctx)` builds the tools from those settings and
+    a `ProviderContext`, once per process. What the tools share and must release at
+    shutdown (a database connection, an HTTP client) is handed to `ctx.on_close`.
     """
 
     name: str
-    create: Callable[[Any, Runtime], Sequence[Tool]]
+    create: Callable[[Any, ProviderContext], Sequence[Tool]]
     settings: type[msgspec.Struct] | None = None
     description: str = ""
     tool_names: tuple[str, ...] = field(default=())

@@ -78,7 +78,7 @@ class _SimPlugin:
 
 
 def _create(kind: str) -> Any:
-    return lambda settings, runtime: _Placeholder(kind)
+    return lambda settings, ctx: _Placeholder(kind)
 
 
 def observer_runtime(

@@ -43,10 +43,10 @@ class _ScriptedPlugin:
     @hookimpl
     def hookline_providers(self) -> list[ProviderSpec]:
         return [
-            ProviderSpec("telephony", "scripted", _NoSettings, lambda s, rt: ScriptedTelephony()),
-            ProviderSpec("stt", "scripted", _NoSettings, lambda s, rt: ScriptedSTT()),
-            ProviderSpec("llm", "scripted", _NoSettings, lambda s, rt: ScriptedLLM()),
-            ProviderSpec("tts", "scripted", _NoSettings, lambda s, rt: ScriptedTTS()),
+            ProviderSpec("telephony", "scripted", _NoSettings, lambda s, ctx: ScriptedTelephony()),
+            ProviderSpec("stt", "scripted", _NoSettings, lambda s, ctx: ScriptedSTT()),
+            ProviderSpec("llm", "scripted", _NoSettings, lambda s, ctx: ScriptedLLM()),
+            ProviderSpec("tts", "scripted", _NoSettings, lambda s, ctx: ScriptedTTS()),
         ]
 
 

@@ -16,8 +16,16 @@ from typing import Annotated, Any
 import msgspec
 import trio
 
-from hookline import Tool, ToolContext, ToolError, ToolSet, hookimpl, tool
-from hookline.config import PositiveInt
+from hookline import (
+    PositiveInt,
+    ProviderContext,
+    Tool,
+    ToolContext,
+    ToolError,
+    ToolSet,
+    hookimpl,
+    tool,
+)
 
 __all__ = ["TowRequest", "TowSettings", "hookline_toolsets"]
 
@@ -46,8 +54,8 @@ class _Queued(msgspec.Struct):
     callback_number: str
 
 
-def _tools(settings: TowSettings, runtime: Any) -> list[Tool]:
-    queue = runtime.config.resolve_path(settings.queue_file)
+def _tools(settings: TowSettings, context: ProviderContext) -> list[Tool]:
+    queue = context.resolve_path(settings.queue_file)
     lock = trio.Lock()  # one writer per process: lines never interleave
 
     @tool(side_effect=True)
@@ -68,7 +76,7 @@ def _tools(settings: TowSettings, runtime: Any) -> list[Tool]:
             callback_number=params.callback_number or ctx.call.from_number,
         )
         async with lock:
-            await trio.to_thread.run_sync(_append, queue, entry, limiter=runtime.thread_limiter)
+            await trio.to_thread.run_sync(_append, queue, entry, limiter=context.thread_limiter)
         ctx.logger.info("tow request %s queued", entry.reference)
         return {
             "reference": entry.reference,

@@ -7,30 +7,18 @@ Enable with `[providers] tools = ["calendar_google", ...]` and configure the sho
 from __future__ import annotations
 
 import datetime as dt
-import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import trio
 
-from hookline import ConfigError, ToolSet, hookimpl
-from hookline.tools import Tool
+from hookline import ProviderContext, Tool, ToolSet, hookimpl
 
 from .schedule import Rules
 from .settings import CalendarSettings
 from .tools import Scheduler, build_tools
 
-if TYPE_CHECKING:
-    from hookline.runtime import Runtime
-
-__all__ = [
-    "CalendarSettings",
-    "create_scheduler",
-    "hookline_runtime_started",
-    "hookline_runtime_stopping",
-    "hookline_toolsets",
-]
+__all__ = ["CalendarSettings", "create_scheduler", "hookline_toolsets"]
 
 TOOL_NAMES = (
     "check_availability",
@@ -72,19 +60,24 @@ def create_scheduler(
     )
 
 
-# The stores each runtime built, closed when it stops (the DuckDB file is flushed).
-_stores: weakref.WeakKeyDictionary[Runtime, list[Scheduler]] = weakref.WeakKeyDictionary()
-
-
-def _create(settings: CalendarSettings, runtime: Runtime) -> Sequence[Tool]:
+def _create(settings: CalendarSettings, ctx: ProviderContext) -> Sequence[Tool]:
     scheduler = create_scheduler(
         settings,
-        default_timezone=runtime.config.agent.timezone,
-        limiter=runtime.thread_limiter,
-        secret=lambda env, key: runtime.secret(env, key=f"tools.calendar_google.{key}"),
-        resolve_path=runtime.config.resolve_path,
+        default_timezone=ctx.agent.timezone,
+        limiter=ctx.thread_limiter,
+        secret=lambda env, key: ctx.secret(env, key=key),
+        resolve_path=ctx.resolve_path,
     )
-    _stores.setdefault(runtime, []).append(scheduler)
+    # Open the DuckDB file / load Google's API description now, at start-up, so a bad
+    # database path stops the runtime with a clear error instead of failing a caller.
+    import duckdb
+
+    try:
+        scheduler.store.warm()
+    except (duckdb.Error, OSError) as e:
+        raise ctx.config_error(f"cannot open the calendar database: {e}", key="database") from None
+    # Closed at shutdown, after the last call (the DuckDB file is flushed and released).
+    ctx.on_close(scheduler.store.aclose)
     return build_tools(scheduler)
 
 
@@ -100,26 +93,3 @@ def hookline_toolsets() -> list[ToolSet]:
             tool_names=TOOL_NAMES,
         )
     ]
-
-
-@hookimpl
-def hookline_runtime_started(runtime: Runtime) -> None:
-    """Open the DuckDB file / load Google's API description before the first call, so a
-    bad database path stops start-up with a clear error instead of failing a caller."""
-    import duckdb
-
-    for scheduler in _stores.get(runtime, []):
-        try:
-            scheduler.store.warm()
-        except (duckdb.Error, OSError) as e:
-            raise ConfigError(
-                f"cannot open the calendar database: {e}",
-                file=runtime.config.path or None,
-                key="tools.calendar_google.database",
-            ) from None
-
-
-@hookimpl
-def hookline_runtime_stopping(runtime: Runtime) -> None:
-    for scheduler in _stores.pop(runtime, []):
-        scheduler.store.close()

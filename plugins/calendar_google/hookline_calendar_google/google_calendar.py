@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 import trio
 
-from hookline.errors import (
+from hookline import (
     ProviderAuthError,
     ProviderError,
     ProviderProtocolError,
@@ -115,7 +115,7 @@ def make_credentials(settings: CalendarSettings, secret: Callable[[str, str], st
 
 
 def _read(path: str) -> bytes:
-    from hookline.errors import ConfigError
+    from hookline import ConfigError
 
     try:
         with open(path, "rb") as f:

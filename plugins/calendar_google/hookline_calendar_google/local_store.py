@@ -23,7 +23,7 @@ import duckdb
 import msgspec
 import trio
 
-from hookline.errors import ProviderUnavailable
+from hookline import ProviderUnavailable
 
 from .schedule import Booking, free_bays
 from .store import SlotTaken

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from hookline.config import NonNegativeInt, NonNegativeSeconds, PositiveInt, Seconds
+from hookline import NonNegativeInt, NonNegativeSeconds, PositiveInt, Seconds
 
 __all__ = ["WEEKDAYS", "CalendarSettings", "parse_hours"]
 

@@ -33,8 +33,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from hookline.errors import ProviderError
-from hookline.tools import Tool, ToolContext, ToolError
+from hookline import ProviderError, Tool, ToolContext, ToolError
 
 from .schedule import (
     Booking,

@@ -7,6 +7,7 @@ import datetime as dt
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import duckdb
 import msgspec
 import pytest
 from calendar_google_helpers import SHOP
@@ -116,10 +117,12 @@ async def test_a_call_books_through_the_engine(tmp_path: Path) -> None:
     assert isinstance(stored, Booking)
     assert stored.call_id == info.call_id and stored.phone == "+13125550101"
     assert record.end_reason == "caller_hangup"
-    # Stopping the runtime closes the plugin's DuckDB connection.
-    (scheduler,) = hookline_calendar_google._stores[runtime]
-    runtime.stop()
-    assert scheduler.store._conn is None
+    # Shutting the runtime down closes the plugin's DuckDB connection. While it is open,
+    # DuckDB refuses this process a connection with another configuration (read-only).
+    with pytest.raises(duckdb.ConnectionException, match="different configuration"):
+        duckdb.connect(str(tmp_path / "shop.duckdb"), read_only=True)
+    await runtime.aclose()
+    duckdb.connect(str(tmp_path / "shop.duckdb"), read_only=True).close()
 
 
 async def test_a_database_from_before_confirmation_codes_opens(tmp_path: Path) -> None:

@@ -3,16 +3,10 @@ completions from OpenAI or any OpenAI-compatible server (vLLM, Ollama, ...)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from hookline.hookspecs import hookimpl
-from hookline.providers import ProviderSpec
+from hookline import ProviderContext, ProviderSpec, hookimpl
 
 from .llm import OpenAILLM
 from .settings import OpenAISettings
-
-if TYPE_CHECKING:
-    from hookline.runtime import Runtime
 
 __all__ = ["OpenAILLM", "OpenAISettings", "create"]
 
@@ -21,13 +15,11 @@ __all__ = ["OpenAILLM", "OpenAISettings", "create"]
 _NO_KEY = "not-needed"
 
 
-def create(settings: OpenAISettings, runtime: Runtime) -> OpenAILLM:
+def create(settings: OpenAISettings, ctx: ProviderContext) -> OpenAILLM:
     api_key = (
-        runtime.secret(settings.api_key_env, key="llm.openai.api_key_env")
-        if settings.api_key_env
-        else _NO_KEY
+        ctx.secret(settings.api_key_env, key="api_key_env") if settings.api_key_env else _NO_KEY
     )
-    first_token = settings.first_token_timeout_s or runtime.config.policy.llm_first_token_timeout_s
+    first_token = settings.first_token_timeout_s or ctx.policy.llm_first_token_timeout_s
     return OpenAILLM(settings, api_key=api_key, first_token_timeout_s=first_token)
 
 

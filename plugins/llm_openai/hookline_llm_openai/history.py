@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hookline.providers import Message
+from hookline import Message
 
 __all__ = ["cut_points", "estimate_tokens", "trim_history"]
 

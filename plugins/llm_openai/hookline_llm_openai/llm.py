@@ -30,22 +30,20 @@ import msgspec
 import openai
 import trio
 
-from hookline.errors import (
+from hookline import (
+    CallInfo,
+    LLMEvent,
+    Message,
+    ProviderAuthError,
     ProviderError,
     ProviderProtocolError,
     ProviderTimeout,
     ProviderUnavailable,
-    error_for_status,
-)
-from hookline.logs import call_log
-from hookline.providers import (
-    CallInfo,
-    LLMEvent,
-    Message,
     TextDelta,
     ToolCallRequest,
     ToolSchema,
     Usage,
+    call_log,
 )
 from hookline.retry import Backoff, parse_retry_after, retry
 

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from hookline.config import NonNegativeSeconds, PositiveInt, Seconds
+from hookline import NonNegativeSeconds, PositiveInt, Seconds
 
 __all__ = ["OpenAISettings"]
 

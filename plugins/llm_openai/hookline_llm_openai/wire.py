@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from hookline.providers import Message, ToolSchema
+from hookline import Message, ToolSchema
 
 __all__ = ["Chunk", "SSEParser", "decode_chunk", "wire_message", "wire_tool"]
 

@@ -21,6 +21,6 @@ def hookline_providers() -> list[ProviderSpec]:
             kind="stt",
             name="deepgram",
             settings=DeepgramSTTSettings,
-            create=DeepgramSTT.from_runtime,
+            create=DeepgramSTT.create,
         )
     ]

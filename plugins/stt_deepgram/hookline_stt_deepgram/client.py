@@ -24,7 +24,6 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit
 
 import trio
@@ -36,17 +35,21 @@ from trio_websocket import (
     open_websocket_url,
 )
 
-from hookline.audio import AudioFormat
-from hookline.concurrency import reraise_single
-from hookline.errors import (
+from hookline import (
+    AudioFormat,
+    CallInfo,
+    CallLog,
+    ProviderAuthError,
+    ProviderContext,
     ProviderError,
     ProviderProtocolError,
     ProviderUnavailable,
-    error_for_status,
+    SpeechStarted,
+    STTEvent,
+    Transcript,
+    UtteranceEnd,
+    reraise_single,
 )
-from hookline.logs import CallLog
-from hookline.providers import CallInfo, SpeechStarted, STTEvent, Transcript, UtteranceEnd
-from hookline.retry import Backoff, parse_retry_after
 
 from .messages import (
     CLOSE_STREAM,
@@ -61,9 +64,6 @@ from .messages import (
     decode_server_message,
 )
 from .settings import BYTES_PER_SAMPLE, DeepgramSTTSettings
-
-if TYPE_CHECKING:
-    from hookline.runtime import Runtime
 
 __all__ = ["PROVIDER", "DeepgramSTT", "DeepgramSTTStream", "listen_url"]
 
@@ -120,9 +120,9 @@ class DeepgramSTT:
         self._api_key = api_key
 
     @classmethod
-    def from_runtime(cls, settings: DeepgramSTTSettings, runtime: Runtime) -> DeepgramSTT:
+    def create(cls, settings: DeepgramSTTSettings, ctx: ProviderContext) -> DeepgramSTT:
         """The ProviderSpec factory: the key comes from the env var the config names."""
-        key = runtime.secret(settings.api_key_env, key="stt.deepgram.api_key_env")
+        key = ctx.secret(settings.api_key_env, key="api_key_env")
         return cls(settings, api_key=key)
 
     @asynccontextmanager

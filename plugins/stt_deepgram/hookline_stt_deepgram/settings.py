@@ -6,7 +6,7 @@ from typing import Annotated
 
 import msgspec
 
-from hookline.config import NonNegativeInt, NonNegativeSeconds, PositiveInt, Seconds
+from hookline import NonNegativeInt, NonNegativeSeconds, PositiveInt, Seconds
 
 __all__ = ["BYTES_PER_SAMPLE", "DeepgramSTTSettings"]
 

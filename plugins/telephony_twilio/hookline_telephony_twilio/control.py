@@ -20,7 +20,8 @@ from twilio.http.response import Response
 from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
-from hookline.errors import (
+from hookline import (
+    ProviderAuthError,
     ProviderError,
     ProviderProtocolError,
     ProviderTimeout,

@@ -16,10 +16,17 @@ from collections.abc import AsyncIterator
 import msgspec
 import trio
 
-from hookline.audio import FRAME_BYTES
-from hookline.errors import ProviderError
-from hookline.logs import CallLog
-from hookline.providers import AudioIn, CallInfo, DtmfIn, HangUp, LegEvent, MarkReached
+from hookline import (
+    FRAME_BYTES,
+    AudioIn,
+    CallInfo,
+    CallLog,
+    DtmfIn,
+    HangUp,
+    LegEvent,
+    MarkReached,
+    ProviderError,
+)
 
 from . import protocol as p
 from .asgi import Receive, Send

@@ -25,7 +25,7 @@ from twilio.request_validator import (
     get_signature_algorithm,
 )
 
-from hookline.providers import CallInfo
+from hookline import CallInfo
 
 __all__ = [
     "CallSidBook",

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import msgspec
 
-from hookline.config import PositiveInt, Seconds
+from hookline import PositiveInt, Seconds
 
 __all__ = ["TwilioSettings"]
 # "https://host[:port][/prefix]" or empty; no query, no trailing junk.

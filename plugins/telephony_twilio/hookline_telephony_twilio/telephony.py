@@ -30,8 +30,7 @@ from collections.abc import Sequence
 import trio
 from twilio.twiml.voice_response import VoiceResponse
 
-from hookline.providers import CallHandler, CallInfo, Route
-from hookline.runtime import Runtime, new_call_id
+from hookline import CallHandler, CallInfo, ProviderContext, Route, new_call_id
 
 from . import protocol as p
 from .asgi import Receive, Send, read_body, refuse_websocket, respond
@@ -87,14 +86,13 @@ class TwilioTelephony:
             log.warning(_UNSAFE)
 
     @classmethod
-    def create(cls, settings: TwilioSettings, runtime: Runtime) -> TwilioTelephony:
-        where = "telephony.twilio"
+    def create(cls, settings: TwilioSettings, ctx: ProviderContext) -> TwilioTelephony:
         return cls(
             settings,
-            auth_token=runtime.secret(settings.auth_token_env, key=f"{where}.auth_token_env"),
-            account_sid=runtime.secret(settings.account_sid_env, key=f"{where}.account_sid_env"),
-            limiter=runtime.thread_limiter,
-            busy_message=runtime.config.agent.busy_message,
+            auth_token=ctx.secret(settings.auth_token_env, key="auth_token_env"),
+            account_sid=ctx.secret(settings.account_sid_env, key="account_sid_env"),
+            limiter=ctx.thread_limiter,
+            busy_message=ctx.agent.busy_message,
         )
 
     def routes(self, handler: CallHandler) -> Sequence[Route]:

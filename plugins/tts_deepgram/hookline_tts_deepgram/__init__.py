@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from hookline.hookspecs import hookimpl
-from hookline.providers import ProviderSpec
+from hookline import ProviderContext, ProviderSpec, hookimpl
 
 from .provider import DeepgramTTS
 from .settings import DeepgramTTSSettings
 
-if TYPE_CHECKING:
-    from hookline.runtime import Runtime
-
 __all__ = ["DeepgramTTS", "DeepgramTTSSettings"]
 
 
-def _create(settings: DeepgramTTSSettings, runtime: Runtime) -> DeepgramTTS:
-    api_key = runtime.secret(settings.api_key_env, key="tts.deepgram.api_key_env")
-    return DeepgramTTS(settings, api_key, thread_limiter=runtime.thread_limiter)
+def _create(settings: DeepgramTTSSettings, ctx: ProviderContext) -> DeepgramTTS:
+    api_key = ctx.secret(settings.api_key_env, key="api_key_env")
+    return DeepgramTTS(settings, api_key, thread_limiter=ctx.thread_limiter)
 
 
 @hookimpl

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hookline.errors import ProviderError, error_for_status
+from hookline import ProviderAuthError, ProviderError, ProviderUnavailable
 
 __all__ = ["PROVIDER", "rejected_error"]
 

@@ -9,8 +9,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from hookline.audio import AudioFormat
-from hookline.providers import CallInfo
+from hookline import AudioFormat, CallInfo
 
 from .rest import synthesize, tls_context
 from .settings import DeepgramTTSSettings

@@ -15,9 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from hookline.audio import AudioFormat
-from hookline.errors import ProviderError, ProviderUnavailable
-from hookline.retry import Backoff, parse_retry_after, retry
+from hookline import AudioFormat, ProviderError, ProviderUnavailable
 
 from .errors import PROVIDER, rejected_error
 from .settings import DeepgramTTSSettings

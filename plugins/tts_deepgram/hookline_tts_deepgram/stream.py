@@ -34,12 +34,18 @@ from trio_websocket import (
     connect_websocket_url,
 )
 
-from hookline.audio import AudioFormat
-from hookline.concurrency import leaves, reraise_single
-from hookline.errors import ProviderError, ProviderUnavailable
-from hookline.logs import CallLog
-from hookline.providers import AudioChunk, CallInfo, Flushed, TTSEvent
-from hookline.retry import Backoff, parse_retry_after, retry
+from hookline import (
+    AudioChunk,
+    AudioFormat,
+    CallInfo,
+    CallLog,
+    Flushed,
+    ProviderError,
+    ProviderUnavailable,
+    TTSEvent,
+    leaves,
+    reraise_single,
+)
 
 from . import wire
 from .budget import FlushBudget

@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 import msgspec
 
 if TYPE_CHECKING:
-    from hookline.audio import AudioFormat
+    from hookline import AudioFormat
 
     from .settings import DeepgramTTSSettings
 
