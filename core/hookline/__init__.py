@@ -34,6 +34,7 @@ from .errors import (
     ProviderProtocolError,
     ProviderTimeout,
     ProviderUnavailable,
+    error_for_status,
 )
 from .events import (
     AgentSpoke,
@@ -89,6 +90,7 @@ from .providers import (
     UtteranceEnd,
     new_call_id,
 )
+from .retry import Backoff, parse_retry_after, retry
 from .tools import CallControl, Tool, ToolContext, ToolError, ToolSet, tool
 
 __version__ = "0.1.0"
@@ -107,6 +109,7 @@ __all__ = [
     "AudioChunk",
     "AudioFormat",
     "AudioIn",
+    "Backoff",
     "BargeIn",
     "CallControl",
     "CallEvent",
@@ -170,11 +173,14 @@ __all__ = [
     "UserTurnEnded",
     "UtteranceEnd",
     "call_log",
+    "error_for_status",
     "hookimpl",
     "leaves",
     "mulaw_to_pcm16",
     "new_call_id",
+    "parse_retry_after",
     "pcm16_to_mulaw",
     "reraise_single",
+    "retry",
     "tool",
 ]

@@ -21,14 +21,16 @@ import msgspec
 import trio
 
 from hookline import (
+    Backoff,
     ProviderAuthError,
     ProviderError,
     ProviderProtocolError,
     ProviderTimeout,
     ProviderUnavailable,
     error_for_status,
+    parse_retry_after,
+    retry,
 )
-from hookline.retry import Backoff, parse_retry_after, retry
 
 from .schedule import Booking
 from .settings import CalendarSettings

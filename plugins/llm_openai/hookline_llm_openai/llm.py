@@ -31,10 +31,10 @@ import openai
 import trio
 
 from hookline import (
+    Backoff,
     CallInfo,
     LLMEvent,
     Message,
-    ProviderAuthError,
     ProviderError,
     ProviderProtocolError,
     ProviderTimeout,
@@ -44,8 +44,10 @@ from hookline import (
     ToolSchema,
     Usage,
     call_log,
+    error_for_status,
+    parse_retry_after,
+    retry,
 )
-from hookline.retry import Backoff, parse_retry_after, retry
 
 from .history import trim_history
 from .settings import OpenAISettings

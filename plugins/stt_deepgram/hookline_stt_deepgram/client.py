@@ -37,9 +37,9 @@ from trio_websocket import (
 
 from hookline import (
     AudioFormat,
+    Backoff,
     CallInfo,
     CallLog,
-    ProviderAuthError,
     ProviderContext,
     ProviderError,
     ProviderProtocolError,
@@ -48,6 +48,8 @@ from hookline import (
     STTEvent,
     Transcript,
     UtteranceEnd,
+    error_for_status,
+    parse_retry_after,
     reraise_single,
 )
 

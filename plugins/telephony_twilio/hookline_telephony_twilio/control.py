@@ -21,14 +21,15 @@ from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
 from hookline import (
-    ProviderAuthError,
+    Backoff,
     ProviderError,
     ProviderProtocolError,
     ProviderTimeout,
     ProviderUnavailable,
     error_for_status,
+    parse_retry_after,
+    retry,
 )
-from hookline.retry import Backoff, parse_retry_after, retry
 
 __all__ = ["CALL_ALREADY_OVER", "RETRY_ATTEMPTS", "CallControl", "dial_twiml"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hookline import ProviderAuthError, ProviderError, ProviderUnavailable
+from hookline import ProviderError, error_for_status
 
 __all__ = ["PROVIDER", "rejected_error"]
 

@@ -15,7 +15,14 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from hookline import AudioFormat, ProviderError, ProviderUnavailable
+from hookline import (
+    AudioFormat,
+    Backoff,
+    ProviderError,
+    ProviderUnavailable,
+    parse_retry_after,
+    retry,
+)
 
 from .errors import PROVIDER, rejected_error
 from .settings import DeepgramTTSSettings

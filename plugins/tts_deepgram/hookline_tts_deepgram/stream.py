@@ -37,6 +37,7 @@ from trio_websocket import (
 from hookline import (
     AudioChunk,
     AudioFormat,
+    Backoff,
     CallInfo,
     CallLog,
     Flushed,
@@ -44,7 +45,9 @@ from hookline import (
     ProviderUnavailable,
     TTSEvent,
     leaves,
+    parse_retry_after,
     reraise_single,
+    retry,
 )
 
 from . import wire
