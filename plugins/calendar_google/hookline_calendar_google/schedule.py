@@ -15,12 +15,13 @@ import datetime as dt
 import hashlib
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 import msgspec
 
 from .settings import WEEKDAYS, CalendarSettings, parse_hours
+from .vehicle import Vehicle
 
 __all__ = [
     "Booking",
@@ -51,7 +52,8 @@ class Booking(msgspec.Struct, kw_only=True):
     service: str = ""
     phone: str = ""
     customer_name: str = ""
-    vehicle: str = ""
+    vehicle: str = ""  # "2018 Honda Civic": what the caller said, or vehicle_info described
+    vehicle_info: Vehicle = msgspec.field(default_factory=Vehicle)
     notes: str = ""
     call_id: str = ""
     request_id: str = ""  # the LLM's tool-call id that created it
@@ -77,6 +79,8 @@ class Rules:
     lead: dt.timedelta
     max_days_ahead: int
     step: dt.timedelta
+    # [tools.calendar_google.service_synonyms]: the shop's words -> a service name.
+    synonyms: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, s: CalendarSettings, default_tz: str) -> Rules:
@@ -89,6 +93,7 @@ class Rules:
             lead=dt.timedelta(minutes=s.min_lead_minutes),
             max_days_ahead=s.max_days_ahead,
             step=dt.timedelta(minutes=s.slot_minutes),
+            synonyms=dict(s.service_synonyms),
         )
 
     def service(self, text: str) -> str | None:
