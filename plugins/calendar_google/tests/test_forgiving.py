@@ -123,8 +123,14 @@ def test_vehicle_mistakes_are_sentences(given: VehicleParams | str, sentence: st
 
 
 def test_vehicle_values_are_normalized() -> None:
-    given = VehicleParams(year="2019", make=" Toyota ", model="Camry",
-                          vin="1hgcm8-2633a 004352", plate="abc  123", mileage="45,000 miles")  # fmt: skip
+    given = VehicleParams(
+        year="2019",
+        make=" Toyota ",
+        model="Camry",
+        vin="1hgcm8-2633a 004352",
+        plate="abc  123",
+        mileage="45,000 miles",
+    )
     assert validate_vehicle(given, this_year=2026) == Vehicle(
         year=2019, make="Toyota", model="Camry", vin="1HGCM82633A004352", plate="ABC 123",
         mileage=45000,
@@ -236,8 +242,15 @@ async def test_a_database_from_before_structured_vehicles_opens(tmp_path: Path) 
     start = dt.datetime(2026, 3, 9, 16, tzinfo=dt.UTC)
     from hookline_calendar_google.schedule import Booking
 
-    new = Booking(id="newbooking", start=start, end=start + dt.timedelta(minutes=30), bay=1,
-                  service="oil change", vehicle="2019 Toyota Camry", vehicle_info=CAMRY_STORED)  # fmt: skip
+    new = Booking(
+        id="newbooking",
+        start=start,
+        end=start + dt.timedelta(minutes=30),
+        bay=1,
+        service="oil change",
+        vehicle="2019 Toyota Camry",
+        vehicle_info=CAMRY_STORED,
+    )
     assert await store.insert(new) is not None
     assert (await store.get("newbooking")).vehicle_info == CAMRY_STORED  # type: ignore[union-attr]
     await store.aclose()
