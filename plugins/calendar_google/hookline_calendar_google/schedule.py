@@ -96,23 +96,6 @@ class Rules:
             synonyms=dict(s.service_synonyms),
         )
 
-    def service(self, text: str) -> str | None:
-        """The configured service a caller's or LLM's wording names, if any."""
-        want = _words(text)
-        for name in self.services:
-            if _words(name) == want:
-                return name
-        for name in self.services:  # "brake job" -> "brakes", "oil" -> "oil change"
-            w = _words(name)
-            if want and (want in w or w in want):
-                return name
-        return None
-
-
-def _words(text: str) -> str:
-    words = re.sub(r"[^a-z0-9]+", " ", text.lower()).split()
-    return " ".join(w[:-1] if len(w) > 3 and w.endswith("s") else w for w in words)
-
 
 def _wall(day: dt.date, t: dt.time, tz: ZoneInfo) -> dt.datetime | None:
     """The instant a local wall-clock time names, or None inside a spring-forward gap.
