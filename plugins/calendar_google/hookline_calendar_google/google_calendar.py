@@ -35,6 +35,7 @@ from hookline import (
 from .schedule import Booking
 from .settings import CalendarSettings
 from .store import current_logger
+from .vehicle import Vehicle
 
 __all__ = ["GoogleCalendarStore", "make_credentials"]
 
@@ -299,13 +300,14 @@ class GoogleCalendarStore:
             "bay": str(b.bay or ""),
             "replaces": b.replaces,
             "code": b.confirmation_code,
+            **_vehicle_properties(b.vehicle_info),
         }
         # Each private property value is limited to 1024 characters by Google.
         private = {k: v[:1024] for k, v in private.items() if v}
         lines = [
             f"Customer: {b.customer_name}",
             f"Phone: {b.phone}",
-            f"Vehicle: {b.vehicle}",
+            *(b.vehicle_info.details() if b.vehicle_info.year else [f"Vehicle: {b.vehicle}"]),
             f"Bay: {b.bay}",
         ]
         if b.notes:
@@ -346,6 +348,7 @@ class GoogleCalendarStore:
             request_id=p.get("requestId", "") if mine else "",
             replaces=p.get("replaces", "") if mine else "",
             confirmation_code=p.get("code", "") if mine else "",
+            vehicle_info=_vehicle(p) if mine else Vehicle(),
             status=e.status,
             created=dt.datetime.fromisoformat(e.created) if e.created else None,
         )
@@ -363,6 +366,30 @@ class GoogleCalendarStore:
 
 
 # ------------------------------------------------------------------ errors
+
+
+def _vehicle_properties(v: Vehicle) -> dict[str, str]:
+    """The structured vehicle as private properties (searchable, e.g. by VIN)."""
+    return {
+        "vehicleYear": str(v.year or ""),
+        "vehicleMake": v.make,
+        "vehicleModel": v.model,
+        "vin": v.vin,
+        "plate": v.plate,
+        "mileage": "" if v.mileage is None else str(v.mileage),
+    }
+
+
+def _vehicle(p: dict[str, str]) -> Vehicle:
+    year, mileage = p.get("vehicleYear", ""), p.get("mileage", "")
+    return Vehicle(
+        year=int(year) if year.isdigit() else None,
+        make=p.get("vehicleMake", ""),
+        model=p.get("vehicleModel", ""),
+        vin=p.get("vin", ""),
+        plate=p.get("plate", ""),
+        mileage=int(mileage) if mileage.isdigit() else None,
+    )
 
 
 def _iso(value: dt.datetime) -> str:

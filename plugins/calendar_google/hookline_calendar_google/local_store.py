@@ -27,6 +27,7 @@ from hookline import ProviderUnavailable
 
 from .schedule import Booking, free_bays
 from .store import SlotTaken
+from .vehicle import Vehicle
 
 __all__ = ["LocalStore"]
 
@@ -48,10 +49,23 @@ CREATE TABLE IF NOT EXISTS appointments (
     replaces VARCHAR NOT NULL DEFAULT '',
     status VARCHAR NOT NULL DEFAULT 'confirmed',
     created_at TIMESTAMPTZ NOT NULL,
-    confirmation_code VARCHAR NOT NULL DEFAULT ''
+    confirmation_code VARCHAR NOT NULL DEFAULT '',
+    vehicle_year INTEGER,
+    vehicle_make VARCHAR NOT NULL DEFAULT '',
+    vehicle_model VARCHAR NOT NULL DEFAULT '',
+    vin VARCHAR NOT NULL DEFAULT '',
+    plate VARCHAR NOT NULL DEFAULT '',
+    mileage INTEGER
 );
 -- Files written before confirmation codes existed.
 ALTER TABLE appointments ADD COLUMN IF NOT EXISTS confirmation_code VARCHAR DEFAULT '';
+-- Files written before the vehicle was structured (their `vehicle` text stays as it was).
+ALTER TABLE appointments ADD COLUMN IF NOT EXISTS vehicle_year INTEGER;
+ALTER TABLE appointments ADD COLUMN IF NOT EXISTS vehicle_make VARCHAR DEFAULT '';
+ALTER TABLE appointments ADD COLUMN IF NOT EXISTS vehicle_model VARCHAR DEFAULT '';
+ALTER TABLE appointments ADD COLUMN IF NOT EXISTS vin VARCHAR DEFAULT '';
+ALTER TABLE appointments ADD COLUMN IF NOT EXISTS plate VARCHAR DEFAULT '';
+ALTER TABLE appointments ADD COLUMN IF NOT EXISTS mileage INTEGER;
 """
 
 # Stores on one file in one process share DuckDB's database instance; creating the
@@ -62,7 +76,8 @@ _WRITE_LOCKS: dict[str, threading.Lock] = {}
 
 _COLUMNS = (
     "id, start_at, end_at, bay, service, phone, customer_name, vehicle, notes, "
-    "call_id, request_id, replaces, status, created_at, confirmation_code"
+    "call_id, request_id, replaces, status, created_at, confirmation_code, "
+    "vehicle_year, vehicle_make, vehicle_model, vin, plate, mileage"
 )
 
 
@@ -213,18 +228,27 @@ def _select(cur: duckdb.DuckDBPyConnection, where: str, params: list[Any]) -> li
             status=r[12],
             created=r[13].astimezone(dt.UTC),
             confirmation_code=r[14] or "",
+            vehicle_info=Vehicle(
+                year=r[15],
+                make=r[16] or "",
+                model=r[17] or "",
+                vin=r[18] or "",
+                plate=r[19] or "",
+                mileage=r[20],
+            ),
         )
         for r in rows
     ]
 
 
 def _insert(cur: duckdb.DuckDBPyConnection, b: Booking) -> None:
+    v = b.vehicle_info
     cur.execute(
-        f"INSERT INTO appointments ({_COLUMNS}) VALUES ({', '.join('?' * 15)})",
+        f"INSERT INTO appointments ({_COLUMNS}) VALUES ({', '.join('?' * 21)})",
         [
             b.id, b.start, b.end, b.bay, b.service, b.phone, b.customer_name, b.vehicle,
             b.notes, b.call_id, b.request_id, b.replaces, b.status, b.created,
-            b.confirmation_code,
+            b.confirmation_code, v.year, v.make, v.model, v.vin, v.plate, v.mileage,
         ],
     )  # fmt: skip
 

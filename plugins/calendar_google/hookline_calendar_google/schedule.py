@@ -15,12 +15,13 @@ import datetime as dt
 import hashlib
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 import msgspec
 
 from .settings import WEEKDAYS, CalendarSettings, parse_hours
+from .vehicle import Vehicle
 
 __all__ = [
     "Booking",
@@ -51,7 +52,8 @@ class Booking(msgspec.Struct, kw_only=True):
     service: str = ""
     phone: str = ""
     customer_name: str = ""
-    vehicle: str = ""
+    vehicle: str = ""  # "2018 Honda Civic": what the caller said, or vehicle_info described
+    vehicle_info: Vehicle = msgspec.field(default_factory=Vehicle)
     notes: str = ""
     call_id: str = ""
     request_id: str = ""  # the LLM's tool-call id that created it
@@ -77,6 +79,8 @@ class Rules:
     lead: dt.timedelta
     max_days_ahead: int
     step: dt.timedelta
+    # [tools.calendar_google.service_synonyms]: the shop's words -> a service name.
+    synonyms: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, s: CalendarSettings, default_tz: str) -> Rules:
@@ -89,24 +93,8 @@ class Rules:
             lead=dt.timedelta(minutes=s.min_lead_minutes),
             max_days_ahead=s.max_days_ahead,
             step=dt.timedelta(minutes=s.slot_minutes),
+            synonyms=dict(s.service_synonyms),
         )
-
-    def service(self, text: str) -> str | None:
-        """The configured service a caller's or LLM's wording names, if any."""
-        want = _words(text)
-        for name in self.services:
-            if _words(name) == want:
-                return name
-        for name in self.services:  # "brake job" -> "brakes", "oil" -> "oil change"
-            w = _words(name)
-            if want and (want in w or w in want):
-                return name
-        return None
-
-
-def _words(text: str) -> str:
-    words = re.sub(r"[^a-z0-9]+", " ", text.lower()).split()
-    return " ".join(w[:-1] if len(w) > 3 and w.endswith("s") else w for w in words)
 
 
 def _wall(day: dt.date, t: dt.time, tz: ZoneInfo) -> dt.datetime | None:

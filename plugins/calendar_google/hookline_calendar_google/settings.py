@@ -69,6 +69,9 @@ class CalendarSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     # Service name -> duration in minutes.
     # (Checked in __post_init__, not with Meta: msgspec's error would not name the service.)
     services: dict[str, int] = msgspec.field(default_factory=lambda: {"appointment": 60})
+    # What callers say -> one of `services` ("oil" = "oil change", "transmission flush" =
+    # "fluid service"). Case, spacing, plurals and "a/an/my" are forgiven without these.
+    service_synonyms: dict[str, str] = {}
     bays: PositiveInt = 1  # how many jobs can run at once
     min_lead_minutes: Minutes = 60
     max_days_ahead: Annotated[int, msgspec.Meta(ge=1, le=_TEN_YEARS_DAYS)] = 60
@@ -112,6 +115,9 @@ class CalendarSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
         for name, minutes in self.services.items():
             if minutes <= 0 or minutes > 24 * 60:
                 raise ValueError(f"services: {name!r} must take 1 to 1440 minutes")
+        from .services import ServiceMatcher
+
+        ServiceMatcher(list(self.services), self.service_synonyms)  # names a known service
         # Secrets the chosen auth does not use are cleared, so that `hookline check`
         # (which asks for every non-empty `*_env`) does not demand them.
         if self.backend == "local":

@@ -29,7 +29,7 @@ import re
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 
@@ -49,7 +49,9 @@ from .schedule import (
     parse_when,
     spoken,
 )
+from .services import ServiceMatcher
 from .store import SlotTaken, Store, call_logger, current_logger
+from .vehicle import Vehicle, VehicleParams, validate_vehicle
 
 __all__ = ["UNREACHABLE", "Scheduler", "build_tools"]
 
@@ -102,6 +104,7 @@ class Appointment(msgspec.Struct, omit_defaults=True):
     vehicle: str
     phone: str
     confirmation_code: str = ""  # only when the shop allows lookups by code
+    vehicle_details: Vehicle | None = None  # year, make, model (VIN, plate, mileage if given)
 
 
 class BookingResult(msgspec.Struct):
@@ -124,10 +127,20 @@ class CancelResult(msgspec.Struct):
 
 
 def _params(services: Sequence[str], lookup_by_code: bool) -> dict[str, type[msgspec.Struct]]:
-    """Parameter Structs; `service` is an enum of the shop's configured services."""
+    """Parameter Structs.
+
+    `service` is a string whose schema lists the shop's services as an enum: the model is
+    shown exactly what to send (and a strict-mode API would hold it to that), while
+    decoding takes any wording, which `ServiceMatcher` resolves ("Oil Change", "an oil
+    change", a synonym) or answers with a sentence listing the services. A Literal type
+    would put msgspec's `Invalid enum value ... - at $.service` in front of the model
+    instead, before the tool could help."""
     service_type: Any = Annotated[
-        Literal[tuple(services)],  # type: ignore[valid-type]
-        msgspec.Meta(description="The service, exactly one of the shop's services."),
+        str,
+        msgspec.Meta(
+            description="The service, one of the shop's services.",
+            extra_json_schema={"enum": sorted(services)},
+        ),
     ]
     when = "ISO 8601 local shop time, e.g. 2025-06-03T09:30 (a date alone means that day)."
 
@@ -149,7 +162,16 @@ def _params(services: Sequence[str], lookup_by_code: bool) -> dict[str, type[msg
             ("service", service_type),
             ("start", Annotated[str, field("Start time from check_availability. " + when)]),
             ("customer_name", Annotated[str, field("The customer's name.")]),
-            ("vehicle", Annotated[str, field("Year, make and model, e.g. 2018 Honda Civic.")]),
+            (
+                "vehicle",
+                Annotated[
+                    VehicleParams | str,
+                    field(
+                        "The customer's vehicle: year, make and model; VIN, plate and "
+                        "mileage only if the caller gives them."
+                    ),
+                ],
+            ),
             (
                 "phone",
                 Annotated[
@@ -228,6 +250,7 @@ class Scheduler:
         lookup_by_code: bool = False,
     ) -> None:
         self.rules = rules
+        self.services = ServiceMatcher(list(rules.services), rules.synonyms)
         self.lookup_by_code = lookup_by_code
         self._code_misses = _Misses(MAX_CODE_MISSES, CODE_MISS_WINDOW)
         self.store = store
@@ -239,13 +262,7 @@ class Scheduler:
     # -------------------------------------------------------------- helpers
 
     def _service(self, text: str) -> str:
-        name = self.rules.service(text)
-        if name is None:
-            raise ToolError(
-                f"We don't have a service called {text!r}. We offer: "
-                f"{', '.join(self.rules.services)}."
-            )
-        return name
+        return self.services.match(text)
 
     def _when(self, text: str, *, end_of_day: bool = False) -> dt.datetime:
         try:
@@ -272,6 +289,7 @@ class Scheduler:
             vehicle=b.vehicle,
             phone=b.phone,
             confirmation_code=b.confirmation_code if self.lookup_by_code else "",
+            vehicle_details=b.vehicle_info if b.vehicle_info.year else None,
         )
 
     async def _find_slots(
@@ -422,7 +440,7 @@ class Scheduler:
         service: str,
         start: str,
         customer_name: str,
-        vehicle: str,
+        vehicle: VehicleParams | str,
         phone: str | None,
         notes: str,
     ) -> BookingResult:
@@ -430,6 +448,7 @@ class Scheduler:
         minutes = self.rules.services[name]
         begin = self._when(start)
         now = self.clock()
+        car = validate_vehicle(vehicle, this_year=now.astimezone(self.rules.tz).year)
         number = normalize_phone(phone or "") or self._caller(ctx)
         if not number:
             raise ToolError("I need a phone number for the appointment. What's the best number?")
@@ -441,7 +460,8 @@ class Scheduler:
             service=name,
             phone=number,
             customer_name=customer_name.strip(),
-            vehicle=vehicle.strip(),
+            vehicle=car.describe(),
+            vehicle_info=car,
             notes=notes.strip(),
             call_id=ctx.call.call_id,
             request_id=ctx.tool_call_id,

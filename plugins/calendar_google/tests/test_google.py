@@ -189,6 +189,9 @@ async def test_the_event_google_receives(factory: ShopFactory) -> None:
         "service": "oil change",
         "customer": "Pat Doe",
         "vehicle": "2018 Honda Civic",
+        "vehicleYear": "2018",  # the free text, read as year, make and model
+        "vehicleMake": "Honda",
+        "vehicleModel": "Civic",
         "callId": "call-42",
         "requestId": "tc-7",
         "bay": "1",
