@@ -16,12 +16,15 @@ from .audio import (
 from .concurrency import leaves, reraise_single
 from .config import (
     AgentConfig,
+    Config,
     NonNegativeInt,
     NonNegativeSeconds,
     PolicyConfig,
     Port,
     PositiveInt,
     Seconds,
+    decode_section,
+    load_config,
 )
 from .context import ProviderContext
 from .errors import (
@@ -118,6 +121,7 @@ __all__ = [
     "CallLeg",
     "CallLog",
     "CallRecord",
+    "Config",
     "ConfigError",
     "DtmfIn",
     "DtmfReceived",
@@ -173,9 +177,11 @@ __all__ = [
     "UserTurnEnded",
     "UtteranceEnd",
     "call_log",
+    "decode_section",
     "error_for_status",
     "hookimpl",
     "leaves",
+    "load_config",
     "mulaw_to_pcm16",
     "new_call_id",
     "parse_retry_after",

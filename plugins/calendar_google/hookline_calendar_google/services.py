@@ -12,7 +12,7 @@ import difflib
 import re
 from collections.abc import Mapping
 
-from hookline.tools import ToolError
+from hookline import ToolError
 
 __all__ = ["ServiceMatcher", "words"]
 

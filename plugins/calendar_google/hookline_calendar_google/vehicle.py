@@ -12,7 +12,7 @@ from typing import Annotated
 
 import msgspec
 
-from hookline.tools import ToolError
+from hookline import ToolError
 
 __all__ = ["Vehicle", "VehicleParams", "validate_vehicle"]
 

@@ -7,17 +7,12 @@ Enable with `[providers] tools = ["messages", ...]`; configure in `[tools.messag
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-from hookline import ToolSet, hookimpl
-from hookline.tools import Tool
+from hookline import ProviderContext, Tool, ToolSet, hookimpl
 
 from .settings import MessageSettings
 from .store import STATUSES, Message, MessageStore
 from .tools import build_tools
-
-if TYPE_CHECKING:
-    from hookline.runtime import Runtime
 
 __all__ = [
     "STATUSES",
@@ -29,13 +24,13 @@ __all__ = [
 ]
 
 
-def open_store(settings: MessageSettings, runtime: Runtime) -> MessageStore:
-    """The store the runtime's config names (the only place the runtime is read)."""
-    return MessageStore(runtime.config.resolve_path(settings.database), runtime.thread_limiter)
+def open_store(settings: MessageSettings, ctx: ProviderContext) -> MessageStore:
+    """The store the config names (a path relative to the config file)."""
+    return MessageStore(ctx.resolve_path(settings.database), ctx.thread_limiter)
 
 
-def _create(settings: MessageSettings, runtime: Runtime) -> Sequence[Tool]:
-    return build_tools(open_store(settings, runtime))
+def _create(settings: MessageSettings, ctx: ProviderContext) -> Sequence[Tool]:
+    return build_tools(open_store(settings, ctx))
 
 
 @hookimpl

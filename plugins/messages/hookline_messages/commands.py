@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hookline.config import decode_section, load_config
-from hookline.errors import ConfigError
+from hookline import ConfigError, decode_section, load_config
 
 from .settings import MessageSettings
 from .store import STATUSES, Message, MessageStore

@@ -29,7 +29,7 @@ import duckdb
 import msgspec
 import trio
 
-from hookline.errors import ProviderUnavailable
+from hookline import ProviderUnavailable
 
 __all__ = ["STATUSES", "Message", "MessageStore", "message_id"]
 

@@ -8,8 +8,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from hookline.errors import ProviderError
-from hookline.tools import Tool, ToolContext, ToolError
+from hookline import ProviderError, Tool, ToolContext, ToolError
 
 from .store import Message, MessageStore, Urgency, message_id
 
