@@ -33,6 +33,7 @@ from zoneinfo import ZoneInfo
 
 import jinja2
 import jinja2.meta
+import jinja2.nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from .errors import ConfigError
@@ -100,7 +101,13 @@ def compile_prompt(config: Config) -> PromptTemplate:
         raise ConfigError(
             f"{where}template error on line {e.lineno}: {e.message}", file=file, key=key
         ) from None
-    names = frozenset(jinja2.meta.find_undeclared_variables(ast))
+    # A name the template tests with `is defined` may be absent (a tool set not enabled).
+    optional = {
+        test.node.name
+        for test in ast.find_all(jinja2.nodes.Test)
+        if test.name in ("defined", "undefined") and isinstance(test.node, jinja2.nodes.Name)
+    }
+    names = frozenset(jinja2.meta.find_undeclared_variables(ast) - optional)
     return PromptTemplate(template, names, file, key)
 
 
@@ -176,7 +183,9 @@ def call_variables(runtime: Runtime, call: CallInfo, now: dt.datetime) -> dict[s
         "tools": sorted(runtime.tools),
     }
     clog = call_log(log, call.call_id)
-    for plugin, results in runtime._call_each("hookline_call_context", call=call, now=now):
+    for plugin, results in runtime._call_each(
+        "hookline_call_context", runtime=runtime, call=call, now=now
+    ):
         for added in results or ():
             if not isinstance(added, Mapping):
                 clog.warning("%s: hookline_call_context returned %r, not a dict", plugin, added)

@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
+import os
 import sys
 from zoneinfo import ZoneInfo
 
 import trio
 
-from .config import Config
+from .config import Config, Secrets, secret_keys
 from .errors import HooklineError
 from .plugins import Plugins
 from .providers import CallInfo
-from .runtime import Runtime, new_call_id
+from .runtime import Runtime, new_call_id, resolve
 
 __all__ = ["add_commands", "parse_at", "preview_runtime", "render_preview"]
+
+log = logging.getLogger("hookline.prompt")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -60,8 +64,13 @@ def parse_at(text: str | None, timezone: str) -> dt.datetime:
     return value.astimezone(dt.UTC)
 
 
-def preview_runtime(config: Config, plugins: Plugins) -> Runtime:
-    """A runtime with the configured tools and scripted stand-ins for the providers."""
+def preview_runtime(config: Config, plugins: Plugins, *, stand_in_secrets: bool = False) -> Runtime:
+    """A runtime with the configured tools and scripted stand-ins for the providers.
+
+    `stand_in_secrets`: a tool set's secrets that are not set get a placeholder, so a
+    prompt can be previewed on a machine without the shop's keys (what such a tool would
+    look up, like the caller's appointments, is then left out; a warning says so).
+    """
     from .testing.harness import ScriptedTelephony
     from .testing.scripted import ScriptedLLM, ScriptedSTT, ScriptedTTS
 
@@ -71,7 +80,23 @@ def preview_runtime(config: Config, plugins: Plugins) -> Runtime:
         "llm": ScriptedLLM(),
         "tts": ScriptedTTS(),
     }
-    return Runtime(config, plugins, providers=providers)
+    secrets = Secrets()
+    if stand_in_secrets:
+        resolved = resolve(config, plugins)
+        missing = [
+            env
+            for settings in resolved.toolset_settings.values()
+            if settings is not None
+            for env in secret_keys(settings).values()
+            if secrets.optional(env) is None
+        ]
+        if missing:
+            log.warning(
+                "not set: %s; the tools are built with placeholders and look nothing up",
+                ", ".join(sorted(set(missing))),
+            )
+            secrets = Secrets({**os.environ, **dict.fromkeys(missing, "unset-for-preview")})
+    return Runtime(config, plugins, secrets=secrets, providers=providers)
 
 
 async def render_preview(
@@ -79,7 +104,7 @@ async def render_preview(
 ) -> str:
     from .prompt import check_prompt, render_prompt
 
-    runtime = preview_runtime(config, plugins)
+    runtime = preview_runtime(config, plugins, stand_in_secrets=True)
     try:
         check_prompt(runtime, at)
         call = CallInfo(call_id=new_call_id(), from_number=from_number, to_number="prompt")
@@ -94,5 +119,7 @@ def cmd_prompt(args: argparse.Namespace) -> int:
     config, plugins = _load(args.config)
     at = parse_at(args.at, config.agent.timezone)
     text = trio.run(render_preview, config, plugins, args.from_number, at)
-    sys.stdout.write(f"{text}\n" if text else "(no instructions: the model gets no system message)\n")
+    sys.stdout.write(
+        f"{text}\n" if text else "(no instructions: the model gets no system message)\n"
+    )
     return 0

@@ -10,23 +10,26 @@ import datetime as dt
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from hookline import ConfigError, ToolSet, hookimpl
 from hookline.tools import Tool
 
+from .context import RememberingStore, call_context
 from .schedule import Rules
 from .settings import CalendarSettings
 from .tools import Scheduler, build_tools
 
 if TYPE_CHECKING:
+    from hookline.providers import CallInfo
     from hookline.runtime import Runtime
 
 __all__ = [
     "CalendarSettings",
     "create_scheduler",
+    "hookline_call_context",
     "hookline_runtime_started",
     "hookline_runtime_stopping",
     "hookline_toolsets",
@@ -84,6 +87,8 @@ def _create(settings: CalendarSettings, runtime: Runtime) -> Sequence[Tool]:
         secret=lambda env, key: runtime.secret(env, key=f"tools.calendar_google.{key}"),
         resolve_path=runtime.config.resolve_path,
     )
+    # Remembers the bookings it passes, for the prompt's upcoming appointments.
+    scheduler.store = RememberingStore(scheduler.store)
     _stores.setdefault(runtime, []).append(scheduler)
     return build_tools(scheduler)
 
@@ -117,6 +122,21 @@ def hookline_runtime_started(runtime: Runtime) -> None:
                 file=runtime.config.path or None,
                 key="tools.calendar_google.database",
             ) from None
+
+
+@hookimpl
+def hookline_call_context(
+    runtime: Runtime, call: CallInfo, now: dt.datetime
+) -> dict[str, Any] | None:
+    """The shop's hours, closures, services, open now / next opening, and the caller's
+    upcoming appointments (looked up by the number the call comes from only)."""
+    schedulers = _stores.get(runtime)
+    if not schedulers:
+        return None
+    scheduler = schedulers[0]
+    store = scheduler.store
+    remembered = store if isinstance(store, RememberingStore) else None
+    return call_context(scheduler.rules, now, call.from_number, remembered)
 
 
 @hookimpl
