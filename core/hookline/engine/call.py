@@ -44,6 +44,7 @@ from ..events import (
     UserTurnEnded,
 )
 from ..logs import CallLog, shown_number
+from ..prompt import system_messages
 from ..providers import (
     AudioChunk,
     AudioIn,
@@ -56,7 +57,6 @@ from ..providers import (
     STTStream,
     TTSStream,
 )
-from ..prompt import system_messages
 from .metrics import TurnTiming
 from .playback import Playback, Segment
 from .response import respond
