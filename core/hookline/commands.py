@@ -76,7 +76,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         _out(f"{kind:10} {name:16} from {plugins.origin[(kind, name)]}")
     for name in config.providers.tools:
         _out(f"{'tools':10} {name:16} from {plugins.origin[name]}")
-    trio.run(_check_prompt, config, plugins)  # a template typo is a config error here
+    _check_prompt(config, plugins)  # a template typo is a config error here
     missing = missing_secrets(config, plugins, resolved, Secrets())
     for err in missing:
         _out(f"missing secret: {err}")
@@ -103,7 +103,7 @@ async def verify_online(config: Config, plugins: Plugins) -> None:
             await aclose()
 
 
-async def _check_prompt(config: Config, plugins: Plugins) -> None:
+def _check_prompt(config: Config, plugins: Plugins) -> None:
     from .prompt import check_prompt
     from .prompt_cli import preview_runtime
 

@@ -14,8 +14,6 @@ import os
 import sys
 from zoneinfo import ZoneInfo
 
-import trio
-
 from .config import Config, Secrets, secret_keys
 from .errors import HooklineError
 from .plugins import Plugins
@@ -99,9 +97,7 @@ def preview_runtime(config: Config, plugins: Plugins, *, stand_in_secrets: bool 
     return Runtime(config, plugins, secrets=secrets, providers=providers)
 
 
-async def render_preview(
-    config: Config, plugins: Plugins, from_number: str, at: dt.datetime
-) -> str:
+def render_preview(config: Config, plugins: Plugins, from_number: str, at: dt.datetime) -> str:
     from .prompt import check_prompt, render_prompt
 
     runtime = preview_runtime(config, plugins, stand_in_secrets=True)
@@ -118,7 +114,7 @@ def cmd_prompt(args: argparse.Namespace) -> int:
 
     config, plugins = _load(args.config)
     at = parse_at(args.at, config.agent.timezone)
-    text = trio.run(render_preview, config, plugins, args.from_number, at)
+    text = render_preview(config, plugins, args.from_number, at)
     sys.stdout.write(
         f"{text}\n" if text else "(no instructions: the model gets no system message)\n"
     )
