@@ -186,7 +186,7 @@ async def test_a_template_syntax_error_names_the_line(tmp_path: Path) -> None:
 async def test_an_attribute_typo_fails_the_start_up_check(tmp_path: Path) -> None:
     prompt = tmp_path / "attr.md"
     prompt.write_text("We are {{ shop.nmae }}.\n")
-    with pytest.raises(ConfigError, match="template error on line 1: .*nmae"):
+    with pytest.raises(ConfigError, match=r"template error on line 1: .*nmae"):
         load_and_check(write_config(tmp_path, prompt=prompt))
 
 
