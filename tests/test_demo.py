@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import duckdb
+import msgspec
 
 from hookline_testkit.demo import run_demo
 
@@ -25,3 +26,16 @@ async def test_demo_books_an_appointment_end_to_end(tmp_path):
     tools = dict(con.execute("select tool, ok from tool_calls").fetchall())
     assert tools == {"check_availability": True, "book_appointment": True, "end_call": True}
     con.close()
+
+
+def test_the_demo_model_books_with_the_date_its_prompt_gives() -> None:
+    from types import SimpleNamespace
+
+    from hookline_testkit.demo import DemoBrain
+
+    system = SimpleNamespace(role="system", content="Hi. Today's date is 2030-01-07.\nMore.")
+    user = SimpleNamespace(role="user", content="I'd like an oil change tomorrow morning.")
+    reply = DemoBrain()(SimpleNamespace(chat=SimpleNamespace(messages=[system, user])))
+    assert '"earliest":"2030-01-08"' in msgspec.json.encode(reply).decode().replace('\\"', '"')
+    undated = DemoBrain()(SimpleNamespace(chat=SimpleNamespace(messages=[user])))
+    assert "don't know today's date" in msgspec.json.encode(undated).decode()

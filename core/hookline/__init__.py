@@ -26,7 +26,7 @@ from .config import (
     decode_section,
     load_config,
 )
-from .context import ProviderContext
+from .context import CallContext, ProviderContext
 from .errors import (
     ConfigError,
     HooklineError,
@@ -59,6 +59,7 @@ from .events import (
 )
 from .hookspecs import hookimpl
 from .logs import CallLog, call_log
+from .prompt import spoken_clock
 from .providers import (
     LLM,
     STT,
@@ -114,6 +115,7 @@ __all__ = [
     "AudioIn",
     "Backoff",
     "BargeIn",
+    "CallContext",
     "CallControl",
     "CallEvent",
     "CallHandler",
@@ -188,5 +190,6 @@ __all__ = [
     "pcm16_to_mulaw",
     "reraise_single",
     "retry",
+    "spoken_clock",
     "tool",
 ]

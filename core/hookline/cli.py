@@ -29,6 +29,7 @@ __all__ = ["main"]
 # Modules that contribute subcommands, in the order `hookline --help` lists them.
 COMMAND_MODULES = (
     "hookline.commands",
+    "hookline.prompt_cli",
     "hookline.server",
     "hookline.analytics.cli",
 )

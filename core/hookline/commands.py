@@ -8,7 +8,7 @@ import sys
 import trio
 
 from .config import Config, Secrets, load_config
-from .errors import ConfigError, HooklineError
+from .errors import ConfigError, HooklineError, MissingSecret
 from .plugins import Plugins, discover
 from .runtime import KINDS, missing_secrets, resolve
 
@@ -76,6 +76,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         _out(f"{kind:10} {name:16} from {plugins.origin[(kind, name)]}")
     for name in config.providers.tools:
         _out(f"{'tools':10} {name:16} from {plugins.origin[name]}")
+    _check_prompt(config, plugins)  # a template typo is a config error here
     missing = missing_secrets(config, plugins, resolved, Secrets())
     for err in missing:
         _out(f"missing secret: {err}")
@@ -100,6 +101,20 @@ async def verify_online(config: Config, plugins: Plugins) -> None:
         aclose = getattr(provider, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+def _check_prompt(config: Config, plugins: Plugins) -> None:
+    from .prompt import check_prompt
+    from .prompt_cli import preview_runtime
+
+    try:
+        runtime = preview_runtime(config, plugins)
+    except MissingSecret:
+        return  # a tool set needs its secrets to be built; they are listed next
+    try:
+        check_prompt(runtime)
+    finally:
+        runtime.stop()
 
 
 def cmd_chat(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ __all__ = [
     "Config",
     "NonNegativeInt",
     "NonNegativeSeconds",
+    "PhoneNumber",
     "PolicyConfig",
     "Port",
     "PositiveInt",
@@ -69,10 +70,21 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pass
 
 
+# A phone number as E.164 ("+13125550100"): what Twilio sends and dials.
+PhoneNumber = Annotated[str, msgspec.Meta(pattern=r"^\+[1-9][0-9]{6,14}$")]
+
+
 class AgentConfig(_Section):
+    """Who answers the phone. `instructions` (or the file `instructions_file` names) is a
+    Jinja2 template rendered for every call (see hookline/prompt.py): it refers to the
+    fields below and to the tool sets' settings instead of repeating them."""
+
     name: str = "hookline agent"
     instructions: str = ""
     instructions_file: str | None = None  # relative to the config file
+    # The shop's street address and public phone number, as the agent may say them.
+    address: str = ""
+    phone: PhoneNumber | None = None
     greeting: str = "Hello, how can I help?"
     goodbye: str = "Thanks for calling. Goodbye!"
     fillers: list[str] = msgspec.field(default_factory=lambda: ["One moment, let me check that."])

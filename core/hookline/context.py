@@ -10,19 +10,24 @@ Plugins never see the `Runtime` itself.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import trio
 
 from .config import AgentConfig, PolicyConfig, Secrets
 from .errors import ConfigError
+from .providers import CallInfo
 
-__all__ = ["Closer", "ProviderContext"]
+__all__ = ["CallContext", "Closer", "ProviderContext"]
 
 Closer = Callable[[], Awaitable[None]]
+# (call, now) -> template variables for that call's prompt, or None.
+CallContext = Callable[[CallInfo, dt.datetime], Mapping[str, Any] | None]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,6 +50,8 @@ class ProviderContext:
     secrets: Secrets = field(repr=False)
     # The runtime's list of closers, owned by the runtime (see `on_close`).
     _add_closer: Callable[[Closer], None] = field(repr=False)
+    # The runtime's list of per-call prompt contributions (see `on_call_context`).
+    _add_call_context: Callable[[CallContext], None] = field(repr=False)
 
     @property
     def config_dir(self) -> Path:
@@ -74,6 +81,14 @@ class ProviderContext:
         after the calls ended; closers run last registered first, each on its own (one
         that fails is logged and the others still run), within a few seconds in all."""
         self._add_closer(aclose)
+
+    def on_call_context(self, variables: CallContext) -> None:
+        """Have `variables(call, now)` add template variables to every call's prompt, from
+        what this provider or tool set holds (the calendar adds the shop's hours and the
+        caller's upcoming appointments). The same rules as the `hookline_call_context`
+        hook, which serves plugins without a factory: synchronous, no I/O, plain values;
+        the core's names and earlier contributions win."""
+        self._add_call_context(variables)
 
     @property
     def _file(self) -> str | None:

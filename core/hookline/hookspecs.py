@@ -28,8 +28,9 @@ its own so that one failing cannot stop the others.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -117,6 +118,33 @@ def hookline_call_ended(runtime: Runtime, call: CallInfo, record: CallRecord) ->
 
     Called exactly once per call that reached `hookline_call_started`, and also for
     calls rejected before they started (end_reason "rejected:<why>").
+    """
+
+
+@hookspec
+def hookline_call_context(
+    runtime: Runtime, call: CallInfo, now: dt.datetime
+) -> Mapping[str, Any] | None:
+    """Template variables this plugin adds to the prompt of one call, or None.
+
+    The `[agent]` instructions are a Jinja2 template (sandboxed, undefined names are
+    errors) rendered once per call when its engine starts, before the greeting, and by
+    `hookline prompt` (see `hookline.prompt`). `now` is the time the call is rendered
+    for: an aware datetime, the wall clock for a real call, `--at` for `hookline prompt`;
+    use it rather than reading a clock, so a preview shows what a call at that moment
+    gets. `call.from_number` is the carrier's caller id ("" when withheld).
+
+    Called synchronously on the trio thread for every call: answer from state you
+    already hold (no I/O, no waiting), like `hookline_health`. Plain values only
+    (str, numbers, bools, dates, lists, dicts): the template reads them, it calls
+    nothing. Name your variables after what they are (`hours`, `appointments`); the
+    core's own (`shop`, `now`, `today`, `weekday`, `time`, `timezone`, `caller`, `tools`)
+    and a name an earlier plugin gave win over yours, with a warning in the log.
+
+    Also called once at start-up (and by `hookline check`) with a sample call without
+    caller id, so that a template naming a variable nobody provides is a config error
+    before the first caller hears it. Each implementation is called on its own: one that
+    raises is logged and its variables are left out of that call's prompt.
     """
 
 

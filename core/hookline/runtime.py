@@ -22,7 +22,7 @@ import trio
 
 from .audio import MULAW_8K
 from .config import Config, Secrets, decode_section, secret_keys
-from .context import Closer, ProviderContext
+from .context import CallContext, Closer, ProviderContext
 from .errors import ConfigError, MissingSecret, PluginError
 from .events import CallEvent, CallRecord, TelephonyStatus
 from .logs import call_log
@@ -152,6 +152,7 @@ class Runtime:
         self.resolved = resolve(config, plugins)
         # What factories asked to have closed at shutdown (`ProviderContext.on_close`).
         self._closers: list[Closer] = []
+        self.call_contexts: list[CallContext] = []  # see ProviderContext.on_call_context
         built: dict[ProviderKind, Any] = dict(providers or {})
         for kind in KINDS:
             if kind not in built:
@@ -205,6 +206,7 @@ class Runtime:
             logger=logging.getLogger(f"hookline.{section}"),
             secrets=self.secrets,
             _add_closer=self._closers.append,
+            _add_call_context=self.call_contexts.append,
         )
 
     async def start(self) -> None:

@@ -7,7 +7,8 @@ the real wire protocols: a Twilio caller, Deepgram, OpenAI and Twilio's REST API
 
 No model runs here, so the "LLM" is a small scripted stand-in (`DemoBrain`) that makes
 the same tool calls a model would (check availability, book, end the call) and reads
-the real tool results back. The caller's speech is a tone; the STT fake supplies the
+the real tool results back. Like a model it has no clock: it books "tomorrow" from the
+date the rendered prompt gives it. The caller's speech is a tone; the STT fake supplies the
 words. What the demo shows is hookline itself: turn-taking, tools, the transcript and
 the latencies it adds.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import re
 import statistics
 import sys
 from collections.abc import Sequence
@@ -34,7 +36,7 @@ from hookline.hookspecs import hookimpl
 from hookline.plugins import discover
 from hookline.runtime import Runtime
 
-__all__ = ["DemoBrain", "add_commands", "run_demo"]
+__all__ = ["DemoBrain", "add_commands", "prompt_date", "run_demo"]
 
 DEFAULT_CONFIG = Path(__file__).with_name("demo.toml")  # package data of the test kit
 CALLER = [
@@ -46,14 +48,24 @@ TOKEN = "demo-twilio-auth-token"
 DEEPGRAM_KEY = "demo-deepgram-key"  # one key for STT and TTS, as with real Deepgram
 
 
+# What the shop's prompt says about the date: "Today's date is 2026-11-30."
+TODAY_IN_PROMPT = re.compile(r"Today's date is (\d{4}-\d{2}-\d{2})")
+
+
+def prompt_date(messages: Sequence[Any]) -> dt.date | None:
+    """Today's date as the rendered system message gives it (never the clock: a model
+    has no clock, and the demo must show that the prompt carries the date)."""
+    for m in messages:
+        if m.role == "system" and isinstance(m.content, str):
+            found = TODAY_IN_PROMPT.search(m.content)
+            if found:
+                return dt.date.fromisoformat(found.group(1))
+    return None
+
+
 class DemoBrain:
     """Stands in for the model: decides tool calls from the conversation, and speaks
     the real tool results. Called by the OpenAI fake with each request it receives."""
-
-    def __init__(self, timezone: str) -> None:
-        from zoneinfo import ZoneInfo
-
-        self.tomorrow = (dt.datetime.now(ZoneInfo(timezone)) + dt.timedelta(days=1)).date()
 
     def __call__(self, request: Any) -> Any:
         from .fake_openai import call, text, tool_calls
@@ -70,7 +82,11 @@ class DemoBrain:
             return text(result.get("message") or result.get("error") or "Done.")
         said = (last.content or "").lower() if isinstance(last.content, str) else ""
         if "oil change" in said:
-            args = {"service": "oil change", "earliest": self.tomorrow.isoformat()}
+            today = prompt_date(messages)
+            if today is None:  # as a real model would be: no date, no booking
+                return text("Sorry, I don't know today's date, so I can't book right now.")
+            tomorrow = today + dt.timedelta(days=1)  # the caller asked for tomorrow
+            args = {"service": "oil change", "earliest": tomorrow.isoformat()}
             return tool_calls(call("check_availability", msgspec.json.encode(args).decode()))
         if "first one" in said:
             slots = self._offered(messages)
@@ -188,7 +204,7 @@ async def run_demo(
             "rest": await stack.enter_async_context(twilio_rest_fake(auth_token=TOKEN)),
         }
         config = _point_at_fakes(config, fakes, workdir)
-        fakes["llm"].responder = DemoBrain(config.agent.timezone)
+        fakes["llm"].responder = DemoBrain()
         fakes["stt"].default_script.extend(lines)
         transcript = _Transcript(out)
         runtime = Runtime(config, discover(), secrets=_secrets(config, fakes))

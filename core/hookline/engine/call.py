@@ -44,6 +44,7 @@ from ..events import (
     UserTurnEnded,
 )
 from ..logs import CallLog, shown_number
+from ..prompt import system_messages
 from ..providers import (
     AudioChunk,
     AudioIn,
@@ -96,9 +97,7 @@ class CallSession:
         self.playback = Playback(self.info.call_id)
         self.turn_taker = TurnTaker(policy.barge_in_min_words, policy.backchannels)
         self.tool_schemas = [t.schema() for t in runtime.tools.values()]
-        self.history: list[Message] = []
-        if runtime.config.agent.instructions:
-            self.history.append(Message(role="system", content=runtime.config.agent.instructions))
+        self.history: list[Message] = system_messages(runtime, self.info)
         self.stt: STTStream | None = None
         self.tts: TTSStream | None = None
         self.turns: list[TurnRecord] = []

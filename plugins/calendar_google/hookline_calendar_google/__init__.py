@@ -14,6 +14,7 @@ import trio
 
 from hookline import ProviderContext, Tool, ToolSet, hookimpl
 
+from .context import RememberingStore, call_context
 from .schedule import Rules
 from .settings import CalendarSettings
 from .tools import Scheduler, build_tools
@@ -68,6 +69,9 @@ def _create(settings: CalendarSettings, ctx: ProviderContext) -> Sequence[Tool]:
         secret=lambda env, key: ctx.secret(env, key=key),
         resolve_path=ctx.resolve_path,
     )
+    # Remembers the bookings it passes, for the prompt's upcoming appointments.
+    remembering = RememberingStore(scheduler.store)
+    scheduler.store = remembering
     # Open the DuckDB file / load Google's API description now, at start-up, so a bad
     # database path stops the runtime with a clear error instead of failing a caller.
     import duckdb
@@ -78,6 +82,11 @@ def _create(settings: CalendarSettings, ctx: ProviderContext) -> Sequence[Tool]:
         raise ctx.config_error(f"cannot open the calendar database: {e}", key="database") from None
     # Closed at shutdown, after the last call (the DuckDB file is flushed and released).
     ctx.on_close(scheduler.store.aclose)
+    # Each call's prompt: hours, closures, services, open now / next opening, and the
+    # caller's upcoming appointments (by the number the call comes from only).
+    ctx.on_call_context(
+        lambda call, now: call_context(scheduler.rules, now, call.from_number, remembering)
+    )
     return build_tools(scheduler)
 
 

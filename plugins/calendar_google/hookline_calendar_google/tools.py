@@ -35,6 +35,7 @@ import msgspec
 
 from hookline import ProviderError, Tool, ToolContext, ToolError
 
+from .dates import past_date_error, relative_day
 from .schedule import (
     Booking,
     Rules,
@@ -142,7 +143,8 @@ def _params(services: Sequence[str], lookup_by_code: bool) -> dict[str, type[msg
             extra_json_schema={"enum": sorted(services)},
         ),
     ]
-    when = "ISO 8601 local shop time, e.g. 2025-06-03T09:30 (a date alone means that day)."
+    when = "Local shop time as YYYY-MM-DDTHH:MM, or a date YYYY-MM-DD for that whole day."
+    day_words = " 'today', 'tomorrow' or a weekday ('next tuesday') also work."
 
     def field(description: str) -> Any:
         return msgspec.Meta(description=description)
@@ -151,8 +153,16 @@ def _params(services: Sequence[str], lookup_by_code: bool) -> dict[str, type[msg
         "CheckAvailability",
         [
             ("service", service_type),
-            ("earliest", Annotated[str | None, field("Earliest start wanted. " + when)], None),
-            ("latest", Annotated[str | None, field("Latest start wanted. " + when)], None),
+            (
+                "earliest",
+                Annotated[str | None, field("Earliest start wanted. " + when + day_words)],
+                None,
+            ),
+            (
+                "latest",
+                Annotated[str | None, field("Latest start wanted. " + when + day_words)],
+                None,
+            ),
         ],
         kw_only=True,
     )
@@ -264,13 +274,27 @@ class Scheduler:
     def _service(self, text: str) -> str:
         return self.services.match(text)
 
-    def _when(self, text: str, *, end_of_day: bool = False) -> dt.datetime:
+    def _when(self, text: str, *, end_of_day: bool = False, days: bool = False) -> dt.datetime:
+        """An instant from the model's text: ISO or, for a range (`days`), also a
+        caller's day word ("tomorrow", "next tuesday") resolved against today in the
+        shop's time zone. A day before today is refused with a sentence naming today,
+        never silently moved."""
+        today = self.clock().astimezone(self.rules.tz).date()
+        day = relative_day(text, today) if days else None
         try:
-            return parse_when(text, self.rules.tz, end_of_day=end_of_day)
+            value = parse_when(
+                day.isoformat() if day else text, self.rules.tz, end_of_day=end_of_day
+            )
         except ValueError:
             raise ToolError(
-                f"I couldn't read the time {text!r}; use a date and time like 2025-06-03T09:30."
+                f"I couldn't read the time {text!r}; use a date like {today.isoformat()} "
+                f"or a date and time like {today.isoformat()}T09:30 (today is {today:%A})."
             ) from None
+        local = value.astimezone(self.rules.tz)
+        asked = (local - dt.timedelta(microseconds=1)).date() if end_of_day else local.date()
+        if asked < today:
+            raise ToolError(past_date_error(text, asked, today))
+        return value
 
     def _iso(self, instant: dt.datetime) -> str:
         return instant.astimezone(self.rules.tz).isoformat(timespec="minutes")
@@ -343,8 +367,10 @@ class Scheduler:
         now = self.clock()
         allowed_lo, allowed_hi = bookable_range(self.rules, now)
         allowed_hi -= dt.timedelta(microseconds=1)
-        lo = max(self._when(earliest) if earliest else now, allowed_lo)
-        hi = min(self._when(latest, end_of_day=True) if latest else allowed_hi, allowed_hi)
+        lo = max(self._when(earliest, days=True) if earliest else now, allowed_lo)
+        hi = min(
+            self._when(latest, end_of_day=True, days=True) if latest else allowed_hi, allowed_hi
+        )
         if lo > allowed_hi:
             raise ToolError(
                 f"We only book up to {self.rules.max_days_ahead} days ahead; "
