@@ -60,7 +60,7 @@ from ..providers import (
 )
 from .metrics import TurnTiming
 from .playback import Playback, Segment
-from .response import Agent, PhraseName, respond
+from .response import Agent, PhraseName, repair_history, respond
 from .speaker import Speaker
 from .tool_runner import ToolOutcome
 from .turns import Decision, TurnTaker
@@ -425,7 +425,7 @@ class CallSession:
                     await respond(self.agent, _CallResponse(self, turn, timing))
                 finally:
                     self._response_scope = None
-                    self._repair_history()
+                    repair_history(self.history)
             self._mark_activity()
 
     async def _pump_tts(self) -> None:
@@ -550,19 +550,6 @@ class CallSession:
                 )
             )
             self.log.info("barge-in on turn %d; heard: %r", turn, heard_text)
-
-    def _repair_history(self) -> None:
-        """After a cancelled response: no empty assistant messages, no tool call without
-        its result (the LLM API rejects both)."""
-        answered = {m.tool_call_id for m in self.history if m.role == "tool"}
-        kept: list[Message] = []
-        for m in self.history:
-            if m.role == "assistant":
-                m.tool_calls = [c for c in m.tool_calls if c.id in answered]
-                if not m.content and not m.tool_calls:
-                    continue
-            kept.append(m)
-        self.history[:] = kept
 
     # ================================================================== DTMF, silence, limits
 

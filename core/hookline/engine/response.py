@@ -28,7 +28,7 @@ from .sentences import SentenceChunker
 from .speaker import SpeechFailed
 from .tool_runner import ToolOutcome, run_tool
 
-__all__ = ["Agent", "PhraseName", "ResponseSink", "respond"]
+__all__ = ["Agent", "PhraseName", "ResponseSink", "repair_history", "respond"]
 
 PhraseName = Literal["filler", "fallback"]
 
@@ -87,6 +87,8 @@ async def respond(agent: Agent, sink: ResponseSink) -> None:
     policy, timing = agent.policy, sink.timing
     timing.llm_start = trio.current_time()
     for round_no in range(policy.max_tool_rounds + 1):
+        if round_no:
+            await trio.lowlevel.checkpoint()  # a response ended by a tool asks no more
         tools = agent.schemas if round_no < policy.max_tool_rounds else []
         messages = list(sink.history)
         message = Message(role="assistant", content="")
@@ -131,6 +133,20 @@ async def respond(agent: Agent, sink: ResponseSink) -> None:
             agent.log.warning("ignoring %d tool calls past the round limit", len(requests))
             return
         await _run_tools(agent, sink, message, requests)
+
+
+def repair_history(history: list[Message]) -> None:
+    """After a response (cancelled or not): no empty assistant messages, no tool call
+    without its result (the LLM APIs reject both)."""
+    answered = {m.tool_call_id for m in history if m.role == "tool"}
+    kept: list[Message] = []
+    for m in history:
+        if m.role == "assistant":
+            m.tool_calls = [c for c in m.tool_calls if c.id in answered]
+            if not m.content and not m.tool_calls:
+                continue
+        kept.append(m)
+    history[:] = kept
 
 
 async def _say(sink: ResponseSink, sentence: str, message: Message) -> None:
