@@ -85,7 +85,9 @@ class Speaker:
         """Send a sentence through the TTS stream; its audio plays when its turn comes.
         A TTS failure raises `SpeechFailed`."""
         tts = self._tts
-        if seg.dropped or tts is None:
+        if tts is None:  # the stream is closed: this will never be heard
+            self._playback.drop(seg)
+        if seg.dropped:
             return
         self._flushes += 1
         seg.flush_seq = self._flushes
