@@ -455,7 +455,7 @@ class CallSession:
         if text in self.runtime.phrases or self.tts is None:
             return await self.play_phrase(text, turn, message)
         seg = self._segment(text, turn, message)
-        await self._stream(seg)
+        await self._stream(seg, self._agent_timing.get(turn))  # its latency counts too
         return seg
 
     async def play_phrase(self, text: str, turn: int, message: Message | None = None) -> Segment:
