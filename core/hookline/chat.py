@@ -1,40 +1,156 @@
 """`hookline chat`: the configured LLM and tools, with typed text instead of audio.
 
 Useful to try prompts and tools before a phone is involved. Only the LLM and the tools
-are built; telephony, STT and TTS are not touched (so their keys are not needed).
+are built; telephony, STT and TTS are not touched (so their keys are not needed). Each
+typed line is answered by the same `respond()` a phone call runs (tool rounds, their
+bound, fillers, the fallback line), with a sink that prints instead of speaking.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
+from collections.abc import Awaitable, Callable
 
 import trio
 
 from .config import Config
-from .engine.sentences import SentenceChunker
-from .engine.tool_runner import run_tool
+from .engine.metrics import TurnTiming
+from .engine.response import Agent, PhraseName, repair_history, respond
+from .engine.tool_runner import ToolOutcome
+from .errors import ProviderError
+from .logs import call_log
 from .plugins import Plugins
-from .providers import CallInfo, Message, TextDelta, ToolCallRequest
+from .prompt import system_messages
+from .providers import CallInfo, Message, ToolCallRequest, Usage
 from .runtime import Runtime, new_call_id
 from .testing.harness import ScriptedTelephony
 from .testing.scripted import ScriptedSTT, ScriptedTTS
-from .tools import ToolContext
 
-__all__ = ["chat_loop"]
+__all__ = ["chat", "chat_loop"]
+
+Write = Callable[[str], object]
 
 
 class _ChatControl:
-    def __init__(self) -> None:
+    """What tools may do to the conversation: both end it (and the response at once)."""
+
+    def __init__(self, write: Write) -> None:
+        self.write = write
         self.ended = False
+        self.response: trio.CancelScope | None = None
 
     async def end_call(self, goodbye: str | None) -> None:
-        sys.stdout.write(f"agent> {goodbye or '(goodbye)'}\n[call ended]\n")
-        self.ended = True
+        self.write(f"agent> {goodbye or '(goodbye)'}\n[call ended]\n")
+        self._end()
 
     async def transfer(self, number: str, announcement: str | None) -> None:
-        sys.stdout.write(f"agent> {announcement or ''}\n[transferred to {number}]\n")
+        self.write(f"agent> {announcement or ''}\n[transferred to {number}]\n")
+        self._end()
+
+    def _end(self) -> None:
         self.ended = True
+        if self.response is not None:
+            self.response.cancel()
+
+
+class _ConsoleResponse:
+    """One response as `respond()` sees it (a `ResponseSink`), printed."""
+
+    def __init__(
+        self, config: Config, history: list[Message], turn: int, write: Write, nursery: trio.Nursery
+    ) -> None:
+        self.turn = turn
+        self.timing = TurnTiming()
+        self.history = history
+        self._config = config
+        self._write = write
+        self._nursery = nursery
+        self._filler_said = False
+
+    async def say(self, text: str, message: Message) -> None:
+        self._write(f"agent> {text}\n")
+
+    async def phrase(self, name: PhraseName, message: Message | None = None) -> None:
+        agent = self._config.agent
+        if name == "fallback":
+            text = agent.fallback_line
+        elif agent.fillers and not self._filler_said:
+            self._filler_said = True
+            text = agent.fillers[(self.turn // 2) % len(agent.fillers)]
+        else:
+            return
+        if message is not None:
+            message.content = text
+        self._write(f"agent> {text}\n")
+
+    def filler_unless(self, delay: float, answered: trio.Event) -> None:
+        self._nursery.start_soon(self._filler_unless, delay, answered)
+
+    async def _filler_unless(self, delay: float, answered: trio.Event) -> None:
+        with trio.move_on_after(delay):
+            await answered.wait()
+        if not answered.is_set():
+            await self.phrase("filler")
+
+    def usage(self, usage: Usage) -> None:
+        pass
+
+    def llm_failed(self, error: ProviderError) -> None:
+        self._write(f"  [the LLM failed: {error}]\n")
+
+    def tool_started(self, request: ToolCallRequest) -> None:
+        pass
+
+    def tool_finished(self, request: ToolCallRequest, outcome: ToolOutcome) -> None:
+        self._write(f"  [{request.name}({request.arguments}) -> {outcome.result}]\n")
+
+
+async def _read_line() -> str | None:
+    try:
+        return await trio.to_thread.run_sync(input, "you> ")
+    except EOFError:
+        return None
+
+
+async def chat(
+    runtime: Runtime,
+    read_line: Callable[[], Awaitable[str | None]] = _read_line,
+    write: Write = sys.stdout.write,
+) -> list[Message]:
+    """Converse on `runtime` until a tool ends the conversation or input ends (None).
+    Returns the history."""
+    config = runtime.config
+    info = CallInfo(call_id=new_call_id(), from_number="+15555550100", to_number="chat")
+    control = _ChatControl(write)
+    agent = Agent(
+        runtime.llm,
+        runtime.tools,
+        config.policy,
+        info,
+        control,
+        call_log("hookline.chat", info.call_id),
+    )
+    history: list[Message] = system_messages(runtime, info)  # rendered as for a call
+    history.append(Message(role="assistant", content=config.agent.greeting))
+    write(f"agent> {config.agent.greeting}\n")
+    turn = 0  # turns alternate as in a call: the greeting is 0, the caller's first is 1
+    async with trio.open_nursery() as nursery:
+        while not control.ended:
+            line = await read_line()
+            if line is None:
+                break
+            if not line.strip():
+                continue
+            history.append(Message(role="user", content=line))
+            turn += 2
+            with trio.CancelScope() as control.response:
+                try:
+                    await respond(agent, _ConsoleResponse(config, history, turn, write, nursery))
+                finally:
+                    control.response = None
+                    repair_history(history)
+        nursery.cancel_scope.cancel()
+    return history
 
 
 async def chat_loop(config: Config, plugins: Plugins) -> None:
@@ -43,43 +159,4 @@ async def chat_loop(config: Config, plugins: Plugins) -> None:
         plugins,
         providers={"telephony": ScriptedTelephony(), "stt": ScriptedSTT(), "tts": ScriptedTTS()},
     )
-    info = CallInfo(call_id=new_call_id(), from_number="+15555550100", to_number="chat")
-    control = _ChatControl()
-    log = logging.LoggerAdapter(logging.getLogger("hookline.chat"), {"call_id": info.call_id})
-    history: list[Message] = []
-    if config.agent.instructions:
-        history.append(Message(role="system", content=config.agent.instructions))
-    history.append(Message(role="assistant", content=config.agent.greeting))
-    schemas = [t.schema() for t in runtime.tools.values()]
-    sys.stdout.write(f"agent> {config.agent.greeting}\n")
-    while not control.ended:
-        line = await trio.to_thread.run_sync(input, "you> ")
-        if not line.strip():
-            continue
-        history.append(Message(role="user", content=line))
-        for _ in range(config.policy.max_tool_rounds):
-            message = Message(role="assistant", content="")
-            calls: list[ToolCallRequest] = []
-            chunker = SentenceChunker()
-            async with runtime.llm.stream(list(history), schemas) as events:
-                async for event in events:
-                    if isinstance(event, TextDelta):
-                        for sentence in chunker.push(event.text):
-                            sys.stdout.write(f"agent> {sentence}\n")
-                            message.content = f"{message.content} {sentence}".strip()
-                    elif isinstance(event, ToolCallRequest):
-                        calls.append(event)
-            if rest := chunker.flush():
-                sys.stdout.write(f"agent> {rest}\n")
-                message.content = f"{message.content} {rest}".strip()
-            message.tool_calls = calls
-            history.append(message)
-            for call in calls:
-                ctx = ToolContext(call=info, control=control, logger=log, tool_call_id=call.id)
-                outcome = await run_tool(
-                    runtime.tools.get(call.name), call, ctx, config.policy.tool_timeout_s
-                )
-                sys.stdout.write(f"  [{call.name}({call.arguments}) -> {outcome.result}]\n")
-                history.append(Message(role="tool", tool_call_id=call.id, content=outcome.result))
-            if not calls or control.ended:
-                break
+    await chat(runtime)

@@ -1,10 +1,11 @@
 """One call: a nursery that owns the leg, the STT and TTS streams and the responses.
 
     run()
-     ├─ greeting from cache, straight to the leg (no TTS round trip)
-     ├─ outer nursery: _pump_leg (caller audio -> STT, marks -> playback, DTMF, hang-up)
+     ├─ outer nursery: the speaker (the only writer to the leg: audio, marks, clears),
+     │   greeting queued from cache first (no TTS round trip),
+     │   _pump_leg (caller audio -> STT, marks -> playback, DTMF, hang-up)
      │   └─ main scope (cancelled by end()): STT + TTS streams open, then
-     │        _pump_stt (turn-taking, barge-in), _pump_tts (audio -> leg, mark per sentence),
+     │        _pump_stt (turn-taking, barge-in), _pump_tts (TTS events -> speaker),
      │        _responder (one response at a time, each in its own cancel scope),
      │        _silence_watchdog, _max_duration
      └─ closing words (goodbye or apology) while the leg still works, hang-up, the record
@@ -37,6 +38,7 @@ from ..events import (
     Reprompted,
     ToolCallFinished,
     ToolCallRecord,
+    ToolCallStarted,
     TurnMetrics,
     TurnRecord,
     UsageReported,
@@ -46,20 +48,22 @@ from ..events import (
 from ..logs import CallLog, shown_number
 from ..prompt import system_messages
 from ..providers import (
-    AudioChunk,
     AudioIn,
     CallLeg,
     DtmfIn,
-    Flushed,
     HangUp,
     MarkReached,
     Message,
     STTStream,
+    ToolCallRequest,
     TTSStream,
+    Usage,
 )
 from .metrics import TurnTiming
 from .playback import Playback, Segment
-from .response import respond
+from .response import Agent, PhraseName, repair_history, respond
+from .speaker import Speaker
+from .tool_runner import ToolOutcome
 from .turns import Decision, TurnTaker
 
 if TYPE_CHECKING:
@@ -95,8 +99,9 @@ class CallSession:
         policy = runtime.config.policy
         self.policy = policy
         self.playback = Playback(self.info.call_id)
+        self.speaker = Speaker(leg, self.playback, f"tts/{runtime.provider_names.get('tts')}")
         self.turn_taker = TurnTaker(policy.barge_in_min_words, policy.backchannels)
-        self.tool_schemas = [t.schema() for t in runtime.tools.values()]
+        self.agent = Agent(runtime.llm, runtime.tools, policy, self.info, self, self.log)
         self.history: list[Message] = system_messages(runtime, self.info)
         self.stt: STTStream | None = None
         self.tts: TTSStream | None = None
@@ -114,9 +119,6 @@ class CallSession:
         self._pending_turn: _UserTurn | None = None
         self._turn_ready = trio.Event()
         self._agent_timing: dict[int, TurnTiming] = {}
-        self._current_timing: TurnTiming | None = None
-        self._muted = False
-        self._flushes = 0
         self._activity = trio.Event()
         self._last_activity = 0.0
         self._reprompts = 0
@@ -155,7 +157,8 @@ class CallSession:
             self._agent_timing[turn] = TurnTiming()
             self._mark_activity()
             async with trio.open_nursery() as outer:
-                await self.play_phrase(greeting, turn, message, wait_for_tts=False)
+                outer.start_soon(self._run_speaker)
+                await self.play_phrase(greeting, turn, message)  # cached: no checkpoint
                 outer.start_soon(self._pump_leg)
                 await self._run_main()
                 await self._closing()
@@ -185,22 +188,41 @@ class CallSession:
                     for chunk in backlog:
                         await self.stt.send(chunk)
                     async with self.runtime.tts.open(MULAW_8K, self.info) as self.tts:
-                        with trio.CancelScope() as self._work_scope:
-                            async with trio.open_nursery() as nursery:
-                                self._main_nursery = nursery
-                                nursery.start_soon(self._guard, self._pump_stt, "stt")
-                                nursery.start_soon(self._guard, self._pump_tts, "tts")
-                                nursery.start_soon(self._guard, self._responder, "llm")
-                                nursery.start_soon(self._silence_watchdog)
-                                nursery.start_soon(self._max_duration)
-                                if self._shutdown_requested:
-                                    nursery.start_soon(self.finish, "shutdown")
-                        self._main_nursery = None
+                        self.speaker.attach(self.tts)
+                        try:
+                            await self._work()
+                        finally:
+                            self.speaker.attach(None)
                         self._main_scope.deadline = trio.current_time() + CLOSE_TIMEOUT_S
         except ProviderError as e:
             self._fail(e, "stt" if self.stt is None else "tts")
         except Exception as e:
             self.log.exception("call engine failed")
+            self._fail_unexpected(e)
+
+    async def _work(self) -> None:
+        with trio.CancelScope() as self._work_scope:
+            async with trio.open_nursery() as nursery:
+                self._main_nursery = nursery
+                nursery.start_soon(self._guard, self._pump_stt, "stt")
+                nursery.start_soon(self._guard, self._pump_tts, "tts")
+                nursery.start_soon(self._guard, self._responder, "llm")
+                nursery.start_soon(self._guard, self._silence_watchdog, "telephony")
+                nursery.start_soon(self._guard, self._max_duration, "telephony")
+                if self._shutdown_requested:
+                    nursery.start_soon(self._guard, self.finish, "telephony", "shutdown")
+        self._main_nursery = None
+
+    async def _run_speaker(self) -> None:
+        """The speaker lives as long as the leg: a failure there means the leg broke."""
+        try:
+            await self.speaker.run()
+        except ProviderError as e:
+            self._leg_gone()
+            self._fail(e, "telephony")
+        except Exception as e:
+            self.log.exception("the speaker failed")
+            self._leg_gone()
             self._fail_unexpected(e)
 
     async def _guard(self, fn: Any, kind: str, *args: Any) -> None:
@@ -254,7 +276,7 @@ class CallSession:
         """The server is draining: say goodbye and hang up."""
         self._shutdown_requested = True
         if self._main_nursery is not None:
-            self._main_nursery.start_soon(self.finish, "shutdown")
+            self._main_nursery.start_soon(self._guard, self.finish, "telephony", "shutdown")
 
     async def finish(self, reason: str, words: str | None = None) -> None:
         """Say `words` (default: goodbye), wait until heard, hang up."""
@@ -265,23 +287,27 @@ class CallSession:
         self._end(reason)
 
     async def _closing(self) -> None:
-        """Last words while the leg still works, then hang up. Both bounded in time."""
+        """Last words while the leg still works, then hang up. Both bounded in time; a
+        telephony failure here is recorded as one (this runs inside the call's nursery,
+        so an escaping error would arrive at `run()` as an exception group)."""
         if not self._leg_alive:
             return
-        if self._closing_phrase:
-            audio = self.runtime.phrases.get(self._closing_phrase, b"")
-            with trio.CancelScope(shield=True) as scope:
-                scope.deadline = trio.current_time() + self.policy.apology_timeout_s
-                scope.deadline += seconds_of(audio)
-                self.playback.drop_unheard()
-                await self.leg.clear()
-                turn = self._new_turn("agent", self._closing_phrase)
-                seg = await self.play_phrase(self._closing_phrase, turn, wait_for_tts=False)
-                await seg.heard_event.wait()
-        if self._hangup_needed:
-            with trio.CancelScope(shield=True) as scope:
-                scope.deadline = trio.current_time() + CLOSE_TIMEOUT_S
-                await self.leg.hangup()
+        try:
+            if self._closing_phrase:
+                audio = self.runtime.phrases.get(self._closing_phrase, b"")
+                with trio.CancelScope(shield=True) as scope:
+                    scope.deadline = trio.current_time() + self.policy.apology_timeout_s
+                    scope.deadline += seconds_of(audio)
+                    await self.speaker.interrupt()  # the TTS stream is closed: the leg only
+                    turn = self._new_turn("agent", self._closing_phrase)
+                    seg = await self.play_phrase(self._closing_phrase, turn)
+                    await seg.heard_event.wait()
+            if self._hangup_needed and self._leg_alive:
+                with trio.CancelScope(shield=True) as scope:
+                    scope.deadline = trio.current_time() + CLOSE_TIMEOUT_S
+                    await self.leg.hangup()
+        except ProviderError as e:
+            self._fail(e, "telephony")
 
     # ================================================================== pumps
 
@@ -392,63 +418,34 @@ class CallSession:
             turn = self._new_turn("agent", "")
             timing = pending.timing
             self._agent_timing[turn] = timing
-            self._current_timing = timing
             with trio.CancelScope() as scope:
                 self._response_scope = scope
                 try:
-                    await respond(self, turn, timing)
+                    await respond(self.agent, _CallResponse(self, turn, timing))
                 finally:
                     self._response_scope = None
-                    self._repair_history()
+                    repair_history(self.history)
             self._mark_activity()
 
     async def _pump_tts(self) -> None:
         assert self.tts is not None
         async for event in self.tts:
-            if isinstance(event, AudioChunk):
-                if self._muted or not event.audio:
-                    continue
-                timing = self._current_timing
-                if timing is not None:
-                    now = trio.current_time()
-                    if timing.tts_request is not None and timing.tts_first_byte is None:
-                        timing.tts_first_byte = now
-                    if timing.first_audio is None:
-                        timing.first_audio = now
-                await self.leg.play(event.audio)
-            elif isinstance(event, Flushed):
-                seg = self.playback.for_flush(event.sequence)
-                if seg is not None and not seg.dropped:
-                    await self.leg.mark(seg.mark)
-                    seg.sent = True
+            self.speaker.tts_event(event)
         raise ProviderUnavailable("the speech stream ended in the middle of the call")
 
     # ================================================================== speaking
 
     async def say(self, sentence: str, turn: int, message: Message, timing: TurnTiming) -> None:
-        """Speak one sentence of a response through the TTS stream."""
-        assert self.tts is not None
+        """Speak one sentence of a response (already in `message`) through the TTS stream."""
         now = trio.current_time()
         timing.first_sentence = timing.first_sentence or now
         timing.tts_request = timing.tts_request or now
-        message.content = f"{message.content} {sentence}".strip()
-        await self._stream(self._segment(sentence, turn, message))
+        await self._stream(self._segment(sentence, turn, message), timing)
 
-    async def _stream(self, seg: Segment) -> None:
-        """Send a segment's text through the call's TTS stream; `_pump_tts` plays it."""
-        assert self.tts is not None
-        if seg.dropped:  # the leg is gone
-            return
-        self._muted = False
-        self._flushes += 1
-        self.playback.expect_flush(seg, self._flushes)
-        self._count("tts_characters", len(seg.text))
-        try:
-            await self.tts.speak(seg.text)
-            await self.tts.flush()
-        except ProviderError as e:
-            e.provider = e.provider or f"tts/{self.runtime.provider_names['tts']}"
-            raise
+    async def _stream(self, seg: Segment, timing: TurnTiming | None = None) -> None:
+        if not seg.dropped:
+            self._count("tts_characters", len(seg.text))
+        await self.speaker.stream(seg, timing)
 
     async def speak(self, text: str, turn: int, message: Message | None = None) -> Segment:
         """Say `text`: from the phrase cache when it is a configured phrase, otherwise
@@ -457,18 +454,11 @@ class CallSession:
         if text in self.runtime.phrases or self.tts is None:
             return await self.play_phrase(text, turn, message)
         seg = self._segment(text, turn, message)
-        await self._stream(seg)
+        await self._stream(seg, self._agent_timing.get(turn))  # its latency counts too
         return seg
 
-    async def play_phrase(
-        self,
-        text: str,
-        turn: int,
-        message: Message | None = None,
-        *,
-        wait_for_tts: bool = True,
-    ) -> Segment:
-        """Play a configured phrase from the process cache (synthesized at start-up).
+    async def play_phrase(self, text: str, turn: int, message: Message | None = None) -> Segment:
+        """Queue a configured phrase from the process cache (synthesized at start-up).
 
         Text that is not a configured phrase is synthesized for this call and not kept:
         the cache holds only what the config names, so it cannot grow with calls.
@@ -477,27 +467,8 @@ class CallSession:
         if audio is None:
             audio = await self.runtime.tts.synthesize(text, MULAW_8K)
             self._count("tts_characters", len(text))
-        if wait_for_tts:
-            # Do not splice the phrase into a sentence whose audio is still streaming.
-            while self.playback.flush_pending:
-                await self.playback.wait_changed()
         seg = self._segment(text, turn, message)
-        if seg.dropped:  # the leg is gone: nothing to play it to
-            return seg
-        timing = self._agent_timing.get(turn)
-        if timing is not None and timing.first_audio is None:
-            timing.first_audio = trio.current_time()
-            timing.first_audio_cached = True
-            timing.first_sentence = timing.first_sentence or timing.first_audio
-        try:
-            await self.leg.play(audio)
-            await self.leg.mark(seg.mark)
-        except BaseException:
-            # Cancelled (or failed) before its mark was sent: it will never be heard, and
-            # a live segment without a mark would keep the agent "speaking" for ever.
-            self.playback.drop(seg)
-            raise
-        seg.sent = True
+        self.speaker.phrase(seg, audio, self._agent_timing.get(turn))
         return seg
 
     def _segment(self, text: str, turn: int, message: Message | None) -> Segment:
@@ -511,13 +482,6 @@ class CallSession:
         if seg is not None:
             self.emit(AgentSpoke(t=trio.current_time(), turn=seg.turn, text=seg.text, heard=True))
             self._mark_activity()
-
-    async def filler_after(self, delay: float, turn: int) -> None:
-        """A tool is slow: after `delay`, say a cached filler (once per turn)."""
-        if not self.runtime.config.agent.fillers or turn in self._filler_turns:
-            return
-        await trio.sleep(delay)
-        await self._filler(turn)
 
     def filler_unless(self, delay: float, turn: int, answered: trio.Event) -> None:
         """The LLM is asked: unless `answered` is set within `delay` (its first token, its
@@ -535,29 +499,26 @@ class CallSession:
         while self.playback.speaking and not answered.is_set():
             await self.playback.wait_changed()
         if not answered.is_set():
-            await self._filler(turn)
+            await self.filler(turn)
 
-    async def _filler(self, turn: int) -> None:
+    async def filler(self, turn: int) -> None:
+        """A cached filler, once per turn, into silence (it waits for the agent's gap)."""
         fillers = self.runtime.config.agent.fillers
         if not fillers or turn in self._filler_turns:
             return
-        # A filler fills silence: while the agent is still talking, wait for the gap.
-        while self.playback.speaking:
-            await self.playback.wait_changed()
+        await self.speaker.until_quiet()
+        if turn in self._filler_turns:
+            return
         self._filler_turns.add(turn)
         await self.play_phrase(fillers[(turn // 2) % len(fillers)], turn)
 
-    async def llm_failed(self, e: ProviderError, turn: int) -> None:
-        """The LLM failed after its own retries: say the fallback line, keep the call."""
+    def llm_failed(self, e: ProviderError) -> None:
+        """The LLM failed after its own retries: recorded; the call goes on."""
         provider = e.provider or f"llm/{self.runtime.provider_names['llm']}"
         self.log.warning("LLM failed, speaking the fallback line: %s", e)
         self.emit(
             ProviderFailed(t=trio.current_time(), provider=provider, error=str(e), fatal=False)
         )
-        line = self.runtime.config.agent.fallback_line
-        message = Message(role="assistant", content=line)
-        self.history.append(message)
-        await self.play_phrase(line, turn, message)
 
     # ================================================================== barge-in
 
@@ -565,7 +526,8 @@ class CallSession:
         return self.playback.speaking or self._response_scope is not None
 
     async def _interrupt_response(self, interim: str = "") -> None:
-        """Stop the agent: cancel the response, drop unheard speech, clear TTS and the leg.
+        """Stop the agent: cancel the response; the speaker drops unheard speech and
+        clears TTS and the leg.
 
         The history keeps exactly the sentences whose marks came back before the clear.
         """
@@ -574,19 +536,9 @@ class CallSession:
             self._response_scope.cancel()
         if not busy:
             return
-        self._muted = True
-        dropped = self.playback.drop_unheard()
+        dropped = await self.speaker.interrupt()
         for seg in dropped:
             self.emit(AgentSpoke(t=trio.current_time(), turn=seg.turn, text=seg.text, heard=False))
-        touched = {id(s.message): s.message for s in dropped if s.message is not None}
-        for message in touched.values():
-            heard = [
-                s.text
-                for segs in self.segments.values()
-                for s in segs
-                if s.message is message and s.heard
-            ]
-            message.content = " ".join(heard)
         if dropped:
             turn = dropped[0].turn
             self._barged_in.add(turn)
@@ -597,22 +549,6 @@ class CallSession:
                 )
             )
             self.log.info("barge-in on turn %d; heard: %r", turn, heard_text)
-        if self.tts is not None:
-            await self.tts.clear()
-        await self.leg.clear()
-
-    def _repair_history(self) -> None:
-        """After a cancelled response: no empty assistant messages, no tool call without
-        its result (the LLM API rejects both)."""
-        answered = {m.tool_call_id for m in self.history if m.role == "tool"}
-        kept: list[Message] = []
-        for m in self.history:
-            if m.role == "assistant":
-                m.tool_calls = [c for c in m.tool_calls if c.id in answered]
-                if not m.content and not m.tool_calls:
-                    continue
-            kept.append(m)
-        self.history[:] = kept
 
     # ================================================================== DTMF, silence, limits
 
@@ -624,7 +560,9 @@ class CallSession:
         if self._main_nursery is None:
             return
         if agent.transfer_digit and digit == agent.transfer_digit and agent.transfer_number:
-            self._main_nursery.start_soon(self.transfer, agent.transfer_number, None)
+            self._main_nursery.start_soon(
+                self._guard, self.transfer, "telephony", agent.transfer_number, None
+            )
             return
         self._dtmf.append(digit)
         if self._dtmf_scope is not None:
@@ -776,8 +714,77 @@ class CallSession:
             to_number=self.info.to_number,
             started=self._started_wall,
             ended=ended,
-            end_reason=self.end_reason or "unknown",
+            # A drain that had to cancel the call before its goodbye ended still ended it.
+            end_reason=self.end_reason or ("shutdown" if self._shutdown_requested else "unknown"),
             providers=dict(self.runtime.provider_names),
             turns=self.turns,
             usage=dict(self.usage),
+        )
+
+
+class _CallResponse:
+    """One response of the call as `respond()` sees it (a `ResponseSink`): its sentences
+    go to the speaker, its usage and tool calls to the call's records."""
+
+    def __init__(self, session: CallSession, turn: int, timing: TurnTiming) -> None:
+        self._session = session
+        self.turn = turn
+        self.timing = timing
+        self.history = session.history
+
+    async def say(self, text: str, message: Message) -> None:
+        await self._session.say(text, self.turn, message, self.timing)
+
+    async def phrase(self, name: PhraseName, message: Message | None = None) -> None:
+        if name == "filler":
+            await self._session.filler(self.turn)
+            return
+        line = self._session.runtime.config.agent.fallback_line
+        if message is not None:
+            message.content = line
+        await self._session.play_phrase(line, self.turn, message)
+
+    def filler_unless(self, delay: float, answered: trio.Event) -> None:
+        self._session.filler_unless(delay, self.turn, answered)
+
+    def usage(self, usage: Usage) -> None:
+        session = self._session
+        session.add_usage(
+            UsageReported(
+                t=trio.current_time(),
+                turn=self.turn,
+                provider=f"llm/{session.runtime.provider_names['llm']}",
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                cached_tokens=usage.cached_tokens,
+            )
+        )
+
+    def llm_failed(self, error: ProviderError) -> None:
+        self._session.llm_failed(error)
+
+    def tool_started(self, request: ToolCallRequest) -> None:
+        self._session.emit(
+            ToolCallStarted(
+                t=trio.current_time(),
+                turn=self.turn,
+                call_id=request.id,
+                tool=request.name,
+                arguments=request.arguments,
+            )
+        )
+
+    def tool_finished(self, request: ToolCallRequest, outcome: ToolOutcome) -> None:
+        self._session.tool_finished(
+            ToolCallFinished(
+                t=trio.current_time(),
+                turn=self.turn,
+                call_id=request.id,
+                tool=request.name,
+                ok=outcome.ok,
+                result=outcome.result,
+                error=outcome.error,
+                latency_ms=round(outcome.latency_ms, 3),
+            ),
+            request.arguments,
         )

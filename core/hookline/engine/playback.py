@@ -3,10 +3,12 @@
 Every piece of agent speech (a streamed sentence or a cached phrase) is a `Segment`. Its
 audio goes to the leg followed by a mark; the mark coming back means the caller heard it.
 On barge-in the unheard segments are dropped *before* the leg is cleared, because a
-cleared leg returns its pending marks at once although their audio never played.
+cleared leg returns its pending marks at once although their audio never played; the
+assistant messages they belonged to are cut back, in the same step, to the sentences
+the caller heard (before the response's clean-up can look at them).
 
 Every wait for agent speech (a goodbye before hanging up, an announcement before a
-transfer, a phrase waiting for streamed audio to finish) waits on this object, so ending
+transfer, a filler waiting for silence) waits on this object, so ending
 it in one place wakes them all: `close()` when the leg is gone (no mark will ever come
 back), `drop_unheard()` when the call ends for any other reason.
 """
@@ -31,8 +33,7 @@ class Segment:
     # The assistant message this sentence belongs to (None for fixed phrases that are
     # not part of the conversation, like the reprompt).
     message: Message | None = None
-    flush_seq: int | None = None  # TTS flush that delivers its audio; None for cached audio
-    sent: bool = False  # all its audio was handed to the leg, with the mark after it
+    flush_seq: int | None = None  # TTS flush that ends its audio; None for cached audio
     heard: bool = False
     dropped: bool = False
     heard_event: trio.Event = field(default_factory=trio.Event)
@@ -42,7 +43,8 @@ class Playback:
     def __init__(self, call_id: str) -> None:
         self._marks = (f"{call_id[:8]}-{n}" for n in itertools.count(1))
         self._live: dict[str, Segment] = {}  # mark -> segment not yet heard nor dropped
-        self._by_flush: dict[int, Segment] = {}
+        # id(message) -> (message, its segments): the message is kept so its id is not reused.
+        self._by_message: dict[int, tuple[Message, list[Segment]]] = {}
         self._changed = trio.Event()
         self.closed = False  # the leg is gone: nothing will be heard any more
 
@@ -53,18 +55,9 @@ class Playback:
             seg.heard_event.set()
             return seg
         self._live[seg.mark] = seg
+        if message is not None:
+            self._by_message.setdefault(id(message), (message, []))[1].append(seg)
         self._notify()
-        return seg
-
-    def expect_flush(self, seg: Segment, seq: int) -> None:
-        seg.flush_seq = seq
-        if not seg.dropped:
-            self._by_flush[seq] = seg
-
-    def for_flush(self, seq: int) -> Segment | None:
-        seg = self._by_flush.pop(seq, None)
-        if seg is not None:
-            self._notify()
         return seg
 
     def reached(self, mark: str) -> Segment | None:
@@ -78,13 +71,16 @@ class Playback:
         return seg
 
     def drop_unheard(self) -> list[Segment]:
-        """Barge-in: every segment not heard yet never will be. Returns them, oldest first."""
+        """Barge-in: every segment not heard yet never will be. Returns them, oldest first;
+        the messages they belong to keep only their heard sentences."""
         dropped = list(self._live.values())
         for seg in dropped:
             seg.dropped = True
             seg.heard_event.set()  # wake anyone waiting: it will not be heard
         self._live.clear()
-        self._by_flush.clear()
+        for key in {id(s.message) for s in dropped if s.message is not None}:
+            message, segs = self._by_message[key]
+            message.content = " ".join(s.text for s in segs if s.heard)
         self._notify()
         return dropped
 
@@ -93,19 +89,12 @@ class Playback:
         if self._live.pop(seg.mark, None) is not None:
             seg.dropped = True
             seg.heard_event.set()
-            if seg.flush_seq is not None:
-                self._by_flush.pop(seg.flush_seq, None)
             self._notify()
 
     def close(self) -> list[Segment]:
         """The leg is gone: no mark will come back, for what was sent or what is sent next."""
         self.closed = True
         return self.drop_unheard()
-
-    @property
-    def flush_pending(self) -> bool:
-        """Some sentence was sent to TTS and its audio is not complete yet."""
-        return bool(self._by_flush)
 
     @property
     def speaking(self) -> bool:
