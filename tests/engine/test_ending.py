@@ -238,3 +238,21 @@ class _BookTool:
             return {"booked": params.slot}
 
         return [ToolSet(name="shop", create=lambda settings, rt: [book])]
+
+
+async def test_a_model_written_goodbye_counts_its_speech_latency_as_the_tts_share(
+    autojump_clock,
+):
+    # The goodbye end_call speaks goes through the call's TTS stream (it is not a cached
+    # phrase): its time to first byte is the TTS's share, not the runtime's overhead.
+    stt = ScriptedSTT()
+    goodbye = "Thanks for calling, Sam. Bye!"
+    runtime = await scripted_runtime(stt=stt, llm=ScriptedLLM([_end_call(goodbye)]))
+    script = [WaitForAgent(), Say("No, that's all"), WaitForAgent(timeout=30)]
+    record = await run_call(runtime, ScriptedLeg(call_info(), script, stt))
+    last = record.turns[-1]
+    assert last.text == goodbye
+    m = last.metrics
+    # Scripted latencies: first token 200 ms, TTS first byte 100 ms.
+    assert m["tts_first_byte"] == pytest.approx(100, abs=1)
+    assert m["runtime_overhead"] < 50

@@ -437,12 +437,14 @@ class CallSession:
 
     async def say(self, sentence: str, turn: int, message: Message, timing: TurnTiming) -> None:
         """Speak one sentence of a response (already in `message`) through the TTS stream."""
-        now = trio.current_time()
-        timing.first_sentence = timing.first_sentence or now
-        timing.tts_request = timing.tts_request or now
         await self._stream(self._segment(sentence, turn, message), timing)
 
     async def _stream(self, seg: Segment, timing: TurnTiming | None = None) -> None:
+        if timing is not None:
+            # The words are ready now; what follows until the first byte is the TTS's share.
+            now = trio.current_time()
+            timing.first_sentence = timing.first_sentence or now
+            timing.tts_request = timing.tts_request or now
         if not seg.dropped:
             self._count("tts_characters", len(seg.text))
         await self.speaker.stream(seg, timing)
