@@ -31,6 +31,7 @@ from .errors import PluginError
 from .providers import CallInfo, ToolSchema
 
 if TYPE_CHECKING:
+    from .config import Config
     from .runtime import Runtime
 
 __all__ = ["CallControl", "Tool", "ToolContext", "ToolError", "ToolSet", "tool"]
@@ -139,7 +140,9 @@ class ToolSet:
     """A group of tools a plugin offers under one name (what `[providers] tools` lists).
 
     `settings` is the Struct its `[tools.<name>]` section decodes into; `create` builds
-    the tools from those settings and the runtime.
+    the tools from those settings and the runtime. `check(settings, config)`, if given,
+    runs when the config is resolved (by `hookline check` and at start-up) to check what
+    the settings alone cannot, such as a file they name; it raises ConfigError.
     """
 
     name: str
@@ -147,6 +150,7 @@ class ToolSet:
     settings: type[msgspec.Struct] | None = None
     description: str = ""
     tool_names: tuple[str, ...] = field(default=())
+    check: Callable[[Any, Config], None] | None = None
 
 
 def _inline_schema(params: type[msgspec.Struct]) -> dict[str, Any]:
