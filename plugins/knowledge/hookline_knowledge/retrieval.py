@@ -60,14 +60,14 @@ class KnowledgeIndex:
             stemmer=self._stemmer.stemWords,
             return_ids=False,
             show_progress=False,
-            allow_empty=False,
         )
 
     def search(
         self, question: str, *, limit: int, min_score: float, min_coverage: float
     ) -> list[tuple[Section, float]]:
         """Up to `limit` sections that answer, best first, with their scores."""
-        (words,) = self._tokens([question])
+        # bm25s keeps "" in its vocabulary past the end of its index: never ask for it.
+        words = [w for w in self._tokens([question])[0] if w]
         asked = set(words)
         if not asked:
             return []
