@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from hookline.logs import call_log
 from hookline.testing.scripted import call_info
 from hookline.tools import ToolContext
-from hookline.logs import call_log
 from hookline_knowledge import KnowledgeIndex, KnowledgeSettings
 from hookline_knowledge.answers import file_tool
 from hookline_knowledge.sections import Section, read_sections, split_sections
