@@ -49,14 +49,19 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 
 class WebhookKnowledge:
-    """One HTTP client for the process (its connections are reused across calls)."""
+    """Asks the webhook, one short-lived HTTP client per question.
+
+    A client per question costs a new connection each time, but leaves nothing open for a
+    tool set that has no close (questions are a few per call); the TLS context, the
+    costly part of a client, is built once.
+    """
 
     def __init__(self, url: str, secret: str, *, timeout_s: float, max_chars: int) -> None:
         self.url = url
         self._secret = secret
         self._timeout_s = timeout_s
         self._max_chars = max_chars
-        self._client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
+        self._tls = httpx.create_ssl_context()
         self._decode = msgspec.json.Decoder(_Answer)
 
     async def ask(self, question: str, call_id: str) -> str | None:
@@ -73,7 +78,10 @@ class WebhookKnowledge:
         # trickles bytes would otherwise reset the read timeout again and again).
         with trio.move_on_after(self._timeout_s) as scope:
             try:
-                response = await self._client.post(self.url, content=body, headers=headers)
+                async with httpx.AsyncClient(
+                    timeout=self._timeout_s, verify=self._tls, follow_redirects=False
+                ) as client:
+                    response = await client.post(self.url, content=body, headers=headers)
             except httpx.TimeoutException:
                 raise WebhookError(timed_out) from None
             except httpx.HTTPError as e:
@@ -89,6 +97,3 @@ class WebhookKnowledge:
         if answer is None or not answer.strip():
             return None
         return answer.strip()[: self._max_chars]
-
-    async def aclose(self) -> None:
-        await self._client.aclose()

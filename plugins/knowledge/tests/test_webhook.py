@@ -116,10 +116,7 @@ def ctx() -> ToolContext:
 async def ask_tool(url: str, secret: str = SECRET, timeout_s: float = 10.0) -> AsyncIterator[Any]:
     settings = KnowledgeSettings(webhook_url=url, timeout_s=timeout_s)
     webhook = WebhookKnowledge(url, secret, timeout_s=timeout_s, max_chars=200)
-    try:
-        yield webhook_tool(webhook, settings)
-    finally:
-        await webhook.aclose()
+    yield webhook_tool(webhook, settings)
 
 
 async def ask(answer_question: Any, question: str) -> Any:
@@ -186,3 +183,47 @@ def test_the_webhook_needs_a_url_and_a_secret_variable() -> None:
         KnowledgeSettings(webhook_url="shop.example/kb")
     assert KnowledgeSettings(webhook_url="https://x/kb").webhook_secret_env
     assert KnowledgeSettings(file="k.md").webhook_secret_env == ""  # check asks for no secret
+
+
+def test_check_asks_for_the_webhook_secret(tmp_path, capsys, monkeypatch):
+    from hookline.cli import main
+
+    monkeypatch.delenv("KNOWLEDGE_WEBHOOK_SECRET", raising=False)
+    path = tmp_path / "agent.toml"
+    path.write_text(
+        '[agent]\nname = "Shop"\ninstructions = "Help."\ngreeting = "Hi."\n'
+        '[providers]\ntelephony = "twilio"\nstt = "deepgram"\nllm = "openai"\n'
+        'tts = "deepgram"\ntools = ["knowledge"]\n'
+        '[telephony.twilio]\npublic_url = "https://agent.example.com"\n'
+        "[analytics]\nenabled = false\n"
+        '[tools.knowledge]\nwebhook_url = "https://shop.example.com/kb"\n'
+    )
+    for env in ("TWILIO_AUTH_TOKEN", "TWILIO_ACCOUNT_SID", "DEEPGRAM_API_KEY", "OPENAI_API_KEY"):
+        monkeypatch.setenv(env, "x")
+    assert main(["check", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "missing secret" in out and "tools.knowledge.webhook_secret_env" in out
+    assert "KNOWLEDGE_WEBHOOK_SECRET" in out
+
+
+async def test_the_runtime_builds_the_webhook_tool_with_the_secret_from_the_environment():
+    from hookline.config import Secrets
+    from hookline.runtime import Runtime
+    from hookline.testing.harness import make_config, scripted_plugins
+    from hookline.testing.scripted import ScriptedLLM, ScriptedSTT, ScriptedTTS
+
+    async with shop_webhook(answers={"do you take Amex": "We do."}) as shop:
+        config = make_config(
+            providers={"tools": ["builtin", "knowledge"]},
+            tools={"knowledge": {"webhook_url": shop.url, "webhook_secret_env": "KB_SECRET"}},
+        )
+        runtime = Runtime(
+            config,
+            scripted_plugins(installed=True),
+            secrets=Secrets({"KB_SECRET": SECRET}),
+            providers={"telephony": object(), "stt": ScriptedSTT(), "llm": ScriptedLLM(),
+                       "tts": ScriptedTTS()},
+        )  # fmt: skip
+        result = await ask(runtime.tools["answer_question"], "do you take Amex")
+    assert result == {"found": True, "answer": "We do.", "instructions": result["instructions"]}
+    assert shop.refused == 0
