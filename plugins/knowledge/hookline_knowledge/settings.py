@@ -34,7 +34,7 @@ class KnowledgeSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     # `min_coverage` of the question's words (after dropping "can you tell me"-style
     # words). Raise them if callers get topics that do not fit; lower them if the
     # agent says "I don't know" to questions the file covers in other words.
-    min_score: Annotated[float, msgspec.Meta(ge=0)] = 0.5
+    min_score: Annotated[float, msgspec.Meta(ge=0, le=100)] = 0.5
     min_coverage: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5
 
     webhook_url: str = ""
