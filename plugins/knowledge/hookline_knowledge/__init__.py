@@ -17,7 +17,6 @@ from hookline import ConfigError, ToolSet, hookimpl
 from hookline.tools import Tool
 
 from .answers import file_tool, webhook_tool
-from .retrieval import KnowledgeIndex
 from .sections import KnowledgeFileError, Section, read_sections
 from .settings import KnowledgeSettings
 from .webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookKnowledge, sign
@@ -31,7 +30,6 @@ if TYPE_CHECKING:
 __all__ = [
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
-    "KnowledgeIndex",
     "KnowledgeSettings",
     "WebhookKnowledge",
     "hookline_toolsets",
@@ -62,6 +60,10 @@ def _create(settings: KnowledgeSettings, runtime: Runtime) -> Sequence[Tool]:
     config = runtime.config
     if settings.file:
         sections = load_sections(config.resolve_path(settings.file), config_file=config.path)
+        # Imported here: bm25s brings numpy, half a second that `hookline plugins` and
+        # every other command need not pay.
+        from .retrieval import KnowledgeIndex
+
         return [file_tool(KnowledgeIndex(sections), settings)]  # indexed once, here
     secret = runtime.secret(settings.webhook_secret_env, key="tools.knowledge.webhook_secret_env")
     webhook = WebhookKnowledge(

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 
 from hookline import Tool, ToolContext, ToolError, tool
 
-from .retrieval import KnowledgeIndex
 from .sections import Section
 from .settings import KnowledgeSettings
 from .webhook import WebhookError, WebhookKnowledge
+
+if TYPE_CHECKING:
+    from .retrieval import KnowledgeIndex
 
 __all__ = ["Question", "file_tool", "webhook_tool"]
 

@@ -22,8 +22,9 @@ from hookline.testing.scripted import (
     WaitForAgent,
     call_info,
 )
-from hookline_knowledge import KnowledgeIndex, KnowledgeSettings, hookline_toolsets
+from hookline_knowledge import KnowledgeSettings, hookline_toolsets
 from hookline_knowledge.answers import file_tool
+from hookline_knowledge.retrieval import KnowledgeIndex
 from hookline_knowledge.sections import read_sections
 
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "config"

@@ -10,8 +10,9 @@ import pytest
 from hookline.logs import call_log
 from hookline.testing.scripted import call_info
 from hookline.tools import ToolContext
-from hookline_knowledge import KnowledgeIndex, KnowledgeSettings
+from hookline_knowledge import KnowledgeSettings
 from hookline_knowledge.answers import file_tool
+from hookline_knowledge.retrieval import KnowledgeIndex
 from hookline_knowledge.sections import Section, read_sections, split_sections
 
 AUTOMOTIVE = Path(__file__).resolve().parents[3] / "config" / "knowledge" / "automotive.md"
