@@ -107,6 +107,8 @@ def resolve(config: Config, plugins: Plugins) -> Resolved:
             resolved.toolset_settings[name] = decode_section(
                 config, f"tools.{name}", raw, ts.settings
             )
+            if ts.check is not None:
+                ts.check(resolved.toolset_settings[name], config)
     return resolved
 
 

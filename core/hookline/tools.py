@@ -31,6 +31,7 @@ from .errors import PluginError
 from .providers import CallInfo, ToolSchema
 
 if TYPE_CHECKING:
+    from .config import Config
     from .context import ProviderContext
 
 __all__ = ["CallControl", "Tool", "ToolContext", "ToolError", "ToolSet", "tool"]
@@ -142,6 +143,9 @@ class ToolSet:
     takes no settings); `create(settings, ctx)` builds the tools from those settings and
     a `ProviderContext`, once per process. What the tools share and must release at
     shutdown (a database connection, an HTTP client) is handed to `ctx.on_close`.
+    `check(settings, config)`, if given, runs when the config is resolved (by `hookline
+    check` and at start-up) to check what the settings alone cannot, such as a file they
+    name; it raises ConfigError.
     """
 
     name: str
@@ -149,6 +153,7 @@ class ToolSet:
     settings: type[msgspec.Struct] | None = None
     description: str = ""
     tool_names: tuple[str, ...] = field(default=())
+    check: Callable[[Any, Config], None] | None = None
 
 
 def _inline_schema(params: type[msgspec.Struct]) -> dict[str, Any]:

@@ -37,10 +37,12 @@ def base_sections() -> dict[str, dict[str, Any]]:
             "stt": "deepgram",
             "llm": "openai",
             "tts": "deepgram",
-            "tools": ["builtin", "calendar_google", "tow_requests"],
+            "tools": ["builtin", "calendar_google", "tow_requests", "knowledge"],
         },
         "server": {"port": 0},
         "tools.calendar_google": {"backend": "local"},
+        # The webhook form: the file form would need a knowledge file beside each config.
+        "tools.knowledge": {"webhook_url": "https://shop.example.com/knowledge"},
     }
 
 
