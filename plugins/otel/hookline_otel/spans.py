@@ -12,10 +12,10 @@
     └── ...
 
 Clocks: events carry trio's monotonic time, spans want wall-clock nanoseconds. Each call
-fixes one offset when it starts (`wall = t + offset`, from the wall-clock `started` the
-engine hands `hookline_call_started` and the trio time of that same moment), so every
-span of a call sits on one clock and its durations are the monotonic ones, even when
-the wall clock steps (NTP) in the middle of a call.
+pins the two together once, when it starts: the wall-clock `started` the engine hands
+`hookline_call_started` and the trio time `t0` of that same moment. Every span of the
+call is placed at `started + (t - t0)`, so they all sit on one clock and their durations
+are the monotonic ones, even when the wall clock steps (NTP) in the middle of a call.
 
 Stage placement: `TurnMetrics` carries durations, not the moments each stage began. The
 stages measured from the caller's speech end (stt_final, end_of_turn, voice_to_voice)
@@ -85,16 +85,19 @@ class Redaction:
 
 
 class CallTrace:
-    """What one call has told the observers so far: its clock offset and its events."""
+    """What one call has told the observers so far: its clock anchor and its events."""
 
     def __init__(self, started_wall: float, started_monotonic: float) -> None:
         self.started = started_wall
-        self.offset = started_wall - started_monotonic
+        self.started_ns = round(started_wall * 1e9)
+        self._t0 = started_monotonic
         self.events: list[CallEvent] = []
 
     def ns(self, t: float) -> int:
-        """A trio time of this call as wall-clock UNIX nanoseconds."""
-        return round((t + self.offset) * 1e9)
+        """A trio time of this call as wall-clock UNIX nanoseconds. Measured from the
+        start in monotonic time, so durations keep their precision (a float of UNIX
+        seconds holds only about a quarter of a microsecond)."""
+        return self.started_ns + round((t - self._t0) * 1e9)
 
 
 @dataclass
@@ -263,7 +266,7 @@ def emit_trace(
     cost: Mapping[str, float],
 ) -> None:
     """Build and end every span of one finished call."""
-    start = round(call.started * 1e9)
+    start = call.started_ns
     end = max(call.ns(ended_monotonic), start)
     root = tracer.start_span(
         "call",
