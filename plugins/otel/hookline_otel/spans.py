@@ -34,8 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, set_span_in_context
 
 from hookline.events import (
     AgentSpoke,
@@ -210,9 +209,7 @@ def _stage_bounds(tr: _Turn) -> dict[str, tuple[float, float]]:
 
 
 def _span(tracer: Tracer, name: str, parent: Span, start_ns: int, **kw: Any) -> Span:
-    return tracer.start_span(
-        name, context=trace.set_span_in_context(parent), start_time=start_ns, **kw
-    )
+    return tracer.start_span(name, context=set_span_in_context(parent), start_time=start_ns, **kw)
 
 
 def _end(span: Span, end_ns: int, start_ns: int) -> None:
