@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.server
 import logging
 import re
+import socket
 import threading
 from collections.abc import Iterator, Sequence
 
@@ -16,7 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -91,7 +92,11 @@ def clean_environment(monkeypatch):
 
 
 async def one_call(
-    *, numbers: str = "plain", settings: OtelSettings | None = None, exporter=None
+    *,
+    numbers: str = "plain",
+    settings: OtelSettings | None = None,
+    exporter=None,
+    processor: SpanProcessor | None = None,
 ) -> tuple[CallRecord, object]:
     """A call with a tool round: the caller gives a number, the agent looks it up and
     answers. With `settings`, traced into `exporter`; else the plugin's own start-up
@@ -105,7 +110,9 @@ async def one_call(
         config, stt=stt, llm=llm, plugins=[hookline_otel, CustomerTools()], start=False
     )
     if settings is not None:
-        attach(runtime, settings, exporter)
+        tracing = attach(runtime, settings, exporter)
+        if processor is not None:
+            tracing.provider.add_span_processor(processor)
     await runtime.start()
     script = [WaitForAgent(), Say(SAID), WaitForAgent(timeout=60), HangUpStep()]
     record = await run_call(runtime, ScriptedLeg(call_info(from_number=CALLER), script, stt))
@@ -281,6 +288,53 @@ async def test_a_trace_that_cannot_be_built_logs_and_the_call_goes_on(
     assert record.end_reason == "caller_hangup" and len(record.turns) == 3
     assert any("could not build the call's trace" in r.getMessage() for r in caplog.records)
     assert exporter.get_finished_spans() == ()
+
+
+class ThreadNotingProcessor(SpanProcessor):
+    def __init__(self) -> None:
+        self.threads: set[str] = set()
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.threads.add(threading.current_thread().name)
+
+
+async def test_spans_are_built_off_the_trio_thread(autojump_clock):
+    noting = ThreadNotingProcessor()
+    await one_call(
+        settings=OtelSettings(endpoint="http://127.0.0.1:9/v1/traces"),
+        exporter=InMemorySpanExporter(),
+        processor=noting,
+    )
+    assert noting.threads == {"hookline-otel-spans"}
+
+
+async def test_a_rejected_call_is_a_root_span_alone(autojump_clock):
+    exporter = InMemorySpanExporter()
+    runtime = await scripted_runtime(plugins=[hookline_otel])
+    attach(runtime, OtelSettings(endpoint="http://127.0.0.1:9/v1/traces"), exporter)
+    record = runtime.record_rejected(call_info(from_number=CALLER), "busy")
+    runtime.stop()
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "call" and span.parent is None
+    assert span.attributes["hookline.call.end_reason"] == record.end_reason == "rejected:busy"
+    assert span.attributes["hookline.call.id"] == record.call_id
+
+
+async def test_an_unreachable_collector_logs_and_the_call_goes_on(
+    autojump_clock, caplog, monkeypatch
+):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "1")  # the exporter's retry budget
+    caplog.set_level(logging.INFO)
+    record, runtime = await one_call()
+    assert record.end_reason == "caller_hangup"
+    assert [t.text for t in record.turns][1:] == [SAID, ANSWER]
+    assert tracing_for(runtime) is None
+    failed = [r for r in caplog.records if r.name.startswith("opentelemetry.exporter")]
+    assert failed and all(r.threadName == "OtelBatchSpanRecordProcessor" for r in failed)
 
 
 async def test_idle_without_an_endpoint(autojump_clock):
