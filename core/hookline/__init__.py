@@ -22,6 +22,7 @@ from .config import (
     PolicyConfig,
     Port,
     PositiveInt,
+    PricesConfig,
     Seconds,
     decode_section,
     load_config,
@@ -58,7 +59,7 @@ from .events import (
     UserTurnEnded,
 )
 from .hookspecs import hookimpl
-from .logs import CallLog, call_log
+from .logs import CallLog, call_log, shown_number
 from .prompt import spoken_clock
 from .providers import (
     LLM,
@@ -141,6 +142,8 @@ __all__ = [
     "PolicyConfig",
     "Port",
     "PositiveInt",
+    "PricesConfig",
+    "Privacy",
     "ProviderAuthError",
     "ProviderContext",
     "ProviderError",
@@ -181,6 +184,7 @@ __all__ = [
     "call_log",
     "decode_section",
     "error_for_status",
+    "estimate_cost",
     "hookimpl",
     "leaves",
     "load_config",
@@ -190,6 +194,22 @@ __all__ = [
     "pcm16_to_mulaw",
     "reraise_single",
     "retry",
+    "shown_number",
     "spoken_clock",
     "tool",
 ]
+
+# Imported on first use: they bring DuckDB, which a plugin's import or `hookline
+# --version` need not pay for.
+_LAZY = {
+    "Privacy": "hookline.analytics.rows",
+    "estimate_cost": "hookline.analytics.rows",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'hookline' has no attribute {name!r}")

@@ -21,7 +21,14 @@ DISTRIBUTIONS = sorted(
 # one, and the pytest plugin that runs the kit's trio fixtures.
 NOT_IMPORTED = {"tzdata", "pytest-trio"}
 # Namespace packages, shared by several distributions: which one a subpackage is from.
-NAMESPACED = {"google.auth": "google-auth", "google.oauth2": "google-auth"}
+NAMESPACED = {
+    "google.auth": "google-auth",
+    "google.oauth2": "google-auth",
+    "opentelemetry.trace": "opentelemetry-api",
+    "opentelemetry.util": "opentelemetry-api",
+    "opentelemetry.sdk": "opentelemetry-sdk",
+    "opentelemetry.exporter": "opentelemetry-exporter-otlp-proto-http",  # the one used
+}
 VENDOR_MODULES = {
     "twilio",
     "deepgram",
