@@ -30,7 +30,10 @@ def _dockerfile_plugins() -> list[str]:
 def _workspace_plugins() -> set[str]:
     """Distributions under plugins/ and examples/ (what the image can install)."""
     names = set()
-    for pyproject in [*ROOT.glob("plugins/*/pyproject.toml"), *ROOT.glob("examples/*/pyproject.toml")]:
+    for pyproject in [
+        *ROOT.glob("plugins/*/pyproject.toml"),
+        *ROOT.glob("examples/*/pyproject.toml"),
+    ]:
         names.add(tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["name"])
     return names
 
