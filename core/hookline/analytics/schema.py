@@ -4,7 +4,13 @@
 "day" is the same whatever the reader's time zone. Migrations only ever move forward:
 each step takes a file at version N to N+1 inside one transaction, and a fresh file runs
 them all from zero, so the upgrade path is exercised on every new database too. Views
-hold no data: they are recreated on every open, after the migrations.
+hold no data: they are recreated on every open, after the migrations, and every table,
+column and view is then given its comment (`COMMENT ON`), so the schema explains itself
+in any SQL client (`SELECT table_name, column_name, comment FROM duckdb_columns()`).
+
+A new file is written in DuckDB storage format `STORAGE_VERSION`, not the running
+library's newest: the format is fixed when the file is created, and older DuckDB builds
+(the CLI an analyst has installed) refuse a newer one outright.
 """
 
 from __future__ import annotations
@@ -17,9 +23,26 @@ import duckdb
 
 from ..errors import ConfigError
 
-__all__ = ["SCHEMA_VERSION", "TABLES", "VIEWS", "migrate", "open_database", "schema_version"]
+__all__ = [
+    "COMMENTS",
+    "SCHEMA_VERSION",
+    "STORAGE_VERSION",
+    "TABLES",
+    "VIEWS",
+    "connect",
+    "migrate",
+    "open_database",
+    "schema_version",
+    "storage_version",
+]
 
 log = logging.getLogger("hookline.analytics")
+
+# The storage format new files are written in: DuckDB 1.4 (the long-term-support line)
+# and every later release reads it, the Python package and the CLI alike, including
+# every `duckdb-cli` on PyPI. The newest format would lock out all but the newest readers.
+# Raise it only together with the reader named in docs/analytics.md.
+STORAGE_VERSION = "v1.4.0"
 
 # v1: calls, turns, latencies, tool_calls.
 V1 = """
@@ -190,6 +213,201 @@ VIEWS: dict[str, str] = {
 }
 
 
+# What every table, view and column means: applied with COMMENT ON on every open, so
+# `duckdb_tables()`, `duckdb_views()` and `duckdb_columns()` (and any SQL client's
+# schema browser) carry the meaning of each. docs/analytics.md says the same at length.
+# {relation: (its comment, {column: comment})}; a view's columns not listed here take
+# the comment of the same-named column in _VIEW_COLUMNS, then in `calls`.
+_CALL_COLUMNS = {
+    "id": "hookline's call id",
+    "provider_call_id": "the telephony provider's id for the call (Twilio CallSid)",
+    "started": "when the call started (UTC)",
+    "ended": "when the call ended (UTC); NULL while active or if the process died",
+    "duration_s": "ended - started, in seconds",
+    "from_number": "the caller's number: as-is, HMAC-SHA256 hex, or NULL (caller_numbers)",
+    "to_number": "the number called: as-is, HMAC-SHA256 hex, or NULL (caller_numbers)",
+    "end_reason": "how the call ended: caller_hangup, agent_hangup, transferred, silence, "
+    "max_duration, provider_failed:<kind/name>, shutdown, rejected:<why>, error:<what>, "
+    "interrupted; NULL while active",
+    "turns": "turns in the conversation (caller and agent, greeting included)",
+    "providers": "provider name by kind, e.g. providers['llm'] = 'openai'",
+    "llm_prompt_tokens": "LLM prompt tokens (cached tokens included)",
+    "llm_completion_tokens": "LLM completion tokens",
+    "tts_characters": "characters synthesized",
+    "stt_seconds": "seconds of audio sent to speech-to-text",
+    "telephony_seconds": "billed call time in seconds",
+    "extra": "anything else the engine recorded (JSON)",
+    "interrupted_turns": "agent turns the caller barged into",
+    "models": "the model setting of each provider that has one, by kind",
+    "llm_cached_tokens": "LLM prompt tokens served from the provider's cache",
+    "cost_usd": "estimated cost in US dollars: the sum of the four cost_*_usd columns",
+    "cost_llm_usd": "estimated LLM cost in US dollars, from [prices] at the time of the call",
+    "cost_tts_usd": "estimated text-to-speech cost in US dollars",
+    "cost_stt_usd": "estimated speech-to-text cost in US dollars",
+    "cost_telephony_usd": "estimated telephony cost in US dollars (the call's length when "
+    "the provider reported no billed seconds)",
+}
+
+COMMENTS: dict[str, tuple[str, dict[str, str]]] = {
+    "calls": ("one row per call: who, when, how it ended, usage and cost", _CALL_COLUMNS),
+    "turns": (
+        "one row per turn of a call, caller and agent (the greeting is turn 0)",
+        {
+            "call_id": "calls.id",
+            "turn": "0, 1, 2, ... in order",
+            "role": "user or agent",
+            "text": "what the caller said (joined finals) or what the LLM said; NULL "
+            "when transcripts = false",
+            "heard_text": "agent turns: what reached the caller's ear (differs when "
+            "interrupted); NULL when transcripts = false",
+            "interrupted": "the caller barged in on this agent turn",
+            "started": "when the turn started (UTC)",
+            "ended": "when the turn ended (UTC)",
+            "duration_ms": "how long the turn ran, in milliseconds",
+        },
+    ),
+    "latencies": (
+        "one row per latency metric per agent turn; a metric that did not happen has no row",
+        {
+            "call_id": "calls.id",
+            "turn": "the agent turn (turns.turn)",
+            "ts": "when that turn started (UTC)",
+            "metric": "stt_final, end_of_turn_delay, llm_first_token, tts_first_byte, tool, "
+            "voice_to_voice, runtime_overhead (see docs/analytics.md)",
+            "ms": "the latency in milliseconds",
+        },
+    ),
+    "tool_calls": (
+        "one row per tool call the LLM made",
+        {
+            "call_id": "calls.id",
+            "turn": "the agent turn that called the tool",
+            "ts": "when that turn started (UTC)",
+            "tool_call_id": "the LLM's id for the call",
+            "tool": "the tool's name",
+            "arguments": "the JSON arguments as the LLM sent them (query with "
+            "arguments::JSON); NULL when transcripts = false",
+            "ok": "the tool succeeded",
+            "error": "why the tool failed",
+            "result": "what the tool returned to the LLM; NULL when transcripts = false",
+            "latency_ms": "how long the tool ran, in milliseconds",
+        },
+    ),
+    "events": (
+        "the raw typed events of every call (when [analytics] events = true)",
+        {
+            "call_id": "calls.id; '' for a telephony status that arrived after its call",
+            "provider_call_id": "the telephony provider's id for the call",
+            "seq": "order of arrival, increasing within a database",
+            "ts": "wall clock when the event was recorded (UTC)",
+            "t": "the event's own monotonic time (trio.current_time()), for intervals "
+            "within a call",
+            "type": "the event type, a class in hookline.events (e.g. UserTurnEnded)",
+            "turn": "the turn the event belongs to, when it has one",
+            "data": "the whole event as JSON (msgspec.json.decode(data, "
+            "type=hookline.events.CallEvent) gives it back)",
+        },
+    ),
+    "schema_version": (
+        "one row per schema migration applied to this file",
+        {
+            "version": "the schema version the migration reached",
+            "applied": "when the migration ran (UTC)",
+        },
+    ),
+    "call_outcomes": ("calls, plus the outcome and the day", {}),
+    "daily_calls": ("per day: calls by outcome, average duration, minutes", {}),
+    "daily_outcomes": ("per day and end_reason: the number of calls", {}),
+    "latency_percentiles": (
+        "per day and latency metric: count, p50, p90, p99 and max in milliseconds",
+        {"n": "the number of measurements"},
+    ),
+    "tool_success": (
+        "per tool: calls, successes, failures, success rate, p50 and p90 latency",
+        {
+            "calls": "times the tool was called",
+            "ok": "calls that succeeded",
+            "failed": "calls that failed",
+        },
+    ),
+    "daily_cost": (
+        "per day: estimated cost, per call, per minute and by provider kind (US dollars)",
+        {"cost_usd": "estimated cost of the day's calls in US dollars"},
+    ),
+    "interruptions": (
+        "per day: agent turns, barged-into turns, interruption rate, calls with a barge-in",
+        {
+            "calls": "calls with at least one agent turn",
+            "interrupted_turns": "agent turns the caller barged into",
+        },
+    ),
+}
+
+# Columns that mean the same in every view that has them.
+_VIEW_COLUMNS = {
+    "outcome": "the part of end_reason before ':' (caller_hangup, transferred, "
+    "rejected, ...); 'active' while the call runs",
+    "day": "the day (UTC) the calls started",
+    "calls": "the number of calls",
+    "completed": "calls that ended by a hang-up (caller or agent)",
+    "transferred": "calls handed to a person",
+    "rejected": "calls refused at admission (all lines busy)",
+    "failed": "calls ended by a provider failure or an error",
+    "interrupted": "calls cut off by a process that died",
+    "active": "calls still running (or whose end was never recorded)",
+    "avg_duration_s": "average duration in seconds, rejected calls left out",
+    "minutes": "total call minutes",
+    "metric": "the latency metric (see latencies.metric)",
+    "p50_ms": "median latency in milliseconds",
+    "p90_ms": "90th percentile latency in milliseconds",
+    "p99_ms": "99th percentile latency in milliseconds",
+    "max_ms": "the largest latency in milliseconds",
+    "tool": "the tool's name",
+    "success_rate": "ok / calls, 0 to 1",
+    "p50_latency_ms": "median tool run time in milliseconds",
+    "p90_latency_ms": "90th percentile tool run time in milliseconds",
+    "cost_per_call_usd": "cost_usd / calls that have a cost estimate",
+    "cost_per_minute_usd": "cost_usd / call minutes",
+    "llm_usd": "estimated LLM cost in US dollars",
+    "tts_usd": "estimated text-to-speech cost in US dollars",
+    "stt_usd": "estimated speech-to-text cost in US dollars",
+    "telephony_usd": "estimated telephony cost in US dollars",
+    "agent_turns": "agent turns",
+    "interruption_rate": "interrupted_turns / agent_turns, 0 to 1",
+    "calls_with_barge_in": "calls in which the caller barged in at least once",
+}
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def comment_everything(con: duckdb.DuckDBPyConnection) -> None:
+    """COMMENT ON every table, view and column (inside the caller's transaction)."""
+    kinds = dict(
+        con.execute(
+            "SELECT table_name, 'TABLE' FROM duckdb_tables() WHERE database_name = "
+            "current_database() UNION ALL SELECT view_name, 'VIEW' FROM duckdb_views() "
+            "WHERE NOT internal AND database_name = current_database()"
+        ).fetchall()
+    )
+    for relation, (comment, columns) in COMMENTS.items():
+        con.execute(f"COMMENT ON {kinds[relation]} {relation} IS {_quote(comment)}")
+        names = [
+            name
+            for (name,) in con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE database_name = "
+                "current_database() AND table_name = ? ORDER BY column_index",
+                [relation],
+            ).fetchall()
+        ]
+        for name in names:
+            text = columns.get(name) or _VIEW_COLUMNS.get(name) or _CALL_COLUMNS.get(name)
+            if text is None:
+                raise KeyError(f"no comment for {relation}.{name}: add one to COMMENTS")
+            con.execute(f"COMMENT ON COLUMN {relation}.{name} IS {_quote(text)}")
+
+
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:
     """The version a database is at; 0 for an empty file."""
     # fetchall, not fetchone: duckdb 2 refuses the next statement while a result is unread.
@@ -246,10 +464,54 @@ def create_views(con: duckdb.DuckDBPyConnection) -> None:
     try:
         for name, sql in VIEWS.items():
             con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+        comment_everything(con)  # a replaced view has lost its comments
         con.commit()
     except BaseException:
         con.rollback()
         raise
+
+
+def connect(path: str | Path) -> duckdb.DuckDBPyConnection:
+    """`duckdb.connect`, creating a missing file in storage format STORAGE_VERSION.
+
+    The format is fixed when the file is created and kept by every later open, so the
+    setting is given only to the connection that creates the file, which is closed at
+    once: the lasting connection has DuckDB's default configuration, as any other
+    `duckdb.connect(path)` in this process has (DuckDB refuses two configurations of one
+    open file in a process).
+    """
+    if not Path(path).exists():
+        config = {"storage_compatibility_version": STORAGE_VERSION}
+        duckdb.connect(str(path), config=config).close()
+    return duckdb.connect(str(path))
+
+
+def storage_version(con: duckdb.DuckDBPyConnection) -> str:
+    """The storage format of the open file, as DuckDB reports it (e.g. "v1.4.0+")."""
+    ((version,),) = con.execute(
+        "SELECT tags['storage_version'] FROM duckdb_databases() "
+        "WHERE database_name = current_database()"
+    ).fetchall()
+    return str(version or "")
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.strip("v+").split(".") if part.isdigit())
+
+
+def _warn_if_newer_storage(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """A file created before STORAGE_VERSION was set keeps the newest format: say so."""
+    found = storage_version(con)
+    if found and _version_tuple(found) > _version_tuple(STORAGE_VERSION):
+        log.warning(
+            "%s is in DuckDB storage format %s, which DuckDB releases older than that "
+            "cannot open; to convert it (hookline stopped): duckdb -c \"ATTACH '%s' AS old; "
+            "ATTACH 'new.duckdb' AS new (STORAGE_VERSION '%s'); COPY FROM DATABASE old TO new\"",
+            path,
+            found,
+            path,
+            STORAGE_VERSION,
+        )
 
 
 def open_database(
@@ -277,7 +539,7 @@ def open_database(
                 key="analytics.database",
             ) from None
     try:
-        con = duckdb.connect(str(p))
+        con = connect(p)
     except duckdb.IOException as e:
         text = str(e)
         if "lock" in text.lower():
@@ -292,6 +554,7 @@ def open_database(
         ) from None
     try:
         migrate(con, where=where)
+        _warn_if_newer_storage(con, p)
     except BaseException:
         con.close()
         raise

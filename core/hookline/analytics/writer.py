@@ -38,7 +38,7 @@ import duckdb
 from ..events import CallEvent, CallRecord
 from ..providers import CallInfo
 from .rows import CallState, Row, Shaper, numbers_of
-from .schema import TABLES, open_database
+from .schema import TABLES, connect, open_database
 
 __all__ = ["Writer", "acquire", "release"]
 
@@ -441,7 +441,7 @@ class Writer:
         """A fresh connection to the (already migrated) file, after a fatal error."""
         if self._con is not None:
             _quietly(self._con.close)
-        con = self._con = duckdb.connect(str(self.path))
+        con = self._con = connect(self.path)  # STORAGE_VERSION, should the file be gone
         self._appenders = {
             t: con.appender(t, action="upsert" if t == "calls" else "insert") for t in TABLES
         }
