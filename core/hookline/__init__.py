@@ -182,6 +182,7 @@ __all__ = [
     "UserTurnEnded",
     "UtteranceEnd",
     "call_log",
+    "connect_duckdb",
     "decode_section",
     "error_for_status",
     "estimate_cost",
@@ -204,6 +205,7 @@ __all__ = [
 _LAZY = {
     "Privacy": "hookline.analytics.rows",
     "estimate_cost": "hookline.analytics.rows",
+    "connect_duckdb": "hookline.analytics.schema",
 }
 
 
@@ -211,5 +213,6 @@ def __getattr__(name: str) -> object:
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        module = importlib.import_module(_LAZY[name])
+        return getattr(module, "connect" if name == "connect_duckdb" else name)
     raise AttributeError(f"module 'hookline' has no attribute {name!r}")

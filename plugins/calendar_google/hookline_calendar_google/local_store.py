@@ -23,7 +23,7 @@ import duckdb
 import msgspec
 import trio
 
-from hookline import ProviderUnavailable
+from hookline import ProviderUnavailable, connect_duckdb
 
 from .schedule import Booking, free_bays
 from .store import SlotTaken
@@ -100,9 +100,11 @@ class LocalStore:
     def _connection(self) -> duckdb.DuckDBPyConnection:
         with _OPEN_LOCK:
             if self._conn is None:
-                if self.path != ":memory:":
+                if self.path == ":memory:":
+                    conn = duckdb.connect(self.path)
+                else:
                     Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-                conn = duckdb.connect(self.path)
+                    conn = connect_duckdb(self.path)  # a format the documented CLI reads
                 conn.execute("SET TimeZone = 'UTC'")
                 conn.execute(_SCHEMA)
                 self._conn = conn

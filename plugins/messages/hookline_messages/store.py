@@ -29,7 +29,7 @@ import duckdb
 import msgspec
 import trio
 
-from hookline import ProviderUnavailable
+from hookline import ProviderUnavailable, connect_duckdb
 
 __all__ = ["STATUSES", "Message", "MessageStore", "message_id"]
 
@@ -176,7 +176,7 @@ class MessageStore:
     def _writing(self) -> Iterator[duckdb.DuckDBPyConnection]:
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            con = duckdb.connect(str(self.path))
+            con = connect_duckdb(self.path)  # a format the documented CLI reads
             try:
                 con.execute("SET TimeZone = 'UTC'")
                 con.execute(_SCHEMA)
