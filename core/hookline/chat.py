@@ -9,7 +9,8 @@ bound, fillers, the fallback line), with a sink that prints instead of speaking.
 from __future__ import annotations
 
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import trio
 
@@ -17,7 +18,7 @@ from .config import Config
 from .engine.metrics import TurnTiming
 from .engine.response import Agent, PhraseName, repair_history, respond
 from .engine.tool_runner import ToolOutcome
-from .errors import ProviderError
+from .errors import ConfigError, ProviderError
 from .logs import call_log
 from .plugins import Plugins
 from .prompt import system_messages
@@ -26,7 +27,7 @@ from .runtime import Runtime, new_call_id
 from .testing.harness import ScriptedTelephony
 from .testing.scripted import ScriptedSTT, ScriptedTTS
 
-__all__ = ["chat", "chat_loop"]
+__all__ = ["chat", "chat_loop", "offline_llm", "use_base_url"]
 
 Write = Callable[[str], object]
 
@@ -160,3 +161,33 @@ async def chat_loop(config: Config, plugins: Plugins) -> None:
         providers={"telephony": ScriptedTelephony(), "stt": ScriptedSTT(), "tts": ScriptedTTS()},
     )
     await chat(runtime)
+
+
+def use_base_url(config: Config, url: str) -> None:
+    """Point the configured `[llm.openai]` at `url` (an OpenAI-compatible server). The
+    OpenAI plugin asks for a key only when the URL is OpenAI's own."""
+    if config.providers.llm != "openai":
+        raise ConfigError(
+            f"--base-url/--offline need [providers] llm = \"openai\" "
+            f"(this config uses {config.providers.llm!r})",
+            file=config.path or None,
+            key="providers.llm",
+        )
+    config.llm["openai"] = {**(config.llm.get("openai") or {}), "base_url": url}
+
+
+@asynccontextmanager
+async def offline_llm() -> AsyncIterator[str]:
+    """The bundled OpenAI fake on loopback, answering with the demo's brain (it books
+    and takes messages from what the caller types); yields its base URL."""
+    try:
+        from hookline_testkit.demo import DemoBrain
+        from hookline_testkit.fake_openai import fake_openai
+    except ImportError:
+        raise ConfigError(
+            "--offline needs the test kit: install hookline-testkit "
+            "(or use --base-url with a local server such as Ollama)"
+        ) from None
+    async with fake_openai() as fake:
+        fake.responder = DemoBrain()
+        yield fake.url

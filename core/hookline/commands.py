@@ -29,6 +29,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("chat", help="type as the caller; the configured LLM and tools answer")
     p.add_argument("config")
+    p.add_argument(
+        "--base-url",
+        help="send the [llm.openai] requests to this OpenAI-compatible server (Ollama, vLLM); "
+        "no key needed unless it is api.openai.com",
+    )
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="answer with the bundled OpenAI fake and its demo brain (needs hookline-testkit)",
+    )
     p.set_defaults(func=cmd_chat)
 
 
@@ -119,13 +129,20 @@ def _check_prompt(config: Config, plugins: Plugins) -> None:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     config, plugins = _load(args.config)
-    return trio.run(_chat, config, plugins)
+    return trio.run(_chat, config, plugins, args.base_url, args.offline)
 
 
-async def _chat(config: Config, plugins: Plugins) -> int:
-    from .chat import chat_loop
+async def _chat(config: Config, plugins: Plugins, base_url: str | None, offline: bool) -> int:
+    from .chat import chat_loop, offline_llm, use_base_url
 
     try:
+        if offline:
+            async with offline_llm() as url:
+                use_base_url(config, url)
+                await chat_loop(config, plugins)
+            return 0
+        if base_url:
+            use_base_url(config, base_url)
         await chat_loop(config, plugins)
     except HooklineError:
         raise

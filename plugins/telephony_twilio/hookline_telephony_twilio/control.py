@@ -94,7 +94,7 @@ class CallControl:
         await self._update(call_sid, "hang-up", retry_timeouts=True, status="completed")
 
     async def transfer(
-        self, call_sid: str, number: str, *, timeout_s: int, action_url: str
+        self, call_sid: str, number: str, *, timeout_s: int = 20, action_url: str = ""
     ) -> None:
         """Leave the media stream and dial `number` (Twilio then stops the stream); when
         the Dial ends Twilio posts its outcome to `action_url`.
