@@ -44,7 +44,9 @@ class BuiltinSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     def __post_init__(self) -> None:
         for day, spans in (self.transfer_hours or {}).items():
             if day not in WEEKDAYS:
-                raise ValueError(f"transfer_hours: unknown weekday {day!r} (use {', '.join(WEEKDAYS)})")
+                raise ValueError(
+                    f"transfer_hours: unknown weekday {day!r} (use {', '.join(WEEKDAYS)})"
+                )
             _parse_spans(spans)
 
 

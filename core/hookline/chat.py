@@ -8,6 +8,7 @@ bound, fillers, the fallback line), with a sink that prints instead of speaking.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -27,7 +28,7 @@ from .runtime import Runtime, new_call_id
 from .testing.harness import ScriptedTelephony
 from .testing.scripted import ScriptedSTT, ScriptedTTS
 
-__all__ = ["chat", "chat_loop", "offline_llm", "use_base_url"]
+__all__ = ["OFFLINE_KEY_ENV", "chat", "chat_loop", "offline_llm", "use_base_url"]
 
 Write = Callable[[str], object]
 
@@ -163,23 +164,30 @@ async def chat_loop(config: Config, plugins: Plugins) -> None:
     await chat(runtime)
 
 
-def use_base_url(config: Config, url: str) -> None:
+OFFLINE_KEY_ENV = "HOOKLINE_OFFLINE_LLM_KEY"  # set in this process only, for the fake
+
+
+def use_base_url(config: Config, url: str, *, api_key_env: str | None = None) -> None:
     """Point the configured `[llm.openai]` at `url` (an OpenAI-compatible server). The
     OpenAI plugin asks for a key only when the URL is OpenAI's own."""
     if config.providers.llm != "openai":
         raise ConfigError(
-            f"--base-url/--offline need [providers] llm = \"openai\" "
+            f'--base-url/--offline need [providers] llm = "openai" '
             f"(this config uses {config.providers.llm!r})",
             file=config.path or None,
             key="providers.llm",
         )
-    config.llm["openai"] = {**(config.llm.get("openai") or {}), "base_url": url}
+    section = {**(config.llm.get("openai") or {}), "base_url": url}
+    if api_key_env is not None:
+        section["api_key_env"] = api_key_env
+    config.llm["openai"] = section
 
 
 @asynccontextmanager
 async def offline_llm() -> AsyncIterator[str]:
     """The bundled OpenAI fake on loopback, answering with the demo's brain (it books
-    and takes messages from what the caller types); yields its base URL."""
+    an oil change and ends the call from what the caller types); yields its base URL.
+    Its key is put in this process's environment as OFFLINE_KEY_ENV."""
     try:
         from hookline_testkit.demo import DemoBrain
         from hookline_testkit.fake_openai import fake_openai
@@ -190,4 +198,5 @@ async def offline_llm() -> AsyncIterator[str]:
         ) from None
     async with fake_openai() as fake:
         fake.responder = DemoBrain()
+        os.environ[OFFLINE_KEY_ENV] = fake.api_key
         yield fake.url

@@ -133,12 +133,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 async def _chat(config: Config, plugins: Plugins, base_url: str | None, offline: bool) -> int:
-    from .chat import chat_loop, offline_llm, use_base_url
+    from .chat import OFFLINE_KEY_ENV, chat_loop, offline_llm, use_base_url
 
     try:
         if offline:
             async with offline_llm() as url:
-                use_base_url(config, url)
+                use_base_url(config, url, api_key_env=OFFLINE_KEY_ENV)
                 await chat_loop(config, plugins)
             return 0
         if base_url:

@@ -54,10 +54,10 @@ from hookline.audio import FRAME_BYTES, FRAME_SECONDS, SAMPLE_RATE, pcm16_to_mul
 __all__ = [
     "DEFAULT_ACCOUNT_SID",
     "AppClear",
-    "DialOutcome",
-    "DialScript",
     "AppMark",
     "AppMedia",
+    "DialOutcome",
+    "DialScript",
     "MediaConnection",
     "RestRequest",
     "SimCall",

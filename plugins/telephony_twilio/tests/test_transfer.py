@@ -80,9 +80,7 @@ async def test_unanswered_transfer_brings_the_caller_back_to_take_a_message(
             Reply(tool_calls=[("transfer_call", '{"reason": "wants the service manager"}')]),
             Reply("Sorry, nobody could pick up. Can I take a message?"),
             Reply(
-                tool_calls=[
-                    ("take_message", '{"name": "Dana", "reason": "call about my brakes"}')
-                ]
+                tool_calls=[("take_message", '{"name": "Dana", "reason": "call about my brakes"}')]
             ),
             Reply("Done, Dana. Someone will call you back."),
         ]
