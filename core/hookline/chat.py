@@ -8,10 +8,9 @@ bound, fillers, the fallback line), with a sink that prints instead of speaking.
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 
 import trio
 
@@ -28,7 +27,7 @@ from .runtime import Runtime, new_call_id
 from .testing.harness import ScriptedTelephony
 from .testing.scripted import ScriptedSTT, ScriptedTTS
 
-__all__ = ["OFFLINE_KEY_ENV", "chat", "chat_loop", "offline_llm", "use_base_url"]
+__all__ = ["OFFLINE_KEY_ENV", "OfflineLLM", "chat", "chat_loop", "use_base_url"]
 
 Write = Callable[[str], object]
 
@@ -166,6 +165,11 @@ async def chat_loop(config: Config, plugins: Plugins) -> None:
 
 OFFLINE_KEY_ENV = "HOOKLINE_OFFLINE_LLM_KEY"  # set in this process only, for the fake
 
+# `chat --offline`: an async context manager yielding the base URL of a loopback
+# OpenAI-compatible server, with its key put in OFFLINE_KEY_ENV. The core ships none (it
+# must not depend on the test kit): hookline-testkit sets it on the `chat` parser.
+OfflineLLM = Callable[[], AbstractAsyncContextManager[str]]
+
 
 def use_base_url(config: Config, url: str, *, api_key_env: str | None = None) -> None:
     """Point the configured `[llm.openai]` at `url` (an OpenAI-compatible server). The
@@ -181,22 +185,3 @@ def use_base_url(config: Config, url: str, *, api_key_env: str | None = None) ->
     if api_key_env is not None:
         section["api_key_env"] = api_key_env
     config.llm["openai"] = section
-
-
-@asynccontextmanager
-async def offline_llm() -> AsyncIterator[str]:
-    """The bundled OpenAI fake on loopback, answering with the demo's brain (it books
-    an oil change and ends the call from what the caller types); yields its base URL.
-    Its key is put in this process's environment as OFFLINE_KEY_ENV."""
-    try:
-        from hookline_testkit.demo import DemoBrain
-        from hookline_testkit.fake_openai import fake_openai
-    except ImportError:
-        raise ConfigError(
-            "--offline needs the test kit: install hookline-testkit "
-            "(or use --base-url with a local server such as Ollama)"
-        ) from None
-    async with fake_openai() as fake:
-        fake.responder = DemoBrain()
-        os.environ[OFFLINE_KEY_ENV] = fake.api_key
-        yield fake.url

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 import trio
 
@@ -39,6 +40,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="answer with the bundled OpenAI fake and its demo brain (needs hookline-testkit)",
     )
+    p.set_defaults(offline_llm=None)  # hookline-testkit's commands set it
     p.set_defaults(func=cmd_chat)
 
 
@@ -129,14 +131,20 @@ def _check_prompt(config: Config, plugins: Plugins) -> None:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     config, plugins = _load(args.config)
-    return trio.run(_chat, config, plugins, args.base_url, args.offline)
+    offline = args.offline_llm if args.offline else None
+    if args.offline and offline is None:
+        raise ConfigError(
+            "chat --offline needs the test kit: install hookline-testkit "
+            "(or use --base-url with a local server such as Ollama)"
+        )
+    return trio.run(_chat, config, plugins, args.base_url, offline)
 
 
-async def _chat(config: Config, plugins: Plugins, base_url: str | None, offline: bool) -> int:
-    from .chat import OFFLINE_KEY_ENV, chat_loop, offline_llm, use_base_url
+async def _chat(config: Config, plugins: Plugins, base_url: str | None, offline_llm: Any) -> int:
+    from .chat import OFFLINE_KEY_ENV, chat_loop, use_base_url
 
     try:
-        if offline:
+        if offline_llm is not None:
             async with offline_llm() as url:
                 use_base_url(config, url, api_key_env=OFFLINE_KEY_ENV)
                 await chat_loop(config, plugins)
