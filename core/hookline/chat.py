@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 
 import trio
 
@@ -17,7 +18,7 @@ from .config import Config
 from .engine.metrics import TurnTiming
 from .engine.response import Agent, PhraseName, repair_history, respond
 from .engine.tool_runner import ToolOutcome
-from .errors import ProviderError
+from .errors import ConfigError, ProviderError
 from .logs import call_log
 from .plugins import Plugins
 from .prompt import system_messages
@@ -26,7 +27,7 @@ from .runtime import Runtime, new_call_id
 from .testing.harness import ScriptedTelephony
 from .testing.scripted import ScriptedSTT, ScriptedTTS
 
-__all__ = ["chat", "chat_loop"]
+__all__ = ["OFFLINE_KEY_ENV", "OfflineLLM", "chat", "chat_loop", "use_base_url"]
 
 Write = Callable[[str], object]
 
@@ -160,3 +161,27 @@ async def chat_loop(config: Config, plugins: Plugins) -> None:
         providers={"telephony": ScriptedTelephony(), "stt": ScriptedSTT(), "tts": ScriptedTTS()},
     )
     await chat(runtime)
+
+
+OFFLINE_KEY_ENV = "HOOKLINE_OFFLINE_LLM_KEY"  # set in this process only, for the fake
+
+# `chat --offline`: an async context manager yielding the base URL of a loopback
+# OpenAI-compatible server, with its key put in OFFLINE_KEY_ENV. The core ships none (it
+# must not depend on the test kit): hookline-testkit sets it on the `chat` parser.
+OfflineLLM = Callable[[], AbstractAsyncContextManager[str]]
+
+
+def use_base_url(config: Config, url: str, *, api_key_env: str | None = None) -> None:
+    """Point the configured `[llm.openai]` at `url` (an OpenAI-compatible server). The
+    OpenAI plugin asks for a key only when the URL is OpenAI's own."""
+    if config.providers.llm != "openai":
+        raise ConfigError(
+            f'--base-url/--offline need [providers] llm = "openai" '
+            f"(this config uses {config.providers.llm!r})",
+            file=config.path or None,
+            key="providers.llm",
+        )
+    section = {**(config.llm.get("openai") or {}), "base_url": url}
+    if api_key_env is not None:
+        section["api_key_env"] = api_key_env
+    config.llm["openai"] = section

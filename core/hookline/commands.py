@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 import trio
 
@@ -29,6 +30,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("chat", help="type as the caller; the configured LLM and tools answer")
     p.add_argument("config")
+    p.add_argument(
+        "--base-url",
+        help="send the [llm.openai] requests to this OpenAI-compatible server (Ollama, vLLM); "
+        "no key needed unless it is api.openai.com",
+    )
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="answer with the bundled OpenAI fake and its demo brain (needs hookline-testkit)",
+    )
+    p.set_defaults(offline_llm=None)  # hookline-testkit's commands set it
     p.set_defaults(func=cmd_chat)
 
 
@@ -119,13 +131,26 @@ def _check_prompt(config: Config, plugins: Plugins) -> None:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     config, plugins = _load(args.config)
-    return trio.run(_chat, config, plugins)
+    offline = args.offline_llm if args.offline else None
+    if args.offline and offline is None:
+        raise ConfigError(
+            "chat --offline needs the test kit: install hookline-testkit "
+            "(or use --base-url with a local server such as Ollama)"
+        )
+    return trio.run(_chat, config, plugins, args.base_url, offline)
 
 
-async def _chat(config: Config, plugins: Plugins) -> int:
-    from .chat import chat_loop
+async def _chat(config: Config, plugins: Plugins, base_url: str | None, offline_llm: Any) -> int:
+    from .chat import OFFLINE_KEY_ENV, chat_loop, use_base_url
 
     try:
+        if offline_llm is not None:
+            async with offline_llm() as url:
+                use_base_url(config, url, api_key_env=OFFLINE_KEY_ENV)
+                await chat_loop(config, plugins)
+            return 0
+        if base_url:
+            use_base_url(config, base_url)
         await chat_loop(config, plugins)
     except HooklineError:
         raise

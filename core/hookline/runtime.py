@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +27,20 @@ from .errors import ConfigError, MissingSecret, PluginError
 from .events import CallEvent, CallRecord, TelephonyStatus
 from .logs import call_log
 from .plugins import Plugins
-from .providers import LLM, STT, TTS, CallInfo, CallLeg, ProviderKind, Telephony, new_call_id
+from .providers import (
+    LLM,
+    STT,
+    TTS,
+    CallInfo,
+    CallLeg,
+    Message,
+    ProviderKind,
+    Telephony,
+    new_call_id,
+)
 from .tools import Tool
 
-__all__ = ["KINDS", "Resolved", "Runtime", "new_call_id", "resolve"]
+__all__ = ["KINDS", "Handoff", "Handoffs", "Resolved", "Runtime", "new_call_id", "resolve"]
 
 log = logging.getLogger("hookline.runtime")
 
@@ -135,6 +145,81 @@ def missing_secrets(
     return out
 
 
+# How long the conversation of a transferred call waits for the caller to come back
+# (the transfer rang nobody): the ring time plus Twilio's callback, with room to spare.
+HANDOFF_WINDOW_S = 600.0
+HANDOFF_MEMORY = 1000  # transferred calls remembered at once (a bounded few minutes' worth)
+
+
+@dataclass
+class Handoff:
+    """The conversation of a call that ended `transferred`, for the caller's return.
+
+    A transfer redirects the phone call away from its media stream, so that call session
+    ends; if nobody takes the transfer, telephony streams the same phone call (the same
+    provider call id) back, and that new session starts from this history, told the
+    outcome, instead of greeting the caller as a stranger.
+    """
+
+    info: CallInfo
+    history: list[Message]
+    expires: float
+    outcome: str = ""  # from telephony: "no-answer", "busy", "failed", "answered"...
+    number: str = ""
+
+    def note(self, offers_message: bool) -> Message:
+        """What the model is told when the caller is back (a system message)."""
+        who = f"the transfer to {self.number}" if self.number else "the transfer to a person"
+        outcome = self.outcome.replace("-", " ") or "not completed"
+        offer = (
+            "offer to take a message (take_message) so someone calls them back"
+            if offers_message
+            else "offer to help another way"
+        )
+        return Message(
+            role="system",
+            content=(
+                f"Nobody answered: {who} ended with '{outcome}'. The caller is back on the "
+                f"line with you now. Say so in one short sentence and {offer}."
+            ),
+        )
+
+
+class Handoffs:
+    """Handoffs by provider call id, each for `window_s` seconds; at most `max_entries`."""
+
+    def __init__(self, window_s: float = HANDOFF_WINDOW_S, max_entries: int = HANDOFF_MEMORY):
+        self.window_s = window_s
+        self.max_entries = max_entries
+        self._by_call: OrderedDict[str, Handoff] = OrderedDict()
+
+    def keep(self, info: CallInfo, history: list[Message]) -> None:
+        """Remember `history` (the live list: what the ending call still adds, such as
+        the transfer tool's result, is part of it) until the caller may be back."""
+        if not info.provider_call_id:
+            return
+        expires = trio.current_time() + self.window_s
+        self._by_call.pop(info.provider_call_id, None)
+        self._by_call[info.provider_call_id] = Handoff(info, history, expires)
+        while len(self._by_call) > self.max_entries:
+            self._by_call.popitem(last=False)
+
+    def get(self, provider_call_id: str) -> Handoff | None:
+        handoff = self._by_call.get(provider_call_id)
+        if handoff is not None and trio.current_time() > handoff.expires:
+            del self._by_call[provider_call_id]
+            return None
+        return handoff
+
+    def take(self, provider_call_id: str) -> Handoff | None:
+        handoff = self.get(provider_call_id)
+        self._by_call.pop(provider_call_id, None)
+        return handoff
+
+    def __len__(self) -> int:
+        return len(self._by_call)
+
+
 class Runtime:
     """Builds providers and tools from a config and runs calls. Use `await runtime.start()`
     once inside trio before taking calls, and `runtime.stop()` after the last one."""
@@ -187,6 +272,7 @@ class Runtime:
         self._call_scopes: set[trio.CancelScope] = set()
         self.sessions: set[Any] = set()  # live CallSessions
         self._by_provider_id: dict[str, CallInfo] = {}  # for telephony status callbacks
+        self.handoffs = Handoffs()  # transferred calls' conversations (see Handoff)
         self._idle = trio.Event()
         self._idle.set()
         self._drain_now = trio.Event()  # set by end_calls_now(): the grace is over
@@ -293,7 +379,8 @@ class Runtime:
         # that starts meanwhile sees it and asks it for a goodbye.
         self._by_provider_id[leg.info.provider_call_id] = leg.info
         try:
-            session = CallSession(self, leg)
+            resumed = self.handoffs.take(leg.info.provider_call_id)
+            session = CallSession(self, leg, resumed)
             with trio.CancelScope() as scope:
                 self._call_scopes.add(scope)
                 try:
@@ -301,7 +388,9 @@ class Runtime:
                 finally:
                     self._call_scopes.discard(scope)
         finally:
-            self._by_provider_id.pop(leg.info.provider_call_id, None)
+            # A caller back from a transfer may already be on a new leg of this id.
+            if self._by_provider_id.get(leg.info.provider_call_id) is leg.info:
+                del self._by_provider_id[leg.info.provider_call_id]
             self.release()
 
     async def _refuse_draining(self, leg: CallLeg) -> CallRecord:
@@ -340,10 +429,20 @@ class Runtime:
         self.refused[reason] += 1
 
     def record_status(self, provider_call_id: str, fields: Mapping[str, str]) -> None:
-        info = self._by_provider_id.get(provider_call_id) or CallInfo(
-            call_id="", provider_call_id=provider_call_id
-        )
+        """A status callback, on the live call with that id, else on the call that was
+        transferred from it. Fields `transfer_outcome` (and `transfer_number`) tell the
+        transfer's outcome to the conversation the caller may come back to."""
+        handoff = self.handoffs.get(provider_call_id)
+        info = self._by_provider_id.get(provider_call_id)
+        if info is None and handoff is not None:
+            info = handoff.info
+        if handoff is not None and fields.get("transfer_outcome"):
+            handoff.outcome = fields["transfer_outcome"]
+            handoff.number = fields.get("transfer_number", "")
+        info = info or CallInfo(call_id="", provider_call_id=provider_call_id)
         self.notify(info, TelephonyStatus(t=trio.current_time(), fields=dict(fields)))
+        if handoff is not None and fields.get("transfer_outcome") == "answered":
+            self.handoffs.take(provider_call_id)  # a person has the caller: no return
 
     async def drain(self, grace_s: float) -> None:
         """Stop admitting; give active calls `grace_s` seconds (or until `end_calls_now`),

@@ -6,7 +6,10 @@ sends `connected` and `start` (with the TwiML `<Parameter>`s), then streams 20 m
 frames in real time (silence between what the script says), plays the agent's audio on
 a real-time clock, echoes each mark when the audio before it has played, honours
 `clear` (pending marks come back at once), sends DTMF and `stop`, and records all of it
-with `trio.current_time()` timestamps.
+with `trio.current_time()` timestamps. A call redirected to `<Dial action=...>` plays the
+Dial as `TwilioSimulator.dial` scripts it (answered, or no-answer after the timeout),
+posts the signed action callback like Twilio, and follows its answer: `<Hangup/>` ends
+the call, `<Connect><Stream>` streams the same CallSid back (`SimCall.wait_for_return`).
 
 `TwilioRestFake` answers `POST /2010-04-01/Accounts/{AC}/Calls/{CA}.json` like Twilio:
 `Status=completed` ends the call (the simulated caller then gets `stop`), `Twiml=`
@@ -53,6 +56,8 @@ __all__ = [
     "AppClear",
     "AppMark",
     "AppMedia",
+    "DialOutcome",
+    "DialScript",
     "MediaConnection",
     "RestRequest",
     "SimCall",
@@ -235,6 +240,54 @@ class Webhook:
     params: dict[str, str] = field(default_factory=dict)  # what was posted
 
 
+@dataclass
+class DialTwiml:
+    """The `<Dial>` of a TwiML document."""
+
+    number: str
+    timeout_s: float = 30.0  # Twilio's default
+    action: str | None = None
+    method: str = "POST"
+
+
+def parse_dial(text: str) -> DialTwiml | None:
+    node = ET.fromstring(text).find("Dial")
+    if node is None:
+        return None
+    return DialTwiml(
+        number=(node.text or "").strip(),
+        timeout_s=float(node.attrib.get("timeout", 30)),
+        action=node.attrib.get("action"),
+        method=node.attrib.get("method", "POST"),
+    )
+
+
+@dataclass
+class DialScript:
+    """How the person a `<Dial>` rings behaves (set `TwilioSimulator.dial`).
+
+    `status`: "completed" (answered, talks `talk_s` seconds, then hangs up), or
+    "no-answer", "busy", "failed". `ring_s`: how long it rings before that; None rings
+    the Dial's whole timeout for a no-answer (like Twilio) and 0.2 s otherwise.
+    """
+
+    status: str = "no-answer"
+    ring_s: float | None = None
+    talk_s: float = 0.2
+
+
+@dataclass
+class DialOutcome:
+    """What happened to one `<Dial>` of the call, and what the action URL answered."""
+
+    dial: DialTwiml
+    fields: dict[str, str]  # posted to the action URL
+    status_code: int = 0
+    text: str = ""
+    hangup: bool = False
+    stream: StreamTwiml | None = None
+
+
 def parse_twiml(text: str) -> tuple[StreamTwiml | None, list[str], bool]:
     """(stream, spoken texts, ends with Hangup) of a TwiML document."""
     root = ET.fromstring(text)
@@ -361,6 +414,9 @@ class SimCall:
         self._marks_changed = trio.Event()
         self._audio_arrived = trio.Event()
         self._rest_end = trio.Event()
+        self.dial: DialOutcome | None = None  # the Dial this call was redirected to
+        self.returned: SimCall | None = None  # the stream back after an unanswered Dial
+        self._dial_done = trio.Event()
 
     # ------------------------------------------------------------------ what a test reads
 
@@ -446,6 +502,20 @@ class SimCall:
 
     async def wait_closed(self) -> None:
         await self.closed.wait()
+
+    async def wait_for_dial(self) -> DialOutcome:
+        """Wait until a transfer's `<Dial>` ended and its action URL answered."""
+        await self._dial_done.wait()
+        if self.dial is None:
+            raise SimulatorError("the call ended without a <Dial> with an action URL")
+        return self.dial
+
+    async def wait_for_return(self) -> SimCall:
+        """Wait for the caller to be streamed back after an unanswered `<Dial>`."""
+        await self.wait_for_dial()
+        if self.returned is None:
+            raise SimulatorError(f"no stream back after the Dial: {self.dial}")
+        return self.returned
 
     # ------------------------------------------------------------------ the tasks
 
@@ -606,6 +676,7 @@ class TwilioSimulator:
         self.account_sid = account_sid
         self.rest = rest
         self.timeout = timeout
+        self.dial = DialScript()  # how a transfer's <Dial> goes
         self._validator = RequestValidator(auth_token) if auth_token else None
 
     def _http(self) -> httpx.AsyncClient:
@@ -739,13 +810,91 @@ class TwilioSimulator:
                     yield call
                 finally:
                     with trio.CancelScope(shield=True), trio.move_on_after(5):
-                        await call._stop_and_close()
-                        await call.closed.wait()
+                        leg: SimCall | None = call
+                        while leg is not None:  # the caller hangs up on whichever stream
+                            await leg._stop_and_close()
+                            await leg.closed.wait()
+                            leg = leg.returned
                     nursery.cancel_scope.cancel()
 
     async def _stop_on_rest(self, call: SimCall) -> None:
-        await call._rest_end.wait()
-        await call._stop_and_close()
+        """After a REST update: the stream stops; a redirect to a `<Dial>` is played."""
+        try:
+            await call._rest_end.wait()
+            await call._stop_and_close()
+            twiml = self.rest.twiml.get(call.call_sid, "") if self.rest else ""
+            if call.ended_by_rest != "redirected" or not twiml.lstrip().startswith("<"):
+                return
+            dial = parse_dial(twiml)
+            if dial is not None and dial.action:
+                await self._play_dial(call, dial)
+        finally:
+            call._dial_done.set()
+
+    async def _play_dial(self, call: SimCall, dial: DialTwiml) -> None:
+        """Ring the Dial's number as `self.dial` scripts it, post the action callback,
+        and follow its TwiML: hang up, or stream the same CallSid back."""
+        script = self.dial
+        answered = script.status == "completed"
+        ring = script.ring_s
+        if ring is None:
+            ring = dial.timeout_s if script.status == "no-answer" else 0.2
+        call.log("dial:ringing", dial.number)
+        await trio.sleep(ring + (script.talk_s if answered else 0.0))
+        fields = {
+            "AccountSid": self.account_sid,
+            "CallSid": call.call_sid,
+            "From": call.webhook.params.get("From", ""),
+            "To": call.webhook.params.get("To", ""),
+            "CallStatus": "in-progress",
+            "Direction": "inbound",
+            "ApiVersion": "2010-04-01",
+            "DialCallSid": new_sid("CA"),
+            "DialCallStatus": script.status,
+        }
+        if answered:
+            fields["DialCallDuration"] = str(max(1, round(script.talk_s)))
+        call.log("dial:" + script.status)
+        headers = {SIGNATURE_HEADER: self.sign(dial.action, fields)} if self._validator else {}
+        assert dial.action is not None
+        async with self._http() as client:
+            response = await client.post(dial.action, data=fields, headers=headers)
+        outcome = DialOutcome(dial, fields, response.status_code, response.text)
+        call.dial = outcome
+        if response.status_code != 200:
+            call.log("dial:action_refused", str(response.status_code))
+            return
+        outcome.stream, _, outcome.hangup = parse_twiml(response.text)
+        if outcome.stream is None:
+            if self.rest is not None:
+                self.rest.status[call.call_sid] = "completed"
+            call.log("dial:call_ended")
+            return
+        await self._stream_back(call, outcome)
+
+    async def _stream_back(self, call: SimCall, outcome: DialOutcome) -> None:
+        assert outcome.stream is not None
+        hook = Webhook(200, outcome.text, outcome.stream, params=call.webhook.params)
+        async with self.open_media(outcome.stream.url, sign=self._validator is not None) as conn:
+            back = SimCall(
+                conn,
+                account_sid=self.account_sid,
+                call_sid=call.call_sid,
+                webhook=hook,
+                stream_silence=call.stream_silence,
+            )
+            if self.rest is not None:
+                self.rest.register(call.call_sid, back.end_by_rest)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(back.run)
+                call.returned = back
+                call.log("dial:streamed_back", back.stream_sid)
+                call._dial_done.set()
+                nursery.start_soon(self._stop_on_rest, back)
+                await back.closed.wait()
+                if back._rest_end.is_set():  # transferred again: follow that Dial too
+                    await back._dial_done.wait()
+                nursery.cancel_scope.cancel()
 
     async def _stream_status(self, call: SimCall, url: str, event: str) -> None:
         fields = {

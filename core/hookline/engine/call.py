@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import trio
 
 from ..audio import MULAW_8K, SAMPLE_RATE, seconds_of
@@ -67,7 +68,7 @@ from .tool_runner import ToolOutcome
 from .turns import Decision, TurnTaker
 
 if TYPE_CHECKING:
-    from ..runtime import Runtime
+    from ..runtime import Handoff, Runtime
 
 __all__ = ["CallSession"]
 
@@ -91,7 +92,7 @@ class _UserTurn:
 class CallSession:
     """Runs one call on `leg` with the runtime's providers. Create, then `await run()`."""
 
-    def __init__(self, runtime: Runtime, leg: CallLeg) -> None:
+    def __init__(self, runtime: Runtime, leg: CallLeg, resumed: Handoff | None = None) -> None:
         self.runtime = runtime
         self.leg = leg
         self.info = leg.info
@@ -102,7 +103,15 @@ class CallSession:
         self.speaker = Speaker(leg, self.playback, f"tts/{runtime.provider_names.get('tts')}")
         self.turn_taker = TurnTaker(policy.barge_in_min_words, policy.backchannels)
         self.agent = Agent(runtime.llm, runtime.tools, policy, self.info, self, self.log)
-        self.history: list[Message] = system_messages(runtime, self.info)
+        # A caller back from a transfer nobody took continues the same conversation.
+        self.resumed = resumed
+        if resumed is not None:
+            # Copies: the transferred call may still be finishing with its own history.
+            self.history = [msgspec.structs.replace(m) for m in resumed.history]
+            repair_history(self.history)
+            self.history.append(resumed.note("take_message" in runtime.tools))
+        else:
+            self.history = system_messages(runtime, self.info)
         self.stt: STTStream | None = None
         self.tts: TTSStream | None = None
         self.turns: list[TurnRecord] = []
@@ -149,16 +158,22 @@ class CallSession:
         )
         try:
             # The greeting goes out before anything else is opened: it is cached audio,
-            # so the caller hears the agent within one scheduler tick.
+            # so the caller hears the agent within one scheduler tick. A caller back from
+            # a transfer is not greeted again: the model speaks first, told the outcome.
             greeting = self.runtime.config.agent.greeting
-            turn = self._new_turn("agent", greeting)
+            turn = self._new_turn("agent", "" if self.resumed else greeting)
             message = Message(role="assistant", content=greeting)
-            self.history.append(message)
             self._agent_timing[turn] = TurnTiming()
             self._mark_activity()
+            if self.resumed is None:
+                self.history.append(message)
+            else:
+                self._pending_turn = _UserTurn(turn, "", TurnTiming())
+                self._turn_ready.set()
             async with trio.open_nursery() as outer:
                 outer.start_soon(self._run_speaker)
-                await self.play_phrase(greeting, turn, message)  # cached: no checkpoint
+                if self.resumed is None:
+                    await self.play_phrase(greeting, turn, message)  # cached: no checkpoint
                 outer.start_soon(self._pump_leg)
                 await self._run_main()
                 await self._closing()
@@ -322,12 +337,13 @@ class CallSession:
                     self._dtmf_digit(event.digit)
                 elif isinstance(event, HangUp):
                     self._leg_gone()
-                    self._end(
-                        "caller_hangup"
-                        if event.reason in ("caller", "stop")
-                        else f"telephony:{event.reason}",
-                        hangup=False,
-                    )
+                    if event.reason in ("caller", "stop"):
+                        reason = "caller_hangup"
+                    elif event.reason == "transfer":  # the stream ended by our redirect,
+                        reason = "transferred"  # maybe before `transfer()` got its answer
+                    else:
+                        reason = f"telephony:{event.reason}"
+                    self._end(reason, hangup=False)
                     return
         except ProviderError as e:
             self._leg_gone()
@@ -413,9 +429,13 @@ class CallSession:
             if pending is None:
                 continue
             # Appended only now: a shielded tool of the previous response may have just
-            # added its result, which must stay right after its tool call.
-            self.history.append(Message(role="user", content=pending.text))
-            turn = self._new_turn("agent", "")
+            # added its result, which must stay right after its tool call. An empty
+            # turn is the agent's opening after a transfer: no caller words to add.
+            if pending.text:
+                self.history.append(Message(role="user", content=pending.text))
+                turn = self._new_turn("agent", "")
+            else:
+                turn = pending.index
             timing = pending.timing
             self._agent_timing[turn] = timing
             with trio.CancelScope() as scope:
@@ -630,6 +650,9 @@ class CallSession:
         if not self._leg_alive:
             self.log.info("not transferring: the caller hung up during the announcement")
             return
+        # Kept before the redirect: if nobody answers, the caller comes back on a new
+        # leg of this call (`Runtime.handoffs`), which may start before this one ended.
+        self.runtime.handoffs.keep(self.info, self.history)
         await self.leg.transfer(number)
         self.log.info("transferred to %s", number)
         self._end("transferred", hangup=False)
@@ -721,6 +744,14 @@ class CallSession:
             providers=dict(self.runtime.provider_names),
             turns=self.turns,
             usage=dict(self.usage),
+            extra=(
+                {
+                    "resumed_from": self.resumed.info.call_id,
+                    "transfer_outcome": self.resumed.outcome,
+                }
+                if self.resumed
+                else {}
+            ),
         )
 
 

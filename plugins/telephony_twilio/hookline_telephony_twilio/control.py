@@ -44,9 +44,11 @@ RETRY_ATTEMPTS = 4
 BACKOFF = Backoff(first_s=0.5, max_s=2.0, attempts=RETRY_ATTEMPTS, max_retry_after_s=3.0)
 
 
-def dial_twiml(number: str) -> str:
+def dial_twiml(number: str, *, timeout_s: int, action_url: str) -> str:
+    """`<Dial timeout action>`: Twilio rings `number` for `timeout_s` seconds, then asks
+    `action_url` (signed, with DialCallStatus) what the caller gets next."""
     response = VoiceResponse()
-    response.dial(number)
+    response.dial(number, timeout=timeout_s, action=action_url or None, method="POST")
     return str(response)
 
 
@@ -91,13 +93,21 @@ class CallControl:
         """
         await self._update(call_sid, "hang-up", retry_timeouts=True, status="completed")
 
-    async def transfer(self, call_sid: str, number: str) -> None:
-        """Leave the media stream and dial `number` (Twilio then stops the stream).
+    async def transfer(
+        self, call_sid: str, number: str, *, timeout_s: int = 20, action_url: str = ""
+    ) -> None:
+        """Leave the media stream and dial `number` (Twilio then stops the stream); when
+        the Dial ends Twilio posts its outcome to `action_url`.
 
         A timed-out redirect may have happened: it is not retried (a second one would
         dial again); refusals that Twilio made before acting (429, 5xx) are.
         """
-        await self._update(call_sid, "transfer", retry_timeouts=False, twiml=dial_twiml(number))
+        await self._update(
+            call_sid,
+            "transfer",
+            retry_timeouts=False,
+            twiml=dial_twiml(number, timeout_s=timeout_s, action_url=action_url),
+        )
 
     async def _update(
         self, call_sid: str, what: str, *, retry_timeouts: bool, **fields: str

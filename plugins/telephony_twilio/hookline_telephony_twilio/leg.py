@@ -31,6 +31,7 @@ from hookline import (
 from . import protocol as p
 from .asgi import Receive, Send
 from .control import CallControl
+from .transfer import TransferBook
 
 __all__ = ["BadInput", "CallLog", "MediaSocket", "TwilioLeg"]
 
@@ -123,8 +124,15 @@ class TwilioLeg:
         stream_sid: str,
         control: CallControl,
         log: logging.LoggerAdapter,
+        *,
+        transfers: TransferBook | None = None,
+        transfer_action_url: str = "",
+        transfer_timeout_s: int = 20,
     ) -> None:
         self.info = info
+        self._transfers = transfers if transfers is not None else TransferBook()
+        self._transfer_action_url = transfer_action_url
+        self._transfer_timeout_s = transfer_timeout_s
         self.stream_sid = stream_sid
         self._socket = socket
         self._control = control
@@ -221,9 +229,20 @@ class TwilioLeg:
                     await self._socket.close()
 
     async def transfer(self, number: str) -> None:
+        """Redirect the call to a `<Dial>` of `number` (see transfer.py): the stream ends
+        now; if nobody answers, the caller comes back on a new stream."""
         self._ending = "transfer"
-        self._log.info("transferring the call through the REST API")
-        await self._control.transfer(self.info.provider_call_id, number)
+        self._log.info(
+            "transferring the call through the REST API (rings %d s)", self._transfer_timeout_s
+        )
+        # Expected before the redirect: Twilio may call back before the REST call returns.
+        self._transfers.expect(self.info, number, self._transfer_timeout_s)
+        await self._control.transfer(
+            self.info.provider_call_id,
+            number,
+            timeout_s=self._transfer_timeout_s,
+            action_url=self._transfer_action_url,
+        )
 
 
 class _Events:

@@ -39,5 +39,8 @@ class TwilioSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_message_bytes: PositiveInt = 65536
     # Bound on one REST request (hang-up, transfer).
     rest_timeout_s: Seconds = 10.0
+    # How long a transfer rings the person (TwiML <Dial timeout>) before the caller comes
+    # back to the agent, who offers to take a message.
+    transfer_timeout_s: Annotated[int, msgspec.Meta(ge=5, le=600)] = 20
     # Name of the <Stream> in TwiML (shows in Twilio's console and status callbacks).
     stream_name: str = "hookline"

@@ -6,6 +6,9 @@
 - `WS /twilio/media`: the Media Streams socket. Checks the upgrade's signature, waits
   for `start`, claims the token and runs the call on a `TwilioLeg`.
 - `POST /twilio/status`: call and stream status callbacks, recorded as call events.
+- `POST /twilio/transfer-result`: the action callback of a transfer's `<Dial>` (see
+  transfer.py): hang up after an answered transfer, or stream the caller back to the
+  agent (a new token for the same CallSid) when nobody answered.
 
 The slot reserved at the webhook belongs to the webhook's request until its token is
 settled: claimed by the stream (then `run_call` releases it at the end), or given up
@@ -38,14 +41,23 @@ from .control import CallControl
 from .leg import BadInput, CallLog, MediaSocket, TwilioLeg
 from .security import CallSidBook, FormParams, RateLimitedLog, Signer, TokenBook, request_url
 from .settings import TwilioSettings
+from .transfer import PendingTransfer, TransferBook, outcome_of
 
-__all__ = ["CLOSE_POLICY", "MEDIA_PATH", "STATUS_PATH", "VOICE_PATH", "TwilioTelephony"]
+__all__ = [
+    "CLOSE_POLICY",
+    "MEDIA_PATH",
+    "STATUS_PATH",
+    "TRANSFER_PATH",
+    "VOICE_PATH",
+    "TwilioTelephony",
+]
 
 log = logging.getLogger("hookline.telephony.twilio")
 
 VOICE_PATH = "/twilio/voice"
 MEDIA_PATH = "/twilio/media"
 STATUS_PATH = "/twilio/status"
+TRANSFER_PATH = "/twilio/transfer-result"
 CLOSE_POLICY = 1008  # bad signature, bad token, no `start` in time
 TOKEN_PARAMETER = "token"
 # Stream status events after which no stream of that call will start.
@@ -75,6 +87,7 @@ class TwilioTelephony:
         self.tokens = TokenBook(settings.token_ttl_s)
         self.answered = CallSidBook(settings.replay_window_s, settings.replay_memory)
         self.refusals = RateLimitedLog(log)
+        self.transfers = TransferBook()
         self.control = CallControl(
             account_sid=account_sid,
             auth_token=auth_token,
@@ -101,6 +114,7 @@ class TwilioTelephony:
             Route(VOICE_PATH, calls.voice),
             Route(MEDIA_PATH, calls.media),
             Route(STATUS_PATH, calls.status),
+            Route(TRANSFER_PATH, calls.transfer_result),
         ]
 
 
@@ -150,13 +164,20 @@ class _Routes:
             self.handler.record_rejected(info, "busy")
             await respond(send, 200, self._busy_twiml().encode(), "text/xml")
             return
+        # No number here: the engine's "call started" line shows it as the privacy
+        # setting allows.
+        clog.info("call %s answered with a stream", info.provider_call_id)
+        await self._answer_with_stream(scope, send, info, clog)
+
+    async def _answer_with_stream(
+        self, scope: dict, send: Send, info: CallInfo, clog: CallLog
+    ) -> None:
+        """Answer `<Connect><Stream>` with a new token for `info`, then hold the call slot
+        (already admitted) until a stream claims the token or it is given up."""
         token, pending = self.t.tokens.issue(info)
         try:
             twiml = self._stream_twiml(scope, info, token)
             await respond(send, 200, twiml.encode(), "text/xml", close=True)
-            # No number here: the engine's "call started" line shows it as the privacy
-            # setting allows.
-            clog.info("call %s answered with a stream", info.provider_call_id)
             with trio.move_on_at(pending.expires):
                 await pending.settled.wait()
         finally:
@@ -184,8 +205,73 @@ class _Routes:
         )
         stream.parameter(name="from", value=info.from_number)
         stream.parameter(name="to", value=info.to_number)
+        for name, value in info.parameters.items():
+            stream.parameter(name=name, value=value)
         stream.parameter(name=TOKEN_PARAMETER, value=token)
         return str(response)
+
+    def _hangup_twiml(self) -> str:
+        response = VoiceResponse()
+        response.hangup()
+        return str(response)
+
+    # ------------------------------------------------------------------ transfer result
+
+    async def transfer_result(self, scope: dict, receive: Receive, send: Send) -> None:
+        form = await self._read_form(scope, receive, send)
+        if form is None:
+            return
+        if self.settings.validate_signatures and not self.t.signer.check_webhook(scope, form):
+            self._refuse(
+                "bad_signature", "transfer result refused: missing or wrong X-Twilio-Signature"
+            )
+            await respond(send, 403, b"invalid signature\n", "text/plain")
+            return
+        call_sid = form.first("CallSid")
+        transfer = self.t.transfers.take(call_sid)
+        if transfer is None:
+            # Not a transfer this process is waiting for: a replay of an answered
+            # callback, a forgery, or one past its time. Nothing it claims is stored.
+            self._refuse("replay", "transfer result refused: no transfer of this call is due")
+            await respond(send, 403, b"no transfer pending\n", "text/plain")
+            return
+        status = form.first("DialCallStatus")
+        outcome = outcome_of(status, form.first("DialCallDuration"))
+        clog = CallLog(log, {"call_id": transfer.info.call_id})
+        clog.info("transfer of call %s: %s (DialCallStatus %s)", call_sid, outcome, status)
+        fields = {name: values[-1] for name, values in form.items()}
+        fields.update(event="transfer", transfer_outcome=outcome, transfer_number=transfer.number)
+        self.handler.record_status(call_sid, fields)
+        if outcome == "answered":
+            await respond(send, 200, self._hangup_twiml().encode(), "text/xml")
+            return
+        await self._stream_back(scope, send, transfer, outcome)
+
+    async def _stream_back(
+        self, scope: dict, send: Send, transfer: PendingTransfer, outcome: str
+    ) -> None:
+        """Nobody took the transfer: the caller comes back to the agent on a new stream of
+        the same CallSid (a new call id; the runtime links the two by CallSid)."""
+        before = transfer.info
+        info = CallInfo(
+            call_id=new_call_id(),
+            provider_call_id=before.provider_call_id,
+            from_number=before.from_number,
+            to_number=before.to_number,
+            parameters={"transfer_outcome": outcome},
+        )
+        clog = CallLog(log, {"call_id": info.call_id})
+        if not self.handler.try_admit():
+            clog.info("busy when the caller came back from a transfer: busy message")
+            self.handler.record_rejected(info, "busy")
+            await respond(send, 200, self._busy_twiml().encode(), "text/xml")
+            return
+        clog.info(
+            "call %s back from an unanswered transfer (was %s)",
+            info.provider_call_id,
+            before.call_id,
+        )
+        await self._answer_with_stream(scope, send, info, clog)
 
     def _busy_twiml(self) -> str:
         response = VoiceResponse()
@@ -262,12 +348,12 @@ class _Routes:
             receive, send, max_bytes=self.settings.max_message_bytes, bad=BadInput(stream_log)
         )
         try:
-            await self._run_stream(socket, stream_log)
+            await self._run_stream(scope, socket, stream_log)
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await socket.close()
 
-    async def _run_stream(self, socket: MediaSocket, stream_log: CallLog) -> None:
+    async def _run_stream(self, scope: dict, socket: MediaSocket, stream_log: CallLog) -> None:
         start = None
         with trio.move_on_after(self.settings.start_timeout_s):
             start = await _wait_for_start(socket)
@@ -301,7 +387,16 @@ class _Routes:
         )
         clog = stream_log
         clog.extra["call_id"] = info.call_id  # from now on every line names the call
-        leg = TwilioLeg(info, socket, body.streamSid, self.t.control, clog)
+        leg = TwilioLeg(
+            info,
+            socket,
+            body.streamSid,
+            self.t.control,
+            clog,
+            transfers=self.t.transfers,
+            transfer_action_url=self._transfer_url(scope),
+            transfer_timeout_s=self.settings.transfer_timeout_s,
+        )
         clog.info("media stream %s started", body.streamSid)
         try:
             await self.handler.run_call(leg)  # releases the slot reserved at the webhook
@@ -309,6 +404,11 @@ class _Routes:
             if socket.bad.counts:
                 clog.warning("bad input during the call: %s", socket.bad.summary())
             clog.info("media stream %s ended", body.streamSid)
+
+    def _transfer_url(self, scope: dict) -> str:
+        return request_url(
+            {**scope, "path": TRANSFER_PATH}, self.t.signer.public_url, websocket=False
+        )
 
     def _refuse(self, reason: str, message: str) -> None:
         self.handler.count_refused(reason)

@@ -56,7 +56,9 @@ async def test_transfer_redirects_to_dial(serve, twilio_sim):
         async with twilio_sim.call(served.voice) as call:
             await call.wait_closed()
     twiml = served.rest.twiml[call.call_sid]
-    assert "<Dial>+15550009999</Dial>" in twiml
+    dial = twiml[twiml.index("<Dial ") : twiml.index("</Dial>")]
+    assert 'timeout="20"' in dial and dial.endswith(">+15550009999")
+    assert 'action="http://127.0.0.1:' in dial and '/twilio/transfer-result"' in dial
     assert call.ended_by_rest == "redirected"
     events = served.handler.events[served.handler.legs[0].info.call_id]
     assert events[-1] == HangUp(reason="transfer")
