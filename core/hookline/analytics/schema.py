@@ -17,7 +17,15 @@ import duckdb
 
 from ..errors import ConfigError
 
-__all__ = ["SCHEMA_VERSION", "TABLES", "VIEWS", "migrate", "open_database", "schema_version"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "TABLES",
+    "UPSERT_TABLES",
+    "VIEWS",
+    "migrate",
+    "open_database",
+    "schema_version",
+]
 
 log = logging.getLogger("hookline.analytics")
 
@@ -100,7 +108,39 @@ CREATE TABLE events (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2)  # MIGRATIONS[n] takes version n to n+1
+# v3: call recordings (from the telephony's recording callbacks) and post-call summaries.
+# A recording is keyed by its provider SID (a repeated callback updates it); its call_id is
+# '' when the callback named a call this database does not know.
+V3 = """
+CREATE TABLE recordings (
+    recording_sid VARCHAR PRIMARY KEY,
+    call_id VARCHAR NOT NULL,
+    provider_call_id VARCHAR,
+    status VARCHAR NOT NULL,
+    duration_s DOUBLE,
+    url VARCHAR,
+    received TIMESTAMP NOT NULL
+);
+CREATE TABLE call_summaries (
+    call_id VARCHAR PRIMARY KEY,
+    status VARCHAR NOT NULL,
+    reason VARCHAR,
+    summary VARCHAR,
+    reason_for_calling VARCHAR,
+    outcome VARCHAR,
+    vehicle VARCHAR,
+    follow_up_needed BOOLEAN,
+    follow_up VARCHAR,
+    sentiment VARCHAR,
+    model VARCHAR,
+    llm_prompt_tokens BIGINT,
+    llm_completion_tokens BIGINT,
+    latency_ms DOUBLE,
+    created TIMESTAMP NOT NULL
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3)  # MIGRATIONS[n] takes version n to n+1
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # Column order of each table as the writer appends it (the v2 layout: v1 columns, then
@@ -123,7 +163,18 @@ TABLES: dict[str, tuple[str, ...]] = {
         "result", "latency_ms",
     ),
     "events": ("call_id", "provider_call_id", "seq", "ts", "t", "type", "turn", "data"),
+    "recordings": (
+        "recording_sid", "call_id", "provider_call_id", "status", "duration_s", "url",
+        "received",
+    ),
+    "call_summaries": (
+        "call_id", "status", "reason", "summary", "reason_for_calling", "outcome", "vehicle",
+        "follow_up_needed", "follow_up", "sentiment", "model", "llm_prompt_tokens",
+        "llm_completion_tokens", "latency_ms", "created",
+    ),
 }  # fmt: skip
+# Tables keyed by their first column: a later row with the same key replaces the earlier.
+UPSERT_TABLES = frozenset({"calls", "recordings", "call_summaries"})
 
 # "What happened to the call", from end_reason: the part before the colon.
 _OUTCOME = "coalesce(split_part(end_reason, ':', 1), 'active')"
