@@ -481,9 +481,7 @@ _NAMES = {
 
 
 def _appenders(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    return {
-        t: con.appender(t, action="upsert" if t in UPSERT_TABLES else "insert") for t in TABLES
-    }
+    return {t: con.appender(t, action="upsert" if t in UPSERT_TABLES else "insert") for t in TABLES}
 
 
 def _recording_row(call_id: str, pcid: str, event: RecordingCompleted, wall: float) -> Row:
