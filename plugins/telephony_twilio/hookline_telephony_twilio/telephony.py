@@ -120,12 +120,14 @@ class TwilioTelephony:
 
     def routes(self, handler: CallHandler) -> Sequence[Route]:
         calls = _Routes(self, handler)
-        return [
+        routes = [
             Route(VOICE_PATH, calls.voice),
             Route(MEDIA_PATH, calls.media),
             Route(STATUS_PATH, calls.status),
-            Route(RECORDING_PATH, calls.recording),
         ]
+        if self.recorder is not None:  # no recordings, no route for their callbacks
+            routes.append(Route(RECORDING_PATH, calls.recording))
+        return routes
 
 
 class _Routes:
