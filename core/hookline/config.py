@@ -36,9 +36,11 @@ __all__ = [
     "Price",
     "PricesConfig",
     "ProvidersConfig",
+    "RecordingConfig",
     "Seconds",
     "Secrets",
     "ServerConfig",
+    "SummaryConfig",
     "decode_section",
     "load_config",
     "secret_keys",
@@ -140,6 +142,31 @@ class AnalyticsConfig(_Section):
     hash_salt_env: str = "HOOKLINE_HASH_SALT"
 
 
+class RecordingConfig(_Section):
+    """Call recording through the telephony provider (Twilio's Recordings API). Off by
+    default; when on, the caller is told: `disclosure` is spoken as part of the greeting
+    (appended to `[agent] greeting`, so it is cached with it and the model knows it was
+    said). Recordings are pruned with `hookline analytics prune`."""
+
+    enabled: bool = False
+    disclosure: str = "This call is recorded for quality and training."
+
+
+class SummaryConfig(_Section):
+    """The post-call summary: one LLM request per finished call with caller turns, run in
+    the background (never in a call's path), stored in the `call_summaries` table."""
+
+    enabled: bool = True
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 30.0  # the whole request
+    # Answers longer than this (about 4 characters a token) are cut off and skipped.
+    max_tokens: Annotated[int, msgspec.Meta(ge=50, le=4000)] = 400
+    # The transcript sent is cut to its last this many characters (bounds the input cost).
+    max_transcript_chars: Annotated[int, msgspec.Meta(ge=500, le=200_000)] = 12_000
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2  # summaries at once
+    # Finished calls waiting for a summary; past this, a call's summary is skipped.
+    backlog: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 200
+
+
 class PricesConfig(_Section):
     """Prices in US dollars, for the per-call cost estimate."""
 
@@ -163,8 +190,18 @@ class Config(_Section):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     analytics: AnalyticsConfig = msgspec.field(default_factory=AnalyticsConfig)
     prices: PricesConfig = msgspec.field(default_factory=PricesConfig)
+    recording: RecordingConfig = msgspec.field(default_factory=RecordingConfig)
+    summary: SummaryConfig = msgspec.field(default_factory=SummaryConfig)
     # Set by load_config, not read from the file.
     path: str = ""
+
+    def __post_init__(self) -> None:
+        # A recorded call tells the caller in the greeting itself: one cached phrase, heard
+        # before anything else, and in the history so the model knows it was said.
+        disclosure = self.recording.disclosure.strip()
+        greeting = self.agent.greeting
+        if self.recording.enabled and disclosure and not greeting.endswith(disclosure):
+            self.agent.greeting = f"{greeting} {disclosure}" if greeting else disclosure
 
     @property
     def base_dir(self) -> Path:

@@ -19,7 +19,7 @@ from typing import Any
 
 import trio
 
-from .config import AgentConfig, PolicyConfig, Secrets
+from .config import AgentConfig, PolicyConfig, RecordingConfig, Secrets
 from .errors import ConfigError
 from .providers import CallInfo
 
@@ -52,6 +52,9 @@ class ProviderContext:
     _add_closer: Callable[[Closer], None] = field(repr=False)
     # The runtime's list of per-call prompt contributions (see `on_call_context`).
     _add_call_context: Callable[[CallContext], None] = field(repr=False)
+    # `[recording]`: whether a telephony provider records calls (the caller is told in
+    # the greeting by the core).
+    recording: RecordingConfig = field(default_factory=RecordingConfig)
 
     @property
     def config_dir(self) -> Path:

@@ -19,6 +19,7 @@ __all__ = [
     "CallRecord",
     "DtmfReceived",
     "ProviderFailed",
+    "RecordingCompleted",
     "Reprompted",
     "TelephonyStatus",
     "ToolCallFinished",
@@ -128,6 +129,16 @@ class TelephonyStatus(_Event):
     fields: dict[str, str]
 
 
+class RecordingCompleted(_Event):
+    """The telephony provider reports a finished recording of the call (Twilio's
+    recording status callback, signature checked). `duration_s` is None when unknown."""
+
+    recording_sid: str
+    status: str
+    duration_s: float | None = None
+    url: str = ""
+
+
 CallEvent = (
     UserSpeechStarted
     | UserTurnEnded
@@ -141,6 +152,7 @@ CallEvent = (
     | TurnMetrics
     | ProviderFailed
     | TelephonyStatus
+    | RecordingCompleted
 )
 
 

@@ -192,6 +192,19 @@ class CallHandler(Protocol):
         """Record a telephony status callback for the call with this provider id."""
         ...
 
+    def record_recording(
+        self,
+        provider_call_id: str,
+        *,
+        recording_sid: str,
+        status: str,
+        duration_s: float | None = None,
+        url: str = "",
+    ) -> None:
+        """Record a (signature-checked) recording callback against the call with this
+        provider id, also after the call ended (the `recordings` table)."""
+        ...
+
 
 @runtime_checkable
 class Telephony(Protocol):

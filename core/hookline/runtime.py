@@ -24,7 +24,7 @@ from .audio import MULAW_8K
 from .config import Config, Secrets, decode_section, secret_keys
 from .context import CallContext, Closer, ProviderContext
 from .errors import ConfigError, MissingSecret, PluginError
-from .events import CallEvent, CallRecord, TelephonyStatus
+from .events import CallEvent, CallRecord, RecordingCompleted, TelephonyStatus
 from .logs import call_log
 from .plugins import Plugins
 from .providers import (
@@ -38,6 +38,7 @@ from .providers import (
     Telephony,
     new_call_id,
 )
+from .summary import SummaryWriter
 from .tools import Tool
 
 __all__ = ["KINDS", "Handoff", "Handoffs", "Resolved", "Runtime", "new_call_id", "resolve"]
@@ -276,6 +277,10 @@ class Runtime:
         self._idle = trio.Event()
         self._idle.set()
         self._drain_now = trio.Event()  # set by end_calls_now(): the grace is over
+        # Post-call summaries, run by `run_background` (hookline serve starts it).
+        self.summaries: SummaryWriter | None = (
+            SummaryWriter(self, config.summary) if config.summary.enabled else None
+        )
 
     # ----------------------------------------------------------------- set-up
 
@@ -295,6 +300,7 @@ class Runtime:
             secrets=self.secrets,
             _add_closer=self._closers.append,
             _add_call_context=self.call_contexts.append,
+            recording=self.config.recording,
         )
 
     async def start(self) -> None:
@@ -321,6 +327,26 @@ class Runtime:
             for text in missing:
                 nursery.start_soon(one, text)
         log.info("cached %d phrases", len(missing))
+
+    async def run_background(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The runtime's work that outlives calls (post-call summaries), until
+        `finish_background()`: start it in a nursery before taking calls."""
+        if self.summaries is None:
+            task_status.started()
+            return
+        await self.summaries.run(task_status=task_status)
+
+    async def finish_background(self, grace_s: float | None = None) -> None:
+        """After the last call: let the queued summaries finish (each is bounded by
+        `[summary] timeout_s`), then stop `run_background`. Past `grace_s` (default
+        twice the timeout) they are cut short and stored as skipped."""
+        if self.summaries is None:
+            return
+        self.summaries.close()
+        with trio.move_on_after(grace_s or 2 * self.config.summary.timeout_s):
+            await self.summaries.idle.wait()
 
     def stop(self) -> None:
         """Tell observers to flush and close (after the last call ended)."""
@@ -444,6 +470,26 @@ class Runtime:
         if handoff is not None and fields.get("transfer_outcome") == "answered":
             self.handoffs.take(provider_call_id)  # a person has the caller: no return
 
+    def record_recording(
+        self,
+        provider_call_id: str,
+        *,
+        recording_sid: str,
+        status: str,
+        duration_s: float | None = None,
+        url: str = "",
+    ) -> None:
+        """A recording of the call with this provider id is ready (or failed): observers
+        store it against the call, even when the call has ended."""
+        info = self._by_provider_id.get(provider_call_id) or CallInfo(
+            call_id="", provider_call_id=provider_call_id
+        )
+        event = RecordingCompleted(
+            t=trio.current_time(), recording_sid=recording_sid, status=status,
+            duration_s=duration_s, url=url,
+        )  # fmt: skip
+        self.notify(info, event)
+
     async def drain(self, grace_s: float) -> None:
         """Stop admitting; give active calls `grace_s` seconds (or until `end_calls_now`),
         then end them gracefully: a goodbye, a hang-up, a record for every call."""
@@ -494,6 +540,8 @@ class Runtime:
 
     def call_ended(self, info: CallInfo, record: CallRecord) -> None:
         self._observe("hookline_call_ended", call=info, record=record)
+        if self.summaries is not None:
+            self.summaries.submit(info, record)
 
     def _observe(self, hook: str, **kwargs: Any) -> None:
         self._call_each(hook, runtime=self, **kwargs)

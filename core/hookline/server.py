@@ -194,7 +194,9 @@ async def serve_runtime(
                     watchers.start_soon(_watch_signals, signals, runtime, stop)
                 else:
                     watchers.start_soon(_wait_then_set, terminate, stop)
+                await watchers.start(runtime.run_background)  # post-call summaries
                 await _serve_then_drain(runtime, host, port, stop, task_status)
+                await runtime.finish_background()
                 watchers.cancel_scope.cancel()
         finally:
             # Even after a crash: observers flush what they hold (nothing is lost).

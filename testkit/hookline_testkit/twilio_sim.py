@@ -14,7 +14,10 @@ the call, `<Connect><Stream>` streams the same CallSid back (`SimCall.wait_for_r
 `TwilioRestFake` answers `POST /2010-04-01/Accounts/{AC}/Calls/{CA}.json` like Twilio:
 `Status=completed` ends the call (the simulated caller then gets `stop`), `Twiml=`
 redirects it (the stream stops too), an ended call answers 400 code 21220, an unknown
-one 404 code 20404, wrong credentials 401 code 20003.
+one 404 code 20404, wrong credentials 401 code 20003. It also starts recordings
+(`POST .../Calls/{CA}/Recordings.json`, like `calls(sid).recordings.create(...)`) and
+sends their signed status callback when told (`finish_recording`), as Twilio does once
+the call ends.
 
     async with twilio_rest_fake(auth_token=TOKEN) as rest:
         sim = TwilioSimulator(auth_token=TOKEN, rest=rest)
@@ -58,6 +61,7 @@ __all__ = [
     "AppMedia",
     "DialOutcome",
     "DialScript",
+    "FakeRecording",
     "MediaConnection",
     "RestRequest",
     "SimCall",
@@ -940,6 +944,28 @@ class _CallResource(msgspec.Struct):
 _INJECTED = 20500  # the error code of a failure from `fail_next`
 
 
+class _RecordingResource(msgspec.Struct):
+    sid: str
+    account_sid: str
+    call_sid: str
+    status: str
+    channels: int = 1
+    source: str = "StartCallRecordingAPI"
+    api_version: str = "2010-04-01"
+    uri: str = ""
+
+
+@dataclass
+class FakeRecording:
+    """A recording started through the REST fake."""
+
+    sid: str
+    call_sid: str
+    callback_url: str
+    callback_events: list[str]
+    status: str = "in-progress"
+
+
 class TwilioRestFake:
     """Twilio's call-update endpoint on loopback. Use `twilio_rest_fake()` to run it."""
 
@@ -954,6 +980,7 @@ class TwilioRestFake:
         self.retry_after: str | None = None  # Retry-After header on those failures
         self._on_end: dict[str, Callable[[str], None]] = {}
         self.changed = trio.Event()
+        self.recordings: dict[str, FakeRecording] = {}  # recording sid -> recording
 
     def register(self, call_sid: str, on_end: Callable[[str], None] | None = None) -> None:
         """A live call the fake knows; `on_end("completed"|"redirected")` when updated."""
@@ -999,6 +1026,9 @@ class TwilioRestFake:
             info = f"https://www.twilio.com/docs/errors/{code}"
             return status, _RestError(code, message, info, status), req
 
+        if len(parts) == 6 and parts[5] == "Recordings.json" and parts[3] == "Calls":
+            req.call_sid = parts[4]
+            return self._start_recording(scope, account, fields, req, error)
         if scope["method"] != "POST" or len(parts) != 5 or parts[:2] != ["2010-04-01", "Accounts"]:
             return error(404, 20404, "The requested resource was not found")
         if not self._authorized(scope, account):
@@ -1022,6 +1052,67 @@ class TwilioRestFake:
         if how and call_sid in self._on_end:
             self._on_end[call_sid](how)
         return 200, _CallResource(call_sid, account, self.status[call_sid], uri=scope["path"]), req
+
+    def _start_recording(
+        self, scope: dict, account: str, fields: dict[str, str], req: RestRequest, error: Any
+    ) -> tuple[int, msgspec.Struct, RestRequest]:
+        if scope["method"] != "POST" or scope["path"].strip("/").split("/")[:2] != [
+            "2010-04-01", "Accounts",
+        ]:  # fmt: skip
+            return error(404, 20404, "The requested resource was not found")
+        if not self._authorized(scope, account):
+            return error(401, 20003, "Authenticate")
+        if self.fail_next:
+            return error(self.fail_next.pop(0), _INJECTED, "Internal Server Error")
+        state = self.status.get(req.call_sid)
+        if account != self.account_sid or state is None:
+            return error(404, 20404, f"The requested resource {scope['path']} was not found")
+        if state != "in-progress":
+            return error(400, 21220, "Call is not in-progress. Cannot start a recording.")
+        sid = new_sid("RE")
+        self.recordings[sid] = FakeRecording(
+            sid=sid,
+            call_sid=req.call_sid,
+            callback_url=fields.get("RecordingStatusCallback", ""),
+            callback_events=fields.get("RecordingStatusCallbackEvent", "completed").split(),
+        )
+        resource = _RecordingResource(sid, account, req.call_sid, "in-progress", uri=scope["path"])
+        req.status_code = 201
+        return 201, resource, req
+
+    def recordings_of(self, call_sid: str) -> list[FakeRecording]:
+        return [r for r in self.recordings.values() if r.call_sid == call_sid]
+
+    async def finish_recording(
+        self, sid: str, *, duration_s: int = 42, sign: bool | str = True
+    ) -> int:
+        """Send the recording's `completed` status callback, signed like Twilio signs it
+        (`sign`: True, False for unsigned, or a signature to send); the HTTP status."""
+        recording = self.recordings[sid]
+        recording.status = "completed"
+        fields = {
+            "AccountSid": self.account_sid,
+            "CallSid": recording.call_sid,
+            "RecordingSid": sid,
+            "RecordingUrl": f"https://api.twilio.com/2010-04-01/Accounts/{self.account_sid}"
+            f"/Recordings/{sid}",
+            "RecordingStatus": "completed",
+            "RecordingDuration": str(duration_s),
+            "RecordingChannels": "1",
+            "RecordingStartTime": "Wed, 25 Nov 2026 12:00:00 +0000",
+            "RecordingSource": "StartCallRecordingAPI",
+            "RecordingTrack": "both",
+            "ErrorCode": "0",
+        }
+        headers = {}
+        if sign is True:
+            validator = RequestValidator(self.auth_token)
+            headers[SIGNATURE_HEADER] = validator.compute_signature(recording.callback_url, fields)
+        elif sign:
+            headers[SIGNATURE_HEADER] = sign
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            response = await client.post(recording.callback_url, data=fields, headers=headers)
+        return response.status_code
 
     def _authorized(self, scope: dict, account: str) -> bool:
         for name, value in scope["headers"]:

@@ -19,7 +19,9 @@ from hookline.config import (
     Config,
     PolicyConfig,
     PricesConfig,
+    RecordingConfig,
     ServerConfig,
+    SummaryConfig,
     load_config,
 )
 from hookline.plugins import Plugins
@@ -89,6 +91,8 @@ CORE_SECTIONS: dict[str, type[msgspec.Struct]] = {
     "server": ServerConfig,
     "analytics": AnalyticsConfig,
     "prices": PricesConfig,
+    "recording": RecordingConfig,
+    "summary": SummaryConfig,
 }
 
 

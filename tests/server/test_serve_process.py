@@ -103,6 +103,11 @@ enabled = false
     assert "draining" in log and "stopped" in log
     call_lines = [line for line in log.splitlines() if "call=" in line and "call=-" not in line]
     assert call_lines, "no log line names the call"
-    assert openai_fake.requests and openai_fake.requests[-1].chat.messages[-1].content == (
-        "I need an oil change"
-    )
+    # The call's own request carried the caller's words (the post-call summary's request,
+    # made after the call, carries the whole transcript instead).
+    call_requests = [
+        r
+        for r in openai_fake.requests
+        if r.chat and not (r.chat.messages[0].content or "").startswith("You summarise")
+    ]
+    assert call_requests and call_requests[-1].chat.messages[-1].content == ("I need an oil change")

@@ -257,6 +257,9 @@ _EXPORTS = {
     "turns": _DAY_OF_CALL.format("turns"),
     "latencies": _DAY_OF_CALL.format("latencies"),
     "tool_calls": _DAY_OF_CALL.format("tool_calls"),
+    "call_summaries": _DAY_OF_CALL.format("call_summaries"),
+    "recordings": "SELECT x.*, CAST(coalesce(c.started, x.received) AS DATE) AS day "
+    "FROM recordings x LEFT JOIN calls c ON c.id = x.call_id",
     # Events of no known call (a late status callback) go by their own time.
     "events": "SELECT x.*, CAST(coalesce(c.started, x.ts) AS DATE) AS day "
     "FROM events x LEFT JOIN calls c ON c.id = x.call_id",
@@ -332,11 +335,18 @@ def prune(
             "SELECT id FROM calls WHERE started < ? AND end_reason IS NOT NULL",
             [cutoff],
         ).fetchall()
-        for table in ("turns", "latencies", "tool_calls"):
+        for table in ("turns", "latencies", "tool_calls", "call_summaries"):
             ((n,),) = con.execute(
                 f"DELETE FROM {table} WHERE call_id IN (SELECT id FROM doomed)"
             ).fetchall()
             counts[table] = int(n)
+        # A recording's row (SID, URL) goes with its call; one no call claimed, by its age.
+        ((n,),) = con.execute(
+            "DELETE FROM recordings WHERE call_id IN (SELECT id FROM doomed) "
+            "OR (call_id = '' AND received < ?)",
+            [cutoff],
+        ).fetchall()
+        counts["recordings"] = int(n)
         ((n,),) = con.execute(
             "DELETE FROM events WHERE call_id IN (SELECT id FROM doomed) "
             "OR (call_id = '' AND ts < ?)",

@@ -10,10 +10,11 @@ import functools
 import hashlib
 import hmac
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
@@ -34,6 +35,9 @@ from ..events import (
 )
 from ..providers import CallInfo
 from .schema import TABLES
+
+if TYPE_CHECKING:
+    from ..summary import CallSummary
 
 __all__ = ["Cost", "Privacy", "Shaper", "estimate_cost", "hash_number"]
 
@@ -313,6 +317,21 @@ class Shaper:
             cid, turn, ts, tc.call_id, tc.tool, p.text(tc.arguments), tc.ok, tc.error,
             p.text(tc.result), tc.latency_ms,
         )  # fmt: skip
+
+    def summary_row(self, record: CallRecord, result: CallSummary) -> Row:
+        """A `call_summaries` row. The free text is call content: kept only when
+        transcripts are, with the call's numbers treated like everywhere else."""
+        p = self.privacy
+        f = result.fields
+        row = (
+            result.call_id, result.status, result.reason,
+            p.text(f.summary) if f else None, p.text(f.reason_for_calling) if f else None,
+            f.outcome if f else None, p.text(f.vehicle) if f else None,
+            f.follow_up_needed if f else None, p.text(f.follow_up) if f else None,
+            f.sentiment if f else None, result.model, result.prompt_tokens or None,
+            result.completion_tokens or None, result.latency_ms, utc(time.time()),
+        )  # fmt: skip
+        return _scrub_row(row, p.redactor((record.from_number, record.to_number)))
 
     def event_row(
         self,

@@ -28,6 +28,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "STORAGE_VERSION",
     "TABLES",
+    "UPSERT_TABLES",
     "VIEWS",
     "connect",
     "migrate",
@@ -123,7 +124,39 @@ CREATE TABLE events (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2)  # MIGRATIONS[n] takes version n to n+1
+# v3: call recordings (from the telephony's recording callbacks) and post-call summaries.
+# A recording is keyed by its provider SID (a repeated callback updates it); its call_id is
+# '' when the callback named a call this database does not know.
+V3 = """
+CREATE TABLE recordings (
+    recording_sid VARCHAR PRIMARY KEY,
+    call_id VARCHAR NOT NULL,
+    provider_call_id VARCHAR,
+    status VARCHAR NOT NULL,
+    duration_s DOUBLE,
+    url VARCHAR,
+    received TIMESTAMP NOT NULL
+);
+CREATE TABLE call_summaries (
+    call_id VARCHAR PRIMARY KEY,
+    status VARCHAR NOT NULL,
+    reason VARCHAR,
+    summary VARCHAR,
+    reason_for_calling VARCHAR,
+    outcome VARCHAR,
+    vehicle VARCHAR,
+    follow_up_needed BOOLEAN,
+    follow_up VARCHAR,
+    sentiment VARCHAR,
+    model VARCHAR,
+    llm_prompt_tokens BIGINT,
+    llm_completion_tokens BIGINT,
+    latency_ms DOUBLE,
+    created TIMESTAMP NOT NULL
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3)  # MIGRATIONS[n] takes version n to n+1
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # Column order of each table as the writer appends it (the v2 layout: v1 columns, then
@@ -146,7 +179,18 @@ TABLES: dict[str, tuple[str, ...]] = {
         "result", "latency_ms",
     ),
     "events": ("call_id", "provider_call_id", "seq", "ts", "t", "type", "turn", "data"),
+    "recordings": (
+        "recording_sid", "call_id", "provider_call_id", "status", "duration_s", "url",
+        "received",
+    ),
+    "call_summaries": (
+        "call_id", "status", "reason", "summary", "reason_for_calling", "outcome", "vehicle",
+        "follow_up_needed", "follow_up", "sentiment", "model", "llm_prompt_tokens",
+        "llm_completion_tokens", "latency_ms", "created",
+    ),
 }  # fmt: skip
+# Tables keyed by their first column: a later row with the same key replaces the earlier.
+UPSERT_TABLES = frozenset({"calls", "recordings", "call_summaries"})
 
 # "What happened to the call", from end_reason: the part before the colon.
 _OUTCOME = "coalesce(split_part(end_reason, ':', 1), 'active')"
@@ -306,6 +350,38 @@ COMMENTS: dict[str, tuple[str, dict[str, str]]] = {
             "turn": "the turn the event belongs to, when it has one",
             "data": "the whole event as JSON (msgspec.json.decode(data, "
             "type=hookline.events.CallEvent) gives it back)",
+        },
+    ),
+    "recordings": (
+        "one row per call recording the telephony provider reported ([recording] enabled)",
+        {
+            "recording_sid": "the provider's id of the recording (Twilio RE...)",
+            "call_id": "calls.id",
+            "provider_call_id": "the telephony provider's id for the call",
+            "status": "the provider's recording status (completed, absent, ...)",
+            "duration_s": "length of the recording in seconds",
+            "url": "where the provider serves the recording (needs the account's credentials)",
+            "received": "when the recording callback arrived (UTC)",
+        },
+    ),
+    "call_summaries": (
+        "one row per ended call: the post-call summary the LLM wrote, or why it was skipped",
+        {
+            "call_id": "calls.id",
+            "status": "done, or skipped (see reason)",
+            "reason": "why the summary was skipped (LLM failed, timed out, no caller turns...)",
+            "summary": "a short summary of the call",
+            "reason_for_calling": "why the caller called, in a few words",
+            "outcome": "what the call achieved (booked, message taken, answered, ...)",
+            "vehicle": "the caller's vehicle, when mentioned",
+            "follow_up_needed": "whether someone at the shop must follow up",
+            "follow_up": "what the follow-up is",
+            "sentiment": "the caller's sentiment (positive, neutral, negative)",
+            "model": "the LLM model that wrote the summary",
+            "llm_prompt_tokens": "prompt tokens of the summary request",
+            "llm_completion_tokens": "completion tokens of the summary request",
+            "latency_ms": "how long the summary request took in milliseconds",
+            "created": "when the summary was written (UTC)",
         },
     ),
     "schema_version": (

@@ -35,16 +35,16 @@ from typing import Any
 
 import duckdb
 
-from ..events import CallEvent, CallRecord
+from ..events import CallEvent, CallRecord, RecordingCompleted
 from ..providers import CallInfo
-from .rows import CallState, Row, Shaper, numbers_of
-from .schema import TABLES, connect, open_database
+from .rows import CallState, Row, Shaper, numbers_of, utc
+from .schema import TABLES, UPSERT_TABLES, connect, open_database
 
 __all__ = ["Writer", "acquire", "release"]
 
 log = logging.getLogger("hookline.analytics")
 
-_START, _EVENT, _END, _FLUSH, _STOP, _KILL = range(6)
+_START, _EVENT, _END, _FLUSH, _STOP, _KILL, _ROW = range(7)
 
 MAX_BATCH = 5000  # queue items handled between two looks at whether to flush
 MAX_BUFFERED_ROWS = 20_000  # flush early past this many buffered rows
@@ -111,6 +111,10 @@ class Writer:
     def call_ended(self, shaper: Shaper, info: CallInfo, record: CallRecord) -> None:
         self._queue.put((_END, shaper, info, record))
 
+    def call_summary(self, row: Row) -> None:
+        """A `call_summaries` row (see hookline/summary.py), written at once."""
+        self._queue.put((_ROW, "call_summaries", row))
+
     @property
     def backlog(self) -> int:
         return self._queue.qsize()
@@ -163,9 +167,7 @@ class Writer:
             self.recovered = self._recover(con)
             ((seq,),) = con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchall()
             self._seq = int(seq)
-            self._appenders = {
-                t: con.appender(t, action="upsert" if t == "calls" else "insert") for t in TABLES
-            }
+            self._appenders = _appenders(con)
         except BaseException as e:
             self._open_error = e
             if self._con is not None:
@@ -225,6 +227,9 @@ class Writer:
                     urgent = True
                 elif op == _END:
                     self._end(*item[1:])
+                    urgent = True
+                elif op == _ROW:
+                    self._stage(item[1], [item[2]])
                     urgent = True
                 elif op == _FLUSH:
                     waiters.append(item[1])
@@ -305,12 +310,36 @@ class Writer:
         state = self._calls.get(call_id)
         if state is not None:
             state.observe(event, wall)
+        if isinstance(event, RecordingCompleted):
+            pcid = info.provider_call_id or (state.provider_call_id if state else "")
+            call_id = call_id or self._call_of(pcid)
+            self._stage("recordings", [_recording_row(call_id, pcid, event, wall)])
         if shaper.store_events:
             self._seq += 1
             pcid = info.provider_call_id or (state.provider_call_id if state else "")
             numbers = (*numbers_of(info), *(state.numbers if state else ()))
             row = shaper.event_row(call_id, pcid, self._seq, wall, event, numbers)
             self._stage("events", [row])
+
+    def _call_of(self, provider_call_id: str) -> str:
+        """The call a late callback (a recording, after the call ended) belongs to: a
+        staged row, else the database; '' when neither knows it."""
+        if not provider_call_id:
+            return ""
+        for row in self._staged_calls.values():
+            if row[1] == provider_call_id:
+                return str(row[0])
+        if self._con is None or self._reconnect:
+            return ""
+        try:
+            found = self._con.execute(
+                "SELECT id FROM calls WHERE provider_call_id = ? ORDER BY started DESC LIMIT 1",
+                [provider_call_id],
+            ).fetchall()
+        except Exception as e:  # the storage is failing: the row is still kept, unlinked
+            log.warning("analytics: cannot look up call %s: %s", provider_call_id, e)
+            return ""
+        return str(found[0][0]) if found else ""
 
     def _end(self, shaper: Shaper, info: CallInfo, record: CallRecord) -> None:
         call_id = record.call_id or info.call_id
@@ -442,13 +471,24 @@ class Writer:
         if self._con is not None:
             _quietly(self._con.close)
         con = self._con = connect(self.path)  # STORAGE_VERSION, should the file be gone
-        self._appenders = {
-            t: con.appender(t, action="upsert" if t == "calls" else "insert") for t in TABLES
-        }
+        self._appenders = _appenders(con)
         self._reconnect = False
 
 
-_NAMES = {_START: "call start", _EVENT: "event", _END: "call record", _FLUSH: "flush"}
+_NAMES = {
+    _START: "call start", _EVENT: "event", _END: "call record", _FLUSH: "flush", _ROW: "row",
+}  # fmt: skip
+
+
+def _appenders(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    return {t: con.appender(t, action="upsert" if t in UPSERT_TABLES else "insert") for t in TABLES}
+
+
+def _recording_row(call_id: str, pcid: str, event: RecordingCompleted, wall: float) -> Row:
+    return (
+        event.recording_sid, call_id, pcid or None, event.status, event.duration_s,
+        event.url or None, utc(wall),
+    )  # fmt: skip
 
 
 def _storage_failed(error: BaseException) -> bool:

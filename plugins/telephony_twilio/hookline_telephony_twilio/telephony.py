@@ -9,6 +9,8 @@
 - `POST /twilio/transfer-result`: the action callback of a transfer's `<Dial>` (see
   transfer.py): hang up after an answered transfer, or stream the caller back to the
   agent (a new token for the same CallSid) when nobody answered.
+- `POST /twilio/recording`: recording status callbacks (`[recording] enabled`), stored
+  against the call (see recording.py).
 
 The slot reserved at the webhook belongs to the webhook's request until its token is
 settled: claimed by the stream (then `run_call` releases it at the end), or given up
@@ -39,6 +41,7 @@ from . import protocol as p
 from .asgi import Receive, Send, read_body, refuse_websocket, respond
 from .control import CallControl
 from .leg import BadInput, CallLog, MediaSocket, TwilioLeg
+from .recording import RECORDING_PATH, Recorder, store_recording
 from .security import CallSidBook, FormParams, RateLimitedLog, Signer, TokenBook, request_url
 from .settings import TwilioSettings
 from .transfer import PendingTransfer, TransferBook, outcome_of
@@ -46,6 +49,7 @@ from .transfer import PendingTransfer, TransferBook, outcome_of
 __all__ = [
     "CLOSE_POLICY",
     "MEDIA_PATH",
+    "RECORDING_PATH",
     "STATUS_PATH",
     "TRANSFER_PATH",
     "VOICE_PATH",
@@ -80,6 +84,7 @@ class TwilioTelephony:
         account_sid: str,
         limiter: trio.CapacityLimiter,
         busy_message: str,
+        record: bool = False,
     ) -> None:
         self.settings = settings
         self.busy_message = busy_message
@@ -95,6 +100,17 @@ class TwilioTelephony:
             timeout=settings.rest_timeout_s,
             limiter=limiter,
         )
+        self.recorder = (
+            Recorder(
+                account_sid=account_sid,
+                auth_token=auth_token,
+                base_url=settings.api_base_url,
+                timeout=settings.rest_timeout_s,
+                limiter=limiter,
+            )
+            if record
+            else None
+        )
         if not settings.validate_signatures:
             log.warning(_UNSAFE)
 
@@ -106,16 +122,20 @@ class TwilioTelephony:
             account_sid=ctx.secret(settings.account_sid_env, key="account_sid_env"),
             limiter=ctx.thread_limiter,
             busy_message=ctx.agent.busy_message,
+            record=ctx.recording.enabled,
         )
 
     def routes(self, handler: CallHandler) -> Sequence[Route]:
         calls = _Routes(self, handler)
-        return [
+        routes = [
             Route(VOICE_PATH, calls.voice),
             Route(MEDIA_PATH, calls.media),
             Route(STATUS_PATH, calls.status),
             Route(TRANSFER_PATH, calls.transfer_result),
         ]
+        if self.recorder is not None:  # no recordings, no route for their callbacks
+            routes.append(Route(RECORDING_PATH, calls.recording))
+        return routes
 
 
 class _Routes:
@@ -304,6 +324,23 @@ class _Routes:
         self.handler.record_status(call_sid, fields)
         await respond(send, 204, b"", "text/plain")
 
+    async def recording(self, scope: dict, receive: Receive, send: Send) -> None:
+        form = await self._read_form(scope, receive, send)
+        if form is None:
+            return
+        if self.settings.validate_signatures and not self.t.signer.check_webhook(scope, form):
+            self._refuse(
+                "bad_signature", "recording callback refused: missing or wrong X-Twilio-Signature"
+            )
+            await respond(send, 403, b"invalid signature\n", "text/plain")
+            return
+        problem = store_recording(self.handler, form)
+        if problem:
+            log.warning("recording callback refused (400): %s", problem)
+            await respond(send, 400, problem.encode() + b"\n", "text/plain")
+            return
+        await respond(send, 204, b"", "text/plain")
+
     async def _read_form(self, scope: dict, receive: Receive, send: Send) -> FormParams | None:
         if scope["type"] != "http":
             await refuse_websocket(receive, send)
@@ -399,7 +436,16 @@ class _Routes:
         )
         clog.info("media stream %s started", body.streamSid)
         try:
-            await self.handler.run_call(leg)  # releases the slot reserved at the webhook
+            async with trio.open_nursery() as nursery:
+                if self.t.recorder is not None:  # alongside the greeting, never before it
+                    callback = request_url(
+                        {**scope, "path": RECORDING_PATH},
+                        self.t.signer.public_url,
+                        websocket=False,
+                    )
+                    nursery.start_soon(self.t.recorder.start, body.callSid, callback, clog)
+                await self.handler.run_call(leg)  # releases the slot reserved at the webhook
+                nursery.cancel_scope.cancel()
         finally:
             if socket.bad.counts:
                 clog.warning("bad input during the call: %s", socket.bad.summary())
