@@ -19,6 +19,7 @@ from .config import (
     Config,
     NonNegativeInt,
     NonNegativeSeconds,
+    PhoneNumber,
     PolicyConfig,
     Port,
     PositiveInt,
@@ -59,6 +60,7 @@ from .events import (
 )
 from .hookspecs import hookimpl
 from .logs import CallLog, call_log
+from .outbox import Channel, ChannelSpec, Notification, Outbox
 from .prompt import spoken_clock
 from .providers import (
     LLM,
@@ -123,6 +125,8 @@ __all__ = [
     "CallLeg",
     "CallLog",
     "CallRecord",
+    "Channel",
+    "ChannelSpec",
     "Config",
     "ConfigError",
     "DtmfIn",
@@ -137,6 +141,9 @@ __all__ = [
     "MissingSecret",
     "NonNegativeInt",
     "NonNegativeSeconds",
+    "Notification",
+    "Outbox",
+    "PhoneNumber",
     "PluginError",
     "PolicyConfig",
     "Port",

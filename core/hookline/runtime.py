@@ -26,8 +26,10 @@ from .context import CallContext, Closer, ProviderContext
 from .errors import ConfigError, MissingSecret, PluginError
 from .events import CallEvent, CallRecord, TelephonyStatus
 from .logs import call_log
+from .outbox import Outbox, OutboxStore
 from .plugins import Plugins
 from .providers import LLM, STT, TTS, CallInfo, CallLeg, ProviderKind, Telephony, new_call_id
+from .retry import Backoff
 from .tools import Tool
 
 __all__ = ["KINDS", "Resolved", "Runtime", "new_call_id", "resolve"]
@@ -52,6 +54,7 @@ class Resolved:
 
     provider_settings: dict[ProviderKind, msgspec.Struct] = field(default_factory=dict)
     toolset_settings: dict[str, msgspec.Struct | None] = field(default_factory=dict)
+    channel_settings: dict[str, msgspec.Struct] = field(default_factory=dict)
 
 
 def resolve(config: Config, plugins: Plugins) -> Resolved:
@@ -107,6 +110,18 @@ def resolve(config: Config, plugins: Plugins) -> Resolved:
             resolved.toolset_settings[name] = decode_section(
                 config, f"tools.{name}", raw, ts.settings
             )
+    for name, raw in config.notifications.items():
+        channel = plugins.channels.get(name)
+        if channel is None:
+            raise ConfigError(
+                f"no notification channel called {name!r} is installed "
+                f"(installed: {', '.join(sorted(plugins.channels)) or 'none'})",
+                file=file,
+                key=f"notifications.{name}",
+            )
+        resolved.channel_settings[name] = decode_section(
+            config, f"notifications.{name}", raw, channel.settings
+        )
     return resolved
 
 
@@ -125,12 +140,35 @@ def missing_secrets(
             for fld, env in secret_keys(settings).items():
                 if secrets.optional(env) is None:
                     out.append(MissingSecret(env, key=f"tools.{name}.{fld}", file=config.path))
+    for name, settings in resolved.channel_settings.items():
+        for fld, env in secret_keys(settings).items():
+            if secrets.optional(env) is None:
+                out.append(MissingSecret(env, key=f"notifications.{name}.{fld}", file=config.path))
     analytics = config.analytics
     if analytics.enabled and analytics.caller_numbers == "hashed":
         if secrets.optional(analytics.hash_salt_env) is None:
             key = "analytics.hash_salt_env"
             out.append(MissingSecret(analytics.hash_salt_env, key=key, file=config.path))
     return out
+
+
+def build_outbox(config: Config, limiter: trio.CapacityLimiter) -> Outbox:
+    """The outbox `[outbox]` describes (no store, and so nothing kept, without channels)."""
+    settings = config.outbox
+    if not config.notifications:
+        return Outbox.disabled()
+    return Outbox(
+        OutboxStore(config.outbox_database, limiter),
+        backoff=Backoff(
+            first_s=settings.first_retry_s,
+            max_s=settings.max_retry_s,
+            attempts=settings.max_attempts,
+            jitter=0.2,
+        ),
+        send_timeout_s=settings.send_timeout_s,
+        poll_s=settings.poll_s,
+        concurrency=settings.concurrency,
+    )
 
 
 class Runtime:
@@ -153,6 +191,13 @@ class Runtime:
         # What factories asked to have closed at shutdown (`ProviderContext.on_close`).
         self._closers: list[Closer] = []
         self.call_contexts: list[CallContext] = []  # see ProviderContext.on_call_context
+        # Built first: every factory's context carries it. Its sender runs in the server's
+        # nursery (`Outbox.run`), for as long as the server does.
+        self.outbox = build_outbox(config, self.thread_limiter)
+        for name, settings in self.resolved.channel_settings.items():
+            channel_spec = plugins.channels[name]
+            ctx = self.context(f"notifications.{name}")
+            self.outbox.add_channel(name, channel_spec.create(settings, ctx))
         built: dict[ProviderKind, Any] = dict(providers or {})
         for kind in KINDS:
             if kind not in built:
@@ -207,6 +252,7 @@ class Runtime:
             secrets=self.secrets,
             _add_closer=self._closers.append,
             _add_call_context=self.call_contexts.append,
+            outbox=self.outbox,
         )
 
     async def start(self) -> None:

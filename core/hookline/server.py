@@ -194,6 +194,8 @@ async def serve_runtime(
                     watchers.start_soon(_watch_signals, signals, runtime, stop)
                 else:
                     watchers.start_soon(_wait_then_set, terminate, stop)
+                # Delivers notifications while the server runs; stopped with the watchers.
+                watchers.start_soon(runtime.outbox.run)
                 await _serve_then_drain(runtime, host, port, stop, task_status)
                 watchers.cancel_scope.cancel()
         finally:
