@@ -31,6 +31,9 @@ __all__ = ["Outbox"]
 
 log = logging.getLogger("hookline.outbox")
 
+# `[outbox]`'s defaults: 5 s, doubling to 10 min, 8 tries (about 21 minutes in all).
+DEFAULT_BACKOFF = Backoff(first_s=5.0, max_s=600.0, attempts=8, jitter=0.2)
+
 
 class Outbox:
     """The enqueue side (for tools, through `ProviderContext.outbox`) and the sender.
@@ -42,7 +45,7 @@ class Outbox:
         self,
         store: OutboxStore | None,
         *,
-        backoff: Backoff = Backoff(first_s=5.0, max_s=600.0, attempts=8, jitter=0.2),
+        backoff: Backoff = DEFAULT_BACKOFF,
         send_timeout_s: float = 15.0,
         poll_s: float = 30.0,
         concurrency: int = 4,
@@ -221,4 +224,3 @@ class Outbox:
 def _mask(address: str) -> str:
     """A phone number or address as logs show it: enough to recognise, not to dial."""
     return address if len(address) <= 4 else "…" + address[-4:]
-

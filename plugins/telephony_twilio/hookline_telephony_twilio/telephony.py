@@ -6,6 +6,7 @@
 - `WS /twilio/media`: the Media Streams socket. Checks the upgrade's signature, waits
   for `start`, claims the token and runs the call on a `TwilioLeg`.
 - `POST /twilio/status`: call and stream status callbacks, recorded as call events.
+- `POST /twilio/sms`: inbound texts; STOP / START replies are recorded (see sms.py).
 
 The slot reserved at the webhook belongs to the webhook's request until its token is
 settled: claimed by the stream (then `run_call` releases it at the end), or given up
@@ -30,7 +31,7 @@ from collections.abc import Sequence
 import trio
 from twilio.twiml.voice_response import VoiceResponse
 
-from hookline import CallHandler, CallInfo, ProviderContext, Route, new_call_id
+from hookline import CallHandler, CallInfo, Outbox, ProviderContext, Route, new_call_id
 
 from . import protocol as p
 from .asgi import Receive, Send, read_body, refuse_websocket, respond
@@ -38,6 +39,7 @@ from .control import CallControl
 from .leg import BadInput, CallLog, MediaSocket, TwilioLeg
 from .security import CallSidBook, FormParams, RateLimitedLog, Signer, TokenBook, request_url
 from .settings import TwilioSettings
+from .sms import SMS_PATH, inbound_sms
 
 __all__ = ["CLOSE_POLICY", "MEDIA_PATH", "STATUS_PATH", "VOICE_PATH", "TwilioTelephony"]
 
@@ -68,8 +70,10 @@ class TwilioTelephony:
         account_sid: str,
         limiter: trio.CapacityLimiter,
         busy_message: str,
+        outbox: Outbox | None = None,
     ) -> None:
         self.settings = settings
+        self.outbox = outbox  # where SMS STOP/START replies are recorded
         self.busy_message = busy_message
         self.signer = Signer(auth_token, settings.public_url.rstrip("/"))
         self.tokens = TokenBook(settings.token_ttl_s)
@@ -93,6 +97,7 @@ class TwilioTelephony:
             account_sid=ctx.secret(settings.account_sid_env, key="account_sid_env"),
             limiter=ctx.thread_limiter,
             busy_message=ctx.agent.busy_message,
+            outbox=ctx.outbox,
         )
 
     def routes(self, handler: CallHandler) -> Sequence[Route]:
@@ -101,6 +106,7 @@ class TwilioTelephony:
             Route(VOICE_PATH, calls.voice),
             Route(MEDIA_PATH, calls.media),
             Route(STATUS_PATH, calls.status),
+            Route(SMS_PATH, calls.sms),
         ]
 
 
@@ -192,6 +198,20 @@ class _Routes:
         response.say(self.t.busy_message)
         response.hangup()
         return str(response)
+
+    # ------------------------------------------------------------------ SMS replies
+
+    async def sms(self, scope: dict, receive: Receive, send: Send) -> None:
+        outbox = self.t.outbox or Outbox.disabled()
+        check = self.t.signer.check_webhook if self.settings.validate_signatures else None
+        await inbound_sms(
+            scope,
+            receive,
+            send,
+            outbox=outbox,
+            check_signature=check,
+            max_bytes=self.settings.max_message_bytes,
+        )
 
     # ------------------------------------------------------------------ status callbacks
 
