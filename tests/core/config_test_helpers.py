@@ -18,6 +18,7 @@ from hookline.config import (
     AnalyticsConfig,
     Config,
     PolicyConfig,
+    OutboxConfig,
     PricesConfig,
     ServerConfig,
     load_config,
@@ -41,6 +42,8 @@ def base_sections() -> dict[str, dict[str, Any]]:
         },
         "server": {"port": 0},
         "tools.calendar_google": {"backend": "local"},
+        "notifications.sms": {"from_number": "+13125550140"},
+        "notifications.webhook": {"url": "https://shop.example.com/hooks/hookline"},
     }
 
 
@@ -87,6 +90,7 @@ CORE_SECTIONS: dict[str, type[msgspec.Struct]] = {
     "server": ServerConfig,
     "analytics": AnalyticsConfig,
     "prices": PricesConfig,
+    "outbox": OutboxConfig,
 }
 
 
@@ -102,6 +106,8 @@ def settings_sections(plugins: Plugins) -> dict[str, type[msgspec.Struct]]:
     for name, toolset in plugins.toolsets.items():
         if toolset.settings is not None:
             sections[f"tools.{name}"] = toolset.settings
+    for name, channel in plugins.channels.items():
+        sections[f"notifications.{name}"] = channel.settings
     return sections
 
 
