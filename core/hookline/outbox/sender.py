@@ -60,6 +60,9 @@ class Outbox:
         self._slots = trio.Semaphore(concurrency)
         self._wake = trio.Event()
         self._in_flight: set[str] = set()
+        # id -> `updated` of the outcome this process last wrote: a due-list read just
+        # before that write still shows the row pending, and must not send it again.
+        self._recorded: dict[str, dt.datetime] = {}
 
     @classmethod
     def disabled(cls) -> Outbox:
@@ -157,6 +160,9 @@ class Outbox:
         assert self.store is not None
         due = await self.store.run(self.store.due_sync, list(self._channels), self.batch)
         for n in due:
+            recorded = self._recorded.get(n.id)
+            if recorded is not None and n.updated is not None and n.updated < recorded:
+                continue  # a stale read: this process already settled that attempt
             if n.id not in self._in_flight:
                 self._in_flight.add(n.id)
                 await self._slots.acquire()
@@ -176,11 +182,11 @@ class Outbox:
         try:
             if n.to and await store.run(store.opted_out_sync, n.channel, n.to):
                 log.info("notification %s skipped: %s opted out", n.id, _mask(n.to))
-                await store.run(store.record_attempt_sync, n.id, "skipped", "recipient opted out")
+                await self._record(n, "skipped", "recipient opted out")
                 return
             error = await self._attempt(n)
             if error is None:
-                await store.run(store.record_attempt_sync, n.id, "sent")
+                await self._record(n, "sent")
                 log.info("notification %s (%s) sent by %s", n.id, n.kind or n.key, n.channel)
                 return
             attempt = n.attempts + 1
@@ -192,16 +198,26 @@ class Outbox:
                     "notification %s: attempt %d failed (%s); next in %.1f s",
                     n.id, attempt, error, wait,
                 )  # fmt: skip
-                await store.run(store.record_attempt_sync, n.id, "pending", str(error), next_at)
+                await self._record(n, "pending", str(error), next_at)
                 self._wake.set()  # recompute when the sender next wakes
             else:
                 log.warning("notification %s failed after %d attempt(s): %s", n.id, attempt, error)
-                await store.run(store.record_attempt_sync, n.id, "failed", str(error))
+                await self._record(n, "failed", str(error))
         except ProviderError as e:  # the store itself: the row stays pending for later
             log.warning("notification %s: outbox unavailable: %s", n.id, e)
         finally:
             self._in_flight.discard(n.id)
             self._slots.release()
+
+    async def _record(
+        self, n: Notification, status: str, error: str = "", next_at: dt.datetime | None = None
+    ) -> None:
+        assert self.store is not None
+        store = self.store
+        written = await store.run(store.record_attempt_sync, n.id, status, error, next_at)
+        if len(self._recorded) >= 10_000:
+            self._recorded.clear()  # bounded; a stale read is then only a rare repeat
+        self._recorded[n.id] = written
 
     async def _attempt(self, n: Notification) -> ProviderError | None:
         """One send; the error it ended with (None: accepted)."""

@@ -162,9 +162,9 @@ class OutboxStore:
         status: Status,
         error: str = "",
         next_attempt: dt.datetime | None = None,
-    ) -> None:
+    ) -> dt.datetime:
         """One delivery attempt's outcome: sent, failed for good, skipped, or pending
-        again with the time of the next attempt."""
+        again with the time of the next attempt. Returns the row's new `updated`."""
         now = self.clock()
         with self._open() as con:
             con.execute(
@@ -176,6 +176,7 @@ class OutboxStore:
                     status == "sent", now, notification_id,
                 ],
             )  # fmt: skip
+        return now
 
     def requeue_sync(self, notification_id: str) -> Notification | None:
         """Make a notification pending again, due now (`hookline outbox CONFIG retry ID`);
