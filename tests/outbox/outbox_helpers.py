@@ -101,11 +101,11 @@ async def book(runtime: Runtime, ctx: ToolContext | None = None, **extra: Any) -
     )
 
 
-async def wait_settled(runtime: Runtime, timeout: float = 20.0) -> list[Notification]:
+async def wait_settled(runtime: Runtime, within_s: float = 20.0) -> list[Notification]:
     """Every notification once none is pending (the sender must be running)."""
     store = runtime.outbox.store
     assert store is not None
-    with trio.fail_after(timeout):
+    with trio.fail_after(within_s):
         while True:
             rows = store.recent_sync(100)
             if all(n.status != "pending" for n in rows):

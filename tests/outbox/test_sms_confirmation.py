@@ -19,7 +19,7 @@ from hookline_testkit.twilio_sim import TwilioRestFake, TwilioSimulator
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from outbox_helpers import (  # noqa: E402
+from outbox_helpers import (
     CALLER,
     DISPATCHER,
     SHOP_NUMBER,
