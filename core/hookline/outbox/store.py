@@ -20,6 +20,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +34,7 @@ from ..errors import ProviderUnavailable
 __all__ = ["STATUSES", "Notification", "OutboxStore", "Status", "notification_id"]
 
 PROVIDER = "outbox"
+LOCK_WAIT_S = 5.0  # how long to wait for another process to release the file
 # pending: waiting for (another) delivery attempt; sent: the channel accepted it;
 # failed: gave up (attempts spent, or refused for good: see last_error);
 # skipped: not sent on purpose (the recipient opted out).
@@ -257,13 +259,26 @@ class OutboxStore:
     def _open(self) -> Iterator[duckdb.DuckDBPyConnection]:
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            con = duckdb.connect(str(self.path))
+            con = _connect(self.path)
             try:
                 con.execute("SET TimeZone = 'UTC'")
                 con.execute(_SCHEMA)
                 yield con
             finally:
                 con.close()
+
+
+def _connect(path: Path) -> duckdb.DuckDBPyConnection:
+    """Open the file, waiting out another process's brief hold of DuckDB's file lock
+    (the server's sender and `hookline outbox` each open it only for one operation)."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            return duckdb.connect(str(path))
+        except duckdb.IOException as e:
+            if "lock" not in str(e).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _row(n: Notification) -> list[Any]:
