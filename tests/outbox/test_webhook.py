@@ -48,7 +48,9 @@ async def test_receiver_verifies_and_refuses_a_replay(tmp_path, twilio_rest, twi
         rows = await wait_settled(runtime)
         assert {r.status for r in rows} == {"sent"} and len(rows) == 4  # 2 texts, 2 posts
 
-        (message, tow) = sorted(receiver.accepted, key=lambda r: r.body)
+        by_kind = {msgspec.json.decode(r.body)["kind"]: r for r in receiver.accepted}
+        assert len(receiver.accepted) == 2
+        message, tow = by_kind["message.taken"], by_kind["tow.requested"]
         assert message.verdict == tow.verdict == "ok"
         tow_body = msgspec.json.decode(tow.body)
         assert tow_body["kind"] == "tow.requested"
