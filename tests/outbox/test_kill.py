@@ -50,7 +50,9 @@ async def _reap_on_exit(started: list[trio.Process]) -> None:
 
 async def _until(condition, within_s: float = 60.0) -> None:
     with trio.fail_after(within_s):
-        while not condition():
+        while True:
+            if condition():
+                return
             await trio.sleep(0.05)
 
 
