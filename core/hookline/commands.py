@@ -76,6 +76,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         _out(f"{kind:10} {name:16} from {plugins.origin[(kind, name)]}")
     for name in config.providers.tools:
         _out(f"{'tools':10} {name:16} from {plugins.origin[name]}")
+    for name in config.notifications:
+        _out(f"{'notify':10} {name:16} from {plugins.origin[('notifications', name)]}")
     _check_prompt(config, plugins)  # a template typo is a config error here
     missing = missing_secrets(config, plugins, resolved, Secrets())
     for err in missing:
