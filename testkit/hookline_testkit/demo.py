@@ -260,7 +260,10 @@ async def _show_texts(runtime: Runtime, rest: Any, out: TextIO) -> None:
     if store is None:
         return
     with trio.move_on_after(15):
-        while any(n.status == "pending" for n in await store.run(store.recent_sync, 20)):
+        while True:
+            rows = await store.run(store.recent_sync, 20)
+            if all(n.status != "pending" for n in rows):
+                break
             await trio.sleep(0.1)
     for message in rest.messages:
         out.write(f"text to {message.to} from {message.from_}:\n    {message.body}\n")
