@@ -45,6 +45,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         for ts in info.toolsets:
             names = ", ".join(ts.tool_names) if ts.tool_names else ts.description
             _out(f"    tools     {ts.name}" + (f": {names}" if names else ""))
+        for channel in info.channels:
+            _out(f"    notify    {channel.name}: {channel.description}")
         for hook in info.observes:
             _out(f"    observes  {hook}")
     for failure in plugins.failed:
