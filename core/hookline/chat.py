@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Awaitable, Callable
 
+import msgspec
 import trio
 
 from .config import Config
@@ -154,6 +155,9 @@ async def chat(
 
 
 async def chat_loop(config: Config, plugins: Plugins) -> None:
+    # A typed conversation texts nobody: its bookings and messages are not real, and
+    # anything queued here would go out (to the shop's dispatcher) at the next serve.
+    config = msgspec.structs.replace(config, notifications={})
     runtime = Runtime(
         config,
         plugins,
