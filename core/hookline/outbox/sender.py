@@ -102,9 +102,6 @@ class Outbox:
         if channel not in self._channels or self.store is None:
             log.info("no [notifications.%s] configured: %s not sent", channel, kind or key)
             return None
-        if to and await self.store.run(self.store.opted_out_sync, channel, to):
-            log.info("%s opted out of %s: %s not sent", _mask(to), channel, kind or key)
-            return None
         n = Notification(
             id=notification_id(key),
             key=key,
@@ -115,7 +112,11 @@ class Outbox:
             payload=dict(payload or {}),
             call_id=call_id,
         )
-        stored, new = await self.store.run(self.store.add_sync, n)
+        added = await self.store.run(self.store.add_sync, n)
+        if added is None:
+            log.info("%s opted out of %s: %s not sent", _mask(to), channel, kind or key)
+            return None
+        stored, new = added
         if new:
             self._wake.set()
         return stored.id

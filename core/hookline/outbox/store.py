@@ -133,14 +133,17 @@ class OutboxStore:
 
     # -------------------------------------------------------------- writes
 
-    def add_sync(self, n: Notification) -> tuple[Notification, bool]:
+    def add_sync(self, n: Notification) -> tuple[Notification, bool] | None:
         """Store `n` (committed on return). Returns the stored notification and whether
-        it is new; an existing id (the same key) returns the stored one untouched."""
+        it is new; an existing id (the same key) returns the stored one untouched. None,
+        storing nothing, when its recipient opted out of its channel."""
         now = self.clock()
         stored = msgspec.structs.replace(
             n, status="pending", attempts=0, created=now, updated=now, next_attempt=now
         )
         with self._open() as con:
+            if n.to and _opted_out(con, n.channel, n.to):
+                return None
             con.begin()
             try:
                 inserted = con.execute(
@@ -232,11 +235,7 @@ class OutboxStore:
         if not self.path.exists():
             return False
         with self._open() as con:
-            row = con.execute(
-                "SELECT opted_out FROM opt_outs WHERE channel = ? AND address = ?",
-                [channel, address],
-            ).fetchone()
-            return bool(row and row[0])
+            return _opted_out(con, channel, address)
 
     def get_sync(self, notification_id: str) -> Notification | None:
         if not self.path.exists():
@@ -266,6 +265,13 @@ class OutboxStore:
                 yield con
             finally:
                 con.close()
+
+
+def _opted_out(con: duckdb.DuckDBPyConnection, channel: str, address: str) -> bool:
+    row = con.execute(
+        "SELECT opted_out FROM opt_outs WHERE channel = ? AND address = ?", [channel, address]
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def _connect(path: Path) -> duckdb.DuckDBPyConnection:
