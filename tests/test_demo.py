@@ -19,6 +19,10 @@ async def test_demo_books_an_appointment_end_to_end(tmp_path):
     assert "tool check_availability: ok" in text
     assert "tool book_appointment: ok" in text
     assert "You're all set for" in text
+    # The caller's phone got the confirmation text, once, through the Messages API fake.
+    assert summary["texts_sent"] == 1
+    assert "text to +15550100 from +13125550140:" in text
+    assert "Riverside Auto Service (demo): your oil change is booked for " in text
     # Analytics recorded the call, its turns and tool calls.
     con = duckdb.connect(summary["analytics_database"], read_only=True)
     (reason,) = con.execute("select end_reason from calls").fetchone()

@@ -19,6 +19,7 @@ from .config import (
     Config,
     NonNegativeInt,
     NonNegativeSeconds,
+    PhoneNumber,
     PolicyConfig,
     Port,
     PositiveInt,
@@ -60,6 +61,7 @@ from .events import (
 )
 from .hookspecs import hookimpl
 from .logs import CallLog, call_log, shown_number
+from .outbox import Channel, ChannelSpec, Notification, Outbox
 from .prompt import spoken_clock
 from .providers import (
     LLM,
@@ -124,6 +126,8 @@ __all__ = [
     "CallLeg",
     "CallLog",
     "CallRecord",
+    "Channel",
+    "ChannelSpec",
     "Config",
     "ConfigError",
     "DtmfIn",
@@ -138,6 +142,9 @@ __all__ = [
     "MissingSecret",
     "NonNegativeInt",
     "NonNegativeSeconds",
+    "Notification",
+    "Outbox",
+    "PhoneNumber",
     "PluginError",
     "PolicyConfig",
     "Port",

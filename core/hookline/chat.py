@@ -12,6 +12,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 
+import msgspec
 import trio
 
 from .config import Config
@@ -155,6 +156,9 @@ async def chat(
 
 
 async def chat_loop(config: Config, plugins: Plugins) -> None:
+    # A typed conversation texts nobody: its bookings and messages are not real, and
+    # anything queued here would go out (to the shop's dispatcher) at the next serve.
+    config = msgspec.structs.replace(config, notifications={})
     runtime = Runtime(
         config,
         plugins,

@@ -57,6 +57,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         for ts in info.toolsets:
             names = ", ".join(ts.tool_names) if ts.tool_names else ts.description
             _out(f"    tools     {ts.name}" + (f": {names}" if names else ""))
+        for channel in info.channels:
+            _out(f"    notify    {channel.name}: {channel.description}")
         for hook in info.observes:
             _out(f"    observes  {hook}")
     for failure in plugins.failed:
@@ -88,6 +90,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         _out(f"{kind:10} {name:16} from {plugins.origin[(kind, name)]}")
     for name in config.providers.tools:
         _out(f"{'tools':10} {name:16} from {plugins.origin[name]}")
+    for name in config.notifications:
+        _out(f"{'notify':10} {name:16} from {plugins.origin[('notifications', name)]}")
     _check_prompt(config, plugins)  # a template typo is a config error here
     missing = missing_secrets(config, plugins, resolved, Secrets())
     for err in missing:

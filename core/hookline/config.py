@@ -29,6 +29,7 @@ __all__ = [
     "Config",
     "NonNegativeInt",
     "NonNegativeSeconds",
+    "OutboxConfig",
     "PhoneNumber",
     "PolicyConfig",
     "Port",
@@ -167,6 +168,24 @@ class SummaryConfig(_Section):
     backlog: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 200
 
 
+class OutboxConfig(_Section):
+    """Where notifications wait for delivery, and how hard the sender tries.
+
+    `database`: the DuckDB file, relative to the config file; empty: `outbox.duckdb`
+    beside the analytics database. A retryable failure (a 429, a 5xx, no answer) is
+    tried again after `first_retry_s`, doubling up to `max_retry_s` (a channel's
+    Retry-After replaces the computed wait), `max_attempts` tries in all."""
+
+    database: str = ""
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 8
+    first_retry_s: Seconds = 5.0
+    max_retry_s: Seconds = 600.0
+    send_timeout_s: Seconds = 15.0
+    # The sender looks for due notifications at least this often (enqueue wakes it).
+    poll_s: Seconds = 30.0
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
+
+
 class PricesConfig(_Section):
     """Prices in US dollars, for the per-call cost estimate."""
 
@@ -186,12 +205,16 @@ class Config(_Section):
     llm: dict[str, dict[str, Any]] = {}
     tts: dict[str, dict[str, Any]] = {}
     tools: dict[str, dict[str, Any]] = {}
+    # One section per notification channel (`[notifications.sms]`, `[notifications.
+    # webhook]`), decoded with its plugin's Struct; a channel is on when its section is.
+    notifications: dict[str, dict[str, Any]] = {}
     policy: PolicyConfig = msgspec.field(default_factory=PolicyConfig)
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     analytics: AnalyticsConfig = msgspec.field(default_factory=AnalyticsConfig)
     prices: PricesConfig = msgspec.field(default_factory=PricesConfig)
     recording: RecordingConfig = msgspec.field(default_factory=RecordingConfig)
     summary: SummaryConfig = msgspec.field(default_factory=SummaryConfig)
+    outbox: OutboxConfig = msgspec.field(default_factory=OutboxConfig)
     # Set by load_config, not read from the file.
     path: str = ""
 
@@ -210,6 +233,13 @@ class Config(_Section):
     def resolve_path(self, relative: str) -> Path:
         p = Path(relative)
         return p if p.is_absolute() else self.base_dir / p
+
+    @property
+    def outbox_database(self) -> Path:
+        """The outbox's DuckDB file: `[outbox] database`, or beside the analytics one."""
+        if self.outbox.database:
+            return self.resolve_path(self.outbox.database)
+        return self.resolve_path(self.analytics.database).parent / "outbox.duckdb"
 
 
 # msgspec's path: `.name` for a field, `[3]` for a list item, `[...]` for a dict value.

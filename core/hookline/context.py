@@ -21,6 +21,7 @@ import trio
 
 from .config import AgentConfig, PolicyConfig, RecordingConfig, Secrets
 from .errors import ConfigError
+from .outbox import Outbox
 from .providers import CallInfo
 
 __all__ = ["CallContext", "Closer", "ProviderContext"]
@@ -38,7 +39,9 @@ class ProviderContext:
     policy: the `[agent]` and `[policy]` sections; config_file: the config file's path
     (None when the config did not come from a file); thread_limiter: the process-wide
     `trio.CapacityLimiter` for blocking work (`trio.to_thread.run_sync(..., limiter=)`);
-    logger: "hookline.<section>".
+    logger: "hookline.<section>"; outbox: where tools enqueue notifications (SMS, signed
+    webhooks) for delivery after the fact (`await ctx.outbox.enqueue(...)`, see
+    `hookline.Outbox`); without `[notifications]` configured it stores nothing.
     """
 
     section: str
@@ -48,6 +51,7 @@ class ProviderContext:
     thread_limiter: trio.CapacityLimiter
     logger: logging.Logger
     secrets: Secrets = field(repr=False)
+    outbox: Outbox = field(default_factory=Outbox.disabled, repr=False)
     # The runtime's list of closers, owned by the runtime (see `on_close`).
     _add_closer: Callable[[Closer], None] = field(repr=False)
     # The runtime's list of per-call prompt contributions (see `on_call_context`).

@@ -36,6 +36,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from .events import CallEvent, CallRecord
+    from .outbox import ChannelSpec
     from .providers import CallInfo, ProviderSpec
     from .runtime import Runtime
     from .tools import ToolSet
@@ -75,6 +76,26 @@ def hookline_toolsets() -> Sequence[ToolSet]:
     "tools.<name>". What the tools share and must release (a database connection, an
     HTTP client) is handed to `ctx.on_close` and awaited once at shutdown, after the
     last call. Tool names must be unique across enabled sets. All results are collected.
+    """
+
+
+@hookspec
+def hookline_notification_channels() -> Sequence[ChannelSpec]:
+    """Return the notification channels this plugin offers (SMS, a signed webhook, ...).
+
+    Called once when plugins are loaded. Each `hookline.ChannelSpec` names the channel
+    (what `[notifications.<name>]` configures and what tools enqueue to), the msgspec
+    Struct of its settings and a factory. Two plugins offering the same name is an error
+    at start-up. All results are collected (not first-result).
+
+    A channel is on when its section is in the config (`hookline check` decodes it with
+    the Struct, and lists its `*_env` secrets when unset). It is built once per process
+    at start-up with `spec.create(settings, ctx)`, `ctx` a `ProviderContext` whose
+    `section` is "notifications.<name>"; what it holds (an HTTP client) goes to
+    `ctx.on_close`. The returned object has `async def send(notification)`: return when
+    the far end accepted it, raise a `ProviderError` when not (`retryable` decides
+    whether the outbox tries again later). It is called from the outbox's sender task,
+    never from a call: see `hookline.outbox`.
     """
 
 

@@ -20,6 +20,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginError
+from .outbox.channel import ChannelSpec
 from .providers import ProviderKind, ProviderSpec
 from .tools import ToolSet
 
@@ -52,6 +53,7 @@ class PluginInfo:
     version: str
     providers: list[ProviderSpec] = field(default_factory=list)
     toolsets: list[ToolSet] = field(default_factory=list)
+    channels: list[ChannelSpec] = field(default_factory=list)
     observes: list[str] = field(default_factory=list)
 
 
@@ -71,6 +73,7 @@ class Plugins:
     failed: list[LoadFailure] = field(default_factory=list)
     providers: dict[tuple[ProviderKind, str], ProviderSpec] = field(default_factory=dict)
     toolsets: dict[str, ToolSet] = field(default_factory=dict)
+    channels: dict[str, ChannelSpec] = field(default_factory=dict)  # notification channels
     # Which distribution offers each provider / tool set, for error messages.
     origin: dict[Any, str] = field(default_factory=dict)
 
@@ -93,6 +96,9 @@ class Plugins:
         for impl in self.pm.hook.hookline_toolsets.get_hookimpls():
             if impl.plugin is module:
                 info.toolsets.extend(_results(impl.function(), ToolSet, name))
+        for impl in self.pm.hook.hookline_notification_channels.get_hookimpls():
+            if impl.plugin is module:
+                info.channels.extend(_results(impl.function(), ChannelSpec, name))
         info.observes = [
             h for h in OBSERVER_HOOKS
             if any(i.plugin is module for i in getattr(self.pm.hook, h).get_hookimpls())
@@ -116,6 +122,16 @@ class Plugins:
                 )
             self.toolsets[ts.name] = ts
             self.origin[ts.name] = info.distribution
+        for ch in info.channels:
+            key = ("notifications", ch.name)
+            if key in self.origin:
+                self.pm.unregister(module)
+                raise PluginError(
+                    f"notification channel {ch.name!r} is offered by both "
+                    f"{self.origin[key]} and {info.distribution}; uninstall one of them"
+                )
+            self.channels[ch.name] = ch
+            self.origin[key] = info.distribution
         self.loaded.append(info)
 
     def _refuse_observer_wrappers(self, module: object, info: PluginInfo) -> None:

@@ -26,6 +26,7 @@ from .context import CallContext, Closer, ProviderContext
 from .errors import ConfigError, MissingSecret, PluginError
 from .events import CallEvent, CallRecord, RecordingCompleted, TelephonyStatus
 from .logs import call_log
+from .outbox import Outbox, OutboxStore
 from .plugins import Plugins
 from .providers import (
     LLM,
@@ -38,6 +39,7 @@ from .providers import (
     Telephony,
     new_call_id,
 )
+from .retry import Backoff
 from .summary import SummaryWriter
 from .tools import Tool
 
@@ -63,6 +65,7 @@ class Resolved:
 
     provider_settings: dict[ProviderKind, msgspec.Struct] = field(default_factory=dict)
     toolset_settings: dict[str, msgspec.Struct | None] = field(default_factory=dict)
+    channel_settings: dict[str, msgspec.Struct] = field(default_factory=dict)
 
 
 def resolve(config: Config, plugins: Plugins) -> Resolved:
@@ -120,6 +123,18 @@ def resolve(config: Config, plugins: Plugins) -> Resolved:
             )
             if ts.check is not None:
                 ts.check(resolved.toolset_settings[name], config)
+    for name, raw in config.notifications.items():
+        channel = plugins.channels.get(name)
+        if channel is None:
+            raise ConfigError(
+                f"no notification channel called {name!r} is installed "
+                f"(installed: {', '.join(sorted(plugins.channels)) or 'none'})",
+                file=file,
+                key=f"notifications.{name}",
+            )
+        resolved.channel_settings[name] = decode_section(
+            config, f"notifications.{name}", raw, channel.settings
+        )
     return resolved
 
 
@@ -138,6 +153,10 @@ def missing_secrets(
             for fld, env in secret_keys(settings).items():
                 if secrets.optional(env) is None:
                     out.append(MissingSecret(env, key=f"tools.{name}.{fld}", file=config.path))
+    for name, settings in resolved.channel_settings.items():
+        for fld, env in secret_keys(settings).items():
+            if secrets.optional(env) is None:
+                out.append(MissingSecret(env, key=f"notifications.{name}.{fld}", file=config.path))
     analytics = config.analytics
     if analytics.enabled and analytics.caller_numbers == "hashed":
         if secrets.optional(analytics.hash_salt_env) is None:
@@ -221,6 +240,25 @@ class Handoffs:
         return len(self._by_call)
 
 
+def build_outbox(config: Config, limiter: trio.CapacityLimiter) -> Outbox:
+    """The outbox `[outbox]` describes (no store, and so nothing kept, without channels)."""
+    settings = config.outbox
+    if not config.notifications:
+        return Outbox.disabled()
+    return Outbox(
+        OutboxStore(config.outbox_database, limiter),
+        backoff=Backoff(
+            first_s=settings.first_retry_s,
+            max_s=settings.max_retry_s,
+            attempts=settings.max_attempts,
+            jitter=0.2,
+        ),
+        send_timeout_s=settings.send_timeout_s,
+        poll_s=settings.poll_s,
+        concurrency=settings.concurrency,
+    )
+
+
 class Runtime:
     """Builds providers and tools from a config and runs calls. Use `await runtime.start()`
     once inside trio before taking calls, and `runtime.stop()` after the last one."""
@@ -241,6 +279,13 @@ class Runtime:
         # What factories asked to have closed at shutdown (`ProviderContext.on_close`).
         self._closers: list[Closer] = []
         self.call_contexts: list[CallContext] = []  # see ProviderContext.on_call_context
+        # Built first: every factory's context carries it. Its sender runs in the server's
+        # nursery (`Outbox.run`), for as long as the server does.
+        self.outbox = build_outbox(config, self.thread_limiter)
+        for name, settings in self.resolved.channel_settings.items():
+            channel_spec = plugins.channels[name]
+            ctx = self.context(f"notifications.{name}")
+            self.outbox.add_channel(name, channel_spec.create(settings, ctx))
         built: dict[ProviderKind, Any] = dict(providers or {})
         for kind in KINDS:
             if kind not in built:
@@ -301,6 +346,7 @@ class Runtime:
             _add_closer=self._closers.append,
             _add_call_context=self.call_contexts.append,
             recording=self.config.recording,
+            outbox=self.outbox,
         )
 
     async def start(self) -> None:

@@ -195,6 +195,8 @@ async def serve_runtime(
                 else:
                     watchers.start_soon(_wait_then_set, terminate, stop)
                 await watchers.start(runtime.run_background)  # post-call summaries
+                # Delivers notifications while the server runs; stopped with the watchers.
+                watchers.start_soon(runtime.outbox.run)
                 await _serve_then_drain(runtime, host, port, stop, task_status)
                 await runtime.finish_background()
                 watchers.cancel_scope.cancel()

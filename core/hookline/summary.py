@@ -11,8 +11,8 @@ output (`max_tokens`) and in input (`max_transcript_chars`).
 
 Then `SummaryWriter.on_done(payload)` receives the `call.completed` payload
 (`call_completed_payload`): transcript, summary, fields, bookings, notifications. That
-method is the one place where the payload leaves this module (the outbox's signed
-webhook is enqueued there).
+method is the one place where the payload leaves this module: it is enqueued on the
+outbox's signed webhook.
 """
 
 from __future__ import annotations
@@ -381,8 +381,16 @@ class SummaryWriter:
 
     async def on_done(self, payload: CallCompleted) -> None:
         """THE place a finished call's `call.completed` payload leaves this module (with
-        its summary, or why there is none). The outbox's signed webhook is enqueued here:
-        `await outbox.enqueue(...)`. Runs in the summary worker, not in any call."""
+        its summary, or why there is none): enqueued on the outbox's signed webhook
+        (`[notifications.webhook]`; nothing is stored when it is not configured), once
+        per call. Runs in the summary worker, not in any call."""
+        await self.runtime.outbox.enqueue(
+            key=f"call:{payload.call_id}:completed",
+            channel="webhook",
+            payload=msgspec.to_builtins(payload),
+            kind="call.completed",
+            call_id=payload.call_id,
+        )
 
     def _model(self) -> str | None:
         model = getattr(self.runtime.resolved.provider_settings.get("llm"), "model", None)

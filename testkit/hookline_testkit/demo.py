@@ -151,8 +151,11 @@ def _point_at_fakes(config: Config, fakes: dict[str, Any], workdir: Path | None)
     config.llm.setdefault("openai", {})["base_url"] = fakes["llm"].url
     twilio = config.telephony.setdefault("twilio", {})
     twilio["api_base_url"], twilio["public_url"] = fakes["rest"].url, ""
+    if "sms" in config.notifications:
+        config.notifications["sms"]["api_base_url"] = fakes["rest"].url
     if workdir is not None:
         config.analytics.database = str(workdir / "calls.duckdb")
+        config.outbox.database = str(workdir / "outbox.duckdb")
         for section, key in (("calendar_google", "database"), ("tow_requests", "queue_file")):
             if section in config.tools:
                 config.tools[section][key] = str(workdir / f"{section}.data")
@@ -234,6 +237,7 @@ async def run_demo(
                         break
                 with trio.move_on_after(10):
                     await call.wait_closed()
+            await _show_texts(runtime, fakes["rest"], out)
             terminate.set()
     v2v = [m["voice_to_voice"] for m in transcript.metrics if "voice_to_voice" in m]
     overhead = [m["runtime_overhead"] for m in transcript.metrics if "runtime_overhead" in m]
@@ -242,10 +246,30 @@ async def run_demo(
         "voice_to_voice_ms_median": round(statistics.median(v2v), 1) if v2v else None,
         "runtime_overhead_ms_median": round(statistics.median(overhead), 1) if overhead else None,
         "end_reason": transcript.end_reason,
+        "texts_sent": len(fakes["rest"].messages),
         "analytics_database": str(config.resolve_path(config.analytics.database)),
     }
     out.write(msgspec.json.encode(summary).decode() + "\n")
     return summary
+
+
+async def _show_texts(runtime: Runtime, rest: Any, out: TextIO) -> None:
+    """Wait (briefly) for the outbox to deliver what the call enqueued, then print the
+    texts as the caller's phone shows them."""
+    store = runtime.outbox.store
+    if store is None:
+        return
+    with trio.move_on_after(15):
+        while True:
+            rows = await store.run(store.recent_sync, 20)
+            if all(n.status != "pending" for n in rows):
+                break
+            await trio.sleep(0.1)
+    for message in rest.messages:
+        out.write(f"text to {message.to} from {message.from_}:\n    {message.body}\n")
+    for n in await store.run(store.recent_sync, 20):
+        if n.status != "sent":
+            out.write(f"notification {n.id} ({n.kind}) {n.status}: {n.last_error}\n")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

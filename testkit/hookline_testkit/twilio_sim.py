@@ -19,6 +19,12 @@ one 404 code 20404, wrong credentials 401 code 20003. It also starts recordings
 sends their signed status callback when told (`finish_recording`), as Twilio does once
 the call ends.
 
+It also answers `POST /2010-04-01/Accounts/{AC}/Messages.json` (the Messages API): each
+accepted text is kept in `messages` (`SentMessage`: to, from, body) for tests to read;
+`message_faults` lists HTTP statuses to answer next (429 carries `retry_after` when set,
+as Retry-After); a `To` that is not E.164 (or is in `invalid_numbers`) is refused with
+400 code 21211, as Twilio refuses an invalid number.
+
     async with twilio_rest_fake(auth_token=TOKEN) as rest:
         sim = TwilioSimulator(auth_token=TOKEN, rest=rest)
         async with sim.call(f"http://127.0.0.1:{port}/twilio/voice") as call:
@@ -32,6 +38,7 @@ import base64
 import functools
 import logging
 import os
+import re
 import secrets
 import ssl
 import wave
@@ -64,6 +71,7 @@ __all__ = [
     "FakeRecording",
     "MediaConnection",
     "RestRequest",
+    "SentMessage",
     "SimCall",
     "SimEvent",
     "SimulatorError",
@@ -926,6 +934,31 @@ class RestRequest:
     code: int | None = None  # Twilio's error code, when refused
 
 
+@dataclass
+class SentMessage:
+    """A text the Messages API accepted."""
+
+    t: float
+    sid: str
+    to: str
+    from_: str
+    body: str
+
+
+class _MessageResource(msgspec.Struct):
+    sid: str
+    account_sid: str
+    to: str
+    from_: str = msgspec.field(name="from")
+    body: str = ""
+    status: str = "queued"
+    api_version: str = "2010-04-01"
+
+
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+INVALID_NUMBER = 21211
+
+
 class _RestError(msgspec.Struct):
     code: int
     message: str
@@ -981,6 +1014,9 @@ class TwilioRestFake:
         self._on_end: dict[str, Callable[[str], None]] = {}
         self.changed = trio.Event()
         self.recordings: dict[str, FakeRecording] = {}  # recording sid -> recording
+        self.messages: list[SentMessage] = []  # texts accepted by the Messages API
+        self.message_faults: list[int] = []  # HTTP statuses the Messages API answers next
+        self.invalid_numbers: set[str] = set()  # refused with 21211 like a malformed one
 
     def register(self, call_sid: str, on_end: Callable[[str], None] | None = None) -> None:
         """A live call the fake knows; `on_end("completed"|"redirected")` when updated."""
@@ -1000,7 +1036,10 @@ class TwilioRestFake:
             body += event.get("body", b"")
             if not event.get("more_body"):
                 break
-        status, payload, req = self._handle(scope, body)
+        if scope["path"].endswith("/Messages.json"):
+            status, payload, req = self._message(scope, body)
+        else:
+            status, payload, req = self._handle(scope, body)
         self.requests.append(req)
         self.changed.set()
         self.changed = trio.Event()
@@ -1113,6 +1152,34 @@ class TwilioRestFake:
         async with httpx.AsyncClient(timeout=10.0) as client:
             response = await client.post(recording.callback_url, data=fields, headers=headers)
         return response.status_code
+
+    def _message(self, scope: dict, body: bytes) -> tuple[int, msgspec.Struct, RestRequest]:
+        """`POST .../Messages.json`: send a text (or answer the next injected fault)."""
+        fields = {k: v[-1] for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}
+        parts = scope["path"].strip("/").split("/")
+        account = parts[2] if len(parts) == 4 else ""
+        req = RestRequest(trio.current_time(), account, "", fields, 200)
+
+        def error(status: int, code: int, message: str) -> tuple[int, msgspec.Struct, RestRequest]:
+            req.status_code, req.code = status, code
+            info = f"https://www.twilio.com/docs/errors/{code}"
+            return status, _RestError(code, message, info, status), req
+
+        if scope["method"] != "POST" or len(parts) != 4 or account != self.account_sid:
+            return error(404, 20404, "The requested resource was not found")
+        if not self._authorized(scope, account):
+            return error(401, 20003, "Authenticate")
+        if self.message_faults:  # code 20500 like the call faults: Retry-After applies
+            status = self.message_faults.pop(0)
+            return error(status, _INJECTED, "Too Many Requests" if status == 429 else "Error")
+        to, sender, text = fields.get("To", ""), fields.get("From", ""), fields.get("Body", "")
+        if not _E164.match(to) or to in self.invalid_numbers:
+            return error(400, INVALID_NUMBER, f"The 'To' number {to} is not a valid phone number.")
+        if not sender or not text:
+            return error(400, 21602, "Message body is required.")
+        sid = new_sid("SM")
+        self.messages.append(SentMessage(trio.current_time(), sid, to, sender, text))
+        return 201, _MessageResource(sid, account, to, sender, text), req
 
     def _authorized(self, scope: dict, account: str) -> bool:
         for name, value in scope["headers"]:

@@ -17,6 +17,7 @@ from hookline.config import (
     AgentConfig,
     AnalyticsConfig,
     Config,
+    OutboxConfig,
     PolicyConfig,
     PricesConfig,
     RecordingConfig,
@@ -45,6 +46,8 @@ def base_sections() -> dict[str, dict[str, Any]]:
         "tools.calendar_google": {"backend": "local"},
         # The webhook form: the file form would need a knowledge file beside each config.
         "tools.knowledge": {"webhook_url": "https://shop.example.com/knowledge"},
+        "notifications.sms": {"from_number": "+13125550140"},
+        "notifications.webhook": {"url": "https://shop.example.com/hooks/hookline"},
     }
 
 
@@ -93,6 +96,7 @@ CORE_SECTIONS: dict[str, type[msgspec.Struct]] = {
     "prices": PricesConfig,
     "recording": RecordingConfig,
     "summary": SummaryConfig,
+    "outbox": OutboxConfig,
 }
 
 
@@ -108,6 +112,8 @@ def settings_sections(plugins: Plugins) -> dict[str, type[msgspec.Struct]]:
     for name, toolset in plugins.toolsets.items():
         if toolset.settings is not None:
             sections[f"tools.{name}"] = toolset.settings
+    for name, channel in plugins.channels.items():
+        sections[f"notifications.{name}"] = channel.settings
     return sections
 
 

@@ -17,6 +17,7 @@ import hookline_llm_openai
 from hookline.analytics import plugin as analytics_plugin
 from hookline.config import Secrets
 from hookline.hookspecs import hookimpl
+from hookline.outbox import webhook as webhook_channel
 from hookline.runtime import Runtime
 from hookline.summary import CallCompleted, call_completed_payload, parse_summary
 from hookline.testing.harness import ScriptedTelephony, make_config, run_call, scripted_plugins
@@ -61,8 +62,11 @@ class ShopTools:
         return [ToolSet(name="shop", create=lambda settings, ctx: [book_appointment])]
 
 
-async def build(fake: FakeOpenAI, db, **summary: object) -> tuple[Runtime, ScriptedSTT]:
+async def build(
+    fake: FakeOpenAI, db, notifications: dict | None = None, **summary: object
+) -> tuple[Runtime, ScriptedSTT]:
     config = make_config(
+        notifications=notifications or {},
         agent={"name": "Riverside Auto Service", "greeting": "Riverside Auto, hi."},
         providers={"llm": "openai", "tools": ["builtin", "shop"]},
         llm={"openai": {"base_url": fake.url, "max_retry_wait_s": 0.5}},
@@ -72,8 +76,8 @@ async def build(fake: FakeOpenAI, db, **summary: object) -> tuple[Runtime, Scrip
     stt = ScriptedSTT(word_s=WORD_S, endpointing_s=0.15, utterance_end_s=0.5)
     runtime = Runtime(
         config,
-        scripted_plugins([hookline_llm_openai, ShopTools(), analytics_plugin]),
-        secrets=Secrets({"OPENAI_API_KEY": fake.api_key}),
+        scripted_plugins([hookline_llm_openai, ShopTools(), analytics_plugin, webhook_channel]),
+        secrets=Secrets({"OPENAI_API_KEY": fake.api_key, "HOOKLINE_WEBHOOK_SECRET": "s" * 32}),
         providers={
             "telephony": ScriptedTelephony(),
             "stt": stt,
@@ -276,3 +280,39 @@ def test_the_payload_of_a_call_without_summary_still_has_its_transcript() -> Non
         ("tow_request", {"location": "I-90"})
     ]
     assert payload.bookings == []  # a failed booking is not a booking
+
+
+async def test_the_call_completed_payload_is_queued_on_the_signed_webhook(
+    openai_fake: FakeOpenAI, tmp_path
+) -> None:
+    # With `[notifications.webhook]` configured, each summarized call leaves through the
+    # durable outbox as one `call.completed` notification (nothing is sent in this test:
+    # the sender is not running; the row is what survives a crash).
+    db = tmp_path / "calls.duckdb"
+    args = '{"service": "oil change", "start": "Tuesday 9:00", "customer_name": "Dana"}'
+    openai_fake.script(
+        tool_calls(call("book_appointment", args)),
+        text("You're booked for Tuesday at nine."),
+        text("Bye!"),
+        text(SUMMARY_JSON),
+    )
+    webhook = {"webhook": {"url": "https://shop.example.com/hooks/hookline"}}
+    runtime, stt = await build(openai_fake, db, notifications=webhook)
+    assert runtime.summaries is not None
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runtime.run_background)
+            record = await run_call(
+                runtime, ScriptedLeg(call_info(), BOOKING_CALL, stt, word_s=WORD_S)
+            )
+            await runtime.finish_background()
+    finally:
+        await runtime.llm.aclose()
+        await trio.to_thread.run_sync(runtime.stop)
+    assert runtime.outbox.store is not None
+    (queued,) = runtime.outbox.store.recent_sync(10)
+    assert (queued.channel, queued.kind, queued.call_id) == (
+        "webhook", "call.completed", record.call_id,
+    )  # fmt: skip
+    payload = msgspec.convert(queued.payload, CallCompleted)
+    assert payload.summary is not None and "oil change" in payload.summary.summary

@@ -17,8 +17,10 @@ import msgspec
 import trio
 
 from hookline import (
+    PhoneNumber,
     PositiveInt,
     ProviderContext,
+    ProviderError,
     Tool,
     ToolContext,
     ToolError,
@@ -32,7 +34,12 @@ __all__ = ["TowRequest", "TowSettings", "hookline_toolsets"]
 
 class TowSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     queue_file: str = "data/tow_requests.jsonl"  # relative to the config file
+    # What the caller is told and the dispatcher is sent: the shop's current estimate.
     eta_minutes: PositiveInt = 45
+    # The dispatcher hears of each request at once, through hookline's outbox: a text to
+    # `dispatcher_number` (none when unset) and the signed webhook (when configured).
+    dispatcher_number: PhoneNumber | None = None
+    notify_webhook: bool = True
 
 
 class TowRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -78,6 +85,7 @@ def _tools(settings: TowSettings, context: ProviderContext) -> list[Tool]:
         async with lock:
             await trio.to_thread.run_sync(_append, queue, entry, limiter=context.thread_limiter)
         ctx.logger.info("tow request %s queued", entry.reference)
+        await _notify_dispatcher(settings, context, entry, ctx)
         return {
             "reference": entry.reference,
             "eta_minutes": settings.eta_minutes,
@@ -85,6 +93,34 @@ def _tools(settings: TowSettings, context: ProviderContext) -> list[Tool]:
         }
 
     return [request_tow]
+
+
+async def _notify_dispatcher(
+    settings: TowSettings, context: ProviderContext, entry: _Queued, ctx: ToolContext
+) -> None:
+    """Enqueue the request for the dispatcher (text and/or webhook); keyed by reference,
+    so a retried tool call notifies once. A delivery problem never fails the request."""
+    text = (
+        f"Tow {entry.reference}: {entry.vehicle} at {entry.location} ({entry.problem}). "
+        f"Caller {entry.callback_number}, told ETA {settings.eta_minutes} min."
+    )
+    payload = {**msgspec.structs.asdict(entry), "eta_minutes": settings.eta_minutes}
+    targets = [("sms", settings.dispatcher_number)] if settings.dispatcher_number else []
+    if settings.notify_webhook:
+        targets.append(("webhook", ""))
+    for channel, to in targets:
+        try:
+            await context.outbox.enqueue(
+                key=f"tow:{entry.reference}:{entry.call_id}:{channel}",
+                channel=channel,
+                to=to or "",
+                body=text,
+                kind="tow.requested",
+                payload=payload,
+                call_id=entry.call_id,
+            )
+        except ProviderError as e:
+            ctx.logger.warning("tow request %s: %s not queued: %s", entry.reference, channel, e)
 
 
 def _append(path: Path, entry: _Queued) -> None:

@@ -15,6 +15,7 @@ import trio
 from hookline import ProviderContext, Tool, ToolSet, hookimpl
 
 from .context import RememberingStore, call_context
+from .notify import Confirmations
 from .schedule import Rules
 from .settings import CalendarSettings
 from .tools import Scheduler, build_tools
@@ -86,6 +87,18 @@ def _create(settings: CalendarSettings, ctx: ProviderContext) -> Sequence[Tool]:
     # caller's upcoming appointments (by the number the call comes from only).
     ctx.on_call_context(
         lambda call, now: call_context(scheduler.rules, now, call.from_number, remembering)
+    )
+    scheduler.confirmations = Confirmations(
+        ctx.outbox,
+        channel=settings.sms_channel,
+        templates={
+            "booked": settings.sms_booked,
+            "rescheduled": settings.sms_rescheduled,
+            "cancelled": settings.sms_cancelled,
+        },
+        shop=ctx.agent.name,
+        shop_phone=ctx.agent.phone or "",
+        tz=scheduler.rules.tz,
     )
     return build_tools(scheduler)
 

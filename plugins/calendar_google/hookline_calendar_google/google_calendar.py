@@ -269,7 +269,10 @@ class GoogleCalendarStore:
         body = self._event_body(booking)
         result = await self._call(
             "insert event",
-            lambda ev: ev.insert(calendarId=self.calendar_id, body=body, sendUpdates="none"),
+            # With an attendee (the caller's email) Google emails the invitation.
+            lambda ev: ev.insert(
+                calendarId=self.calendar_id, body=body, sendUpdates=_updates(booking)
+            ),
             ok=(409,),
         )
         if isinstance(result, int):
@@ -279,8 +282,9 @@ class GoogleCalendarStore:
     async def cancel(self, booking_id: str) -> bool:
         result = await self._call(
             "delete event",
+            # "all": an invited caller is told; without attendees Google sends nothing.
             lambda ev: ev.delete(
-                calendarId=self.calendar_id, eventId=booking_id, sendUpdates="none"
+                calendarId=self.calendar_id, eventId=booking_id, sendUpdates="all"
             ),
             ok=(404, 410),
         )
@@ -300,6 +304,7 @@ class GoogleCalendarStore:
             "bay": str(b.bay or ""),
             "replaces": b.replaces,
             "code": b.confirmation_code,
+            "email": b.email,
             **_vehicle_properties(b.vehicle_info),
         }
         # Each private property value is limited to 1024 characters by Google.
@@ -313,7 +318,7 @@ class GoogleCalendarStore:
         if b.notes:
             lines.append(f"Notes: {b.notes}")
         lines.append("Booked by the phone agent.")
-        return {
+        body: dict[str, Any] = {
             "id": b.id,
             "summary": f"{b.service.capitalize()}: {b.customer_name or b.phone}",
             "description": "\n".join(lines),
@@ -325,6 +330,9 @@ class GoogleCalendarStore:
             "extendedProperties": {"private": private},
             "reminders": {"useDefault": True},
         }
+        if b.email:
+            body["attendees"] = [{"email": b.email, "displayName": b.customer_name}]
+        return body
 
     def _booking(self, e: _Event) -> Booking | None:
         start, end = self._instant(e.start), self._instant(e.end)
@@ -348,6 +356,7 @@ class GoogleCalendarStore:
             request_id=p.get("requestId", "") if mine else "",
             replaces=p.get("replaces", "") if mine else "",
             confirmation_code=p.get("code", "") if mine else "",
+            email=p.get("email", "") if mine else "",
             vehicle_info=_vehicle(p) if mine else Vehicle(),
             status=e.status,
             created=dt.datetime.fromisoformat(e.created) if e.created else None,
@@ -436,3 +445,9 @@ def _transport_error(e: Exception, what: str) -> ProviderError:
             f"{what}: {type(e).__name__}: {e}", provider=PROVIDER, retryable=False
         )
     return ProviderProtocolError(f"{what}: {type(e).__name__}: {e}", provider=PROVIDER)
+
+
+def _updates(booking: Booking) -> str:
+    """Google's `sendUpdates`: "all" when the caller is an attendee (they get the
+    invitation), "none" otherwise (nobody to tell)."""
+    return "all" if booking.email else "none"

@@ -63,6 +63,9 @@ class Booking(msgspec.Struct, kw_only=True):
     # Six digits told to the customer at booking; with [tools.calendar_google]
     # other_number_lookup = "confirmation_code" it lets another number read this booking.
     confirmation_code: str = ""
+    # The caller's email, when they gave one: on Google Calendar they are invited as an
+    # attendee and Google sends them the invitation and its updates.
+    email: str = ""
 
     @property
     def cancelled(self) -> bool:

@@ -96,6 +96,23 @@ class CalendarSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     # Local backend, relative to the config file.
     database: str = "data/calendar.duckdb"
 
+    # Confirmation texts to the caller, through the outbox's `sms_channel` (on when
+    # `[notifications.sms]` is configured). Fields: {shop}, {shop_phone}, {name},
+    # {service}, {when}, {vehicle}, {appointment_id}, {code}. An empty template sends none.
+    sms_channel: str = "sms"
+    sms_booked: str = (
+        "{shop}: your {service} is booked for {when}. To change it, call {shop_phone}. "
+        "Reply STOP to opt out."
+    )
+    sms_rescheduled: str = (
+        "{shop}: your {service} has moved to {when}. Questions? Call {shop_phone}. "
+        "Reply STOP to opt out."
+    )
+    sms_cancelled: str = (
+        "{shop}: your {service} on {when} is cancelled. To book again, call {shop_phone}. "
+        "Reply STOP to opt out."
+    )
+
     def __post_init__(self) -> None:
         if self.timezone is not None:
             from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -115,6 +132,16 @@ class CalendarSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
         for name, minutes in self.services.items():
             if minutes <= 0 or minutes > 24 * 60:
                 raise ValueError(f"services: {name!r} must take 1 to 1440 minutes")
+        from .notify import SAMPLE, render
+
+        for field in ("sms_booked", "sms_rescheduled", "sms_cancelled"):
+            try:
+                render(getattr(self, field), SAMPLE)
+            except (KeyError, ValueError, IndexError) as e:
+                raise ValueError(
+                    f"{field}: bad template ({type(e).__name__}: {e}); fields are "
+                    "{shop} {shop_phone} {name} {service} {when} {vehicle} {appointment_id} {code}"
+                ) from None
         from .services import ServiceMatcher
 
         ServiceMatcher(list(self.services), self.service_synonyms)  # names a known service

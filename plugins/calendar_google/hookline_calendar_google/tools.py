@@ -36,6 +36,7 @@ import msgspec
 from hookline import ProviderError, Tool, ToolContext, ToolError
 
 from .dates import past_date_error, relative_day
+from .notify import Confirmations
 from .schedule import (
     Booking,
     Rules,
@@ -74,10 +75,16 @@ CODE_HINT = (
     "(the six digits given when it was booked). Otherwise I can have someone from the "
     "shop call you back."
 )
+SMS_OK = (
+    "Whether the caller wants a text message confirming this: ask them; false when they "
+    "decline (then none is sent)."
+)
+EMAIL = "The caller's email address, only if they want a calendar invitation and spell it out."
 MAX_CODE_MISSES = 5  # wrong confirmation codes per looked-up number...
 CODE_MISS_WINDOW = dt.timedelta(hours=1)  # ...within this long, then code lookups stop
 MAX_GENERATIONS = 16  # ids of cancelled events stay taken; move past that many per bay
 SCAN_DAYS = 7  # availability is searched a week of events at a time
+EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 # ------------------------------------------------------------------ results
@@ -193,6 +200,8 @@ def _params(services: Sequence[str], lookup_by_code: bool) -> dict[str, type[msg
                 None,
             ),
             ("notes", Annotated[str, field("Anything the technician should know.")], ""),
+            ("email", Annotated[str | None, field(EMAIL)], None),
+            ("sms_ok", Annotated[bool | None, field(SMS_OK)], None),
         ],
         kw_only=True,
     )
@@ -227,11 +236,17 @@ def _params(services: Sequence[str], lookup_by_code: bool) -> dict[str, type[msg
         [
             ("appointment_id", appointment_id),
             ("new_start", Annotated[str, field("New start time. " + when)]),
+            ("sms_ok", Annotated[bool | None, field(SMS_OK)], None),
         ],
         kw_only=True,
     )
     cancel = msgspec.defstruct(
-        "CancelAppointment", [("appointment_id", appointment_id)], kw_only=True
+        "CancelAppointment",
+        [
+            ("appointment_id", appointment_id),
+            ("sms_ok", Annotated[bool | None, field(SMS_OK)], None),
+        ],
+        kw_only=True,
     )
     return {
         "check": check,
@@ -258,8 +273,10 @@ class Scheduler:
         spacing: dt.timedelta = dt.timedelta(hours=1),
         clock: Callable[[], dt.datetime] | None = None,
         lookup_by_code: bool = False,
+        confirmations: Confirmations | None = None,
     ) -> None:
         self.rules = rules
+        self.confirmations = confirmations  # texts to the caller (None: none are sent)
         self.services = ServiceMatcher(list(rules.services), rules.synonyms)
         self.lookup_by_code = lookup_by_code
         self._code_misses = _Misses(MAX_CODE_MISSES, CODE_MISS_WINDOW)
@@ -469,6 +486,8 @@ class Scheduler:
         vehicle: VehicleParams | str,
         phone: str | None,
         notes: str,
+        email: str | None = None,
+        sms_ok: bool | None = None,
     ) -> BookingResult:
         name = self._service(service)
         minutes = self.rules.services[name]
@@ -478,6 +497,9 @@ class Scheduler:
         number = normalize_phone(phone or "") or self._caller(ctx)
         if not number:
             raise ToolError("I need a phone number for the appointment. What's the best number?")
+        address = (email or "").strip()
+        if address and not EMAIL_SHAPE.match(address):
+            raise ToolError(f"{address!r} doesn't look like an email address; could you spell it?")
         await self._check_bookable(minutes, begin, now)
         wanted = Booking(
             id="",
@@ -492,6 +514,7 @@ class Scheduler:
             call_id=ctx.call.call_id,
             request_id=ctx.tool_call_id,
             confirmation_code=f"{secrets.randbelow(10**6):06d}",
+            email=address,
         )
         try:
             stored, existed = await self._reserve(wanted)
@@ -504,6 +527,7 @@ class Scheduler:
         ctx.logger.info(
             "appointment %s %s at %s", "found" if existed else "booked", stored.id, stored.start
         )
+        await self._confirm(ctx, "booked", stored, sms_ok)
         when = spoken(stored.start, self.rules.tz, now)
         return BookingResult(
             booked=True,
@@ -515,6 +539,17 @@ class Scheduler:
                 + self._code_note(stored)
             ),
         )
+
+    async def _confirm(
+        self, ctx: ToolContext, event: str, booking: Booking, sms_ok: bool | None
+    ) -> None:
+        """Queue the confirmation text unless the caller declined it (`sms_ok` false)."""
+        if self.confirmations is None:
+            return
+        if sms_ok is False:
+            ctx.logger.info("no %s text for %s: the caller declined", event, booking.id)
+            return
+        await self.confirmations.send(ctx, event, booking)
 
     def _code_note(self, booking: Booking) -> str:
         if not (self.lookup_by_code and booking.confirmation_code):
@@ -592,7 +627,7 @@ class Scheduler:
         return booking
 
     async def reschedule_appointment(
-        self, ctx: ToolContext, appointment_id: str, new_start: str
+        self, ctx: ToolContext, appointment_id: str, new_start: str, sms_ok: bool | None = None
     ) -> BookingResult:
         old = await self._owned(ctx, appointment_id, "move")
         now = self.clock()
@@ -642,6 +677,7 @@ class Scheduler:
             ) from None
         await self.store.cancel(old.id)
         ctx.logger.info("appointment %s moved to %s (%s)", old.id, stored.id, stored.start)
+        await self._confirm(ctx, "rescheduled", stored, sms_ok)
         when = spoken(stored.start, self.rules.tz, now)
         return BookingResult(
             booked=True,
@@ -651,13 +687,16 @@ class Scheduler:
             "It has a new appointment id; the old one is cancelled.",
         )
 
-    async def cancel_appointment(self, ctx: ToolContext, appointment_id: str) -> CancelResult:
+    async def cancel_appointment(
+        self, ctx: ToolContext, appointment_id: str, sms_ok: bool | None = None
+    ) -> CancelResult:
         booking = await self._owned(ctx, appointment_id, "cancel")
         now = self.clock()
         when = spoken(booking.start, self.rules.tz, now)
         if not booking.cancelled:
             await self.store.cancel(booking.id)
             ctx.logger.info("appointment %s cancelled", booking.id)
+            await self._confirm(ctx, "cancelled", booking, sms_ok)
             return CancelResult(
                 cancelled=True,
                 appointment_id=booking.id,
@@ -742,6 +781,8 @@ def build_tools(scheduler: Scheduler) -> list[Tool]:
             vehicle=params.vehicle,
             phone=params.phone,
             notes=params.notes,
+            email=params.email,
+            sms_ok=params.sms_ok,
         )
 
     @_voiced
@@ -752,11 +793,13 @@ def build_tools(scheduler: Scheduler) -> list[Tool]:
 
     @_voiced
     async def reschedule(params: Any, ctx: ToolContext) -> BookingResult:
-        return await s.reschedule_appointment(ctx, params.appointment_id, params.new_start)
+        return await s.reschedule_appointment(
+            ctx, params.appointment_id, params.new_start, params.sms_ok
+        )
 
     @_voiced
     async def cancel(params: Any, ctx: ToolContext) -> CancelResult:
-        return await s.cancel_appointment(ctx, params.appointment_id)
+        return await s.cancel_appointment(ctx, params.appointment_id, params.sms_ok)
 
     return [
         Tool(

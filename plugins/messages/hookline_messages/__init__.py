@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hookline import ProviderContext, Tool, ToolSet, hookimpl
+from hookline import ProviderContext, ProviderError, Tool, ToolContext, ToolSet, hookimpl
 
 from .settings import MessageSettings
 from .store import STATUSES, Message, MessageStore
-from .tools import build_tools
+from .tools import Notify, build_tools
 
 __all__ = [
     "STATUSES",
@@ -21,6 +21,7 @@ __all__ = [
     "MessageStore",
     "hookline_toolsets",
     "open_store",
+    "shop_notifier",
 ]
 
 
@@ -29,8 +30,43 @@ def open_store(settings: MessageSettings, ctx: ProviderContext) -> MessageStore:
     return MessageStore(ctx.resolve_path(settings.database), ctx.thread_limiter)
 
 
+def shop_notifier(settings: MessageSettings, ctx: ProviderContext) -> Notify:
+    """Enqueues a taken message for the shop: a text to `notify_sms`, the signed webhook.
+    Keyed by message id, so the model retrying `take_message` notifies once."""
+    outbox, shop = ctx.outbox, ctx.agent.name
+
+    async def notify(message: Message, tool_ctx: ToolContext) -> None:
+        fields = {
+            "shop": shop,
+            "name": message.name,
+            "callback": message.callback_number,
+            "urgency": message.urgency,
+            "reason": message.reason,
+            "id": message.id,
+        }
+        text = settings.sms_template.format_map(fields)
+        targets = [("sms", settings.notify_sms)] if settings.notify_sms else []
+        if settings.notify_webhook:
+            targets.append(("webhook", ""))
+        for channel, to in targets:
+            try:
+                await outbox.enqueue(
+                    key=f"message:{message.id}:{channel}",
+                    channel=channel,
+                    to=to or "",
+                    body=text,
+                    kind="message.taken",
+                    payload={**fields, "created": message.created.isoformat()},
+                    call_id=tool_ctx.call.call_id,
+                )
+            except ProviderError as e:  # the message itself is stored: that stands
+                tool_ctx.logger.warning("message %s: %s not queued: %s", message.id, channel, e)
+
+    return notify
+
+
 def _create(settings: MessageSettings, ctx: ProviderContext) -> Sequence[Tool]:
-    return build_tools(open_store(settings, ctx))
+    return build_tools(open_store(settings, ctx), shop_notifier(settings, ctx))
 
 
 @hookimpl

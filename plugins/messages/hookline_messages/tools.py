@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import msgspec
@@ -12,7 +13,7 @@ from hookline import ProviderError, Tool, ToolContext, ToolError
 
 from .store import Message, MessageStore, Urgency, message_id
 
-__all__ = ["TakeMessage", "build_tools", "match_urgency", "normalize_number"]
+__all__ = ["Notify", "TakeMessage", "build_tools", "match_urgency", "normalize_number"]
 
 URGENCIES: tuple[Urgency, ...] = ("routine", "urgent")
 # Words a model or a caller uses for each level; matched after lower-casing.
@@ -95,7 +96,11 @@ def _callback(given: str | None, ctx: ToolContext) -> str:
     return number
 
 
-def build_tools(store: MessageStore) -> list[Tool]:
+# Tells the shop about a stored message (enqueues; never raises for a delivery problem).
+Notify = Callable[[Message, ToolContext], Awaitable[None]]
+
+
+def build_tools(store: MessageStore, notify: Notify | None = None) -> list[Tool]:
     async def take_message(params: Any, ctx: ToolContext) -> dict[str, Any]:
         name, reason = params.name.strip(), params.reason.strip()
         if not name:
@@ -126,6 +131,8 @@ def build_tools(store: MessageStore) -> list[Tool]:
             ctx.logger.warning("message not stored: %s", e)
             raise ToolError(UNREACHABLE) from e
         ctx.logger.info("message %s %s (%s)", stored.id, "taken" if new else "found", urgency)
+        if notify is not None:
+            await notify(stored, ctx)
         return {
             "taken": True,
             "message_id": stored.id,

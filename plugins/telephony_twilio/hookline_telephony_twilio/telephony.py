@@ -11,6 +11,7 @@
   agent (a new token for the same CallSid) when nobody answered.
 - `POST /twilio/recording`: recording status callbacks (`[recording] enabled`), stored
   against the call (see recording.py).
+- `POST /twilio/sms`: inbound texts; STOP / START replies are recorded (see sms.py).
 
 The slot reserved at the webhook belongs to the webhook's request until its token is
 settled: claimed by the stream (then `run_call` releases it at the end), or given up
@@ -35,7 +36,7 @@ from collections.abc import Sequence
 import trio
 from twilio.twiml.voice_response import VoiceResponse
 
-from hookline import CallHandler, CallInfo, ProviderContext, Route, new_call_id
+from hookline import CallHandler, CallInfo, Outbox, ProviderContext, Route, new_call_id
 
 from . import protocol as p
 from .asgi import Receive, Send, read_body, refuse_websocket, respond
@@ -44,6 +45,7 @@ from .leg import BadInput, CallLog, MediaSocket, TwilioLeg
 from .recording import RECORDING_PATH, Recorder, store_recording
 from .security import CallSidBook, FormParams, RateLimitedLog, Signer, TokenBook, request_url
 from .settings import TwilioSettings
+from .sms import SMS_PATH, inbound_sms
 from .transfer import PendingTransfer, TransferBook, outcome_of
 
 __all__ = [
@@ -85,8 +87,10 @@ class TwilioTelephony:
         limiter: trio.CapacityLimiter,
         busy_message: str,
         record: bool = False,
+        outbox: Outbox | None = None,
     ) -> None:
         self.settings = settings
+        self.outbox = outbox  # where SMS STOP/START replies are recorded
         self.busy_message = busy_message
         self.signer = Signer(auth_token, settings.public_url.rstrip("/"))
         self.tokens = TokenBook(settings.token_ttl_s)
@@ -123,6 +127,7 @@ class TwilioTelephony:
             limiter=ctx.thread_limiter,
             busy_message=ctx.agent.busy_message,
             record=ctx.recording.enabled,
+            outbox=ctx.outbox,
         )
 
     def routes(self, handler: CallHandler) -> Sequence[Route]:
@@ -132,6 +137,7 @@ class TwilioTelephony:
             Route(MEDIA_PATH, calls.media),
             Route(STATUS_PATH, calls.status),
             Route(TRANSFER_PATH, calls.transfer_result),
+            Route(SMS_PATH, calls.sms),
         ]
         if self.recorder is not None:  # no recordings, no route for their callbacks
             routes.append(Route(RECORDING_PATH, calls.recording))
@@ -298,6 +304,20 @@ class _Routes:
         response.say(self.t.busy_message)
         response.hangup()
         return str(response)
+
+    # ------------------------------------------------------------------ SMS replies
+
+    async def sms(self, scope: dict, receive: Receive, send: Send) -> None:
+        outbox = self.t.outbox or Outbox.disabled()
+        check = self.t.signer.check_webhook if self.settings.validate_signatures else None
+        await inbound_sms(
+            scope,
+            receive,
+            send,
+            outbox=outbox,
+            check_signature=check,
+            max_bytes=self.settings.max_message_bytes,
+        )
 
     # ------------------------------------------------------------------ status callbacks
 

@@ -34,7 +34,13 @@ def test_built_by_the_runtime_from_config_and_env(twilio_secrets):
     assert telephony.settings.token_ttl_s == 5
     assert telephony.busy_message == runtime.config.agent.busy_message
     paths = [r.path for r in telephony.routes(runtime)]
-    assert paths == ["/twilio/voice", "/twilio/media", "/twilio/status", "/twilio/transfer-result"]
+    assert paths == [
+        "/twilio/voice",
+        "/twilio/media",
+        "/twilio/status",
+        "/twilio/transfer-result",
+        "/twilio/sms",
+    ]
 
 
 def test_missing_secret_names_the_variable_and_key(twilio_secrets):
