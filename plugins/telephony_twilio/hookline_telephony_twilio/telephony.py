@@ -345,10 +345,12 @@ class _Routes:
         )
         # The webhook was answered by another process: admit the call here, against this
         # process's own limit (each process admits only what it can carry).
-        if not claim.slot_reserved and not self.handler.try_admit():
+        if not claim.slot_reserved:
             stream_log.extra["call_id"] = info.call_id
-            await self._answer_busy(socket, info, stream_log)
-            return
+            if not self.handler.try_admit():
+                await self._answer_busy(socket, info, stream_log)
+                return
+            stream_log.info("stream admitted here; another process answered its webhook")
         clog = stream_log
         clog.extra["call_id"] = info.call_id  # from now on every line names the call
         leg = TwilioLeg(info, socket, body.streamSid, self.t.control, clog)
