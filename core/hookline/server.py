@@ -31,13 +31,15 @@ import anycorn.config
 import msgspec
 import trio
 
-from .errors import ConfigError
+from .config import Config
+from .errors import ConfigError, HooklineError
 from .providers import ASGIApp, Route
 from .runtime import Runtime
 from .workers import (
     WorkerOptions,
     analytics_path_for,
     parse_worker_option,
+    report_failure,
     report_ready,
     run_workers,
     watch_lifeline,
@@ -271,7 +273,6 @@ async def run_server(
     socket (core/hookline/workers.py); `worker` is set in each of them.
     """
     from .config import load_config
-    from .plugins import discover
 
     config = load_config(config_path)
     host = host or config.server.host
@@ -286,14 +287,14 @@ async def run_server(
         host, port = f"fd://{worker.listen_fd}", 0
         # One DuckDB file takes one process: each worker writes its own.
         config.analytics.database = analytics_path_for(config.analytics.database, worker.index)
-    plugins = discover()
-    for failure in plugins.failed:
-        log.warning("plugin %s failed to load: %s", failure.name, failure.error)
-    runtime = Runtime(config, plugins)
-    await runtime.start()
     if worker is None:
-        await serve_runtime(runtime, host, port)
+        await serve_runtime(await _start_runtime(config), host, port)
         return 0
+    try:
+        runtime = await _start_runtime(config)
+    except HooklineError as e:
+        report_failure(worker, str(e))  # the supervisor says it, once for all workers
+        return 1
     async with trio.open_nursery() as nursery:
 
         async def serve(task_status: trio.TaskStatus[int]) -> None:
@@ -305,6 +306,17 @@ async def run_server(
         report_ready(worker)
         nursery.start_soon(watch_lifeline, worker)
     return 0
+
+
+async def _start_runtime(config: Config) -> Runtime:
+    from .plugins import discover
+
+    plugins = discover()
+    for failure in plugins.failed:
+        log.warning("plugin %s failed to load: %s", failure.name, failure.error)
+    runtime = Runtime(config, plugins)
+    await runtime.start()
+    return runtime
 
 
 def _check_bind(host: str, port: int, file: str) -> None:

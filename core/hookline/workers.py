@@ -45,6 +45,7 @@ __all__ = [
     "analytics_path_for",
     "bind_listener",
     "parse_worker_option",
+    "report_failure",
     "report_ready",
     "run_workers",
     "watch_lifeline",
@@ -129,9 +130,9 @@ class _Fleet:
         pause = RESTART_FIRST_S
         while not self.stopping:
             started = trio.current_time()
-            if not await self._start(worker):
-                code = _describe(worker.process)
-                self.fail(f"worker {worker.index} could not start ({code})")
+            reason = await self._start(worker)
+            if reason is not None:
+                self.fail(f"worker {worker.index} could not start: {reason}")
                 return
             assert worker.process is not None
             await worker.process.wait()
@@ -151,8 +152,8 @@ class _Fleet:
                 await self.stop.wait()
             pause = min(pause * 2, RESTART_MAX_S)
 
-    async def _start(self, worker: _Worker) -> bool:
-        """Start the worker; True once it serves, False if it exited first."""
+    async def _start(self, worker: _Worker) -> str | None:
+        """Start the worker; None once it serves, else why it could not."""
         ready_r, ready_w = os.pipe()
         lifeline_r, lifeline_w = os.pipe()
         options = WorkerOptions(worker.index, self.listen_fd, ready_w, lifeline_r)
@@ -169,11 +170,11 @@ class _Fleet:
         log.info("worker %d started (pid %d)", worker.index, worker.process.pid)
         async with trio.lowlevel.FdStream(ready_r) as ready:
             said = await _read_all(ready)
-        if said != READY:
-            await worker.process.wait()
-            _close(worker)
-            return False
-        return True
+        if said == READY:
+            return None
+        await worker.process.wait()
+        _close(worker)
+        return said.decode("utf-8", "replace").strip() or _describe(worker.process)
 
 
 async def _read_all(stream: trio.lowlevel.FdStream) -> bytes:
@@ -272,8 +273,17 @@ def parse_worker_option(text: str) -> WorkerOptions:
 
 def report_ready(options: WorkerOptions) -> None:
     """Tell the supervisor this worker serves (called once it listens)."""
+    _report(options, READY)
+
+
+def report_failure(options: WorkerOptions, reason: str) -> None:
+    """Tell the supervisor why this worker cannot start (it prints it, once)."""
+    _report(options, reason.encode("utf-8", "replace")[:4000])
+
+
+def _report(options: WorkerOptions, message: bytes) -> None:
     try:
-        os.write(options.ready_fd, READY)
+        os.write(options.ready_fd, message)
     finally:
         os.close(options.ready_fd)
 
