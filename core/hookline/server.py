@@ -301,6 +301,10 @@ async def run_server(
             await serve_runtime(runtime, host, port, task_status=task_status)
             nursery.cancel_scope.cancel()  # drained and stopped: stop watching the lifeline
 
+        # serve_runtime's signal receiver restores these when it returns: a signal the
+        # supervisor forwards after this worker drained must not kill it mid-exit.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         await nursery.start(serve)
         log.info("worker %d (pid %d) serving", worker.index, os.getpid())
         report_ready(worker)

@@ -135,12 +135,12 @@ MIN_STREAM_KEY_CHARS = 32
 
 
 def _stream_key(settings: TwilioSettings, ctx: ProviderContext) -> str | None:
-    key = ctx.secrets.optional(settings.stream_token_key_env)
+    key = ctx.secrets.optional(settings.stream_token_key_variable)
     if key is not None and len(key) < MIN_STREAM_KEY_CHARS:
         raise ctx.config_error(
-            f"{settings.stream_token_key_env} is too short for a signing key: use at least "
+            f"{settings.stream_token_key_variable} is too short for a signing key: use at least "
             f"{MIN_STREAM_KEY_CHARS} random characters (e.g. `openssl rand -hex 32`)",
-            key="stream_token_key_env",
+            key="stream_token_key_variable",
         )
     return key
 

@@ -173,7 +173,7 @@ async def test_the_stream_key_comes_from_the_environment(twilio_secrets):
     assert TokenBook(10, auth_derived).claim(token, "CA1", params) is None
     with pytest.raises(ConfigError) as error:
         _runtime({**twilio_secrets, "HOOKLINE_STREAM_KEY": "short"})
-    assert error.value.key == "telephony.twilio.stream_token_key_env"
+    assert error.value.key == "telephony.twilio.stream_token_key_variable"
     assert "HOOKLINE_STREAM_KEY" in str(error.value)
 
 
