@@ -68,6 +68,7 @@ OVERHEAD_LIMIT_MS = 20.0
 SERVER_CPU = 0
 LOADGEN_CPU = 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+WORKERS = 1  # `--workers`: with more than one, nothing is pinned (they need every core)
 
 
 def progress(msg: str) -> None:
@@ -85,19 +86,33 @@ def pct(values: list[float], q: float) -> float | None:
 # ---------------------------------------------------------------------- /proc readings
 
 
+def tree(pid: int) -> list[int]:
+    """The process and its children (the `--workers` supervisor's worker processes)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [pid, *(int(c) for c in f.read().split())]
+    except OSError:
+        return [pid]
+
+
 def proc_cpu_s(pid: int) -> float:
-    """user + sys CPU seconds of a process (all its threads), from /proc/PID/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+    """user + sys CPU seconds of a process and its children (all their threads)."""
+    total = 0
+    for each in tree(pid):
+        with contextlib.suppress(OSError), open(f"/proc/{each}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLK_TCK
 
 
 def proc_status_mb(pid: int, key: str) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    total = 0.0
+    for each in tree(pid):
+        with contextlib.suppress(OSError), open(f"/proc/{each}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    total += int(line.split()[1]) / 1024
+    return total
 
 
 # ---------------------------------------------------------------------- the server
@@ -140,9 +155,10 @@ database = "{db}"
 
 
 def server_preexec() -> None:
-    """In the child between fork and exec: pin it to its CPU."""
-    with contextlib.suppress(OSError):
-        os.sched_setaffinity(0, {SERVER_CPU})
+    """In the child between fork and exec: pin it to its CPU (one worker only)."""
+    if WORKERS == 1:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, {SERVER_CPU})
 
 
 async def wait_healthy(url: str, proc: trio.Process, limit_s: float = 60.0) -> None:
@@ -251,15 +267,19 @@ async def lag_probe(worst: list[float]) -> None:
 
 
 def read_db(db: Path, exclude: set[str]) -> dict:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        calls = con.execute(
-            "SELECT id, provider_call_id, end_reason, duration_s FROM calls"
-        ).fetchall()
-        keep = {cid for cid, sid, _, _ in calls if sid not in exclude}
-        rows = con.execute("SELECT call_id, metric, ms FROM latencies").fetchall()
-    finally:
-        con.close()
+    """The calls and latencies in `db`, or in every worker's file (calls.workerN.duckdb)."""
+    calls: list = []
+    rows: list = []
+    for path in [db] if db.exists() else sorted(db.parent.glob(f"{db.stem}.worker*{db.suffix}")):
+        con = duckdb.connect(str(path), read_only=True)
+        try:
+            calls += con.execute(
+                "SELECT id, provider_call_id, end_reason, duration_s FROM calls"
+            ).fetchall()
+            rows += con.execute("SELECT call_id, metric, ms FROM latencies").fetchall()
+        finally:
+            con.close()
+    keep = {cid for cid, sid, _, _ in calls if sid not in exclude}
     metrics: dict[str, list[float]] = {"runtime_overhead": [], "voice_to_voice": []}
     for call_id, metric, ms in rows:
         if call_id in keep:
@@ -297,7 +317,15 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
         url = f"http://127.0.0.1:{port}/twilio/voice"
         with log_path.open("wb") as log:
             proc = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "hookline.cli", "serve", str(config)],
+                [
+                    sys.executable,
+                    "-m",
+                    "hookline.cli",
+                    "serve",
+                    str(config),
+                    "--workers",
+                    str(WORKERS),
+                ],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
@@ -457,7 +485,8 @@ async def main(levels: list[int], turns: int) -> None:
     out = {
         "bench": "server",
         "nproc": os.cpu_count(),
-        "pinned": {"server_cpu": SERVER_CPU, "loadgen_cpu": LOADGEN_CPU},
+        "workers": WORKERS,
+        "pinned": {"server_cpu": SERVER_CPU, "loadgen_cpu": LOADGEN_CPU} if WORKERS == 1 else None,
         "turns": turns,
         "overhead_limit_ms": OVERHEAD_LIMIT_MS,
         "levels": results,
@@ -471,8 +500,17 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, nargs="+", default=[10, 25, 50, 100, 150, 200])
     parser.add_argument("--turns", type=int, default=3)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="`hookline serve --workers N`; above 1 the server and the callers are not "
+        "pinned (on a 2-core box they then share both cores)",
+    )
     args = parser.parse_args()
+    WORKERS = args.workers
     if len(os.sched_getaffinity(0)) < 2 or not {SERVER_CPU, LOADGEN_CPU} <= os.sched_getaffinity(0):
         sys.exit("bench_server needs CPUs 0 and 1 (server on one, callers and fakes on the other)")
-    os.sched_setaffinity(0, {LOADGEN_CPU})  # before trio starts any thread
+    if WORKERS == 1:
+        os.sched_setaffinity(0, {LOADGEN_CPU})  # before trio starts any thread
     trio.run(main, args.calls, args.turns)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import socket
 import sys
@@ -30,9 +31,19 @@ import anycorn.config
 import msgspec
 import trio
 
-from .errors import ConfigError
+from .config import Config
+from .errors import ConfigError, HooklineError
 from .providers import ASGIApp, Route
 from .runtime import Runtime
+from .workers import (
+    WorkerOptions,
+    analytics_path_for,
+    parse_worker_option,
+    report_failure,
+    report_ready,
+    run_workers,
+    watch_lifeline,
+)
 
 __all__ = [
     "add_commands",
@@ -124,7 +135,10 @@ async def _respond(send: Send, status: int, body: bytes, content_type: bytes) ->
 
 def _server_config(host: str, port: int) -> anycorn.config.Config:
     config = anycorn.config.Config()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    if host.startswith("fd://"):  # a socket the `--workers` supervisor bound for us
+        config.bind = [host]
+    else:
+        config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hookline.server.http")
     # Calls are drained before the server stops; whatever is left is cut after this.
@@ -248,22 +262,69 @@ async def _wait_then_set(terminate: trio.Event, stop: trio.Event) -> None:
     stop.set()
 
 
-async def run_server(config_path: str, host: str | None = None, port: int | None = None) -> int:
-    """`hookline serve`: load, discover, build, start, serve, drain, stop."""
+async def run_server(
+    config_path: str,
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    workers: int = 1,
+    worker: WorkerOptions | None = None,
+    verbose: bool = False,
+) -> int:
+    """`hookline serve`: load, discover, build, start, serve, drain, stop.
+
+    With `workers` > 1 this process supervises that many worker processes on one
+    socket (core/hookline/workers.py); `worker` is set in each of them.
+    """
     from .config import load_config
-    from .plugins import discover
 
     config = load_config(config_path)
     host = host or config.server.host
     port = port if port is not None else config.server.port
-    _check_bind(host, port, config.path)
+    if workers > 1:
+        return await run_workers(
+            config_path, host, port, workers, file=config.path, verbose=verbose
+        )
+    if worker is None:
+        _check_bind(host, port, config.path)
+    else:
+        host, port = f"fd://{worker.listen_fd}", 0
+        # One DuckDB file takes one process: each worker writes its own.
+        config.analytics.database = analytics_path_for(config.analytics.database, worker.index)
+    if worker is None:
+        await serve_runtime(await _start_runtime(config), host, port)
+        return 0
+    try:
+        runtime = await _start_runtime(config)
+    except HooklineError as e:
+        report_failure(worker, str(e))  # the supervisor says it, once for all workers
+        return 1
+    async with trio.open_nursery() as nursery:
+
+        async def serve(task_status: trio.TaskStatus[int]) -> None:
+            await serve_runtime(runtime, host, port, task_status=task_status)
+            nursery.cancel_scope.cancel()  # drained and stopped: stop watching the lifeline
+
+        # serve_runtime's signal receiver restores these when it returns: a signal the
+        # supervisor forwards after this worker drained must not kill it mid-exit.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        await nursery.start(serve)
+        log.info("worker %d (pid %d) serving", worker.index, os.getpid())
+        report_ready(worker)
+        nursery.start_soon(watch_lifeline, worker)
+    return 0
+
+
+async def _start_runtime(config: Config) -> Runtime:
+    from .plugins import discover
+
     plugins = discover()
     for failure in plugins.failed:
         log.warning("plugin %s failed to load: %s", failure.name, failure.error)
     runtime = Runtime(config, plugins)
     await runtime.start()
-    await serve_runtime(runtime, host, port)
-    return 0
+    return runtime
 
 
 def _check_bind(host: str, port: int, file: str) -> None:
@@ -283,7 +344,17 @@ def _check_bind(host: str, port: int, file: str) -> None:
 
 def _serve_command(args: argparse.Namespace) -> int:
     _install_call_id_logging()
-    return trio.run(run_server, args.config, args.host, args.port)
+    workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+    serve = partial(
+        run_server,
+        args.config,
+        args.host,
+        args.port,
+        workers=1 if args.worker else workers,
+        worker=args.worker,
+        verbose=args.verbose,
+    )
+    return trio.run(serve)
 
 
 def _install_call_id_logging() -> None:
@@ -318,4 +389,22 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("config", metavar="CONFIG", help="the TOML config file")
     p.add_argument("--host", help="interface to listen on (overrides [server] host)")
     p.add_argument("--port", type=_port, help="port to listen on (overrides [server] port)")
+    p.add_argument(
+        "--workers",
+        type=_workers,
+        help="server processes sharing the port, each with its own runtime "
+        "(default: one per core; 1: this process alone)",
+    )
+    # Set by the --workers supervisor in each worker: index and inherited descriptors.
+    p.add_argument("--worker", type=parse_worker_option, help=argparse.SUPPRESS)
     p.set_defaults(func=_serve_command)
+
+
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of workers: {text!r}") from None
+    if not 1 <= value <= 256:
+        raise argparse.ArgumentTypeError(f"workers must be 1-256, not {value}")
+    return value

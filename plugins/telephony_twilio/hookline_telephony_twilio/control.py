@@ -109,6 +109,13 @@ class CallControl:
             twiml=dial_twiml(number, timeout_s=timeout_s, action_url=action_url),
         )
 
+    async def replace_twiml(self, call_sid: str, twiml: str, what: str) -> None:
+        """Have the call leave its stream and run `twiml` (a busy message, say).
+
+        Not retried on a timeout: it may have happened, and a second one would restart it.
+        """
+        await self._update(call_sid, what, retry_timeouts=False, twiml=twiml)
+
     async def _update(
         self, call_sid: str, what: str, *, retry_timeouts: bool, **fields: str
     ) -> None:

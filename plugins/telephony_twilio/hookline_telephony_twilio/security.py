@@ -9,11 +9,16 @@ part of the URL, the way Twilio's own libraries check the upgrade (protocols.md 
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
 import logging
 import math
-import secrets
+import struct
+import time
 from collections import Counter, OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
@@ -33,9 +38,11 @@ __all__ = [
     "PendingCall",
     "RateLimitedLog",
     "Signer",
+    "StreamClaim",
     "TokenBook",
     "headers_of",
     "request_url",
+    "stream_token_key",
 ]
 
 _WS_SCHEME = {"https": "wss", "http": "ws", "wss": "wss", "ws": "ws"}
@@ -116,39 +123,104 @@ class PendingCall:
     claimed: bool = False
 
 
-class TokenBook:
-    """Per-call stream tokens: issued at the webhook, settled once.
+@dataclass(frozen=True)
+class StreamClaim:
+    """A stream whose token verified: the call it belongs to, and whether this process
+    already holds its call slot (its webhook was answered here) or must admit it now."""
 
-    A token is settled when a stream claims it, when a stream presents it for another
-    call (the token holder had its one try), when Twilio reports that call's stream
-    failed, or when the webhook stops waiting; whoever waits on `settled` then knows
-    whether the reserved slot went to a stream (`claimed`) or must be given back.
+    info: CallInfo
+    slot_reserved: bool
+
+
+_TOKEN_VERSION = 1
+_MAC_BYTES = 16  # HMAC-SHA256 truncated to 128 bits (as RFC 4868 does for IPsec)
+_HEADER = struct.Struct(">BQB")  # version, expiry (Unix ms), length of the call id
+_KEY_LABEL = b"hookline/twilio stream token key v1"
+_MAC_LABEL = b"hookline/twilio stream token v1"
+
+
+def stream_token_key(secret: str) -> bytes:
+    """The token MAC key derived from a shared secret (the configured stream key, or the
+    Twilio auth token). Domain-separated: a token's MAC is never computed with the key
+    Twilio signs requests with, so neither can stand in for the other."""
+    return hmac.new(secret.encode("utf-8"), _KEY_LABEL, hashlib.sha256).digest()
+
+
+class TokenBook:
+    """Per-call stream tokens: self-verifying, so any replica sharing the key accepts them.
+
+    A token is `base64url(version, expiry, call id, MAC)`, the MAC an HMAC-SHA256 over
+    (call id, CallSid, expiry, the stream's from/to parameters). Verifying needs only
+    the key: the stream may reach another process than the webhook did. Replay is bound
+    by the expiry (wall clock, `ttl` seconds: replicas need synchronised clocks, as NTP
+    gives), by the CallSid (the stream's `start` must carry the one the token was
+    issued for) and, in each process, by the memory of the tokens spent there.
+
+    The process that answered the webhook also holds a reserved call slot per token
+    (`PendingCall`), settled once: when a stream claims the token here, when a stream
+    presents it for another call (the token holder had its one try), when Twilio
+    reports that call's stream failed, or when the webhook stops waiting; whoever waits
+    on `settled` then knows whether the slot went to a stream (`claimed`) or must be
+    given back. A stream claimed in another process admits there (`slot_reserved`
+    False); the slot here is given back when the token expires.
     """
 
-    def __init__(self, ttl: float) -> None:
+    def __init__(
+        self,
+        ttl: float,
+        key: bytes,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_spent: int = 100_000,
+    ) -> None:
         self.ttl = ttl
+        self._key = key
+        self._clock = clock  # wall clock: expiries are compared across machines
         self._pending: dict[str, PendingCall] = {}
         self._by_call: dict[str, str] = {}  # CallSid -> its pending token
+        # The MACs of tokens spent here -> their expiry (ms), roughly in expiry order.
+        # Keyed by MAC, not by text: base64 has more than one spelling of the same bytes.
+        self._spent: OrderedDict[bytes, int] = OrderedDict()
+        self._max_spent = max_spent
 
     def issue(self, info: CallInfo) -> tuple[str, PendingCall]:
-        token = secrets.token_urlsafe(24)
+        expiry_ms = math.ceil((self._clock() + self.ttl) * 1000)
+        call_id = info.call_id.encode("utf-8")[:255]
+        header = _HEADER.pack(_TOKEN_VERSION, expiry_ms, len(call_id)) + call_id
+        mac = self._mac(header, info.provider_call_id, info.from_number, info.to_number)
+        token = base64.urlsafe_b64encode(header + mac).rstrip(b"=").decode("ascii")
         pending = PendingCall(info=info, expires=trio.current_time() + self.ttl)
         self._pending[token] = pending
         self._by_call[info.provider_call_id] = token
         return token, pending
 
-    def claim(self, token: str, call_sid: str) -> PendingCall | None:
-        """The pending call for `token` if valid now and for this call; it is then spent.
+    def claim(self, token: str, call_sid: str, parameters: Mapping[str, str]) -> StreamClaim | None:
+        """The call `token` admits, if it verifies now for this CallSid and the stream's
+        from/to `parameters`; it is then spent in this process.
 
-        A valid token presented with another CallSid is spent too (and None returned):
-        Twilio opens one stream per call, so that stream was the call's only one.
+        A token issued here and presented with another CallSid is spent too (and None
+        returned): Twilio opens one stream per call, so that stream was the call's only one.
         """
-        pending = self._pending.get(token)
-        if pending is None:
+        now_ms = self._clock() * 1000
+        self._prune_spent(now_ms)
+        if self._is_spent(token):
             return None
-        ok = trio.current_time() <= pending.expires and pending.info.provider_call_id == call_sid
-        self._settle(token, claimed=ok)
-        return pending if ok else None
+        call_id = self._verify(token, call_sid, parameters, now_ms)
+        pending = self._pending.get(token)
+        if pending is not None:
+            ok = call_id is not None and trio.current_time() <= pending.expires
+            self._settle(token, claimed=ok)
+            return StreamClaim(pending.info, slot_reserved=True) if ok else None
+        if call_id is None:
+            return None
+        self._remember_spent(token)
+        info = CallInfo(
+            call_id=call_id,
+            provider_call_id=call_sid,
+            from_number=parameters.get("from", ""),
+            to_number=parameters.get("to", ""),
+        )
+        return StreamClaim(info, slot_reserved=False)
 
     def give_up(self, call_sid: str) -> bool:
         """Twilio said the stream of `call_sid` failed: no stream will claim its token."""
@@ -165,9 +237,62 @@ class TokenBook:
         pending = self._pending.pop(token, None)
         if pending is None:
             return
+        self._remember_spent(token)
         self._by_call.pop(pending.info.provider_call_id, None)
         pending.claimed = claimed
         pending.settled.set()
+
+    def _verify(
+        self, token: str, call_sid: str, parameters: Mapping[str, str], now_ms: float
+    ) -> str | None:
+        """The token's call id if its MAC is ours for these values and it has not expired."""
+        parts = _decode(token)
+        if parts is None:
+            return None
+        header, mac, expiry_ms = parts
+        expected = self._mac(header, call_sid, parameters.get("from", ""), parameters.get("to", ""))
+        if not hmac.compare_digest(mac, expected) or now_ms > expiry_ms:
+            return None
+        return header[_HEADER.size :].decode("utf-8", "replace")
+
+    def _mac(self, header: bytes, call_sid: str, from_number: str, to_number: str) -> bytes:
+        message = hmac.new(self._key, _MAC_LABEL, hashlib.sha256)
+        message.update(header)  # version, expiry and call id
+        for value in (call_sid, from_number, to_number):
+            data = value.encode("utf-8")
+            message.update(struct.pack(">I", len(data)) + data)  # unambiguous boundaries
+        return message.digest()[:_MAC_BYTES]
+
+    def _remember_spent(self, token: str) -> None:
+        parts = _decode(token)
+        if parts is None:
+            return
+        _, mac, expiry_ms = parts
+        self._spent[mac] = expiry_ms
+        while len(self._spent) > self._max_spent:
+            self._spent.popitem(last=False)
+
+    def _is_spent(self, token: str) -> bool:
+        parts = _decode(token)
+        return parts is not None and parts[1] in self._spent
+
+    def _prune_spent(self, now_ms: float) -> None:
+        # Past its expiry a token fails verification anyway: no need to remember it.
+        while self._spent and next(iter(self._spent.values())) < now_ms:
+            self._spent.popitem(last=False)
+
+
+def _decode(token: str) -> tuple[bytes, bytes, int] | None:
+    """(header, MAC, expiry in Unix ms) of a well-formed token, else None."""
+    try:
+        raw = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
+        version, expiry_ms, id_len = _HEADER.unpack_from(raw)
+    except (binascii.Error, ValueError, struct.error):
+        return None
+    split = _HEADER.size + id_len
+    if version != _TOKEN_VERSION or len(raw) != split + _MAC_BYTES:
+        return None
+    return raw[:split], raw[split:], expiry_ms
 
 
 class CallSidBook:

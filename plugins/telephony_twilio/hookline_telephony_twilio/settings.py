@@ -28,6 +28,12 @@ class TwilioSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Twilio opens the stream within a second or two of reading the TwiML; a call whose
     # stream never comes must not keep a slot from the next caller for long.
     token_ttl_s: Seconds = 10.0
+    # Stream tokens are HMAC-signed, so any replica can accept the stream of a call whose
+    # webhook another replica answered. The key comes from this environment variable,
+    # shared by every replica; when it is unset, from the Twilio auth token (which every
+    # replica has anyway), domain-separated. Set it to rotate the two independently.
+    # Not named `*_env`: those are required secrets (`hookline check`), this one is optional.
+    stream_token_key_variable: str = "HOOKLINE_STREAM_KEY"
     # How long an answered CallSid is remembered, so that a replayed webhook (Twilio's
     # signatures carry no timestamp) gets no second stream: Twilio's longest call (4 h)
     # plus a margin. At most `replay_memory` CallSids are kept (~200 bytes each).

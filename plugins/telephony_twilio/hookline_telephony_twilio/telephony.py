@@ -20,6 +20,13 @@ failed; then it is released here). Holding it in the request's own task gives it
 visible owner; the response says `Connection: close` so no keep-alive request queues
 behind that task.
 
+Admission is per process. The token is self-verifying (security.TokenBook), so behind
+a load balancer the stream may reach another replica than the webhook did: that
+replica admits the call again at `start`, against its own limit, and when it is full
+the caller hears the busy message (the call is redirected off the stream) and the call
+is recorded as rejected. The webhook's replica then gets its slot back at the token's
+expiry (`token_ttl_s`).
+
 Nothing an unauthenticated request claims is stored: bad signatures, replays and bad
 stream tokens are counted (`handler.count_refused`) and logged at most once a minute
 per kind. A replay is answered 403, like a bad signature: it is not a call Twilio is
@@ -36,14 +43,30 @@ from collections.abc import Sequence
 import trio
 from twilio.twiml.voice_response import VoiceResponse
 
-from hookline import CallHandler, CallInfo, Outbox, ProviderContext, Route, new_call_id
+from hookline import (
+    CallHandler,
+    CallInfo,
+    Outbox,
+    ProviderContext,
+    ProviderError,
+    Route,
+    new_call_id,
+)
 
 from . import protocol as p
 from .asgi import Receive, Send, read_body, refuse_websocket, respond
 from .control import CallControl
 from .leg import BadInput, CallLog, MediaSocket, TwilioLeg
 from .recording import RECORDING_PATH, Recorder, store_recording
-from .security import CallSidBook, FormParams, RateLimitedLog, Signer, TokenBook, request_url
+from .security import (
+    CallSidBook,
+    FormParams,
+    RateLimitedLog,
+    Signer,
+    TokenBook,
+    request_url,
+    stream_token_key,
+)
 from .settings import TwilioSettings
 from .sms import SMS_PATH, inbound_sms
 from .transfer import PendingTransfer, TransferBook, outcome_of
@@ -88,12 +111,16 @@ class TwilioTelephony:
         busy_message: str,
         record: bool = False,
         outbox: Outbox | None = None,
+        stream_key: str | None = None,
     ) -> None:
         self.settings = settings
         self.outbox = outbox  # where SMS STOP/START replies are recorded
         self.busy_message = busy_message
         self.signer = Signer(auth_token, settings.public_url.rstrip("/"))
-        self.tokens = TokenBook(settings.token_ttl_s)
+        # Without a key of its own, tokens are keyed from the auth token: every replica
+        # has it, so zero setup still works across processes and machines.
+        key = stream_token_key(stream_key or auth_token)
+        self.tokens = TokenBook(settings.token_ttl_s, key)
         self.answered = CallSidBook(settings.replay_window_s, settings.replay_memory)
         self.refusals = RateLimitedLog(log)
         self.transfers = TransferBook()
@@ -128,6 +155,7 @@ class TwilioTelephony:
             busy_message=ctx.agent.busy_message,
             record=ctx.recording.enabled,
             outbox=ctx.outbox,
+            stream_key=_stream_key(settings, ctx),
         )
 
     def routes(self, handler: CallHandler) -> Sequence[Route]:
@@ -142,6 +170,20 @@ class TwilioTelephony:
         if self.recorder is not None:  # no recordings, no route for their callbacks
             routes.append(Route(RECORDING_PATH, calls.recording))
         return routes
+
+
+MIN_STREAM_KEY_CHARS = 32
+
+
+def _stream_key(settings: TwilioSettings, ctx: ProviderContext) -> str | None:
+    key = ctx.secrets.optional(settings.stream_token_key_variable)
+    if key is not None and len(key) < MIN_STREAM_KEY_CHARS:
+        raise ctx.config_error(
+            f"{settings.stream_token_key_variable} is too short for a signing key: use at least "
+            f"{MIN_STREAM_KEY_CHARS} random characters (e.g. `openssl rand -hex 32`)",
+            key="stream_token_key_variable",
+        )
+    return key
 
 
 class _Routes:
@@ -210,8 +252,12 @@ class _Routes:
             self.t.tokens.forget(token)  # settles it if nothing else did
             if not pending.claimed:
                 self.handler.release()
-                clog.warning(
-                    "no media stream for call %s: call slot released", info.provider_call_id
+                # Behind a load balancer the stream may have gone to another replica,
+                # which admitted it there: that is not a fault, so not a warning.
+                clog.info(
+                    "no media stream here for call %s (none came, or another process took "
+                    "it): call slot released",
+                    info.provider_call_id,
                 )
 
     def _stream_twiml(self, scope: dict, info: CallInfo, token: str) -> str:
@@ -423,25 +469,32 @@ class _Routes:
             return
         body = start.start
         token = body.customParameters.get(TOKEN_PARAMETER, "")
-        pending = self.t.tokens.claim(token, body.callSid)
-        if pending is None:
+        claim = self.t.tokens.claim(token, body.callSid, body.customParameters)
+        if claim is None:
             # Anyone holding one captured upgrade signature can get this far (it signs
             # only the URL): count it, store nothing it claims.
             self._refuse(
                 "bad_token",
-                "media stream refused: stream token missing, unknown, reused, expired "
-                "or issued for another call",
+                "media stream refused: stream token missing, malformed, wrongly signed, "
+                "reused, expired or issued for another call",
             )
             await socket.close(CLOSE_POLICY)
             return
-        reserved = pending.info
         info = CallInfo(
-            call_id=reserved.call_id,
+            call_id=claim.info.call_id,
             provider_call_id=body.callSid,
-            from_number=reserved.from_number,
-            to_number=reserved.to_number,
+            from_number=claim.info.from_number,
+            to_number=claim.info.to_number,
             parameters={k: v for k, v in body.customParameters.items() if k != TOKEN_PARAMETER},
         )
+        # The webhook was answered by another process: admit the call here, against this
+        # process's own limit (each process admits only what it can carry).
+        if not claim.slot_reserved:
+            stream_log.extra["call_id"] = info.call_id
+            if not self.handler.try_admit():
+                await self._answer_busy(socket, info, stream_log)
+                return
+            stream_log.info("stream admitted here; another process answered its webhook")
         clog = stream_log
         clog.extra["call_id"] = info.call_id  # from now on every line names the call
         leg = TwilioLeg(
@@ -475,6 +528,24 @@ class _Routes:
         return request_url(
             {**scope, "path": TRANSFER_PATH}, self.t.signer.public_url, websocket=False
         )
+
+    async def _answer_busy(self, socket: MediaSocket, info: CallInfo, clog: CallLog) -> None:
+        """Full when the stream arrived: the caller hears the busy message (Twilio says
+        it, the call leaves the stream) and the call is recorded as rejected."""
+        clog.info("busy: stream of call %s refused, busy message sent", info.provider_call_id)
+        self.handler.record_rejected(info, "busy")
+        try:
+            await self.t.control.replace_twiml(
+                info.provider_call_id, self._busy_twiml(), "busy message"
+            )
+        except ProviderError as e:
+            clog.warning("sending the busy message failed (%s): hanging up", e)
+            with trio.move_on_after(self.settings.rest_timeout_s):
+                try:
+                    await self.t.control.hangup(info.provider_call_id)
+                except ProviderError as e:
+                    clog.warning("hanging up the refused call failed: %s", e)
+        await socket.close()
 
     def _refuse(self, reason: str, message: str) -> None:
         self.handler.count_refused(reason)

@@ -1,0 +1,197 @@
+"""`hookline serve --workers N`: worker processes on one port under one supervisor.
+
+Each test runs the real command as a subprocess with every service faked on loopback.
+Webhook and stream are two connections, so with two workers a call's stream often
+lands on the other worker than its webhook: the self-verifying stream token is what
+lets every call through."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+
+import duckdb
+import pytest
+import trio
+
+from hookline_testkit.dial import dial, summarize
+from hookline_testkit.fake_openai import text
+from hookline_testkit.stack import FakeStack
+
+from .test_serve_process import _free_port, _wait_healthy
+
+
+@pytest.fixture
+def stack(fake_deepgram_stt, fake_deepgram_tts, openai_fake, twilio_rest, twilio_auth_token):
+    fake_deepgram_stt.fallback_text = "I need an oil change"
+    openai_fake.script(*[text("Sure, we can do that.")] * 20)
+    return FakeStack(
+        stt=fake_deepgram_stt,
+        tts=fake_deepgram_tts,
+        llm=openai_fake,
+        rest=twilio_rest,
+        auth_token=twilio_auth_token,
+    )
+
+
+def _config(tmp_path: Path, stack: FakeStack, port: int) -> Path:
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f"""
+[agent]
+name = "Riverside Auto Service"
+greeting = "Thanks for calling. How can I help?"
+
+{stack.providers_toml()}
+[server]
+host = "127.0.0.1"
+port = {port}
+drain_timeout_s = 5.0
+
+[analytics]
+database = "{tmp_path / "calls.duckdb"}"
+"""
+    )
+    return config
+
+
+async def _serve(nursery, config: Path, env: dict[str, str], err, *extra: str):
+    run = partial(
+        trio.run_process,
+        [sys.executable, "-m", "hookline.cli", "serve", str(config), *extra],
+        env=env,
+        stderr=err,
+        stdout=subprocess.DEVNULL,
+        check=False,
+    )
+    return await nursery.start(run)
+
+
+async def _wait_for_line(path: Path, pattern: str) -> None:
+    # Polling: the server is another process, its log file is all there is to watch.
+    while not _log_has(path, pattern):  # noqa: ASYNC110
+        await trio.sleep(0.05)
+
+
+def _log_has(path: Path, pattern: str) -> bool:
+    return re.search(pattern, path.read_text()) is not None
+
+
+def _worker_pids(log: str) -> dict[int, int]:
+    return {int(i): int(pid) for i, pid in re.findall(r"worker (\d+) started \(pid (\d+)\)", log)}
+
+
+async def test_two_workers_share_the_port_and_drain_together(tmp_path, nursery, stack):
+    port = _free_port()
+    config = _config(tmp_path, stack, port)
+    stderr = tmp_path / "stderr.log"
+    with stderr.open("wb") as err:
+        proc = await _serve(nursery, config, {**os.environ, **stack.env()}, err, "--workers", "2")
+        try:
+            with trio.fail_after(90):
+                await _wait_for_line(stderr, r"worker 1 \(pid \d+\) serving")
+                await _wait_for_line(stderr, r"worker 0 \(pid \d+\) serving")
+                await _wait_healthy(f"http://127.0.0.1:{port}/healthz")
+                results = await dial(
+                    f"http://127.0.0.1:{port}/twilio/voice",
+                    calls=6,
+                    auth_token=stack.auth_token,
+                    say_s=0.6,
+                    call_timeout_s=40,
+                )
+                proc.send_signal(signal.SIGTERM)
+                await proc.wait()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+    log = stderr.read_text()
+    assert summarize(results)["completed"] == 6, (results, log[-3000:])
+    assert proc.returncode == 0, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+    assert "passing it to 2 worker(s)" in log and "every worker stopped" in log
+    assert len(re.findall(r"hookline\.server call=- stopped$", log, re.M)) == 2, log[-3000:]
+    # One analytics file per worker (one DuckDB file takes one process); together they
+    # hold every call, each once.
+    rows = []
+    for index in (0, 1):
+        db = tmp_path / f"calls.worker{index}.duckdb"
+        assert db.exists(), log[-3000:]
+        with duckdb.connect(str(db), read_only=True) as con:
+            rows += con.execute("SELECT provider_call_id, end_reason FROM calls").fetchall()
+    assert sorted(reason for _, reason in rows) == ["caller_hangup"] * 6, rows
+    assert len({sid for sid, _ in rows}) == 6
+    assert not (tmp_path / "calls.duckdb").exists()
+
+
+async def test_a_worker_that_cannot_start_stops_the_server_with_one_line(tmp_path, nursery, stack):
+    config = _config(tmp_path, stack, _free_port())
+    env = {k: v for k, v in {**os.environ, **stack.env()}.items() if k != "TWILIO_AUTH_TOKEN"}
+    stderr = tmp_path / "stderr.log"
+    with stderr.open("wb") as err:
+        proc = await _serve(nursery, config, env, err, "--workers", "2")
+        with trio.fail_after(90):
+            await proc.wait()
+    log = stderr.read_text()
+    assert proc.returncode == 1, log
+    assert "Traceback" not in log, log
+    last = log.strip().splitlines()[-1]
+    # The worker's own reason, said once by the supervisor (not once per worker).
+    assert re.fullmatch(
+        r"hookline: worker \d could not start: .*TWILIO_AUTH_TOKEN is not set.*", last
+    )
+    # That line and the supervisor's error log line before it; the workers say nothing.
+    assert sum("TWILIO_AUTH_TOKEN" in line for line in log.splitlines()) == 2, log
+
+
+async def test_a_crashed_worker_is_restarted_and_a_lost_supervisor_drains_the_workers(
+    tmp_path, nursery, stack
+):
+    port = _free_port()
+    config = _config(tmp_path, stack, port)
+    stderr = tmp_path / "stderr.log"
+    with stderr.open("wb") as err:
+        proc = await _serve(nursery, config, {**os.environ, **stack.env()}, err, "--workers", "2")
+        try:
+            with trio.fail_after(120):
+                await _wait_for_line(stderr, r"worker 1 \(pid \d+\) serving")
+                await _wait_for_line(stderr, r"worker 0 \(pid \d+\) serving")
+                first = _worker_pids(stderr.read_text())
+                os.kill(first[1], signal.SIGKILL)
+                await _wait_for_line(stderr, r"worker 1 .*killed by SIGKILL.*restarting it in 1 s")
+                while _worker_pids(stderr.read_text())[1] == first[1]:  # noqa: ASYNC110
+                    await trio.sleep(0.05)
+                while len(re.findall(r"worker 1 \(pid \d+\) serving", stderr.read_text())) < 2:  # noqa: ASYNC110
+                    await trio.sleep(0.05)
+                results = await dial(
+                    f"http://127.0.0.1:{port}/twilio/voice",
+                    calls=3,
+                    auth_token=stack.auth_token,
+                    say_s=0.4,
+                    call_timeout_s=40,
+                )
+                assert summarize(results)["completed"] == 3, results
+                # The supervisor killed outright: its workers notice and drain on their own.
+                live = _worker_pids(stderr.read_text())
+                proc.kill()
+                await proc.wait()
+                for pid in live.values():
+                    while _state(pid) not in ("Z", "gone"):  # noqa: ASYNC110
+                        await trio.sleep(0.05)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+    log = stderr.read_text()
+    assert "the supervisor is gone: draining" in log, log[-3000:]
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
