@@ -60,7 +60,8 @@ def call_log(logger: logging.Logger | str, call_id: str) -> CallLog:
 
 
 def _call_id(record: logging.LogRecord) -> str | None:
-    return getattr(record, "call_id", None) or None
+    call_id = getattr(record, "call_id", None)
+    return None if call_id in (None, "", "-") else str(call_id)  # "-": not yet known
 
 
 class TextFormatter(logging.Formatter):
@@ -130,9 +131,7 @@ def configure(
         _explicit["level"] = level.upper()
     if fmt:
         _explicit["format"] = fmt
-    _install(
-        _explicit.get("level", "INFO"), _explicit.get("format", "text"), libraries, stream
-    )
+    _install(_explicit.get("level", "INFO"), _explicit.get("format", "text"), libraries, stream)
 
 
 def configure_from_config(cfg: LoggingConfig) -> None:
