@@ -110,7 +110,23 @@ class JsonFormatter(logging.Formatter):
 
 
 class _HooklineHandler(logging.StreamHandler):
-    """The one console handler `configure` installs (and replaces on a second call)."""
+    """The one console handler `configure` installs (and replaces on a second call).
+
+    Without a stream of its own it writes to whatever `sys.stderr` is at the time of
+    the write, so a host that swaps stderr (pytest's capture) never leaves it writing
+    to a closed one."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self._own_stream = stream
+        super().__init__(stream)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return self._own_stream if self._own_stream is not None else sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        self._own_stream = None if value is sys.stderr else value
 
 
 # What the command line chose explicitly: the config file does not override it.
@@ -146,7 +162,7 @@ def _install(level: str, fmt: str, libraries: str, stream: Any) -> None:
     old = [h for h in root.handlers if isinstance(h, _HooklineHandler)]
     for handler in old:
         root.removeHandler(handler)
-    handler = _HooklineHandler(stream if stream is not None else sys.stderr)
+    handler = _HooklineHandler(stream)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root.addHandler(handler)
     root.setLevel(level.upper())

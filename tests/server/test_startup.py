@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -17,8 +18,8 @@ import trio
 
 import hookline_telephony_twilio
 from hookline.config import Secrets
-from hookline.server import serve_runtime
 from hookline.runtime import Runtime
+from hookline.server import serve_runtime
 from hookline.testing.harness import make_config, scripted_plugins
 from hookline.testing.scripted import ScriptedLLM, ScriptedSTT, ScriptedTTS
 from hookline_testkit.stack import FakeStack
@@ -122,11 +123,8 @@ async def test_transient_tts_errors_at_boot_are_retried(tmp_path, fake_stack, nu
     (tmp_path / "agent.toml").write_text(config)
     env = {**os.environ, **fake_stack.env()}
     cmd = [sys.executable, "-m", "hookline.cli", "serve", str(tmp_path / "agent.toml")]
-    proc = await nursery.start(
-        lambda task_status: trio.run_process(
-            cmd, env=env, stderr=subprocess.PIPE, check=False, task_status=task_status
-        )
-    )
+    run = partial(trio.run_process, cmd, env=env, stderr=subprocess.PIPE, check=False)
+    proc = await nursery.start(run)
     try:
         with trio.fail_after(SERVE_TIMEOUT_S):
             async with httpx.AsyncClient() as client:
@@ -242,7 +240,10 @@ async def test_ready_only_once_phrases_are_cached(nursery, twilio_rest, twilio_s
         assert not runtime.phrases
         tts.gate.set()
         with trio.fail_after(10):
-            while (ready := await client.get(f"{base}/readyz")).status_code != 200:
+            while True:
+                ready = await client.get(f"{base}/readyz")
+                if ready.status_code == 200:
+                    break
                 await trio.sleep(0.02)
         assert ready.json() == {
             "status": "ready", "phrases_cached": True, "draining": False, "problems": []

@@ -152,7 +152,7 @@ async def test_a_wrong_code_is_one_line(tmp_path, google_calendar_fake, nursery)
         with trio.fail_after(TIMEOUT_S):
             await _read_until(proc.stdout, b"here:\n")
             await proc.stdin.send_all(b"not-the-code\n")
-            status, out, err = await _finish(proc)
+            status, _, err = await _finish(proc)
     finally:
         if proc.returncode is None:
             proc.kill()
