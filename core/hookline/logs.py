@@ -159,8 +159,12 @@ def configure_from_config(cfg: LoggingConfig) -> None:
 
 def _install(level: str, fmt: str, libraries: str, stream: Any) -> None:
     root = logging.getLogger()
-    old = [h for h in root.handlers if isinstance(h, _HooklineHandler)]
-    for handler in old:
+    ours = [h for h in root.handlers if isinstance(h, _HooklineHandler)]
+    if stream is None and len(ours) < len(root.handlers):
+        # A host program (or pytest) configured logging before us: its handlers and
+        # levels stay as they are, as `logging.basicConfig` would leave them.
+        return
+    for handler in ours:
         root.removeHandler(handler)
     handler = _HooklineHandler(stream)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())

@@ -17,6 +17,8 @@ from hookline.config import (
     AgentConfig,
     AnalyticsConfig,
     Config,
+    LoggingConfig,
+    MetricsConfig,
     PolicyConfig,
     PricesConfig,
     ServerConfig,
@@ -87,6 +89,8 @@ CORE_SECTIONS: dict[str, type[msgspec.Struct]] = {
     "server": ServerConfig,
     "analytics": AnalyticsConfig,
     "prices": PricesConfig,
+    "logging": LoggingConfig,
+    "metrics": MetricsConfig,
 }
 
 
