@@ -18,7 +18,7 @@ from .config import Config
 from .errors import ConfigError, HooklineError, ProviderAuthError, ProviderError, ProviderTimeout
 from .plugins import Plugins
 from .retry import Backoff, retry
-from .runtime import Runtime, resolve
+from .runtime import KINDS, Runtime, resolve
 
 __all__ = [
     "EXIT_ADDRESS",
@@ -86,10 +86,24 @@ def check_bind(host: str, port: int, *, what: str, fix: str) -> None:
 
 
 async def start_runtime(runtime: Runtime) -> None:
-    """`runtime.start()` (the fixed phrases synthesized, observers told), retrying an
-    unreachable provider until `[server] startup_timeout_s`; StartupFailed otherwise."""
+    """Check the providers that can check their key (`verify`, as `hookline check
+    --online` does), then `runtime.start()` (the fixed phrases synthesized: the TTS
+    reached; observers told), retrying an unreachable provider until `[server]
+    startup_timeout_s`; StartupFailed otherwise."""
     timeout = runtime.config.server.startup_timeout_s
     deadline = trio.current_time() + timeout
+
+    async def verify() -> None:
+        for kind in KINDS:
+            check = getattr(getattr(runtime, kind), "verify", None)
+            if check is None:
+                continue
+            with trio.move_on_at(deadline) as scope:
+                await check()
+            if scope.cancelled_caught:
+                raise ProviderTimeout(
+                    f"no answer within {timeout:.0f} s", provider=_name(runtime, kind)
+                )
 
     async def attempt() -> None:
         with trio.move_on_at(deadline) as scope:
@@ -99,10 +113,11 @@ async def start_runtime(runtime: Runtime) -> None:
                 raise _first_provider_error(group) from None
         if scope.cancelled_caught:
             raise ProviderTimeout(
-                f"no answer within {timeout:.0f} s", provider=runtime.provider_names["tts"]
+                f"no answer within {timeout:.0f} s", provider=_name(runtime, "tts")
             )
 
     try:
+        await retry(verify, BOOT_BACKOFF, what="checking the keys", log=log, deadline=deadline)
         await retry(attempt, BOOT_BACKOFF, what="start-up", log=log, deadline=deadline)
     except ProviderAuthError as e:
         raise StartupFailed(
@@ -115,6 +130,10 @@ async def start_runtime(runtime: Runtime) -> None:
             f"reachable from this host? check the URLs in [{section}] and the network)",
             EXIT_UNREACHABLE,
         ) from None
+
+
+def _name(runtime: Runtime, kind: str) -> str:
+    return f"{kind}/{runtime.provider_names[kind]}"  # "tts/deepgram", as errors say
 
 
 def _first_provider_error(group: BaseExceptionGroup) -> BaseException:
