@@ -160,12 +160,14 @@ def configure_from_config(cfg: LoggingConfig) -> None:
 def _install(level: str, fmt: str, libraries: str, stream: Any) -> None:
     root = logging.getLogger()
     ours = [h for h in root.handlers if isinstance(h, _HooklineHandler)]
-    if stream is None and len(ours) < len(root.handlers):
+    if stream is None and not ours and root.handlers:
         # A host program (or pytest) configured logging before us: its handlers and
         # levels stay as they are, as `logging.basicConfig` would leave them.
         return
     for handler in ours:
         root.removeHandler(handler)
+    if stream is None and ours:
+        stream = ours[0]._own_stream  # None: whatever sys.stderr is when writing
     handler = _HooklineHandler(stream)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root.addHandler(handler)

@@ -17,6 +17,7 @@ from functools import partial
 import httpx
 import pytest
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 from hookline import logs
 from hookline.config import LoggingConfig
@@ -54,7 +55,7 @@ async def test_json_logs_of_a_served_call(
 ):
     fake_deepgram_stt.fallback_text = "I need an oil change"
     openai_fake.script(text("Sure, we can do that."))
-    port = _free_port()
+    port, metrics_port = _free_port(), _free_port()
     stack = FakeStack(
         stt=fake_deepgram_stt,
         tts=fake_deepgram_tts,
@@ -81,6 +82,10 @@ caller_numbers = "hashed"
 
 [logging]
 format = "json"
+
+[metrics]
+enabled = true
+port = {metrics_port}
 """
     )
     env = {**os.environ, **stack.env(), "HOOKLINE_HASH_SALT": "pepper"}
@@ -104,6 +109,16 @@ format = "json"
                     say_s=0.6,
                     call_timeout_s=30,
                 )
+                # The same process serves its metrics on their own port (the entry point
+                # plugin, found as a deployment finds it).
+                async with httpx.AsyncClient() as client:
+                    while True:
+                        scraped = (
+                            await client.get(f"http://127.0.0.1:{metrics_port}/metrics")
+                        ).text
+                        if "hookline_calls_total{" in scraped:
+                            break
+                        await trio.sleep(0.05)
                 proc.send_signal(signal.SIGTERM)
                 await proc.wait()
         finally:
@@ -133,6 +148,13 @@ format = "json"
     ]
     assert not quiet, quiet
     assert any(line["message"] == "stopped" for line in lines)
+    calls = {
+        sample.labels["reason"]: sample.value
+        for family in text_string_to_metric_families(scraped)
+        for sample in family.samples
+        if sample.name == "hookline_calls_total"
+    }
+    assert calls == {"caller_hangup": 1.0}
 
 
 @pytest.fixture(autouse=True)
