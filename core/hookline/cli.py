@@ -54,7 +54,12 @@ KIT_COMMANDS = ("demo", "dial")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hookline", description="Phone voice agent runtime")
+    parser = argparse.ArgumentParser(
+        prog="hookline",
+        description="Phone voice agent runtime",
+        epilog=_exit_statuses(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument(
         "--log-level",
@@ -86,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
         if name not in sub.choices:
             _add_missing_kit_command(sub, name)
     return parser
+
+
+def _exit_statuses() -> str:
+    """The exit status table of this module's docstring, for `hookline --help`."""
+    doc = __doc__ or ""
+    start = doc.find("Exit status")
+    end = doc.find("Logging:", start)
+    return doc[start:end].strip() if start >= 0 and end > start else ""
 
 
 def _add_missing_kit_command(sub: argparse._SubParsersAction, name: str) -> None:
