@@ -332,7 +332,7 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
                 preexec_fn=server_preexec,
             )
         try:
-            await wait_healthy(f"http://127.0.0.1:{port}/healthz", proc)
+            await wait_healthy(f"http://127.0.0.1:{port}/readyz", proc)
         except BaseException:
             await stop_server(proc)
             tail = log_path.read_text(errors="replace")[-2000:]

@@ -27,6 +27,8 @@ __all__ = [
     "AgentConfig",
     "AnalyticsConfig",
     "Config",
+    "LoggingConfig",
+    "MetricsConfig",
     "NonNegativeInt",
     "NonNegativeSeconds",
     "OutboxConfig",
@@ -132,6 +134,31 @@ class ServerConfig(_Section):
     port: Port = 8080
     max_concurrent_calls: PositiveInt = 50
     drain_timeout_s: NonNegativeSeconds = 30.0  # 0: hang up every call at once
+    # How long start-up keeps retrying a provider that is unreachable (a 5xx, a refused
+    # connection) before `hookline serve` gives up with one line and exit status 4.
+    startup_timeout_s: Seconds = 60.0
+
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class LoggingConfig(_Section):
+    """The console log of `hookline serve` (`--log-level`/`--log-format` win)."""
+
+    level: LogLevel = "INFO"
+    format: Literal["text", "json"] = "text"  # json: one object per line
+    # Third-party libraries (httpx, openai, hpack, anycorn...): their per-request lines.
+    libraries: LogLevel = "WARNING"
+
+
+class MetricsConfig(_Section):
+    """Prometheus metrics, on their own port so the public port never serves them."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"  # only this machine (a local Prometheus or agent) scrapes
+    port: Port = 9464
+    # How often the event-loop lag probe wakes up.
+    lag_probe_interval_s: Annotated[float, msgspec.Meta(ge=0.05, le=60)] = 0.5
 
 
 class AnalyticsConfig(_Section):
@@ -215,6 +242,8 @@ class Config(_Section):
     recording: RecordingConfig = msgspec.field(default_factory=RecordingConfig)
     summary: SummaryConfig = msgspec.field(default_factory=SummaryConfig)
     outbox: OutboxConfig = msgspec.field(default_factory=OutboxConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     # Set by load_config, not read from the file.
     path: str = ""
 

@@ -8,7 +8,16 @@ raised `trio.BusyResourceError` out of the whole server and dropped every live c
 under the connection's send lock and AnyIO's `send_eof` does not yield, so a close
 cannot meet a send half-way.
 
-The app mounts the telephony provider's routes (exact paths) and `GET /healthz`.
+The app mounts the telephony provider's routes (exact paths), `GET /healthz` (liveness:
+the process answers) and `GET /readyz` (readiness: 200 only once the fixed phrases are
+cached, while no plugin reports a health problem and the server is not draining; 503
+otherwise). `hookline serve` listens before the runtime starts, so liveness answers
+during the boot (phrases being synthesized, an unreachable provider being retried);
+until the runtime is ready the telephony routes answer 503 and refuse WebSockets
+(1013, try again later). Prometheus metrics are served on their own port when
+`[metrics] enabled` (hookline/metrics.py), never on this one.
+
+Start-up failures are one line and an exit status each (hookline/startup.py).
 SIGTERM (or SIGINT) drains: the runtime stops admitting calls (new callers hear the
 busy message), active calls get `[server] drain_timeout_s` to finish and are then
 ended with a goodbye; only then does the HTTP server stop and the runtime flush.
@@ -20,8 +29,6 @@ import argparse
 import logging
 import os
 import signal
-import socket
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import ExitStack
 from functools import partial
@@ -58,6 +65,7 @@ __all__ = [
 log = logging.getLogger("hookline.server")
 
 HEALTHZ = "/healthz"
+READYZ = "/readyz"
 
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
@@ -71,10 +79,24 @@ class _Health(msgspec.Struct):
     problems: list[str]  # from the plugins' hookline_health: not ready while any
 
 
-def build_app(runtime: Runtime) -> ASGIApp:
-    """The server's ASGI app for a runtime: its telephony routes and /healthz."""
+class _Readiness(msgspec.Struct):
+    status: str  # "ready" | "starting" | "draining" | "unhealthy"
+    phrases_cached: bool
+    draining: bool
+    problems: list[str]
 
-    def health() -> tuple[int, bytes]:
+
+class Probes:
+    """What /healthz and /readyz answer for one runtime; `ready` is set once the runtime
+    has started (phrases cached, providers reached) and never cleared (draining and
+    health problems are read live)."""
+
+    def __init__(self, runtime: Runtime, *, ready: bool = True) -> None:
+        self.runtime = runtime
+        self.ready = ready
+
+    def health(self) -> tuple[int, bytes]:
+        runtime = self.runtime
         problems = runtime.health_problems()
         state = _Health(
             status="draining" if runtime.draining else "unhealthy" if problems else "ok",
@@ -84,18 +106,52 @@ def build_app(runtime: Runtime) -> ASGIApp:
         )
         return (503 if runtime.draining or problems else 200), _encode(state)
 
-    return asgi_app(runtime.telephony.routes(runtime), health)
+    def readiness(self) -> tuple[int, bytes]:
+        runtime = self.runtime
+        problems = runtime.health_problems() if self.ready else []
+        status = (
+            "starting" if not self.ready
+            else "draining" if runtime.draining
+            else "unhealthy" if problems
+            else "ready"
+        )  # fmt: skip
+        state = _Readiness(
+            status=status, phrases_cached=self.ready, draining=runtime.draining, problems=problems
+        )
+        return (200 if status == "ready" else 503), _encode(state)
+
+
+def build_app(runtime: Runtime, probes: Probes | None = None) -> ASGIApp:
+    """The server's ASGI app for a runtime: its telephony routes, /healthz and /readyz.
+
+    Without `probes` the runtime is taken as started (ready)."""
+    probes = probes or Probes(runtime)
+    return asgi_app(
+        runtime.telephony.routes(runtime),
+        probes.health,
+        readiness=probes.readiness,
+        accepting=lambda: probes.ready,
+    )
 
 
 def asgi_app(
-    routes: Sequence[Route], health: Callable[[], tuple[int, bytes]] | None = None
+    routes: Sequence[Route],
+    health: Callable[[], tuple[int, bytes]] | None = None,
+    *,
+    readiness: Callable[[], tuple[int, bytes]] | None = None,
+    accepting: Callable[[], bool] | None = None,
 ) -> ASGIApp:
-    """One ASGI app over `routes` (exact paths), GET /healthz, lifespan, 404 for the rest."""
+    """One ASGI app over `routes` (exact paths), GET /healthz and /readyz, lifespan, 404
+    for the rest. While `accepting()` is false the routes answer 503 (WebSocket: 1013)."""
     table: dict[str, ASGIApp] = {}
     for route in routes:
-        if route.path in table or route.path == HEALTHZ:
+        if route.path in table or route.path in (HEALTHZ, READYZ):
             raise ConfigError(f"telephony route {route.path} is mounted twice")
         table[route.path] = route.app
+    probes = {
+        HEALTHZ: health or (lambda: (200, b'{"status":"ok"}')),
+        READYZ: readiness or health or (lambda: (200, b'{"status":"ready"}')),
+    }
 
     async def app(scope: dict, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -103,10 +159,12 @@ def asgi_app(
             await _lifespan(receive, send)
             return
         target = table.get(scope["path"])
-        if target is not None:
+        if target is not None and accepting is not None and not accepting():
+            await _not_yet(kind, receive, send)
+        elif target is not None:
             await target(scope, receive, send)
-        elif kind == "http" and scope["path"] == HEALTHZ:
-            status, body = health() if health else (200, b'{"status":"ok"}')
+        elif kind == "http" and scope["path"] in probes:
+            status, body = probes[scope["path"]]()
             await _respond(send, status, body, b"application/json")
         elif kind == "http":
             await _respond(send, 404, b"not found\n", b"text/plain")
@@ -115,6 +173,15 @@ def asgi_app(
             await send({"type": "websocket.close", "code": 1008})
 
     return app
+
+
+async def _not_yet(kind: str, receive: Receive, send: Send) -> None:
+    """A request that arrived before the runtime is ready: refused, try again later."""
+    if kind == "http":
+        await _respond(send, 503, b"starting\n", b"text/plain")
+    elif kind == "websocket":
+        await receive()
+        await send({"type": "websocket.close", "code": 1013})
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
@@ -152,6 +219,7 @@ async def serve_app(
     port: int,
     *,
     shutdown: trio.Event | None = None,
+    probes: Probes | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the runtime's app until `shutdown` is set; reports the bound port.
@@ -160,7 +228,8 @@ async def serve_app(
     port. Setting `shutdown` closes the listeners and gives open requests
     `graceful_timeout` seconds (drain the runtime first: see `serve_runtime`).
     """
-    await serve_asgi(build_app(runtime), host, port, shutdown=shutdown, task_status=task_status)
+    app = build_app(runtime, probes)
+    await serve_asgi(app, host, port, shutdown=shutdown, task_status=task_status)
 
 
 async def serve_asgi(
@@ -186,11 +255,15 @@ async def serve_runtime(
     port: int,
     *,
     terminate: trio.Event | None = None,
+    start: bool = False,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until SIGTERM/SIGINT (or until `terminate` is set), then drain and stop.
 
-    The runtime must be started. Returns once every call has ended, the HTTP server is
+    With `start`, the server listens first (liveness answers, /readyz says "starting")
+    and then starts the runtime (hookline/startup.py: retried, one-line failures);
+    otherwise the runtime must be started already. The bound port is reported as soon
+    as the server listens. Returns once every call has ended, the HTTP server is
     closed and `runtime.stop()` has flushed the observers. The signal handlers stay ours
     until then: a second signal during the drain ends the calls now (each still gets
     its goodbye, its hang-up and its record); later ones are logged and change nothing.
@@ -211,7 +284,7 @@ async def serve_runtime(
                 await watchers.start(runtime.run_background)  # post-call summaries
                 # Delivers notifications while the server runs; stopped with the watchers.
                 watchers.start_soon(runtime.outbox.run)
-                await _serve_then_drain(runtime, host, port, stop, task_status)
+                await _serve_then_drain(runtime, host, port, stop, start, task_status)
                 await runtime.finish_background()
                 watchers.cancel_scope.cancel()
         finally:
@@ -221,17 +294,47 @@ async def serve_runtime(
 
 
 async def _serve_then_drain(
-    runtime: Runtime, host: str, port: int, stop: trio.Event, task_status: trio.TaskStatus[int]
+    runtime: Runtime,
+    host: str,
+    port: int,
+    stop: trio.Event,
+    start: bool,
+    task_status: trio.TaskStatus[int],
 ) -> None:
     shutdown = trio.Event()
+    probes = Probes(runtime, ready=not start)
     async with trio.open_nursery() as nursery:
-        bound = await nursery.start(partial(serve_app, runtime, host, port, shutdown=shutdown))
+        serve = partial(serve_app, runtime, host, port, shutdown=shutdown, probes=probes)
+        bound = await nursery.start(serve)
+        if runtime.config.metrics.enabled:
+            from .metrics import serve_metrics
+
+            await nursery.start(partial(serve_metrics, runtime, shutdown=shutdown))
         task_status.started(bound)
+        if start:
+            await _start_unless_stopped(runtime, probes, stop)
         await stop.wait()
         timeout = runtime.config.server.drain_timeout_s
         log.info("draining %d active call(s), up to %.0f s", runtime.active_calls, timeout)
         await runtime.drain(timeout)
         shutdown.set()
+
+
+async def _start_unless_stopped(runtime: Runtime, probes: Probes, stop: trio.Event) -> None:
+    """Start the runtime (a signal meanwhile abandons the start and goes on to stop)."""
+    from .startup import start_runtime
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_set_then_cancel_scope, stop, nursery.cancel_scope)
+        await start_runtime(runtime)
+        probes.ready = True
+        log.info("ready: %d phrases cached", len(runtime.phrases))
+        nursery.cancel_scope.cancel()
+
+
+async def _set_then_cancel_scope(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
 
 
 async def _watch_signals(signals: AsyncIterator[int], runtime: Runtime, stop: trio.Event) -> None:
@@ -269,35 +372,50 @@ async def run_server(
     *,
     workers: int = 1,
     worker: WorkerOptions | None = None,
-    verbose: bool = False,
+    log_args: Sequence[str] = (),
 ) -> int:
-    """`hookline serve`: load, discover, build, start, serve, drain, stop.
+    """`hookline serve`: load, discover, build, listen, start, serve, drain, stop.
 
     With `workers` > 1 this process supervises that many worker processes on one
-    socket (core/hookline/workers.py); `worker` is set in each of them.
+    socket (core/hookline/workers.py), passing them `log_args` (the logging options of
+    the command line); `worker` is set in each of them.
     """
     from .config import load_config
+    from .logs import configure_from_config
+    from .plugins import discover
+    from .startup import check_bind, check_plugins, start_runtime
 
     config = load_config(config_path)
+    configure_from_config(config.logging)
     host = host or config.server.host
     port = port if port is not None else config.server.port
+    if worker is None:  # the supervisor or the only process: the address is ours to use
+        check_bind(host, port, what=config.path, fix="use --host/--port or [server] port")
     if workers > 1:
         return await run_workers(
-            config_path, host, port, workers, file=config.path, verbose=verbose
+            config_path, host, port, workers, file=config.path, log_args=log_args
         )
-    if worker is None:
-        _check_bind(host, port, config.path)
-    else:
+    if worker is not None:
         host, port = f"fd://{worker.listen_fd}", 0
         # One DuckDB file takes one process: each worker writes its own.
         config.analytics.database = analytics_path_for(config.analytics.database, worker.index)
     if worker is None:
-        await serve_runtime(await _start_runtime(config), host, port)
+        _check_metrics_port(config)
+        plugins = discover()
+        check_plugins(config, plugins)
+        await serve_runtime(Runtime(config, plugins), host, port, start=True)
         return 0
     try:
-        runtime = await _start_runtime(config)
+        if config.metrics.port:
+            config.metrics.port += worker.index  # one metrics endpoint per worker
+        _check_metrics_port(config)
+        plugins = discover()
+        check_plugins(config, plugins)
+        runtime = Runtime(config, plugins)
+        await start_runtime(runtime)
     except HooklineError as e:
-        report_failure(worker, str(e))  # the supervisor says it, once for all workers
+        # The supervisor says it, once for all workers, and exits with this status.
+        report_failure(worker, str(e), getattr(e, "exit_code", 1))
         return 1
     async with trio.open_nursery() as nursery:
 
@@ -316,35 +434,21 @@ async def run_server(
     return 0
 
 
-async def _start_runtime(config: Config) -> Runtime:
-    from .plugins import discover
+def _check_metrics_port(config: Config) -> None:
+    from .startup import check_bind
 
-    plugins = discover()
-    for failure in plugins.failed:
-        log.warning("plugin %s failed to load: %s", failure.name, failure.error)
-    runtime = Runtime(config, plugins)
-    await runtime.start()
-    return runtime
-
-
-def _check_bind(host: str, port: int, file: str) -> None:
-    """Fail early and in one line when the address is taken or not ours to use."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as e:
-            raise ConfigError(
-                f"cannot listen on {host}:{port}: {e.strerror or e} (use --host/--port)",
-                file=file or None,
-                key="server",
-            ) from None
+    if config.metrics.enabled:
+        metrics, fix = config.metrics, "set [metrics] port to a free port"
+        check_bind(metrics.host, metrics.port, what=f"{config.path}: metrics", fix=fix)
 
 
 def _serve_command(args: argparse.Namespace) -> int:
-    _install_call_id_logging()
     workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+    log_args = [
+        *(["-v"] if args.verbose else []),
+        *(["--log-level", args.log_level] if args.log_level else []),
+        *(["--log-format", args.log_format] if args.log_format else []),
+    ]
     serve = partial(
         run_server,
         args.config,
@@ -352,26 +456,9 @@ def _serve_command(args: argparse.Namespace) -> int:
         args.port,
         workers=1 if args.worker else workers,
         worker=args.worker,
-        verbose=args.verbose,
+        log_args=log_args,
     )
     return trio.run(serve)
-
-
-def _install_call_id_logging() -> None:
-    """Every log line carries `call=<id>` (or `call=-` outside a call)."""
-
-    class _CallId(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            if not hasattr(record, "call_id"):
-                record.call_id = "-"
-            return True
-
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s call=%(call_id)s %(message)s")
-    for handler in logging.getLogger().handlers:
-        # Only the console handler `hookline` set up, not one a host program installed.
-        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
-            handler.addFilter(_CallId())
-            handler.setFormatter(fmt)
 
 
 def _port(text: str) -> int:

@@ -32,13 +32,14 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
 
 from .errors import ConfigError, HooklineError
+from .startup import StartupFailed
 
 __all__ = [
     "WorkerOptions",
@@ -111,6 +112,7 @@ class _Fleet:
     workers: list[_Worker]
     stopping: bool = False
     failure: str | None = None  # why the fleet stopped on its own
+    failure_code: int = 1  # the exit status a worker that could not start asked for
     stop: trio.Event = field(default_factory=trio.Event)
 
     def stop_all(self, signum: int = signal.SIGTERM) -> None:
@@ -174,6 +176,10 @@ class _Fleet:
             return None
         await worker.process.wait()
         _close(worker)
+        code, _, reason = said.decode("utf-8", "replace").partition("\t")
+        if reason and code.isdigit():
+            self.failure_code = int(code)
+            return reason.strip()
         return said.decode("utf-8", "replace").strip() or _describe(worker.process)
 
 
@@ -206,12 +212,15 @@ async def _forward_signals(fleet: _Fleet, signals: AsyncIterator[int]) -> None:
         fleet.stop_all(signum)
 
 
-def _worker_command(config_path: str, verbose: bool) -> Callable[[WorkerOptions], list[str]]:
+def _worker_command(
+    config_path: str, log_args: Sequence[str]
+) -> Callable[[WorkerOptions], list[str]]:
     def command(options: WorkerOptions) -> list[str]:
-        argv = [sys.executable, "-m", "hookline.cli"]
-        argv += ["-v"] if verbose else []
         return [
-            *argv,
+            sys.executable,
+            "-m",
+            "hookline.cli",
+            *log_args,
             "serve",
             config_path,
             "--workers",
@@ -229,7 +238,7 @@ async def run_workers(
     count: int,
     *,
     file: str | None = None,
-    verbose: bool = False,
+    log_args: Sequence[str] = (),
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> int:
     """Serve on host:port with `count` worker processes until SIGTERM/SIGINT; 0 when
@@ -238,7 +247,7 @@ async def run_workers(
     with listener, trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         bound = listener.getsockname()[1]
         fleet = _Fleet(
-            command=_worker_command(config_path, verbose),
+            command=_worker_command(config_path, log_args),
             listen_fd=listener.fileno(),
             workers=[_Worker(i) for i in range(count)],
         )
@@ -251,7 +260,7 @@ async def run_workers(
                     supervisors.start_soon(fleet.supervise, worker)
             nursery.cancel_scope.cancel()
     if fleet.failure is not None:
-        raise HooklineError(fleet.failure)
+        raise StartupFailed(fleet.failure, fleet.failure_code)
     unclean = [
         f"worker {w.index} ({_describe(w.process)})"
         for w in fleet.workers
@@ -276,9 +285,10 @@ def report_ready(options: WorkerOptions) -> None:
     _report(options, READY)
 
 
-def report_failure(options: WorkerOptions, reason: str) -> None:
-    """Tell the supervisor why this worker cannot start (it prints it, once)."""
-    _report(options, reason.encode("utf-8", "replace")[:4000])
+def report_failure(options: WorkerOptions, reason: str, exit_code: int = 1) -> None:
+    """Tell the supervisor why this worker cannot start (it prints it, once, and exits
+    with `exit_code`, the status a single process would have exited with)."""
+    _report(options, f"{exit_code}\t{reason}".encode("utf-8", "replace")[:4000])
 
 
 def _report(options: WorkerOptions, message: bytes) -> None:

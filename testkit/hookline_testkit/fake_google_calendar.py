@@ -10,7 +10,9 @@ unchanged against it, with `api_endpoint = fake.api_endpoint` and
         ...
         fake.requests                     # every request received, in order
 
-What it serves: `POST /token` (refresh-token and service-account JWT grants),
+What it serves: `POST /token` (refresh-token, service-account JWT and the installed-app
+flow's authorization-code grants: `auth_code` is the one code it takes, answered with
+`refresh_token`; `code_exchanges` records each exchange's form),
 `POST /calendar/v3/freeBusy`, and under `/calendar/v3/calendars/{calendarId}/events`:
 list (timeMin/timeMax/privateExtendedProperty/sharedExtendedProperty/q/showDeleted,
 singleEvents/orderBy, maxResults/pageToken), insert (client ids in base32hex; 409 on a
@@ -189,6 +191,8 @@ class FakeGoogleCalendar:
     client_id: str = "test-client-id"
     client_secret: str = "test-client-secret"
     refresh_token: str = "test-refresh-token"
+    auth_code: str = "test-auth-code"  # what the consent screen would have redirected with
+    code_exchanges: list[dict[str, str]] = field(default_factory=list)
     time_zone: str = "UTC"
     calendars: set[str] = field(default_factory=lambda: {"primary"})
     # Service accounts: email -> PEM public key (the JWT signature is checked).
@@ -302,7 +306,7 @@ class FakeGoogleCalendar:
         if path == "/token":
             if method != "POST":
                 raise ApiError(405, "methodNotAllowed", "Method Not Allowed")
-            return self._token(body)
+            return self._token(body, headers.get("authorization", ""))
         if not path.startswith("/calendar/v3/"):
             raise ApiError(404, "notFound", "Not Found")
         auth = headers.get("authorization", "")
@@ -356,8 +360,14 @@ class FakeGoogleCalendar:
 
     # -------------------------------------------------------------- OAuth
 
-    def _token(self, body: bytes) -> tuple[int, Any]:
+    def _token(self, body: bytes, authorization: str = "") -> tuple[int, Any]:
         form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
+        if authorization.startswith("Basic "):  # client_secret_basic, as Google accepts
+            client_id, _, client_secret = (
+                base64.b64decode(authorization[6:]).decode().partition(":")
+            )
+            form.setdefault("client_id", unquote(client_id))
+            form.setdefault("client_secret", unquote(client_secret))
         grant = form.get("grant_type")
         if grant == "refresh_token":
             if form.get("client_id") != self.client_id or (
@@ -370,6 +380,24 @@ class FakeGoogleCalendar:
                     "error_description": "Token has been expired or revoked.",
                 }
             scope = form.get("scope", "https://www.googleapis.com/auth/calendar")
+        elif grant == "authorization_code":
+            self.code_exchanges.append(form)
+            if form.get("client_id") != self.client_id or (
+                form.get("client_secret") != self.client_secret
+            ):
+                return 401, {"error": "invalid_client", "error_description": "Unauthorized"}
+            if form.get("code") != self.auth_code or not form.get("redirect_uri"):
+                return 400, {"error": "invalid_grant", "error_description": "Malformed auth code."}
+            self.tokens_issued += 1
+            token = f"ya29.fake-{self.tokens_issued}"
+            self._valid_tokens.add(token)
+            return 200, {
+                "access_token": token,
+                "expires_in": self.token_lifetime_s,
+                "refresh_token": self.refresh_token,
+                "scope": "https://www.googleapis.com/auth/calendar",
+                "token_type": "Bearer",
+            }
         elif grant == "urn:ietf:params:oauth:grant-type:jwt-bearer":
             scope = self._check_jwt(form.get("assertion", ""))
             if scope is None:

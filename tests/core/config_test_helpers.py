@@ -17,6 +17,8 @@ from hookline.config import (
     AgentConfig,
     AnalyticsConfig,
     Config,
+    LoggingConfig,
+    MetricsConfig,
     OutboxConfig,
     PolicyConfig,
     PricesConfig,
@@ -97,6 +99,8 @@ CORE_SECTIONS: dict[str, type[msgspec.Struct]] = {
     "recording": RecordingConfig,
     "summary": SummaryConfig,
     "outbox": OutboxConfig,
+    "logging": LoggingConfig,
+    "metrics": MetricsConfig,
 }
 
 

@@ -85,7 +85,7 @@ enabled = false
         proc = await nursery.start(run)
         try:
             with trio.fail_after(30):
-                await _wait_healthy(f"http://127.0.0.1:{port}/healthz")
+                await _wait_healthy(f"http://127.0.0.1:{port}/readyz")
                 results = await dial(
                     f"http://127.0.0.1:{port}/twilio/voice",
                     auth_token=twilio_auth_token,
@@ -101,8 +101,9 @@ enabled = false
     assert summarize(results)["completed"] == 1, (results, log[-3000:])
     assert proc.returncode == 0, log[-3000:]
     assert "draining" in log and "stopped" in log
-    call_lines = [line for line in log.splitlines() if "call=" in line and "call=-" not in line]
+    call_lines = [line for line in log.splitlines() if "[call " in line]
     assert call_lines, "no log line names the call"
+    assert not any(line.count("[call ") > 1 or "call=" in line for line in call_lines), call_lines
     # The call's own request carried the caller's words (the post-call summary's request,
     # made after the call, carries the whole transcript instead).
     call_requests = [

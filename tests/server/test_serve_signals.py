@@ -98,7 +98,7 @@ async def test_a_second_signal_during_the_drain_still_ends_every_call_properly(
         proc = await _start_serve(nursery, config, fake_stack, err)
         try:
             with trio.fail_after(90):
-                await _wait_healthy(f"http://127.0.0.1:{port}/healthz")
+                await _wait_healthy(f"http://127.0.0.1:{port}/readyz")
                 async with trio.open_nursery() as callers:
                     for _ in range(CALLS):
                         callers.start_soon(one_call)

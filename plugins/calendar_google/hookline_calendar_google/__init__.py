@@ -50,7 +50,8 @@ def create_scheduler(
     else:
         from .google_calendar import GoogleCalendarStore, make_credentials
 
-        store = GoogleCalendarStore(settings, make_credentials(settings, secret), rules.tz, limiter)
+        credentials = make_credentials(settings, secret, resolve_path)
+        store = GoogleCalendarStore(settings, credentials, rules.tz, limiter)
     return Scheduler(
         rules,
         store,

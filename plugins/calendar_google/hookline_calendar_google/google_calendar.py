@@ -14,6 +14,7 @@ import datetime as dt
 import socket
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -95,8 +96,14 @@ _error_body = msgspec.json.Decoder(_ErrorBody)
 # ------------------------------------------------------------------ credentials
 
 
-def make_credentials(settings: CalendarSettings, secret: Callable[[str, str], str]) -> Any:
-    """google-auth credentials from the environment. `secret(env_var, key)` reads one."""
+def make_credentials(
+    settings: CalendarSettings,
+    secret: Callable[[str, str], str],
+    resolve_path: Callable[[str], Path] | None = None,
+) -> Any:
+    """google-auth credentials from the environment. `secret(env_var, key)` reads one;
+    the refresh token comes from `refresh_token_file` (placed by `resolve_path`) when set
+    (`hookline auth google` writes it there)."""
     if settings.service_account_file_env:
         from google.oauth2 import service_account
 
@@ -107,9 +114,15 @@ def make_credentials(settings: CalendarSettings, secret: Callable[[str, str], st
         return service_account.Credentials.from_service_account_info(info, scopes=SCOPES)
     from google.oauth2.credentials import Credentials
 
+    if settings.refresh_token_file:
+        path = settings.refresh_token_file
+        where = resolve_path(path) if resolve_path else Path(path)
+        refresh_token = _read(str(where), "refresh token file (`hookline auth google`)").decode()
+    else:
+        refresh_token = secret(settings.refresh_token_env, "refresh_token_env")
     return Credentials(
         token=None,
-        refresh_token=secret(settings.refresh_token_env, "refresh_token_env"),
+        refresh_token=refresh_token.strip(),
         client_id=secret(settings.client_id_env, "client_id_env"),
         client_secret=secret(settings.client_secret_env, "client_secret_env"),
         token_uri=settings.token_uri,
@@ -117,16 +130,14 @@ def make_credentials(settings: CalendarSettings, secret: Callable[[str, str], st
     )
 
 
-def _read(path: str) -> bytes:
+def _read(path: str, what: str = "service-account key file") -> bytes:
     from hookline import ConfigError
 
     try:
         with open(path, "rb") as f:
             return f.read()
     except OSError as e:
-        raise ConfigError(
-            f"cannot read the service-account key file {path}: {e.strerror}"
-        ) from None
+        raise ConfigError(f"cannot read the {what} {path}: {e.strerror}") from None
 
 
 # ------------------------------------------------------------------ the store

@@ -85,6 +85,9 @@ class CalendarSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     client_id_env: str = "GOOGLE_CLIENT_ID"
     client_secret_env: str = "GOOGLE_CLIENT_SECRET"
     refresh_token_env: str = "GOOGLE_REFRESH_TOKEN"
+    # A file holding the refresh token instead (relative to the config file; written
+    # 0600 by `hookline auth google`); when set, `refresh_token_env` is not read.
+    refresh_token_file: str = ""
     service_account_file_env: str = ""  # e.g. "GOOGLE_APPLICATION_CREDENTIALS"
     api_endpoint: str = "https://www.googleapis.com/calendar/v3/"
     token_uri: str = "https://oauth2.googleapis.com/token"
@@ -152,3 +155,6 @@ class CalendarSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
             self.service_account_file_env = ""
         elif self.service_account_file_env:
             self.client_id_env = self.client_secret_env = self.refresh_token_env = ""
+            self.refresh_token_file = ""
+        elif self.refresh_token_file:
+            self.refresh_token_env = ""

@@ -196,5 +196,5 @@ async def test_retry_log_lines_name_the_call(openai_fake: FakeOpenAI, caplog) ->
             assert text_of([ev async for ev in events]) == "Hello."
     finally:
         await llm.aclose()
-    retries = [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
-    assert retries and all(m.startswith("[call c0ffee]") for m in retries)
+    retries = [r for r in caplog.records if "retry" in r.getMessage()]
+    assert retries and all(r.call_id == "c0ffee" for r in retries)  # shown by the formatter
