@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "hookline.prompt_cli",
     "hookline.server",
     "hookline.analytics.cli",
+    "hookline.dashboard.cli",
 )
 # Commands the test kit contributes; without it they say how to get it.
 KIT_COMMANDS = ("demo", "dial")

@@ -73,13 +73,21 @@ def build_app(runtime: Runtime) -> ASGIApp:
         )
         return (503 if runtime.draining or problems else 200), _encode(state)
 
-    return asgi_app(runtime.telephony.routes(runtime), health)
+    from .dashboard import mount_for  # /admin (its own module: starlette loads on demand)
+
+    return asgi_app(runtime.telephony.routes(runtime), health, mounts=mount_for(runtime))
 
 
 def asgi_app(
-    routes: Sequence[Route], health: Callable[[], tuple[int, bytes]] | None = None
+    routes: Sequence[Route],
+    health: Callable[[], tuple[int, bytes]] | None = None,
+    *,
+    mounts: Sequence[tuple[str, ASGIApp]] = (),
 ) -> ASGIApp:
-    """One ASGI app over `routes` (exact paths), GET /healthz, lifespan, 404 for the rest."""
+    """One ASGI app over `routes` (exact paths), GET /healthz, lifespan, 404 for the rest.
+
+    `mounts` are (prefix, app) pairs: a path equal to the prefix or under it goes to the
+    app with the prefix added to `root_path` (the dashboard under /admin)."""
     table: dict[str, ASGIApp] = {}
     for route in routes:
         if route.path in table or route.path == HEALTHZ:
@@ -94,6 +102,9 @@ def asgi_app(
         target = table.get(scope["path"])
         if target is not None:
             await target(scope, receive, send)
+        elif mounted := _mounted(mounts, scope):
+            await mounted[1]({**scope, "root_path": scope.get("root_path", "") + mounted[0]},
+                             receive, send)  # fmt: skip
         elif kind == "http" and scope["path"] == HEALTHZ:
             status, body = health() if health else (200, b'{"status":"ok"}')
             await _respond(send, status, body, b"application/json")
@@ -104,6 +115,14 @@ def asgi_app(
             await send({"type": "websocket.close", "code": 1008})
 
     return app
+
+
+def _mounted(mounts: Sequence[tuple[str, ASGIApp]], scope: dict) -> tuple[str, ASGIApp] | None:
+    path = scope["path"]
+    for prefix, app in mounts:
+        if path == prefix or path.startswith(prefix + "/"):
+            return prefix, app
+    return None
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
