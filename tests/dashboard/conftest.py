@@ -100,9 +100,17 @@ class Server:
             )
             self.stt = ScriptedSTT()
             plugins = scripted_plugins(
-                [hookline_telephony_twilio, analytics_plugin, hookline_messages, hookline_example_tow]
+                [
+                    hookline_telephony_twilio,
+                    analytics_plugin,
+                    hookline_messages,
+                    hookline_example_tow,
+                ]
             )
-            secrets = {"TWILIO_AUTH_TOKEN": TEST_AUTH_TOKEN, "TWILIO_ACCOUNT_SID": DEFAULT_ACCOUNT_SID}
+            secrets = {
+                "TWILIO_AUTH_TOKEN": TEST_AUTH_TOKEN,
+                "TWILIO_ACCOUNT_SID": DEFAULT_ACCOUNT_SID,
+            }
             self.runtime = Runtime(
                 config,
                 plugins,
@@ -134,7 +142,9 @@ class Server:
             async with self.sim.call(f"{self.url}/twilio/voice") as call:
                 await call.wait_for_audio()
                 await call.wait_until_quiet()
-                [session] = [s for s in self.runtime.sessions if s.info.provider_call_id == call.call_sid]
+                [session] = [
+                    s for s in self.runtime.sessions if s.info.provider_call_id == call.call_sid
+                ]
                 call_id = session.info.call_id
                 self.stt.expect(call_id, utterance)
                 spoke_at = trio.current_time()
@@ -149,7 +159,7 @@ class Server:
     async def wait_flushed(self) -> None:
         sink = analytics_plugin.sink_for(self.runtime)
         with trio.fail_after(30):
-            while self.runtime.active_calls:
+            while self.runtime.active_calls:  # noqa: ASYNC110 (no "calls ended" event)
                 await trio.sleep(0.05)
         await sink.wait_flushed()
 
@@ -192,7 +202,10 @@ def page(browser: Any, server: Server) -> Iterator[Any]:
     p = context.new_page()
     p.set_default_timeout(30_000)
     p.csp_errors = []
-    p.on("console", lambda m: p.csp_errors.append(m.text) if "Content Security Policy" in m.text else None)
+    p.on(
+        "console",
+        lambda m: p.csp_errors.append(m.text) if "Content Security Policy" in m.text else None,
+    )
     try:
         yield p
     finally:

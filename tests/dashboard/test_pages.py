@@ -14,10 +14,17 @@ from hookline_messages import Message, MessageStore
 from .conftest import PASSWORD, Server, shot, sign_in
 
 ROUTES = [
-    "/admin/", "/admin/calls", "/admin/calls/x", "/admin/api/today", "/admin/api/calls/x",
-    "/admin/work", "/admin/trends", "/admin/api/trends", "/admin/static/dashboard.js",
+    "/admin/",
+    "/admin/calls",
+    "/admin/calls/x",
+    "/admin/api/today",
+    "/admin/api/calls/x",
+    "/admin/work",
+    "/admin/trends",
+    "/admin/api/trends",
+    "/admin/static/dashboard.js",
     "/admin/static/vendor/uPlot.iife.min.js",
-]  # fmt: skip
+]
 
 
 def test_every_route_needs_a_sign_in(server: Server):
@@ -125,8 +132,13 @@ def test_a_message_marked_done_stays_done(page, server: Server):
 def test_a_post_without_the_csrf_token_is_refused(page, server: Server):
     store = MessageStore(server.workdir / "messages.duckdb")
     stored, _ = store.add_sync(
-        Message(id="MTEST0000002", created=dt.datetime.now(dt.UTC), name="Lee",
-                callback_number="+15550124", reason="Call back")  # fmt: skip
+        Message(
+            id="MTEST0000002",
+            created=dt.datetime.now(dt.UTC),
+            name="Lee",
+            callback_number="+15550124",
+            reason="Call back",
+        )
     )
     sign_in(page, server, "/admin/work")
     # Signed in (the cookie goes along), but no token: refused, nothing changed.

@@ -73,10 +73,10 @@
     const el = document.getElementById(id);
     const width = Math.max(320, el.clientWidth || 560);
     const o = Object.assign({
-      width: width, height: 220, title: "",
-      scales: { x: { time: opts && opts.time !== false } },
-      series: [{}].concat(series),
-      axes: [{}, {}],
+      width: width, height: 220,
+      scales: { x: { time: true } },
+      series: [{ label: "day" }].concat(series),
+      axes: [{}, { size: 64 }],
     }, opts || {});
     return new uPlot(o, days, el);
   }
@@ -84,9 +84,17 @@
   async function drawTrends() {
     const wrap = document.querySelector(".charts");
     const data = await getJSON("/api/trends?days=" + (wrap.dataset.days || 30));
-    const days = data.days;
-    const xs = days.map((d) => Date.parse(d.day + "T12:00:00Z") / 1000);
-    const col = (k) => days.map((d) => d[k]);
+    // Every day of the range on the axis, empty where there were no calls.
+    const span = Number(wrap.dataset.days || 30);
+    const byDay = new Map(data.days.map((d) => [d.day, d]));
+    const xs = [], days = [];
+    const today = new Date();
+    for (let i = span - 1; i >= 0; i--) {
+      const d = new Date(Date.UTC(today.getFullYear(), today.getMonth(), today.getDate() - i, 12));
+      xs.push(d.getTime() / 1000);
+      days.push(byDay.get(d.toISOString().slice(0, 10)) || {});
+    }
+    const col = (k) => days.map((d) => (d[k] === undefined ? null : d[k]));
     const colors = ["#2f7d4f", "#3465a4", "#c17d11", "#a40000", "#555"];
     const lines = (names) => names.map(([label, _k], i) => ({ label: label, stroke: colors[i], width: 2, points: { show: true } }));
     const outcomes = [["completed", "completed"], ["transferred", "transferred"], ["rejected", "rejected"], ["other", "other"]];
@@ -99,7 +107,8 @@
     const bars = uPlot.paths && uPlot.paths.bars ? uPlot.paths.bars({ size: [0.8] }) : undefined;
     chart("c-hours", "", [hours, byHour],
       [{ label: "calls", stroke: "#3465a4", fill: "#3465a466", paths: bars, points: { show: false } }],
-      { scales: { x: { time: false } } });
+      { scales: { x: { time: false } }, series: [{ label: "hour" }, { label: "calls", stroke: "#3465a4", fill: "#3465a466", paths: bars, points: { show: false } }],
+        axes: [{ incrs: [1, 2, 3, 6], values: (u, vals) => vals.map((v) => v + ":00") }, { size: 64 }] });
     body.dataset.charts = String(document.querySelectorAll(".charts canvas").length);
   }
 
