@@ -153,8 +153,8 @@ def test_a_post_without_the_csrf_token_is_refused(page, server: Server):
 
 def test_trends_draws_charts(page, server: Server):
     sign_in(page, server, "/admin/trends")
-    page.wait_for_function("document.body.dataset.charts !== undefined")
-    assert page.evaluate("document.body.dataset.charts") == "5"
+    page.wait_for_selector("body[data-charts]", state="attached")
+    assert page.get_attribute("body", "data-charts") == "5"
     shot(page, "5-trends")
     assert not page.csp_errors, page.csp_errors
 

@@ -95,12 +95,14 @@
       days.push(byDay.get(d.toISOString().slice(0, 10)) || {});
     }
     const col = (k) => days.map((d) => (d[k] === undefined ? null : d[k]));
+    const count = (k) => days.map((d) => d[k] || 0); // no calls that day: zero, not a gap
     const colors = ["#2f7d4f", "#3465a4", "#c17d11", "#a40000", "#555"];
     const lines = (names) => names.map(([label, _k], i) => ({ label: label, stroke: colors[i], width: 2, points: { show: true } }));
     const outcomes = [["completed", "completed"], ["transferred", "transferred"], ["rejected", "rejected"], ["other", "other"]];
-    chart("c-outcomes", "", [xs].concat(outcomes.map(([_l, k]) => col(k))), lines(outcomes));
+    chart("c-outcomes", "", [xs].concat(outcomes.map(([_l, k]) => count(k))), lines(outcomes));
     chart("c-v2v", "", [xs, col("v2v_p50"), col("v2v_p95")], lines([["p50", 0], ["p95", 0]]));
-    chart("c-tools", "", [xs, col("tool_failure_rate")], lines([["failure rate", 0]]));
+    chart("c-tools", "", [xs, col("tool_failure_rate")], lines([["failure rate", 0]]),
+      { scales: { x: { time: true }, y: { range: [0, 1] } } });
     chart("c-cost", "", [xs, col("cost_per_call")], lines([["$ per call", 0]]));
     const hours = Array.from({ length: 24 }, (_, h) => h);
     const byHour = hours.map((h) => { const r = data.hours.find((x) => x.hour === h); return r ? r.calls : 0; });
