@@ -23,14 +23,12 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.dashboard.conftest import PASSWORD, Server  # noqa: E402
+from tests.dashboard.conftest import PASSWORD, Server
 
 
 def v2v(server: Server, client: httpx.Client, call_id: str) -> float:
     call = client.get(f"/admin/api/calls/{call_id}").json()
-    [ms] = [
-        sum(p[2] for p in t["waterfall"]) for t in call["turn_rows"] if t["waterfall"]
-    ]
+    [ms] = [sum(p[2] for p in t["waterfall"]) for t in call["turn_rows"] if t["waterfall"]]
     return ms
 
 
@@ -60,7 +58,7 @@ def main() -> None:
             stop = threading.Event()
             requests = [0]
 
-            def hammer() -> None:
+            def hammer(stop: threading.Event = stop, requests: list[int] = requests) -> None:
                 with signed_in(server) as c:
                     while not stop.is_set():
                         for path in ("/admin/api/today", "/admin/calls", "/admin/api/trends"):

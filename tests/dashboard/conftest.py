@@ -30,13 +30,18 @@ from hookline.dashboard.auth import hash_password
 from hookline.runtime import Runtime
 from hookline.server import serve_app
 from hookline.testing.harness import make_config, scripted_plugins
-from hookline.testing.scripted import ScriptedLLM, ScriptedSTT, ScriptedTTS
+from hookline.testing.scripted import Reply, ScriptedLLM, ScriptedSTT, ScriptedTTS
 from hookline_testkit.fixtures_twilio import TEST_AUTH_TOKEN
 from hookline_testkit.twilio_sim import DEFAULT_ACCOUNT_SID, TwilioSimulator, twilio_rest_fake
 
 PASSWORD = "correct horse battery staple"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ANSWERS = ["Sure, we can do an oil change on Tuesday morning."] * 20
+MESSAGE_ARGS = '{"name": "Sam Ortiz", "reason": "Wants to know if the brakes are done"}'
+# The first call takes a message (a tool round inside the first answer); later ones answer.
+ANSWERS = [
+    Reply(tool_calls=[("take_message", MESSAGE_ARGS)]),
+    "Sure, we can do an oil change on Tuesday morning.",
+] + ["Sure, we can do an oil change on Tuesday morning."] * 200
 
 
 def artifacts_dir() -> Path:

@@ -60,7 +60,12 @@ def test_sign_in_then_the_call_page_shows_transcript_and_waterfall(page, server:
     text = page.inner_text("#transcript")
     assert "I need an oil change" in text
     assert "Sure, we can do an oil change" in text
+    tool = page.locator("details.tool").first
+    assert "take_message ok" in tool.inner_text()
+    tool.click()
+    assert "Sam Ortiz" in tool.inner_text()  # the arguments
     bars = page.locator("figure.waterfall rect.part")
+    assert page.locator("figure.waterfall rect.part.tool").count() == 1  # the tool round
     assert bars.count() >= 2  # drawn: several parts of one reply
     # The parts add up to the turn's voice-to-voice, as the label says.
     label = page.locator("figure.waterfall svg").first.get_attribute("aria-label")
