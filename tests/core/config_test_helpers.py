@@ -17,6 +17,7 @@ from hookline.config import (
     AgentConfig,
     AnalyticsConfig,
     Config,
+    DashboardConfig,
     PolicyConfig,
     PricesConfig,
     ServerConfig,
@@ -89,6 +90,7 @@ CORE_SECTIONS: dict[str, type[msgspec.Struct]] = {
     "server": ServerConfig,
     "analytics": AnalyticsConfig,
     "prices": PricesConfig,
+    "dashboard": DashboardConfig,
 }
 
 

@@ -56,6 +56,7 @@ def full_sections() -> dict[str, dict[str, Any]]:
     sections["server"].update(host="127.0.0.1", max_concurrent_calls=5, drain_timeout_s=3.0)
     sections["analytics"] = {"enabled": True, "caller_numbers": "hashed"}
     sections["prices"] = {"stt_per_minute": 0.0059}
+    sections["dashboard"] = {"session_hours": 8.0, "login_attempts": 5, "refresh_s": 5.0}
     sections["stt.deepgram"] = {"keepalive_s": 4.0, "utterance_end_ms": 1000}
     sections["tts.deepgram"] = {"speed": 1.0, "flush_budget": 18}
     sections["llm.openai"] = {"temperature": 0.3, "max_tokens": 300}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
+import time
 
 import httpx
 import trio
@@ -132,6 +134,26 @@ def test_a_message_marked_done_stays_done(page, server: Server):
     assert row.locator("button.done").count() == 0
     assert store.recent_sync(10)[0].status == "handled"
     shot(page, "4-work")
+
+
+def test_a_tow_request_marked_done_stays_done(page, server: Server):
+    queue = server.workdir / "tows.jsonl"
+    entry = {
+        "reference": "T04242", "call_id": server.first_call, "received": time.time(),
+        "location": "Route 9 by the Shell station", "vehicle": "2014 blue Civic",
+        "problem": "flat tire", "callback_number": "+15550100",
+    }  # fmt: skip
+    with queue.open("a") as f:
+        f.write(json.dumps(entry) + "\n")
+    sign_in(page, server, "/admin/work")
+    row = page.locator("tr[data-tow='T04242']")
+    row.locator("button.done").click()
+    page.wait_for_load_state()
+    page.reload()
+    row = page.locator("tr[data-tow='T04242']")
+    assert row.locator("button.done").count() == 0
+    assert "done" in row.inner_text()
+    assert queue.read_text().count("T04242") == 1  # the plugin's queue is left as it was
 
 
 def test_a_post_without_the_csrf_token_is_refused(page, server: Server):

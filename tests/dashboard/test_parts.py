@@ -110,6 +110,8 @@ async def test_the_standalone_dashboard_over_an_export(tmp_path: Path, monkeypat
     )
     con.execute("INSERT INTO turns VALUES ('c1', 0, 'user', 'my car makes a noise', "
                 "NULL, false, NULL, NULL, NULL)")  # fmt: skip
+    con.execute("INSERT INTO turns VALUES ('c1', 1, 'agent', 'We open at eight and close at six.', "
+                "'We open at eight', true, NULL, NULL, NULL)")  # fmt: skip
     con.execute("INSERT INTO latencies VALUES ('c1', 1, NULL, 'voice_to_voice', 800)")
     con.execute("INSERT INTO tool_calls VALUES ('c1', 1, NULL, 't1', 'x', '{}', true, NULL, "
                 "'ok', 3)")  # fmt: skip
@@ -132,6 +134,10 @@ async def test_the_standalone_dashboard_over_an_export(tmp_path: Path, monkeypat
         assert "+15550100" in page.text and "exported Parquet data" in page.text
         one = await client.get("/admin/calls/c1")
         assert "my car makes a noise" in one.text
+        # The barge-in: what was heard, the mark, and the unheard rest.
+        assert '<span class="heard">We open at eight</span>' in one.text
+        assert "caller cut in" in one.text
+        assert '<span class="unheard"> and close at six.</span>' in one.text
         today = (await client.get("/admin/api/today")).json()
         assert today["calls"] == 1 and today["live"] == []
     analytics.close()

@@ -15,6 +15,7 @@ import logging
 import time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import msgspec
 import trio
@@ -56,6 +57,7 @@ def outbox_failures(runtime: Any) -> list[dict[str, Any]]:
 class WorkQueue:
     def __init__(self, config: Config, limiter: trio.CapacityLimiter) -> None:
         self.limiter = limiter
+        self.zone = ZoneInfo(config.agent.timezone)  # times shown in the shop's time zone
         tools = set(config.providers.tools)
         self._messages = None
         if "messages" in tools:
@@ -87,7 +89,10 @@ class WorkQueue:
         found = await trio.to_thread.run_sync(
             self._messages.recent_sync, 100, None, limiter=self.limiter
         )
-        return [msgspec.structs.asdict(m) for m in found]
+        shown = [msgspec.structs.asdict(m) for m in found]
+        for m in shown:
+            m["created"] = m["created"].astimezone(self.zone)
+        return shown
 
     async def mark_message(self, message_id: str, status: str) -> bool:
         if self._messages is None:
@@ -99,7 +104,10 @@ class WorkQueue:
     async def tows(self) -> list[dict[str, Any]]:
         if self._tow is None:
             return []
-        return await trio.to_thread.run_sync(_read_tows, self._tow, limiter=self.limiter)
+        tows = await trio.to_thread.run_sync(_read_tows, self._tow, limiter=self.limiter)
+        for t in tows:
+            t["received_at"] = t["received_at"].astimezone(self.zone)
+        return tows
 
     async def mark_tow_done(self, reference: str) -> bool:
         if self._tow is None:
