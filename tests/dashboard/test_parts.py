@@ -141,3 +141,17 @@ async def test_the_standalone_dashboard_over_an_export(tmp_path: Path, monkeypat
         today = (await client.get("/admin/api/today")).json()
         assert today["calls"] == 1 and today["live"] == []
     analytics.close()
+
+
+async def test_the_file_of_a_stopped_server_is_not_held_between_queries(tmp_path: Path):
+    """Held open, the dashboard's lock would keep `hookline serve` from starting."""
+    import duckdb
+
+    from hookline.analytics.schema import open_database
+    from hookline.dashboard import Analytics, open_file
+
+    open_database(tmp_path / "calls.duckdb").close()
+    analytics = Analytics(open_file(tmp_path / "calls.duckdb"), "UTC", keep_open=False)
+    assert (await analytics.today())["calls"] == 0
+    # A read-write open (as the server's writer does) works: nothing holds the file.
+    duckdb.connect(str(tmp_path / "calls.duckdb")).close()

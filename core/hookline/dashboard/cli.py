@@ -47,7 +47,7 @@ def _command(args: argparse.Namespace) -> int:
     else:
         opener = open_file(config.resolve_path(config.analytics.database))
         source = "file"
-    analytics = Analytics(opener, config.agent.timezone)
+    analytics = Analytics(opener, config.agent.timezone, keep_open=source == "parquet")
     trio.run(analytics.run, lambda cur: None)  # fail now, in one line, if it cannot open
     app = build_dashboard(config, analytics, source=source)
 

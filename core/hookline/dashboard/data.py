@@ -103,8 +103,13 @@ class CallFilter:
 class Analytics:
     """Queries over one source. `None` opener: analytics is off, every answer is empty."""
 
-    def __init__(self, opener: Opener | None, tz: str, *, threads: int = 2) -> None:
+    def __init__(
+        self, opener: Opener | None, tz: str, *, threads: int = 2, keep_open: bool = True
+    ) -> None:
         self._opener = opener
+        # A file of a stopped server is opened per query: held open, its lock would keep
+        # `hookline serve` from starting.
+        self.keep_open = keep_open
         self.tz = tz
         self.limiter = trio.CapacityLimiter(threads)
         self._root: duckdb.DuckDBPyConnection | None = None
@@ -118,16 +123,29 @@ class Analytics:
         return await trio.to_thread.run_sync(self._run, query, args, limiter=self.limiter)
 
     def _run(self, query: Callable[..., T], args: tuple[Any, ...]) -> T:
+        if not self.keep_open:
+            assert self._opener is not None
+            with self._lock:  # one at a time: each opens and closes the file
+                con = self._opener()
+                try:
+                    return self._query(con, query, args)
+                finally:
+                    con.close()
         with self._lock:  # opening and cursor() touch the shared root connection
             if self._root is None:
                 assert self._opener is not None
                 self._root = self._opener()
             cursor = self._root.cursor()
         try:
-            cursor.execute(f"SET TimeZone = '{_sql_str(self.tz)}'")
-            return query(cursor, *args)
+            return self._query(cursor, query, args)
         finally:
             cursor.close()
+
+    def _query(
+        self, con: duckdb.DuckDBPyConnection, query: Callable[..., T], args: tuple[Any, ...]
+    ) -> T:
+        con.execute(f"SET TimeZone = '{_sql_str(self.tz)}'")
+        return query(con, *args)
 
     def close(self) -> None:
         with self._lock:
