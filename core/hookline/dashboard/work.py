@@ -11,6 +11,7 @@ Every blocking read or write here runs in a worker thread behind the dashboard l
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import logging
 import time
 from pathlib import Path
@@ -61,13 +62,15 @@ class WorkQueue:
         tools = set(config.providers.tools)
         self._messages = None
         if "messages" in tools:
+            # Looked up by name, not imported: the core does not depend on the plugin,
+            # and with the tool configured the plugin is installed (or config fails).
             try:
-                from hookline_messages import MessageStore  # optional plugin
+                store = importlib.import_module("hookline_messages").MessageStore
             except ImportError:
                 log.warning("dashboard: the messages tool is configured but not installed")
             else:
                 path = config.tools.get("messages", {}).get("database", "data/messages.duckdb")
-                self._messages = MessageStore(config.resolve_path(path), limiter)
+                self._messages = store(config.resolve_path(path), limiter)
         self._tow: Path | None = None
         if "tow_requests" in tools:
             queue = config.tools.get("tow_requests", {}).get(
