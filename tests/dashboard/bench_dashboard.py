@@ -6,7 +6,9 @@ Runs the page-test server (real Twilio provider over loopback, scripted STT/LLM/
 analytics on), places calls one after another, and reads each answer's voice-to-voice
 from the analytics; the second half of the run does it while a client signed in to
 /admin fetches Today, the call list, a call page and the trends JSON as fast as it can
-(4 requests in flight). Prints one JSON line.
+(4 requests in flight), and in between with one page refreshing. The clients run in the
+same process as the server (sharing its GIL): the hammered figure is a worst case.
+Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -53,19 +55,30 @@ def main() -> None:
         server = Server(Path(tmp))
         server.start()
         reader = signed_in(server)
+        server.run(server.one_call)  # warm-up: the first call's answer takes a message
         results = {}
-        for mode in ("closed", "open"):
+        # closed: nobody looks; refreshing: one open Today page (its JSON every 2 s, the
+        # shortest refresh the config allows) plus a call list and a call page now and
+        # then; hammered: 4 clients fetching pages back to back, as fast as they can.
+        for mode, clients, pause in (("closed", 0, 0.0), ("refreshing", 1, 2.0),
+                                     ("hammered", 4, 0.0)):  # fmt: skip
             stop = threading.Event()
             requests = [0]
 
-            def hammer(stop: threading.Event = stop, requests: list[int] = requests) -> None:
-                with signed_in(server) as c:
+            def hammer(
+                stop: threading.Event = stop, requests: list[int] = requests, pause: float = pause
+            ) -> None:
+                c = signed_in(server)
+                try:
                     while not stop.is_set():
                         for path in ("/admin/api/today", "/admin/calls", "/admin/api/trends"):
-                            c.get(path)
+                            assert c.get(path).status_code == 200
                             requests[0] += 1
+                        stop.wait(pause)
+                finally:
+                    c.close()
 
-            hammers = [threading.Thread(target=hammer) for _ in range(4 if mode == "open" else 0)]
+            hammers = [threading.Thread(target=hammer) for _ in range(clients)]
             for h in hammers:
                 h.start()
             ids = [server.run(server.one_call) for _ in range(args.calls)]
