@@ -79,6 +79,15 @@ def test_sign_in_then_the_call_page_shows_transcript_and_waterfall(page, server:
     assert not page.csp_errors, page.csp_errors
 
 
+def test_the_call_list_filters(page, server: Server):
+    sign_in(page, server, "/admin/calls?tool=take_message&outcome=caller_hangup&caller=5550100")
+    assert page.locator(f"a[href='/admin/calls/{server.first_call}']").count() == 1
+    page.goto(server.url + "/admin/calls?caller=0000000")
+    assert page.locator("#calls tbody tr.empty").count() == 1
+    page.goto(server.url + "/admin/calls?booked=yes")
+    assert page.locator("#calls tbody tr.empty").count() == 1  # nothing was booked
+
+
 def test_a_live_call_appears_and_disappears(page, server: Server):
     sign_in(page, server)
     hold_ready = threading.Event()
