@@ -49,6 +49,7 @@ COMMAND_MODULES = (
     "hookline.server",
     "hookline.analytics.cli",
     "hookline.outbox.cli",
+    "hookline.dashboard.cli",
 )
 # Commands the test kit contributes; without it they say how to get it.
 KIT_COMMANDS = ("demo", "dial")

@@ -27,6 +27,7 @@ __all__ = [
     "AgentConfig",
     "AnalyticsConfig",
     "Config",
+    "DashboardConfig",
     "LoggingConfig",
     "MetricsConfig",
     "NonNegativeInt",
@@ -213,6 +214,23 @@ class OutboxConfig(_Section):
     concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
 
 
+class DashboardConfig(_Section):
+    """`[dashboard]`: the web dashboard under /admin (see docs/dashboard.md).
+
+    Nobody signs in until one credential source is set: a scrypt hash from
+    `hookline dashboard hash-password` in the variable `password_hash_env`, or
+    `trusted_header` naming the header an authenticating proxy in front sets (and strips
+    from what callers send)."""
+
+    enabled: bool = True
+    password_hash_env: str = "HOOKLINE_DASHBOARD_PASSWORD_HASH"
+    session_secret_env: str = "HOOKLINE_DASHBOARD_SECRET"  # unset: a new key per start
+    trusted_header: str = ""  # e.g. "X-Forwarded-User"; only behind a proxy that sets it
+    session_hours: Annotated[float, msgspec.Meta(gt=0, le=24 * 30)] = 12.0
+    login_attempts: PositiveInt = 5  # failed sign-ins per client per 5 minutes
+    refresh_s: Annotated[float, msgspec.Meta(ge=2, le=3600)] = 5.0  # Today's refresh
+
+
 class PricesConfig(_Section):
     """Prices in US dollars, for the per-call cost estimate."""
 
@@ -244,6 +262,7 @@ class Config(_Section):
     outbox: OutboxConfig = msgspec.field(default_factory=OutboxConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    dashboard: DashboardConfig = msgspec.field(default_factory=DashboardConfig)
     # Set by load_config, not read from the file.
     path: str = ""
 

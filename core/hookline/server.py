@@ -125,12 +125,15 @@ def build_app(runtime: Runtime, probes: Probes | None = None) -> ASGIApp:
     """The server's ASGI app for a runtime: its telephony routes, /healthz and /readyz.
 
     Without `probes` the runtime is taken as started (ready)."""
+    from .dashboard import mount_for  # /admin (its own module: starlette loads on demand)
+
     probes = probes or Probes(runtime)
     return asgi_app(
         runtime.telephony.routes(runtime),
         probes.health,
         readiness=probes.readiness,
         accepting=lambda: probes.ready,
+        mounts=mount_for(runtime),
     )
 
 
@@ -140,9 +143,13 @@ def asgi_app(
     *,
     readiness: Callable[[], tuple[int, bytes]] | None = None,
     accepting: Callable[[], bool] | None = None,
+    mounts: Sequence[tuple[str, ASGIApp]] = (),
 ) -> ASGIApp:
     """One ASGI app over `routes` (exact paths), GET /healthz and /readyz, lifespan, 404
-    for the rest. While `accepting()` is false the routes answer 503 (WebSocket: 1013)."""
+    for the rest. While `accepting()` is false the routes answer 503 (WebSocket: 1013).
+
+    `mounts` are (prefix, app) pairs: a path equal to the prefix or under it goes to the
+    app with the prefix added to `root_path` (the dashboard under /admin)."""
     table: dict[str, ASGIApp] = {}
     for route in routes:
         if route.path in table or route.path in (HEALTHZ, READYZ):
@@ -163,6 +170,9 @@ def asgi_app(
             await _not_yet(kind, receive, send)
         elif target is not None:
             await target(scope, receive, send)
+        elif mounted := _mounted(mounts, scope):
+            await mounted[1]({**scope, "root_path": scope.get("root_path", "") + mounted[0]},
+                             receive, send)  # fmt: skip
         elif kind == "http" and scope["path"] in probes:
             status, body = probes[scope["path"]]()
             await _respond(send, status, body, b"application/json")
@@ -182,6 +192,14 @@ async def _not_yet(kind: str, receive: Receive, send: Send) -> None:
     elif kind == "websocket":
         await receive()
         await send({"type": "websocket.close", "code": 1013})
+
+
+def _mounted(mounts: Sequence[tuple[str, ASGIApp]], scope: dict) -> tuple[str, ASGIApp] | None:
+    path = scope["path"]
+    for prefix, app in mounts:
+        if path == prefix or path.startswith(prefix + "/"):
+            return prefix, app
+    return None
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

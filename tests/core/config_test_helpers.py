@@ -17,6 +17,7 @@ from hookline.config import (
     AgentConfig,
     AnalyticsConfig,
     Config,
+    DashboardConfig,
     LoggingConfig,
     MetricsConfig,
     OutboxConfig,
@@ -101,6 +102,7 @@ CORE_SECTIONS: dict[str, type[msgspec.Struct]] = {
     "outbox": OutboxConfig,
     "logging": LoggingConfig,
     "metrics": MetricsConfig,
+    "dashboard": DashboardConfig,
 }
 
 

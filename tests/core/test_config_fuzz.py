@@ -58,6 +58,7 @@ def full_sections() -> dict[str, dict[str, Any]]:
     sections["prices"] = {"stt_per_minute": 0.0059}
     sections["recording"] = {"enabled": True, "disclosure": "This call is recorded."}
     sections["summary"] = {"timeout_s": 20.0, "max_tokens": 300, "concurrency": 2}
+    sections["dashboard"] = {"session_hours": 8.0, "login_attempts": 5, "refresh_s": 5.0}
     sections["stt.deepgram"] = {"keepalive_s": 4.0, "utterance_end_ms": 1000}
     sections["tts.deepgram"] = {"speed": 1.0, "flush_budget": 18}
     sections["llm.openai"] = {"temperature": 0.3, "max_tokens": 300}

@@ -144,6 +144,22 @@ class CallSession:
         self._stt_backlog: list[bytes] | None = []  # audio before the STT stream opened
         self._started_wall = 0.0
         self._shutdown_requested = False
+        self._tools_running = 0  # tool calls started and not yet finished (for `state`)
+
+    @property
+    def started(self) -> float:
+        """Wall-clock time (time.time()) the call started; 0 before `run`."""
+        return self._started_wall
+
+    @property
+    def state(self) -> str:
+        """What the call is doing now, for the dashboard: "in a tool", "speaking" or
+        "listening" (read-only; the engine never looks at it)."""
+        if self._tools_running:
+            return "in a tool"
+        if self.playback.speaking:
+            return "speaking"
+        return "listening"
 
     # ================================================================== lifecycle
 
@@ -444,6 +460,7 @@ class CallSession:
                     await respond(self.agent, _CallResponse(self, turn, timing))
                 finally:
                     self._response_scope = None
+                    self._tools_running = 0  # a cancelled tool never reports its end
                     repair_history(self.history)
             self._mark_activity()
 
@@ -797,6 +814,7 @@ class _CallResponse:
         self._session.llm_failed(error)
 
     def tool_started(self, request: ToolCallRequest) -> None:
+        self._session._tools_running += 1
         self._session.emit(
             ToolCallStarted(
                 t=trio.current_time(),
@@ -808,6 +826,7 @@ class _CallResponse:
         )
 
     def tool_finished(self, request: ToolCallRequest, outcome: ToolOutcome) -> None:
+        self._session._tools_running = max(0, self._session._tools_running - 1)
         self._session.tool_finished(
             ToolCallFinished(
                 t=trio.current_time(),

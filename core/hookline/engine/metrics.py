@@ -43,12 +43,16 @@ class TurnTiming:
         }
         if self.tool_ms:
             m["tool"] = sum(self.tool_ms)
+            m["tool_rounds"] = float(len(self.tool_ms))
+        # The LLM's whole share (first token, the rest of its first sentence, tool rounds):
+        # stored so a turn's parts add up to its voice-to-voice (the dashboard's waterfall).
+        m["llm_first_sentence"] = _ms(self.first_sentence, self.llm_start)
         v2v = m["voice_to_voice"]
         if v2v is not None:
-            shares = (m["end_of_turn_delay"] or 0.0) + (
-                _ms(self.first_sentence, self.llm_start) or 0.0
-            )
-            if not self.first_audio_cached:
+            shares = (m["end_of_turn_delay"] or 0.0) + (m["llm_first_sentence"] or 0.0)
+            if self.first_audio_cached:
+                m["first_audio_cached"] = 1.0  # a cached phrase: the TTS took no share
+            else:
                 shares += m["tts_first_byte"] or 0.0
             m["runtime_overhead"] = max(0.0, v2v - shares)
         return {k: round(v, 3) for k, v in m.items() if v is not None}

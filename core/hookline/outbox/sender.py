@@ -121,6 +121,16 @@ class Outbox:
             self._wake.set()
         return stored.id
 
+    async def requeue(self, notification_id: str) -> Notification | None:
+        """Make a notification pending again, due now (a person asked: the dashboard's
+        retry); the sender takes it at once. None when there is no such id."""
+        if self.store is None:
+            return None
+        requeued = await self.store.run(self.store.requeue_sync, notification_id)
+        if requeued is not None:
+            self._wake.set()
+        return requeued
+
     async def set_opt_out(self, channel: str, address: str, opted_out: bool) -> None:
         """Record that `address` asked for no more (True) or again (False) messages on
         `channel` (an SMS STOP or START reply). Checked at enqueue and before each send."""
