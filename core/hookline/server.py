@@ -461,7 +461,9 @@ def _check_metrics_port(config: Config) -> None:
 
 
 def _serve_command(args: argparse.Namespace) -> int:
-    workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+    # One process unless asked: the local calendar store and `hookline calls` still read
+    # one process's files (issue 14 items 4 and 5); see docs/capacity.md.
+    workers = args.workers if args.workers is not None else 1
     log_args = [
         *(["-v"] if args.verbose else []),
         *(["--log-level", args.log_level] if args.log_level else []),
@@ -498,7 +500,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--workers",
         type=_workers,
         help="server processes sharing the port, each with its own runtime "
-        "(default: one per core; 1: this process alone)",
+        "(default 1, this process alone; e.g. one per core: see docs/capacity.md)",
     )
     # Set by the --workers supervisor in each worker: index and inherited descriptors.
     p.add_argument("--worker", type=parse_worker_option, help=argparse.SUPPRESS)
