@@ -132,6 +132,7 @@ __all__ = [
     "ConfigError",
     "DtmfIn",
     "DtmfReceived",
+    "DuckDBFile",
     "Flushed",
     "HangUp",
     "HooklineError",
@@ -213,6 +214,7 @@ _LAZY = {
     "Privacy": "hookline.analytics.rows",
     "estimate_cost": "hookline.analytics.rows",
     "connect_duckdb": "hookline.analytics.schema",
+    "DuckDBFile": "hookline.duckfile",
 }
 
 

@@ -106,13 +106,15 @@ def test_a_file_in_a_newer_format_is_named_on_open(
 
 
 def test_the_plugins_duckdb_files_use_the_pinned_storage_format(tmp_path) -> None:
-    # The calendar's local store and the message store are DuckDB files too: an analyst's
+    # The calendar's local store, the message store and the outbox are DuckDB files too: an analyst's
     # DuckDB CLI opens them as it opens the analytics file.
+    from hookline.outbox.store import OutboxStore
     from hookline_calendar_google.local_store import LocalStore
     from hookline_messages.store import MessageStore
 
     LocalStore(str(tmp_path / "shop.duckdb"), trio.CapacityLimiter(1), bays=1).warm()
     MessageStore(tmp_path / "messages.duckdb").mark_sync("none", "sent")  # creates the file
-    for name in ("shop.duckdb", "messages.duckdb"):
+    OutboxStore(tmp_path / "outbox.duckdb").requeue_sync("none")  # creates the file
+    for name in ("shop.duckdb", "messages.duckdb", "outbox.duckdb"):
         with duckdb.connect(str(tmp_path / name), read_only=True) as con:
             assert storage_version(con).startswith(STORAGE_VERSION), name

@@ -19,9 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,12 +27,11 @@ import duckdb
 import msgspec
 import trio
 
-from ..errors import ProviderUnavailable
+from ..duckfile import DuckDBFile
 
 __all__ = ["STATUSES", "Notification", "OutboxStore", "Status", "notification_id"]
 
 PROVIDER = "outbox"
-LOCK_WAIT_S = 5.0  # how long to wait for another process to release the file
 # pending: waiting for (another) delivery attempt; sent: the channel accepted it;
 # failed: gave up (attempts spent, or refused for good: see last_error);
 # skipped: not sent on purpose (the recipient opted out).
@@ -72,8 +69,6 @@ _COLUMNS = (
     "last_error, created_at, updated_at, next_attempt_at, sent_at"
 )
 
-_LOCKS_GUARD = threading.Lock()
-_LOCKS: dict[str, threading.Lock] = {}  # one per database file, shared by its stores
 _payload_encode = msgspec.json.Encoder().encode
 _payload_decode = msgspec.json.Decoder(dict[str, Any]).decode
 
@@ -118,18 +113,14 @@ class OutboxStore:
         clock: Callable[[], dt.datetime] | None = None,
     ) -> None:
         self.path = Path(path)
-        self.limiter = limiter
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
-        with _LOCKS_GUARD:
-            self._lock = _LOCKS.setdefault(str(self.path.resolve()), threading.Lock())
+        self._file = DuckDBFile(path, _SCHEMA, provider=PROVIDER, limiter=limiter)
+        self._open = self._file.open
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(*args)` (one of the `*_sync` methods) in a worker thread; a database or
         disk failure becomes ProviderUnavailable."""
-        try:
-            return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
-        except (duckdb.Error, OSError) as e:
-            raise ProviderUnavailable(f"outbox {self.path}: {e}", provider=PROVIDER) from e
+        return await self._file.run(fn, *args)
 
     # -------------------------------------------------------------- writes
 
@@ -254,37 +245,12 @@ class OutboxStore:
                 )
             return _select(con, "true ORDER BY created_at DESC, id LIMIT ?", [limit])
 
-    @contextlib.contextmanager
-    def _open(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            con = _connect(self.path)
-            try:
-                con.execute("SET TimeZone = 'UTC'")
-                con.execute(_SCHEMA)
-                yield con
-            finally:
-                con.close()
-
 
 def _opted_out(con: duckdb.DuckDBPyConnection, channel: str, address: str) -> bool:
     row = con.execute(
         "SELECT opted_out FROM opt_outs WHERE channel = ? AND address = ?", [channel, address]
     ).fetchone()
     return bool(row and row[0])
-
-
-def _connect(path: Path) -> duckdb.DuckDBPyConnection:
-    """Open the file, waiting out another process's brief hold of DuckDB's file lock
-    (the server's sender and `hookline outbox` each open it only for one operation)."""
-    deadline = time.monotonic() + LOCK_WAIT_S
-    while True:
-        try:
-            return duckdb.connect(str(path))
-        except duckdb.IOException as e:
-            if "lock" not in str(e).lower() or time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
 
 
 def _row(n: Notification) -> list[Any]:

@@ -20,8 +20,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import secrets
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,7 +28,7 @@ import duckdb
 import msgspec
 import trio
 
-from hookline import ProviderUnavailable, connect_duckdb
+from hookline import DuckDBFile
 
 __all__ = ["STATUSES", "Message", "MessageStore", "message_id"]
 
@@ -58,9 +57,6 @@ _COLUMNS = (
     "id, created_at, call_id, tool_call_id, name, callback_number, reason, urgency, "
     "status, updated_at, last_error"
 )
-
-_LOCKS_GUARD = threading.Lock()
-_LOCKS: dict[str, threading.Lock] = {}  # one per database file, shared by its stores
 
 
 class Message(msgspec.Struct, kw_only=True):
@@ -95,10 +91,10 @@ class MessageStore:
         clock: Callable[[], dt.datetime] | None = None,
     ) -> None:
         self.path = Path(path)
-        self.limiter = limiter
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
-        with _LOCKS_GUARD:
-            self._lock = _LOCKS.setdefault(str(self.path.resolve()), threading.Lock())
+        self._file = DuckDBFile(path, _SCHEMA, provider=PROVIDER, limiter=limiter)
+        self._writing = self._file.open
+        self._run = self._file.run
 
     # -------------------------------------------------------------- async API
 
@@ -117,12 +113,6 @@ class MessageStore:
 
     async def recent(self, limit: int = 50, status: str | None = None) -> list[Message]:
         return await self._run(self.recent_sync, limit, status)
-
-    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
-        except (duckdb.Error, OSError) as e:
-            raise ProviderUnavailable(f"message store {self.path}: {e}", provider=PROVIDER) from e
 
     # -------------------------------------------------------------- blocking API
 
@@ -171,18 +161,6 @@ class MessageStore:
                     con, "status = ? ORDER BY created_at DESC, id LIMIT ?", [status, limit]
                 )
             return _select(con, "true ORDER BY created_at DESC, id LIMIT ?", [limit])
-
-    @contextlib.contextmanager
-    def _writing(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            con = connect_duckdb(self.path)  # a format the documented CLI reads
-            try:
-                con.execute("SET TimeZone = 'UTC'")
-                con.execute(_SCHEMA)
-                yield con
-            finally:
-                con.close()
 
 
 def _row(m: Message) -> list[Any]:
