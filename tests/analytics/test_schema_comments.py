@@ -106,8 +106,8 @@ def test_a_file_in_a_newer_format_is_named_on_open(
 
 
 def test_the_plugins_duckdb_files_use_the_pinned_storage_format(tmp_path) -> None:
-    # The calendar's local store, the message store and the outbox are DuckDB files too: an analyst's
-    # DuckDB CLI opens them as it opens the analytics file.
+    # The calendar's local store, the message store and the outbox are DuckDB files too:
+    # an analyst's DuckDB CLI opens them as it opens the analytics file.
     from hookline.outbox.store import OutboxStore
     from hookline_calendar_google.local_store import LocalStore
     from hookline_messages.store import MessageStore
