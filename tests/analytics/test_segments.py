@@ -164,3 +164,18 @@ def test_off_and_default_folders(tmp_path):
     assert loaded.analytics_segments == tmp_path / "data" / "segments"
     loaded.analytics.segments = "off"
     assert loaded.analytics_segments is None
+
+
+async def test_the_standalone_dashboard_reads_every_process(tmp_path):
+    from hookline.dashboard import Analytics
+    from hookline.dashboard.data import CallFilter
+
+    folder = tmp_path / "shared"
+    one = await record(tmp_path / "a" / "calls.duckdb", folder, 3, seed=6)
+    two = await record(tmp_path / "b" / "calls.duckdb", folder, 2, seed=7)
+    analytics = Analytics(lambda: segments.open_dataset(folder), "UTC", keep_open=False)
+    rows, total = await analytics.calls(CallFilter())
+    assert total == len(one) + len(two)
+    rec = next(r for r in two if r.turns)
+    call = await analytics.call(rec.call_id)
+    assert call is not None
