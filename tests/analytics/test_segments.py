@@ -175,6 +175,7 @@ async def test_the_standalone_dashboard_reads_every_process(tmp_path):
     two = await record(tmp_path / "b" / "calls.duckdb", folder, 2, seed=7)
     analytics = Analytics(lambda: segments.open_dataset(folder), "UTC", keep_open=False)
     rows, total = await analytics.calls(CallFilter())
+    assert {r["id"] for r in rows} == {r.call_id for r in one + two}
     assert total == len(one) + len(two)
     rec = next(r for r in two if r.turns)
     call = await analytics.call(rec.call_id)

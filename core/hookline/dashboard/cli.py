@@ -39,11 +39,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 def _command(args: argparse.Namespace) -> int:
     if args.config == "hash-password":
         return _hash_password()
+    from ..analytics.segments import has_segments, open_dataset
     from ..config import load_config
     from ..server import serve_asgi
     from . import Analytics, build_dashboard, open_file, open_parquet
-
-    from ..analytics.segments import has_segments, open_dataset
 
     config = load_config(args.config)
     folder = config.analytics_segments
