@@ -180,3 +180,21 @@ async def test_the_standalone_dashboard_reads_every_process(tmp_path):
     rec = next(r for r in two if r.turns)
     call = await analytics.call(rec.call_id)
     assert call is not None
+
+
+async def test_prune_removes_segments_of_old_calls_only(tmp_path, capsys):
+    import time
+
+    folder = tmp_path / "segments"
+    database = tmp_path / "calls.duckdb"
+    runtime = observer_runtime(database, analytics=AnalyticsConfig(segments=str(folder)))
+    await runtime.start()
+    simulate_calls(runtime, 3, days=1, seed=8, now=time.time() - 20 * 86400)
+    assert plugin.sink_for(runtime).flush()  # the old calls' segment
+    recent = simulate_calls(runtime, 2, days=1, seed=9)
+    await trio.to_thread.run_sync(runtime.stop)
+    config = write_config(tmp_path, database, folder)
+
+    assert main(["analytics", "prune", str(config), "--older-than", "10"]) == 0
+    assert "1 segments removed" in capsys.readouterr().out
+    assert sorted(listed(capsys, config)) == sorted(r.call_id for r in recent)

@@ -30,7 +30,7 @@ from ..config import load_config
 from ..errors import ConfigError
 from .rows import utc
 from .schema import open_database
-from .segments import has_segments, open_dataset
+from .segments import has_segments, open_dataset, prune_segments
 
 __all__ = ["add_commands", "export", "prune"]
 
@@ -314,7 +314,7 @@ MAX_PRUNE_DAYS = 36600
 
 
 def _prune_command(args: argparse.Namespace) -> int:
-    path, where, rest, _ = _target(args, "analytics prune")
+    path, where, rest, segments = _target(args, "analytics prune")
     if rest:
         raise ConfigError(f"unexpected {' '.join(rest)!r}")
     if not 0 <= args.older_than <= MAX_PRUNE_DAYS:  # also refuses nan and inf
@@ -326,9 +326,13 @@ def _prune_command(args: argparse.Namespace) -> int:
         counts = prune(con, args.older_than)
     finally:
         con.close()
+    gone = ""
+    if segments is not None:
+        cutoff = utc(time.time() - args.older_than * 86400)
+        gone = f"; {prune_segments(segments, cutoff)} segments removed from {segments}"
     _out(
         f"pruned {counts['calls']} calls older than {args.older_than:g} days "
-        f"({', '.join(f'{n} {t}' for t, n in counts.items() if t != 'calls')})"
+        f"({', '.join(f'{n} {t}' for t, n in counts.items() if t != 'calls')}){gone}"
     )
     return 0
 

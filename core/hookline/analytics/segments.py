@@ -26,6 +26,7 @@ import os
 import re
 import socket
 import time
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -33,7 +34,14 @@ import duckdb
 from ..errors import ConfigError
 from .schema import VIEWS, migrate
 
-__all__ = ["SEGMENT_TABLES", "SegmentWriter", "has_segments", "open_dataset", "process_name"]
+__all__ = [
+    "SEGMENT_TABLES",
+    "SegmentWriter",
+    "has_segments",
+    "open_dataset",
+    "process_name",
+    "prune_segments",
+]
 
 log = logging.getLogger("hookline.analytics")
 
@@ -152,3 +160,30 @@ def open_dataset(directory: Path) -> duckdb.DuckDBPyConnection:
         con.close()
         raise
     return con
+
+
+def prune_segments(directory: Path, cutoff: datetime) -> int:
+    """Delete every segment whose calls all started before `cutoff` (naive UTC), all its
+    tables' files, `calls` first so no reader counts a half-deleted one. A segment with
+    a newer call stays whole until that call is old too (segments are immutable; a
+    segment spans a few seconds of finished calls). Returns the segments deleted."""
+    if not has_segments(directory):
+        return 0
+    glob = _sql_path(directory / "calls" / "*.parquet")
+    con = duckdb.connect(":memory:")
+    try:
+        stems = [
+            stem
+            for (stem,) in con.execute(
+                "SELECT parse_filename(filename, true) FROM "
+                f"read_parquet('{glob}', union_by_name = true, filename = true) "
+                "GROUP BY ALL HAVING max(started) < ?",
+                [cutoff],
+            ).fetchall()
+        ]
+    finally:
+        con.close()
+    for stem in stems:
+        for table in ("calls", *SEGMENT_TABLES[:-1]):
+            (directory / table / f"{stem}.parquet").unlink(missing_ok=True)
+    return len(stems)
