@@ -198,3 +198,15 @@ async def test_prune_removes_segments_of_old_calls_only(tmp_path, capsys):
     assert main(["analytics", "prune", str(config), "--older-than", "10"]) == 0
     assert "1 segments removed" in capsys.readouterr().out
     assert sorted(listed(capsys, config)) == sorted(r.call_id for r in recent)
+
+
+async def test_segments_off_writes_none(tmp_path):
+    folder = tmp_path / "segments"
+    runtime = observer_runtime(tmp_path / "calls.duckdb", analytics=AnalyticsConfig(segments="off"))
+    await runtime.start()
+    simulate_calls(runtime, 2, days=1, seed=10)
+    writer = plugin.sink_for(runtime).writer
+    assert writer.flush()
+    assert writer.segments is None and writer._segment_due is None  # nothing to wait for
+    await trio.to_thread.run_sync(runtime.stop)
+    assert not folder.exists() and not (tmp_path / "segments").exists()

@@ -183,7 +183,8 @@ class Writer:
         try:
             con = self._con = open_database(self.path, where=self.where)
             self.recovered = self._recover(con)
-            self._segment_due = 0.0  # calls left pending by the last run: write them now
+            if self.segments is not None:  # calls left pending by the last run: now
+                self._segment_due = 0.0
             ((seq,),) = con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchall()
             self._seq = int(seq)
             self._appenders = _appenders(con)
