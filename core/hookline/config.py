@@ -169,6 +169,10 @@ class AnalyticsConfig(_Section):
     transcripts: bool = True
     caller_numbers: Literal["plain", "hashed", "drop"] = "plain"
     hash_salt_env: str = "HOOKLINE_HASH_SALT"
+    # Finished calls of every process as Parquet files in one shared folder (readers see
+    # them all at once): relative to the config file; "" = `segments/` beside the
+    # database; "off" = none.
+    segments: str = ""
 
 
 class RecordingConfig(_Section):
@@ -281,6 +285,16 @@ class Config(_Section):
     def resolve_path(self, relative: str) -> Path:
         p = Path(relative)
         return p if p.is_absolute() else self.base_dir / p
+
+    @property
+    def analytics_segments(self) -> Path | None:
+        """The shared Parquet segments folder (`[analytics] segments`), None when off."""
+        value = self.analytics.segments.strip()
+        if value == "off":
+            return None
+        if value:
+            return self.resolve_path(value)
+        return self.resolve_path(self.analytics.database).parent / "segments"
 
     @property
     def outbox_database(self) -> Path:

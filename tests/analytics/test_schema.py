@@ -17,7 +17,12 @@ async def test_a_fresh_file_runs_every_migration_and_has_the_views(db, query):
     runtime = observer_runtime(db)
     await runtime.start()
     await trio.to_thread.run_sync(runtime.stop)
-    assert [v for (v,) in query("SELECT version FROM schema_version ORDER BY version")] == [1, 2, 3]
+    assert [v for (v,) in query("SELECT version FROM schema_version ORDER BY version")] == [
+        1,
+        2,
+        3,
+        4,
+    ]
     tables = {t for (t,) in query("SELECT table_name FROM information_schema.tables")}
     assert set(schema.TABLES) | set(schema.VIEWS) | {"schema_version"} <= tables
     for table, columns in schema.TABLES.items():
@@ -66,7 +71,12 @@ async def test_an_older_file_is_migrated_forward_on_open(db, query):
     simulate_calls(runtime, 3, kinds=("normal",))
     await trio.to_thread.run_sync(runtime.stop)
 
-    assert [v for (v,) in query("SELECT version FROM schema_version ORDER BY version")] == [1, 2, 3]
+    assert [v for (v,) in query("SELECT version FROM schema_version ORDER BY version")] == [
+        1,
+        2,
+        3,
+        4,
+    ]
     # Old rows are intact; the new column was computed from their turns; no cost invented.
     assert query(
         "SELECT id, end_reason, turns, interrupted_turns, cost_usd, llm_prompt_tokens "

@@ -5,7 +5,10 @@
     hookline analytics export CONFIG DIR       Parquet files partitioned by day
     hookline analytics prune CONFIG --older-than DAYS
 
-Every command also takes `--database PATH` instead of CONFIG. User mistakes raise
+Every command also takes `--database PATH` instead of CONFIG. With CONFIG, `calls` and
+`export` read the finished calls of every process from the Parquet segments folder
+(`[analytics] segments`, see segments.py) once one exists: no lock, so they work while
+servers run; `prune` works on the configured database file. User mistakes raise
 ConfigError, which the core CLI prints as one line.
 """
 
@@ -27,6 +30,7 @@ from ..config import load_config
 from ..errors import ConfigError
 from .rows import utc
 from .schema import open_database
+from .segments import has_segments, open_dataset, prune_segments
 
 __all__ = ["add_commands", "export", "prune"]
 
@@ -83,19 +87,28 @@ def add_commands(subparsers: Any) -> None:
 # ---------------------------------------------------------------------------- helpers
 
 
-def _target(args: argparse.Namespace, command: str) -> tuple[Path, str, list[str]]:
-    """(database path, config file for messages, the positionals after CONFIG)."""
+def _target(args: argparse.Namespace, command: str) -> tuple[Path, str, list[str], Path | None]:
+    """(database path, config file for messages, the positionals after CONFIG, the
+    segments folder when CONFIG names one)."""
     rest = list(args.args)
     if args.database:
-        return Path(args.database), "", rest
+        return Path(args.database), "", rest, None
     if not rest:
         raise ConfigError(f"hookline {command}: give a CONFIG file or --database PATH")
     config = load_config(rest[0])
-    return config.resolve_path(config.analytics.database), config.path, rest[1:]
+    database = config.resolve_path(config.analytics.database)
+    return database, config.path, rest[1:], config.analytics_segments
 
 
 def _open(path: Path, where: str) -> duckdb.DuckDBPyConnection:
     return open_database(path, create=False, where=where)
+
+
+def _open_for_reading(path: Path, where: str, segments: Path | None) -> duckdb.DuckDBPyConnection:
+    """Every process's finished calls when there are segments; else the database file."""
+    if segments is not None and has_segments(segments):
+        return open_dataset(segments)
+    return _open(path, where)
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -123,11 +136,11 @@ def _cell(v: Any) -> str:
 
 
 def _calls_command(args: argparse.Namespace) -> int:
-    path, where, rest = _target(args, "calls")
+    path, where, rest, segments = _target(args, "calls")
     if rest and rest[0] == "show":
         if len(rest) != 2:
             raise ConfigError("usage: hookline calls CONFIG show ID")
-        con = _open(path, where)
+        con = _open_for_reading(path, where, segments)
         try:
             _out(show_call(con, rest[1]))
         finally:
@@ -137,7 +150,7 @@ def _calls_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"unexpected {' '.join(rest)!r} (did you mean `show ID`?)")
     if args.limit < 1:
         raise ConfigError("--limit must be at least 1")
-    con = _open(path, where)
+    con = _open_for_reading(path, where, segments)
     try:
         _out(list_calls(con, args.limit))
     finally:
@@ -236,12 +249,14 @@ def show_call(con: duckdb.DuckDBPyConnection, call_id: str) -> str:
 
 
 def _export_command(args: argparse.Namespace) -> int:
-    path, where, rest = _target(args, "analytics export")
+    path, where, rest, segments = _target(args, "analytics export")
     if len(rest) != 1:
         raise ConfigError("usage: hookline analytics export (CONFIG | --database PATH) DIR")
-    con = _open(path, where)
+    con = _open_for_reading(path, where, segments)
+    whole = segments is not None and has_segments(segments)
     try:
-        counts = export(con, Path(rest[0]), source=f"{socket.gethostname()}-{path.stem}")
+        source = "segments" if whole else f"{socket.gethostname()}-{path.stem}"
+        counts = export(con, Path(rest[0]), source=source)
     finally:
         con.close()
     _out(", ".join(f"{n} {t}" for t, n in counts.items()) + f" exported to {rest[0]}")
@@ -299,7 +314,7 @@ MAX_PRUNE_DAYS = 36600
 
 
 def _prune_command(args: argparse.Namespace) -> int:
-    path, where, rest = _target(args, "analytics prune")
+    path, where, rest, segments = _target(args, "analytics prune")
     if rest:
         raise ConfigError(f"unexpected {' '.join(rest)!r}")
     if not 0 <= args.older_than <= MAX_PRUNE_DAYS:  # also refuses nan and inf
@@ -311,9 +326,13 @@ def _prune_command(args: argparse.Namespace) -> int:
         counts = prune(con, args.older_than)
     finally:
         con.close()
+    gone = ""
+    if segments is not None:
+        cutoff = utc(time.time() - args.older_than * 86400)
+        gone = f"; {prune_segments(segments, cutoff)} segments removed from {segments}"
     _out(
         f"pruned {counts['calls']} calls older than {args.older_than:g} days "
-        f"({', '.join(f'{n} {t}' for t, n in counts.items() if t != 'calls')})"
+        f"({', '.join(f'{n} {t}' for t, n in counts.items() if t != 'calls')}){gone}"
     )
     return 0
 

@@ -107,7 +107,11 @@ def hookline_runtime_started(runtime: Runtime) -> None:
     if not cfg.enabled or runtime in _sinks:
         return
     shaper = _shaper(runtime)
-    writer = acquire(runtime.config.resolve_path(cfg.database), where=runtime.config.path)
+    writer = acquire(
+        runtime.config.resolve_path(cfg.database),
+        where=runtime.config.path,
+        segments=runtime.config.analytics_segments,
+    )
     _sinks[runtime] = RuntimeSink(writer, shaper)
     log.info("analytics: recording calls in %s", writer.path)
 

@@ -156,7 +156,14 @@ CREATE TABLE call_summaries (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3)  # MIGRATIONS[n] takes version n to n+1
+# v4: finished calls committed here whose Parquet segment (see segments.py) is not yet
+# written; filled in the transaction that writes a call's last row, emptied once its
+# segment file is in place, so a crash between the two writes the segment at next start.
+V4 = """
+CREATE TABLE segment_pending (call_id VARCHAR PRIMARY KEY);
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4)  # MIGRATIONS[n] takes version n to n+1
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # Column order of each table as the writer appends it (the v2 layout: v1 columns, then
@@ -383,6 +390,10 @@ COMMENTS: dict[str, tuple[str, dict[str, str]]] = {
             "latency_ms": "how long the summary request took in milliseconds",
             "created": "when the summary was written (UTC)",
         },
+    ),
+    "segment_pending": (
+        "finished calls whose Parquet segment ([analytics] segments) is not written yet",
+        {"call_id": "calls.id"},
     ),
     "schema_version": (
         "one row per schema migration applied to this file",

@@ -21,6 +21,12 @@ writer logs one ERROR when writes start failing, one summary a minute while they
 failing and one line when they work again, and reports the failure as a health
 problem meanwhile (`problem`, shown by /healthz). Since a call's `calls` row is an
 upsert, the row written on recovery is its last one, with its end reason.
+
+Finished calls also go to Parquet segments in a folder shared by every process (see
+segments.py): the calls are listed in `segment_pending` in the transaction that writes
+their last rows, and a segment of them is written on this thread at most every
+SEGMENT_EVERY_S (at once on an explicit flush and on close). A segment that cannot be
+written is logged and tried again later: the database write never waits on it.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from ..events import CallEvent, CallRecord, RecordingCompleted
 from ..providers import CallInfo
 from .rows import CallState, Row, Shaper, numbers_of, utc
 from .schema import TABLES, UPSERT_TABLES, connect, open_database
+from .segments import SegmentWriter
 
 __all__ = ["Writer", "acquire", "release"]
 
@@ -54,6 +61,7 @@ MAX_PENDING_ROWS = 200_000  # rows kept in memory while the storage fails (~100 
 RETRY_FIRST_S = 1.0  # first retry after a storage failure, doubling up to RETRY_MAX_S
 RETRY_MAX_S = 30.0
 SUMMARY_EVERY_S = 60.0  # one log line this often while the storage keeps failing
+SEGMENT_EVERY_S = 5.0  # at most one Parquet segment this often: fewer, larger files
 # Drop order when the in-memory backlog is full: the least useful rows first.
 _DROP_ORDER = ("events", "latencies", "turns", "tool_calls", "calls")
 
@@ -61,8 +69,18 @@ _DROP_ORDER = ("events", "latencies", "turns", "tool_calls", "calls")
 class Writer:
     """Owns one DuckDB connection on its own thread. Create through `acquire`."""
 
-    def __init__(self, path: Path, *, where: str = "", flush_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        where: str = "",
+        flush_interval: float = 1.0,
+        segments: Path | None = None,
+    ) -> None:
         self.path = path
+        self.segments = SegmentWriter(segments) if segments is not None else None
+        self._segment_due: float | None = None  # when pending calls get their segment
+        self._segment_failing = False
         self.where = where
         self.flush_interval = flush_interval
         self.users = 0
@@ -165,6 +183,8 @@ class Writer:
         try:
             con = self._con = open_database(self.path, where=self.where)
             self.recovered = self._recover(con)
+            if self.segments is not None:  # calls left pending by the last run: now
+                self._segment_due = 0.0
             ((seq,),) = con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchall()
             self._seq = int(seq)
             self._appenders = _appenders(con)
@@ -187,11 +207,15 @@ class Writer:
 
     def _recover(self, con: duckdb.DuckDBPyConnection) -> list[str]:
         """Calls that started but never ended: the process died under them."""
+        con.begin()
         rows = con.execute(
             "UPDATE calls SET end_reason = 'interrupted' "
             "WHERE ended IS NULL AND end_reason IS NULL RETURNING id"
         ).fetchall()
         ids = [r[0] for r in rows]
+        if ids and self.segments is not None:  # they are finished now: into a segment
+            con.executemany("INSERT OR IGNORE INTO segment_pending VALUES (?)", [(i,) for i in ids])
+        con.commit()
         if ids:
             log.warning(
                 "%d call(s) were cut off by the last shutdown: marked interrupted", len(ids)
@@ -203,10 +227,14 @@ class Writer:
         if self._staged_count:
             due = self._retry_at if self.problem else self._oldest_staged + self.flush_interval
             timeout = max(0.0, due - time.monotonic())
+        if self._segment_due is not None:
+            wait = max(0.0, self._segment_due - time.monotonic())
+            timeout = wait if timeout is None else min(timeout, wait)
         try:
             first = self._queue.get(timeout=timeout)
         except queue.Empty:
             self._flush()
+            self._write_segment()
             return True
         batch = [first]
         while len(batch) < MAX_BATCH:
@@ -247,6 +275,10 @@ class Writer:
                 self._flush(retry_now=bool(waiters) or stop)
         except Exception:  # logged; waiters and a stop request are still honoured
             log.exception("analytics: flush failed")
+        try:
+            self._write_segment(now=bool(waiters) or stop)
+        except Exception:
+            log.exception("analytics: segment failed")
         finally:
             for w in waiters:
                 w.set()
@@ -391,7 +423,35 @@ class Writer:
                     # hands the GIL to the trio thread between appended chunks.
                     time.sleep(0)
                 appender.flush()
+        finished = [(r[0],) for r in batches.get("calls", ()) if _finished(r)]
+        if finished and self.segments is not None:
+            con.executemany("INSERT OR IGNORE INTO segment_pending VALUES (?)", finished)
+            if self._segment_due is None:
+                self._segment_due = time.monotonic() + SEGMENT_EVERY_S
         con.commit()
+
+    def _write_segment(self, *, now: bool = False) -> None:
+        """The pending finished calls as one Parquet segment, when due (or `now`)."""
+        due = self._segment_due
+        if self.segments is None or due is None or self._con is None or self._reconnect:
+            return
+        if not now and time.monotonic() < due:
+            return
+        try:
+            self.segments.write(self._con)
+        except Exception as e:
+            self._segment_due = time.monotonic() + RETRY_MAX_S
+            if not self._segment_failing:
+                self._segment_failing = True
+                log.error(
+                    "analytics: cannot write a segment to %s (%s); the calls stay in %s "
+                    "and are tried again", self.segments.directory, _one_line(e), self.path,
+                )  # fmt: skip
+            return
+        self._segment_due = None
+        if self._segment_failing:
+            self._segment_failing = False
+            log.warning("analytics: writing segments to %s again", self.segments.directory)
 
     def _salvage(self, batches: dict[str, list[Row]]) -> None:
         for appender in self._appenders.values():
@@ -413,6 +473,13 @@ class Writer:
                         self._storage_failing(e, rest)
                         return
                     log.error("analytics: dropped one %s row for call %s: %s", table, row[0], e)
+        finished = [(r[0],) for r in batches.get("calls", ()) if _finished(r)]
+        if finished and self.segments is not None and self._con is not None:
+            try:
+                self._con.executemany("INSERT OR IGNORE INTO segment_pending VALUES (?)", finished)
+                self._segment_due = self._segment_due or time.monotonic() + SEGMENT_EVERY_S
+            except Exception as e:  # the calls are in the database; only their segment waits
+                log.error("analytics: cannot list %d calls for a segment: %s", len(finished), e)
 
     # ------------------------------------------------------------ storage failures
 
@@ -484,6 +551,11 @@ def _appenders(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     return {t: con.appender(t, action="upsert" if t in UPSERT_TABLES else "insert") for t in TABLES}
 
 
+def _finished(row: Row) -> bool:
+    """A calls row with its end: ended, or an end reason (rejected, interrupted)."""
+    return row[3] is not None or row[7] is not None
+
+
 def _recording_row(call_id: str, pcid: str, event: RecordingCompleted, wall: float) -> Row:
     return (
         event.recording_sid, call_id, pcid or None, event.status, event.duration_s,
@@ -518,13 +590,14 @@ _writers: dict[Path, Writer] = {}
 _lock = threading.Lock()
 
 
-def acquire(path: Path, *, where: str = "") -> Writer:
-    """The writer for `path`, opened (and the file migrated and recovered) on first use."""
+def acquire(path: Path, *, where: str = "", segments: Path | None = None) -> Writer:
+    """The writer for `path`, opened (and the file migrated and recovered) on first use;
+    with `segments`, finished calls also go to Parquet segments in that folder."""
     key = path.resolve()
     with _lock:
         writer = _writers.get(key)
         if writer is None:
-            writer = Writer(key, where=where)
+            writer = Writer(key, where=where, segments=segments)
             writer.open()
             _writers[key] = writer
         writer.users += 1

@@ -1,7 +1,9 @@
 """`hookline dashboard CONFIG [--data DIR]` and `hookline dashboard hash-password`.
 
-Alone, the dashboard reads the analytics file of a stopped server (read-only) or a
-folder written by `hookline analytics export`; a running server shows it under /admin.
+Alone, the dashboard reads the finished calls of every server from the Parquet segments
+folder (`[analytics] segments`) while they run, else the analytics file of a stopped
+server (read-only), or a folder written by `hookline analytics export`; a running server
+shows it under /admin.
 """
 
 from __future__ import annotations
@@ -37,13 +39,19 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 def _command(args: argparse.Namespace) -> int:
     if args.config == "hash-password":
         return _hash_password()
+    from ..analytics.segments import has_segments, open_dataset
     from ..config import load_config
     from ..server import serve_asgi
     from . import Analytics, build_dashboard, open_file, open_parquet
 
     config = load_config(args.config)
+    folder = config.analytics_segments
     if args.data:
         opener, source = open_parquet(Path(args.data)), "parquet"
+    elif folder is not None and has_segments(folder):
+        # Every server's finished calls, read without a lock while they run. Opened per
+        # query: a table's first segment folder may appear at any time.
+        opener, source = (lambda: open_dataset(folder)), "segments"
     else:
         opener = open_file(config.resolve_path(config.analytics.database))
         source = "file"
