@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import trio
 
@@ -22,6 +23,18 @@ async def test_a_burst_of_concurrent_calls_does_not_stall_the_event_loop(db, que
     assert sink is not None
     worst = 0.0
     ticks = 0
+    # Which threads did the DuckDB work: never the trio thread (the property this test
+    # protects; the loop-lag figure below only backs it up, see bench/ for speed).
+    writer_threads: set[int] = set()
+    for name in ("_write", "_write_segment"):
+        original = getattr(sink.writer, name)
+
+        def recorded(*args, _original=original, **kwargs):
+            writer_threads.add(threading.get_ident())
+            return _original(*args, **kwargs)
+
+        setattr(sink.writer, name, recorded)
+    trio_thread = threading.get_ident()
 
     async def heartbeat(task_status=trio.TASK_STATUS_IGNORED) -> None:
         # How late does trio wake a task that asked for TICK seconds? A hook or the
@@ -53,4 +66,8 @@ async def test_a_burst_of_concurrent_calls_does_not_stall_the_event_loop(db, que
     assert query("SELECT count(*) FROM turns")[0][0] == sum(len(r.turns) for r in records)
     assert events > 25 * CALLS and backlog_max > events
     assert sink.writer.dropped_events == 0
-    assert worst < 0.5  # generous: this checks "never blocks", not speed (see bench/)
+    assert writer_threads and trio_thread not in writer_threads
+    # A loop held by a flush of ~10,000 rows would stall it for seconds. The bound is wide
+    # because this 2-core box's scheduler alone delayed the heartbeat 0.5-1.3 s while
+    # other processes loaded it (a timing figure, not a speed test).
+    assert worst < 2.0
