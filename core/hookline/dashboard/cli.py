@@ -64,7 +64,7 @@ def _command(args: argparse.Namespace) -> int:
 
         await serve_asgi(asgi_app([], mounts=[(PREFIX, app)]), args.host, args.port)
 
-    print(f"dashboard on http://{args.host}:{args.port}{PREFIX}/", file=sys.stderr)
+    sys.stderr.write(f"dashboard on http://{args.host}:{args.port}{PREFIX}/\n")
     try:
         trio.run(serve)
     finally:
@@ -81,5 +81,5 @@ def _hash_password() -> int:
         first = sys.stdin.readline().rstrip("\n")
     if len(first) < 10:
         raise ConfigError("use a password of at least 10 characters")
-    print(hash_password(first))
+    sys.stdout.write(hash_password(first) + "\n")
     return 0

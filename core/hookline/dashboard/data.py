@@ -17,7 +17,6 @@ threads at once), so a slow query waits for a thread, never for a call's audio.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
+import msgspec
 import trio
 
 from ..errors import ConfigError
@@ -303,8 +303,8 @@ def _call(cur: duckdb.DuckDBPyConnection, tz: str, call_id: str) -> dict[str, An
     extra = call.get("extra")
     if isinstance(extra, str):
         try:
-            extra = json.loads(extra)
-        except ValueError:
+            extra = msgspec.json.decode(extra)
+        except msgspec.DecodeError:
             extra = None
     call["extra"] = extra if isinstance(extra, dict) else {}
     return call
