@@ -22,6 +22,7 @@ from hookline_testkit.fixtures_twilio import (  # noqa: F401 (fixtures)
     twilio_secrets,
     twilio_sim,
 )
+from hookline_testkit.stack import FakeStack
 from hookline_testkit.twilio_sim import TwilioRestFake
 
 
@@ -102,3 +103,21 @@ async def stack(twilio_rest: TwilioRestFake, twilio_secrets: dict[str, str]):  #
         return Stack(runtime, recorder, stt, llm, tts, twilio_rest)
 
     return build
+
+
+@pytest.fixture
+def fake_stack(
+    fake_deepgram_stt,
+    fake_deepgram_tts,
+    openai_fake,
+    twilio_rest: TwilioRestFake,  # noqa: F811 (the fixture imported above, by name)
+    twilio_auth_token: str,  # noqa: F811
+) -> FakeStack:
+    """The real plugins' far ends, faked on loopback, for `hookline serve` subprocesses."""
+    return FakeStack(
+        stt=fake_deepgram_stt,
+        tts=fake_deepgram_tts,
+        llm=openai_fake,
+        rest=twilio_rest,
+        auth_token=twilio_auth_token,
+    )

@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 from functools import partial
@@ -23,71 +22,22 @@ from hookline import logs
 from hookline.config import LoggingConfig
 from hookline_testkit.dial import dial, summarize
 from hookline_testkit.fake_openai import text
-from hookline_testkit.stack import FakeStack
+
+from .serving import free_port, serve_config, wait_ok
 
 CALLER = "+15550100"  # what the dialer sends as From
 
 
-def _free_port() -> int:
-    with socket.create_server(("127.0.0.1", 0)) as s:
-        return s.getsockname()[1]
-
-
-async def _wait_ready(url: str) -> None:
-    async with httpx.AsyncClient() as client:
-        while True:
-            try:
-                if (await client.get(url)).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await trio.sleep(0.05)
-
-
 async def test_json_logs_of_a_served_call(
-    tmp_path,
-    nursery,
-    fake_deepgram_stt,
-    fake_deepgram_tts,
-    openai_fake,
-    twilio_rest,
-    twilio_auth_token,
+    tmp_path, nursery, fake_stack, fake_deepgram_stt, openai_fake, twilio_auth_token
 ):
     fake_deepgram_stt.fallback_text = "I need an oil change"
     openai_fake.script(text("Sure, we can do that."))
-    port, metrics_port = _free_port(), _free_port()
-    stack = FakeStack(
-        stt=fake_deepgram_stt,
-        tts=fake_deepgram_tts,
-        llm=openai_fake,
-        rest=twilio_rest,
-        auth_token=twilio_auth_token,
-    )
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        f"""
-[agent]
-name = "Riverside Auto Service"
-greeting = "Thanks for calling. How can I help?"
-
-{stack.providers_toml()}
-[server]
-host = "127.0.0.1"
-port = {port}
-drain_timeout_s = 1.0
-
-[analytics]
-database = "{tmp_path / "calls.duckdb"}"
-caller_numbers = "hashed"
-
-[logging]
-format = "json"
-
-[metrics]
-enabled = true
-port = {metrics_port}
-"""
-    )
+    port, metrics_port = free_port(), free_port()
+    stack = fake_stack
+    analytics = f'database = "{tmp_path / "calls.duckdb"}"\ncaller_numbers = "hashed"'
+    extra = f'\n[logging]\nformat = "json"\n\n[metrics]\nenabled = true\nport = {metrics_port}\n'
+    config = serve_config(tmp_path, stack, port, analytics=analytics, extra=extra)
     env = {**os.environ, **stack.env(), "HOOKLINE_HASH_SALT": "pepper"}
     stderr = tmp_path / "stderr.log"
     with stderr.open("wb") as err:
@@ -102,7 +52,7 @@ port = {metrics_port}
         proc = await nursery.start(run)
         try:
             with trio.fail_after(60):
-                await _wait_ready(f"http://127.0.0.1:{port}/readyz")
+                await wait_ok(f"http://127.0.0.1:{port}/readyz")
                 results = await dial(
                     f"http://127.0.0.1:{port}/twilio/voice",
                     auth_token=twilio_auth_token,

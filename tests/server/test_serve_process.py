@@ -5,72 +5,26 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from functools import partial
 
-import httpx
 import trio
 
 from hookline_testkit.dial import dial, summarize
 from hookline_testkit.fake_openai import text
-from hookline_testkit.stack import FakeStack
 
-
-def _free_port() -> int:
-    with socket.create_server(("127.0.0.1", 0)) as s:
-        return s.getsockname()[1]
-
-
-async def _wait_healthy(url: str) -> None:
-    async with httpx.AsyncClient() as client:
-        for _ in range(300):
-            try:
-                if (await client.get(url)).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await trio.sleep(0.05)
-    raise AssertionError(f"{url} never became healthy")
+from .serving import free_port, serve_config, wait_ok
 
 
 async def test_hookline_serve_answers_a_call_and_drains_on_sigterm(
-    tmp_path,
-    nursery,
-    fake_deepgram_stt,
-    fake_deepgram_tts,
-    openai_fake,
-    twilio_rest,
-    twilio_auth_token,
+    tmp_path, nursery, fake_stack, fake_deepgram_stt, openai_fake, twilio_auth_token
 ):
     fake_deepgram_stt.fallback_text = "I need an oil change"
     openai_fake.script(text("Sure, we can do that."))
-    port = _free_port()
-    stack = FakeStack(
-        stt=fake_deepgram_stt,
-        tts=fake_deepgram_tts,
-        llm=openai_fake,
-        rest=twilio_rest,
-        auth_token=twilio_auth_token,
-    )
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        f"""
-[agent]
-name = "Riverside Auto Service"
-greeting = "Thanks for calling. How can I help?"
-
-{stack.providers_toml()}
-[server]
-host = "127.0.0.1"
-port = {port}
-drain_timeout_s = 1.0
-
-[analytics]
-enabled = false
-"""
-    )
+    port = free_port()
+    stack = fake_stack
+    config = serve_config(tmp_path, stack, port)
     env = {**os.environ, **stack.env()}
     stderr = tmp_path / "stderr.log"
     with stderr.open("wb") as err:
@@ -85,7 +39,7 @@ enabled = false
         proc = await nursery.start(run)
         try:
             with trio.fail_after(30):
-                await _wait_healthy(f"http://127.0.0.1:{port}/readyz")
+                await wait_ok(f"http://127.0.0.1:{port}/readyz")
                 results = await dial(
                     f"http://127.0.0.1:{port}/twilio/voice",
                     auth_token=twilio_auth_token,

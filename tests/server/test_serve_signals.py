@@ -19,42 +19,13 @@ import trio
 
 from hookline_testkit.stack import FakeStack
 
-from .test_serve_process import _free_port, _wait_healthy
+from .serving import free_port, serve_config, wait_ok
 
 CALLS = 3
-GREETING = "Thanks for calling. How can I help?"
 
 
 def _write_config(tmp_path, stack: FakeStack, port: int, drain_timeout_s: float) -> str:
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        f"""
-[agent]
-name = "Riverside Auto Service"
-greeting = "{GREETING}"
-
-{stack.providers_toml()}
-[server]
-host = "127.0.0.1"
-port = {port}
-drain_timeout_s = {drain_timeout_s}
-
-[analytics]
-enabled = false
-"""
-    )
-    return str(config)
-
-
-@pytest.fixture
-def fake_stack(fake_deepgram_stt, fake_deepgram_tts, openai_fake, twilio_rest, twilio_auth_token):
-    return FakeStack(
-        stt=fake_deepgram_stt,
-        tts=fake_deepgram_tts,
-        llm=openai_fake,
-        rest=twilio_rest,
-        auth_token=twilio_auth_token,
-    )
+    return str(serve_config(tmp_path, stack, port, drain_timeout_s=drain_timeout_s))
 
 
 async def _start_serve(nursery, config: str, stack: FakeStack, stderr):
@@ -79,7 +50,7 @@ async def _wait_for_line(path, pattern: str) -> None:
 async def test_a_second_signal_during_the_drain_still_ends_every_call_properly(
     tmp_path, nursery, fake_stack, twilio_sim, signum
 ):
-    port = _free_port()
+    port = free_port()
     # A grace far longer than the test: only the second signal can end the calls.
     config = _write_config(tmp_path, fake_stack, port, drain_timeout_s=600)
     stderr = tmp_path / "stderr.log"
@@ -98,7 +69,7 @@ async def test_a_second_signal_during_the_drain_still_ends_every_call_properly(
         proc = await _start_serve(nursery, config, fake_stack, err)
         try:
             with trio.fail_after(90):
-                await _wait_healthy(f"http://127.0.0.1:{port}/readyz")
+                await wait_ok(f"http://127.0.0.1:{port}/readyz")
                 async with trio.open_nursery() as callers:
                     for _ in range(CALLS):
                         callers.start_soon(one_call)

@@ -13,7 +13,6 @@ from functools import partial
 from pathlib import Path
 
 import httpx
-import pytest
 import trio
 
 import hookline_telephony_twilio
@@ -22,25 +21,10 @@ from hookline.runtime import Runtime
 from hookline.server import serve_runtime
 from hookline.testing.harness import make_config, scripted_plugins
 from hookline.testing.scripted import ScriptedLLM, ScriptedSTT, ScriptedTTS
-from hookline_testkit.stack import FakeStack
+
+from .serving import free_port
 
 SERVE_TIMEOUT_S = 60
-
-
-def _free_port() -> int:
-    with socket.create_server(("127.0.0.1", 0)) as s:
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def fake_stack(fake_deepgram_stt, fake_deepgram_tts, openai_fake, twilio_rest, twilio_auth_token):
-    return FakeStack(
-        stt=fake_deepgram_stt,
-        tts=fake_deepgram_tts,
-        llm=openai_fake,
-        rest=twilio_rest,
-        auth_token=twilio_auth_token,
-    )
 
 
 def _config(tmp_path: Path, providers: str, extra: str = "", port: int | None = None) -> Path:
@@ -52,7 +36,7 @@ name = "Riverside Auto Service"
 {providers}
 [server]
 host = "127.0.0.1"
-port = {port or _free_port()}
+port = {port or free_port()}
 startup_timeout_s = 15.0  # generous: a loaded machine is slow
 drain_timeout_s = 0.5
 
@@ -86,7 +70,7 @@ def _the_line(stderr: str) -> str:
 
 
 async def test_unreachable_tts_is_retried_then_one_line_exit_4(tmp_path, fake_stack):
-    closed = f"http://127.0.0.1:{_free_port()}"
+    closed = f"http://127.0.0.1:{free_port()}"
     providers = fake_stack.providers_toml().replace(fake_stack.tts.base_url, closed)
     providers = providers.replace(
         'api_key_env = "DEEPGRAM_TTS_KEY"', 'api_key_env = "DEEPGRAM_TTS_KEY"\nmax_retries = 0'
@@ -120,7 +104,7 @@ async def test_transient_tts_errors_at_boot_are_retried(tmp_path, fake_stack, nu
     providers = fake_stack.providers_toml().replace(
         'api_key_env = "DEEPGRAM_TTS_KEY"', 'api_key_env = "DEEPGRAM_TTS_KEY"\nmax_retries = 0'
     )
-    port = _free_port()
+    port = free_port()
     config = _config(tmp_path, providers, port=port).read_text()
     config = config.replace("startup_timeout_s = 15.0", "startup_timeout_s = 30.0")
     (tmp_path / "agent.toml").write_text(config)

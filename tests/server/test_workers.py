@@ -23,41 +23,21 @@ from hookline_testkit.dial import dial, summarize
 from hookline_testkit.fake_openai import text
 from hookline_testkit.stack import FakeStack
 
-from .test_serve_process import _free_port, _wait_healthy
+from .serving import free_port, serve_config, wait_ok
 
 
 @pytest.fixture
-def stack(fake_deepgram_stt, fake_deepgram_tts, openai_fake, twilio_rest, twilio_auth_token):
+def stack(fake_stack, fake_deepgram_stt, openai_fake):
     fake_deepgram_stt.fallback_text = "I need an oil change"
     openai_fake.script(*[text("Sure, we can do that.")] * 20)
-    return FakeStack(
-        stt=fake_deepgram_stt,
-        tts=fake_deepgram_tts,
-        llm=openai_fake,
-        rest=twilio_rest,
-        auth_token=twilio_auth_token,
-    )
+    return fake_stack
 
 
 def _config(tmp_path: Path, stack: FakeStack, port: int) -> Path:
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        f"""
-[agent]
-name = "Riverside Auto Service"
-greeting = "Thanks for calling. How can I help?"
-
-{stack.providers_toml()}
-[server]
-host = "127.0.0.1"
-port = {port}
-drain_timeout_s = 5.0
-
-[analytics]
-database = "{tmp_path / "calls.duckdb"}"
-"""
+    database = tmp_path / "calls.duckdb"
+    return serve_config(
+        tmp_path, stack, port, drain_timeout_s=5.0, analytics=f'database = "{database}"'
     )
-    return config
 
 
 async def _serve(nursery, config: Path, env: dict[str, str], err, *extra: str):
@@ -87,7 +67,7 @@ def _worker_pids(log: str) -> dict[int, int]:
 
 
 async def test_two_workers_share_the_port_and_drain_together(tmp_path, nursery, stack):
-    port = _free_port()
+    port = free_port()
     config = _config(tmp_path, stack, port)
     stderr = tmp_path / "stderr.log"
     with stderr.open("wb") as err:
@@ -96,7 +76,7 @@ async def test_two_workers_share_the_port_and_drain_together(tmp_path, nursery, 
             with trio.fail_after(90):
                 await _wait_for_line(stderr, r"worker 1 \(pid \d+\) serving")
                 await _wait_for_line(stderr, r"worker 0 \(pid \d+\) serving")
-                await _wait_healthy(f"http://127.0.0.1:{port}/healthz")
+                await wait_ok(f"http://127.0.0.1:{port}/healthz")
                 results = await dial(
                     f"http://127.0.0.1:{port}/twilio/voice",
                     calls=6,
@@ -129,7 +109,7 @@ async def test_two_workers_share_the_port_and_drain_together(tmp_path, nursery, 
 
 
 async def test_a_worker_that_cannot_start_stops_the_server_with_one_line(tmp_path, nursery, stack):
-    config = _config(tmp_path, stack, _free_port())
+    config = _config(tmp_path, stack, free_port())
     env = {k: v for k, v in {**os.environ, **stack.env()}.items() if k != "TWILIO_AUTH_TOKEN"}
     stderr = tmp_path / "stderr.log"
     with stderr.open("wb") as err:
@@ -151,7 +131,7 @@ async def test_a_worker_that_cannot_start_stops_the_server_with_one_line(tmp_pat
 async def test_a_crashed_worker_is_restarted_and_a_lost_supervisor_drains_the_workers(
     tmp_path, nursery, stack
 ):
-    port = _free_port()
+    port = free_port()
     config = _config(tmp_path, stack, port)
     stderr = tmp_path / "stderr.log"
     with stderr.open("wb") as err:
