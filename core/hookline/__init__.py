@@ -29,6 +29,7 @@ from .config import (
     load_config,
 )
 from .context import CallContext, ProviderContext
+from .database import Conflict, Database, Session, Storage
 from .errors import (
     ConfigError,
     HooklineError,
@@ -130,6 +131,8 @@ __all__ = [
     "ChannelSpec",
     "Config",
     "ConfigError",
+    "Conflict",
+    "Database",
     "DtmfIn",
     "DtmfReceived",
     "DuckDBFile",
@@ -166,7 +169,9 @@ __all__ = [
     "STTEvent",
     "STTStream",
     "Seconds",
+    "Session",
     "SpeechStarted",
+    "Storage",
     "TTSEvent",
     "TTSStream",
     "Telephony",

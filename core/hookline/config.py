@@ -44,6 +44,7 @@ __all__ = [
     "Seconds",
     "Secrets",
     "ServerConfig",
+    "StorageConfig",
     "SummaryConfig",
     "decode_section",
     "load_config",
@@ -218,6 +219,22 @@ class OutboxConfig(_Section):
     concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
 
 
+class StorageConfig(_Section):
+    """`[storage]`: where operational state lives (the outbox, taken messages, tow
+    requests, the local calendar; see hookline/database.py and docs/storage.md).
+
+    "duckdb" (the default): one DuckDB file per store beside the config, for one machine.
+    "postgresql": every store in the PostgreSQL database whose URL is in the environment
+    variable `url_variable` (`postgresql://user:password@host:5432/db`), shared by every
+    process and machine. (Named `*_variable`, not `*_env`: `check` treats every `*_env`
+    as a secret the config always needs.)"""
+
+    backend: Literal["duckdb", "postgresql"] = "duckdb"
+    url_variable: str = "HOOKLINE_DATABASE_URL"
+    pool_size: Annotated[int, msgspec.Meta(ge=1, le=200)] = 10  # connections per process
+    connect_timeout_s: Seconds = 10.0
+
+
 class DashboardConfig(_Section):
     """`[dashboard]`: the web dashboard under /admin (see docs/dashboard.md).
 
@@ -264,6 +281,7 @@ class Config(_Section):
     recording: RecordingConfig = msgspec.field(default_factory=RecordingConfig)
     summary: SummaryConfig = msgspec.field(default_factory=SummaryConfig)
     outbox: OutboxConfig = msgspec.field(default_factory=OutboxConfig)
+    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     dashboard: DashboardConfig = msgspec.field(default_factory=DashboardConfig)

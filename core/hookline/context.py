@@ -20,6 +20,7 @@ from typing import Any
 import trio
 
 from .config import AgentConfig, PolicyConfig, RecordingConfig, Secrets
+from .database import Database, Schema, Storage
 from .errors import ConfigError
 from .outbox import Outbox
 from .providers import CallInfo
@@ -41,7 +42,8 @@ class ProviderContext:
     `trio.CapacityLimiter` for blocking work (`trio.to_thread.run_sync(..., limiter=)`);
     logger: "hookline.<section>"; outbox: where tools enqueue notifications (SMS, signed
     webhooks) for delivery after the fact (`await ctx.outbox.enqueue(...)`, see
-    `hookline.Outbox`); without `[notifications]` configured it stores nothing.
+    `hookline.Outbox`); without `[notifications]` configured it stores nothing;
+    storage: `[storage]`, where stores keep durable rows (`ctx.database(...)`).
     """
 
     section: str
@@ -59,6 +61,8 @@ class ProviderContext:
     # `[recording]`: whether a telephony provider records calls (the caller is told in
     # the greeting by the core).
     recording: RecordingConfig = field(default_factory=RecordingConfig)
+    # `[storage]`: where stores keep their rows (see `database`).
+    storage: Storage = field(default_factory=Storage, repr=False)
 
     @property
     def config_dir(self) -> Path:
@@ -82,6 +86,15 @@ class ProviderContext:
     def key(self, name: str) -> str:
         """The dotted config key of this section's field `name`."""
         return f"{self.section}.{name}"
+
+    def database(self, file: str, schema: Schema, *, provider: str | None = None) -> Database:
+        """Where a store keeps its rows, as `[storage]` chose: the DuckDB `file` (relative
+        to the config file's folder), or its tables in the shared PostgreSQL database.
+        `schema` is the tables' DDL (one script, or one per engine); see hookline.Database.
+        """
+        return self.storage.database(
+            file=self.resolve_path(file), schema=schema, provider=provider or self.section
+        )
 
     def on_close(self, aclose: Closer) -> None:
         """Have `await aclose()` run once when the runtime shuts down (`Runtime.aclose`),

@@ -23,6 +23,7 @@ import trio
 from .audio import MULAW_8K
 from .config import Config, Secrets, decode_section, secret_keys
 from .context import CallContext, Closer, ProviderContext
+from .database import Storage
 from .errors import ConfigError, MissingSecret, PluginError
 from .events import CallEvent, CallRecord, RecordingCompleted, TelephonyStatus
 from .logs import call_log
@@ -157,6 +158,10 @@ def missing_secrets(
         for fld, env in secret_keys(settings).items():
             if secrets.optional(env) is None:
                 out.append(MissingSecret(env, key=f"notifications.{name}.{fld}", file=config.path))
+    storage = config.storage
+    if storage.backend == "postgresql" and secrets.optional(storage.url_variable) is None:
+        key = "storage.url_variable"
+        out.append(MissingSecret(storage.url_variable, key=key, file=config.path))
     analytics = config.analytics
     if analytics.enabled and analytics.caller_numbers == "hashed":
         if secrets.optional(analytics.hash_salt_env) is None:
@@ -240,6 +245,21 @@ class Handoffs:
         return len(self._by_call)
 
 
+def build_storage(config: Config, secrets: Secrets, limiter: trio.CapacityLimiter) -> Storage:
+    """`[storage]`: DuckDB files (no setup), or PostgreSQL at the URL in the environment."""
+    settings = config.storage
+    if settings.backend == "duckdb":
+        return Storage("duckdb", limiter=limiter)
+    url = secrets.get(settings.url_variable, key="storage.url_variable", file=config.path or None)
+    return Storage(
+        "postgresql",
+        url=url,
+        pool_size=settings.pool_size,
+        connect_timeout_s=settings.connect_timeout_s,
+        limiter=limiter,
+    )
+
+
 def build_outbox(config: Config, limiter: trio.CapacityLimiter) -> Outbox:
     """The outbox `[outbox]` describes (no store, and so nothing kept, without channels)."""
     settings = config.outbox
@@ -279,6 +299,8 @@ class Runtime:
         # What factories asked to have closed at shutdown (`ProviderContext.on_close`).
         self._closers: list[Closer] = []
         self.call_contexts: list[CallContext] = []  # see ProviderContext.on_call_context
+        # Where operational state lives (`[storage]`): every store's Database comes from it.
+        self.storage = build_storage(config, self.secrets, self.thread_limiter)
         # Built first: every factory's context carries it. Its sender runs in the server's
         # nursery (`Outbox.run`), for as long as the server does.
         self.outbox = build_outbox(config, self.thread_limiter)
@@ -347,6 +369,7 @@ class Runtime:
             _add_call_context=self.call_contexts.append,
             recording=self.config.recording,
             outbox=self.outbox,
+            storage=self.storage,
         )
 
     async def start(self) -> None:
@@ -419,6 +442,10 @@ class Runtime:
                     await aclose()
                 except Exception:
                     log.exception("closing the %s provider failed", kind)
+            try:  # after every store's last use
+                await self.storage.aclose()
+            except Exception:
+                log.exception("closing the storage (%s) failed", self.storage.describe())
         self.stop()
 
     # ----------------------------------------------------------------- calls

@@ -32,6 +32,7 @@ from .fixtures_calendar import google_calendar_fake  # noqa: E402
 from .fixtures_deepgram_stt import deepgram_stt_env, fake_deepgram_stt  # noqa: E402
 from .fixtures_deepgram_tts import fake_deepgram_tts  # noqa: E402
 from .fixtures_openai import openai_fake  # noqa: E402
+from .fixtures_postgres import postgres_server, postgres_url  # noqa: E402
 from .fixtures_twilio import (  # noqa: E402
     twilio_auth_token,
     twilio_rest,
@@ -45,6 +46,8 @@ __all__ = [
     "fake_deepgram_tts",
     "google_calendar_fake",
     "openai_fake",
+    "postgres_server",
+    "postgres_url",
     "scripted_llm",
     "scripted_stt",
     "scripted_tts",

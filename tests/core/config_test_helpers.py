@@ -25,6 +25,7 @@ from hookline.config import (
     PricesConfig,
     RecordingConfig,
     ServerConfig,
+    StorageConfig,
     SummaryConfig,
     load_config,
 )
@@ -100,6 +101,7 @@ CORE_SECTIONS: dict[str, type[msgspec.Struct]] = {
     "recording": RecordingConfig,
     "summary": SummaryConfig,
     "outbox": OutboxConfig,
+    "storage": StorageConfig,
     "logging": LoggingConfig,
     "metrics": MetricsConfig,
     "dashboard": DashboardConfig,
