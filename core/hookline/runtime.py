@@ -350,9 +350,20 @@ class Runtime:
         )
 
     async def start(self) -> None:
-        """Synthesize the fixed phrases once and tell observers the runtime is up."""
+        """Let the providers build their clients (`prepare()`), synthesize the fixed
+        phrases once and tell observers the runtime is up."""
+        await self.prepare_providers()
         await self.cache_phrases()
         self.plugins.pm.hook.hookline_runtime_started(runtime=self)
+
+    async def prepare_providers(self) -> None:
+        """Await each provider's optional `prepare()`: what a provider builds once per
+        process (an HTTP client, a TLS context) is built now, not by the first call's
+        response while every other call in flight waits on the trio thread."""
+        for kind in KINDS:
+            prepare = getattr(getattr(self, kind), "prepare", None)
+            if prepare is not None:
+                await prepare()
 
     def configured_phrases(self) -> set[str]:
         """Every fixed phrase the config names: the whole content of the phrase cache."""
