@@ -23,6 +23,7 @@ import trio
 from .audio import MULAW_8K
 from .config import Config, Secrets, decode_section, secret_keys
 from .context import CallContext, Closer, ProviderContext
+from .engine.metrics import LoopLag
 from .errors import ConfigError, MissingSecret, PluginError
 from .events import CallEvent, CallRecord, RecordingCompleted, TelephonyStatus
 from .logs import call_log
@@ -322,6 +323,9 @@ class Runtime:
         self._idle = trio.Event()
         self._idle.set()
         self._drain_now = trio.Event()  # set by end_calls_now(): the grace is over
+        # When the trio thread ran late, so turns book that lag as runtime overhead and
+        # not as provider latency (engine/metrics.py); `hookline serve` runs its probe.
+        self.loop_lag = LoopLag()
         # Post-call summaries, run by `run_background` (hookline serve starts it).
         self.summaries: SummaryWriter | None = (
             SummaryWriter(self, config.summary) if config.summary.enabled else None
