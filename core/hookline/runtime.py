@@ -325,7 +325,7 @@ class Runtime:
         self._drain_now = trio.Event()  # set by end_calls_now(): the grace is over
         # When the trio thread ran late, so turns book that lag as runtime overhead and
         # not as provider latency (engine/metrics.py); `hookline serve` runs its probe.
-        self.loop_lag = LoopLag()
+        self.loop_lag = LoopLag(busy=lambda: self.active_calls > 0)
         # Post-call summaries, run by `run_background` (hookline serve starts it).
         self.summaries: SummaryWriter | None = (
             SummaryWriter(self, config.summary) if config.summary.enabled else None

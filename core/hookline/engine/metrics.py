@@ -1,7 +1,8 @@
 """Per-turn timestamps (trio's monotonic clock) and the latencies derived from them.
 
-voice_to_voice runs from the end of the caller's speech to the first agent audio handed
-to telephony. The providers' shares are the STT's turn detection (speech end to end of
+voice_to_voice runs from the end of the caller's speech until the first agent audio has
+been handed to telephony and written (the leg's `play()` returned: for Twilio, the media
+message is on the socket). The providers' shares are the STT's turn detection (speech end to end of
 turn), the LLM's time to its first speakable sentence (tools included) and the TTS's time
 to first byte; what remains is hookline's own overhead.
 
@@ -38,16 +39,29 @@ class LoopLag:
     and each wake-up later than `min_lag_s` past its deadline keeps the late interval
     (deadline, woke). `between(t0, t1)` sums the late time inside [t0, t1].
 
-    One per runtime, run by `Runtime.run_background`. A stall is seen up to one tick
+    One per runtime (`Runtime.loop_lag`, run by `hookline serve`). A stall is seen up to one tick
     late (the probe's deadline may fall inside it), so `between` can miss up to `tick_s`
-    of each stall: it never books more lag than there was. `keep` intervals are kept;
-    each spans at least `tick_s`, so 4096 cover well over a minute, longer than a turn's
-    metrics wait (they are computed when the agent's turn closes).
+    of each stall: it never books more lag than there was. The newest `keep` intervals
+    are kept; they start at least `tick_s` apart, so 4096 cover over a minute even when
+    every tick is late, longer than a turn's metrics wait (they are computed when the
+    agent's turn closes).
     """
 
-    def __init__(self, tick_s: float = 0.02, min_lag_s: float = 0.001, keep: int = 4096):
+    def __init__(
+        self,
+        tick_s: float = 0.02,
+        *,
+        min_lag_s: float = 0.001,
+        keep: int = 4096,
+        busy: Callable[[], bool] = lambda: True,
+        idle_tick_s: float = 0.25,
+    ):
         self.tick_s = tick_s
         self.min_lag_s = min_lag_s
+        # Each wake-up of an idle process costs ~0.25 ms of CPU here; with no call in
+        # progress there is no turn to measure, so the probe ticks every `idle_tick_s`.
+        self._busy = busy
+        self.idle_tick_s = idle_tick_s
         self._late: deque[tuple[float, float]] = deque(maxlen=keep)  # (deadline, woke)
         self.running = False
 
@@ -56,7 +70,7 @@ class LoopLag:
         self.running = True
         try:
             while True:
-                deadline = trio.current_time() + tick
+                deadline = trio.current_time() + (tick if self._busy() else self.idle_tick_s)
                 await trio.sleep_until(deadline)
                 woke = trio.current_time()
                 if woke - deadline > min_lag:
