@@ -18,7 +18,8 @@ What is measured (names as scraped):
 - `hookline_voice_to_voice_seconds`: from the caller's last word to the agent's first
   audio, per turn; `hookline_stage_latency_seconds{stage}`: each stage of a turn
   (stt_final, end_of_turn_delay, llm_first_token, tts_first_byte, tool,
-  runtime_overhead), from the `TurnMetrics` events.
+  runtime_overhead, loop_lag), from the `TurnMetrics` events; the loop lag inside a
+  provider's share is counted in runtime_overhead, not in that share (engine/metrics.py).
 - `hookline_provider_errors_total{provider,kind}`: `ProviderFailed` events; kind is
   "fatal" (the call ended with an apology) or "recovered" (the turn went on).
 - `hookline_event_loop_lag_seconds`: how late a timer fires on the trio thread (a probe

@@ -311,8 +311,10 @@ LLMEvent = TextDelta | ToolCallRequest | Usage
 
 @runtime_checkable
 class LLM(Protocol):
-    """A provider may also offer `async def verify()` (checked by `hookline check --online`)
-    and `async def aclose()` (called once when the runtime shuts down)."""
+    """A provider may also offer `async def verify()` (checked by `hookline check --online`),
+    `async def prepare()` (awaited once by `Runtime.start()`, before any call: build the
+    HTTP client there, off the trio thread, not at the first response) and `async def
+    aclose()` (called once when the runtime shuts down)."""
 
     def stream(
         self,

@@ -24,6 +24,7 @@ from .audio import MULAW_8K
 from .config import Config, Secrets, decode_section, secret_keys
 from .context import CallContext, Closer, ProviderContext
 from .database import Storage
+from .engine.metrics import LoopLag
 from .errors import ConfigError, MissingSecret, PluginError
 from .events import CallEvent, CallRecord, RecordingCompleted, TelephonyStatus
 from .logs import call_log
@@ -344,6 +345,9 @@ class Runtime:
         self._idle = trio.Event()
         self._idle.set()
         self._drain_now = trio.Event()  # set by end_calls_now(): the grace is over
+        # When the trio thread ran late, so turns book that lag as runtime overhead and
+        # not as provider latency (engine/metrics.py); `hookline serve` runs its probe.
+        self.loop_lag = LoopLag(busy=lambda: self.active_calls > 0)
         # Post-call summaries, run by `run_background` (hookline serve starts it).
         self.summaries: SummaryWriter | None = (
             SummaryWriter(self, config.summary) if config.summary.enabled else None
@@ -373,9 +377,20 @@ class Runtime:
         )
 
     async def start(self) -> None:
-        """Synthesize the fixed phrases once and tell observers the runtime is up."""
+        """Let the providers build their clients (`prepare()`), synthesize the fixed
+        phrases once and tell observers the runtime is up."""
+        await self.prepare_providers()
         await self.cache_phrases()
         self.plugins.pm.hook.hookline_runtime_started(runtime=self)
+
+    async def prepare_providers(self) -> None:
+        """Await each provider's optional `prepare()`: what a provider builds once per
+        process (an HTTP client, a TLS context) is built now, not by the first call's
+        response while every other call in flight waits on the trio thread."""
+        for kind in KINDS:
+            prepare = getattr(getattr(self, kind), "prepare", None)
+            if prepare is not None:
+                await prepare()
 
     def configured_phrases(self) -> set[str]:
         """Every fixed phrase the config names: the whole content of the phrase cache."""

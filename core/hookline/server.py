@@ -300,6 +300,7 @@ async def serve_runtime(
                 else:
                     watchers.start_soon(_wait_then_set, terminate, stop)
                 await watchers.start(runtime.run_background)  # post-call summaries
+                watchers.start_soon(runtime.loop_lag.run)  # loop lag, booked per turn
                 # Delivers notifications while the server runs; stopped with the watchers.
                 watchers.start_soon(runtime.outbox.run)
                 await _serve_then_drain(runtime, host, port, stop, start, task_status)

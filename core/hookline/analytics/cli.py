@@ -43,6 +43,7 @@ METRIC_LABELS = {
     "tts_first_byte": "tts first byte",
     "tool": "tool",
     "runtime_overhead": "overhead",
+    "loop_lag": "of which loop lag",
 }
 
 

@@ -324,7 +324,7 @@ COMMENTS: dict[str, tuple[str, dict[str, str]]] = {
             "turn": "the agent turn (turns.turn)",
             "ts": "when that turn started (UTC)",
             "metric": "stt_final, end_of_turn_delay, llm_first_token, tts_first_byte, tool, "
-            "voice_to_voice, runtime_overhead (see docs/analytics.md)",
+            "voice_to_voice, runtime_overhead, loop_lag (see docs/analytics.md)",
             "ms": "the latency in milliseconds",
         },
     ),

@@ -723,7 +723,7 @@ class CallSession:
             record.interrupted = record.index in self._barged_in
             record.ended = time.time()
             timing = self._agent_timing.pop(record.index)
-            record.metrics = timing.metrics()
+            record.metrics = timing.metrics(self.runtime.loop_lag.for_turns())
             if record.metrics:
                 self.emit(
                     TurnMetrics(t=trio.current_time(), turn=record.index, metrics=record.metrics)

@@ -146,11 +146,15 @@ class Speaker:
             if item.seg.dropped or self._playback.closed:
                 continue
             timing = item.timing
-            if timing is not None and timing.first_audio is None:
+            first = timing is not None and timing.first_audio is None
+            if timing is not None and first and timing.first_sentence is None:
+                timing.first_sentence = trio.current_time()
+            await self._leg.play(item.audio)
+            if timing is not None and first:
+                # After play(): voice-to-voice ends when the audio has left for the
+                # caller (written to the media socket), not when we began to send it.
                 timing.first_audio = trio.current_time()
                 timing.first_audio_cached = True
-                timing.first_sentence = timing.first_sentence or timing.first_audio
-            await self._leg.play(item.audio)
             await self._leg.mark(item.seg.mark)
 
     async def _tts_audio(self, audio: bytes) -> None:
@@ -161,13 +165,11 @@ class Speaker:
         if self._playback.closed:
             return
         timing = head.timing
-        if timing is not None:
-            now = trio.current_time()
-            if timing.tts_request is not None and timing.tts_first_byte is None:
-                timing.tts_first_byte = now
-            if timing.first_audio is None:
-                timing.first_audio = now
+        if timing is not None and timing.tts_request is not None and timing.tts_first_byte is None:
+            timing.tts_first_byte = trio.current_time()
         await self._leg.play(audio)
+        if timing is not None and timing.first_audio is None:
+            timing.first_audio = trio.current_time()  # it has left (see _play_phrases)
 
     async def _flushed(self, sequence: int) -> None:
         # Flushes are answered in order; a merged answer ends several sentences at once.

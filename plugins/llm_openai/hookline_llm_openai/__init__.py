@@ -32,7 +32,12 @@ def create(settings: OpenAISettings, ctx: ProviderContext) -> OpenAILLM:
     else:
         api_key = (settings.api_key_env and ctx.secrets.optional(settings.api_key_env)) or _NO_KEY
     first_token = settings.first_token_timeout_s or ctx.policy.llm_first_token_timeout_s
-    return OpenAILLM(settings, api_key=api_key, first_token_timeout_s=first_token)
+    return OpenAILLM(
+        settings,
+        api_key=api_key,
+        first_token_timeout_s=first_token,
+        thread_limiter=ctx.thread_limiter,
+    )
 
 
 @hookimpl

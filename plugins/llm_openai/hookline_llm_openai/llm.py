@@ -83,35 +83,52 @@ _TRANSPORT_ERRORS = _transport_errors()
 
 class OpenAILLM:
     """One per process. Owns one AsyncOpenAI client (so connections are reused across
-    responses and calls), created on first use inside trio; `aclose()` releases it."""
+    responses and calls), built by `prepare()` at start-up; `aclose()` releases it."""
 
     def __init__(
-        self, settings: OpenAISettings, *, api_key: str, first_token_timeout_s: float
+        self,
+        settings: OpenAISettings,
+        *,
+        api_key: str,
+        first_token_timeout_s: float,
+        thread_limiter: trio.CapacityLimiter | None = None,
     ) -> None:
         self.settings = settings
         self.first_token_timeout_s = first_token_timeout_s
         self._api_key = api_key
+        self._thread_limiter = thread_limiter
         self._client: openai.AsyncOpenAI | None = None
         self._client_token: object = None
+
+    async def prepare(self) -> None:
+        """Build the client now (`Runtime.start`), in a worker thread: constructing one
+        blocks for tens of ms (a TLS context from the CA bundle) and the first one in a
+        process for hundreds (the SDK imports its HTTP stack then), which every call in
+        flight would otherwise pay on the trio thread at the first response."""
+        client = await trio.to_thread.run_sync(self._new_client, limiter=self._thread_limiter)
+        self._client, self._client_token = client, trio.lowlevel.current_trio_token()
 
     @property
     def client(self) -> openai.AsyncOpenAI:
         # A client's connections belong to the trio run that opened them; a new run (a
-        # test, a restarted server) gets a new client.
+        # test, a restarted server) gets a new client. Built here, on the trio thread,
+        # only when `prepare()` did not run in this run (the SDK used directly).
         token = trio.lowlevel.current_trio_token()
         if self._client is None or self._client_token is not token:
-            s = self.settings
-            self._client = openai.AsyncOpenAI(
-                api_key=self._api_key,
-                base_url=s.base_url,
-                organization=s.organization,
-                project=s.project,
-                max_retries=0,
-                # Our trio deadlines fire first; this only stops a socket from living forever.
-                timeout=s.total_timeout_s + 5.0,
-            )
-            self._client_token = token
+            self._client, self._client_token = self._new_client(), token
         return self._client
+
+    def _new_client(self) -> openai.AsyncOpenAI:
+        s = self.settings
+        return openai.AsyncOpenAI(
+            api_key=self._api_key,
+            base_url=s.base_url,
+            organization=s.organization,
+            project=s.project,
+            max_retries=0,
+            # Our trio deadlines fire first; this only stops a socket from living forever.
+            timeout=s.total_timeout_s + 5.0,
+        )
 
     async def aclose(self) -> None:
         client, self._client = self._client, None

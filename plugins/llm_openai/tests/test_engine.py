@@ -9,8 +9,10 @@ words, quick endpointing, fast speech.
 from __future__ import annotations
 
 import json
+import threading
 
 import msgspec
+import openai
 import trio
 
 import hookline_llm_openai
@@ -270,3 +272,33 @@ async def test_barge_in_closes_the_http_stream(openai_fake: FakeOpenAI) -> None:
     assert second is not None
     heard = [m.content for m in second.messages if m.role == "assistant"][-1]
     assert heard is not None and long_answer.startswith(heard) and heard != long_answer
+
+
+async def test_the_client_is_built_at_start_up_off_the_trio_thread(
+    openai_fake: FakeOpenAI, monkeypatch
+) -> None:
+    """Building an AsyncOpenAI blocks (a TLS context; the SDK's HTTP stack imported the
+    first time): `runtime.start()` builds it in a worker thread, so the first call's
+    response constructs nothing on the trio thread while other calls wait."""
+    built_on: list[int] = []
+
+    class Recording(openai.AsyncOpenAI):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            built_on.append(threading.get_ident())
+            super().__init__(*args, **kwargs)
+
+    class Refusing(openai.AsyncOpenAI):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            raise AssertionError("an OpenAI client was built during a call")
+
+    monkeypatch.setattr(openai, "AsyncOpenAI", Recording)
+    openai_fake.script(text("We open at eight."))
+    recorder = Recorder()
+    runtime, stt = await build(openai_fake, recorder)
+    assert len(built_on) == 1 and built_on[0] != threading.get_ident()
+
+    monkeypatch.setattr(openai, "AsyncOpenAI", Refusing)
+    record = await one_question(runtime, stt)
+    assert record.turns[2].text == "We open at eight."
+    assert not recorder.of(ProviderFailed)
+    assert len(openai_fake.chats) == 1

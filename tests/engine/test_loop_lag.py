@@ -1,0 +1,189 @@
+"""Loop lag is the runtime's, not the providers': when the trio thread is blocked while a
+provider's answer is due, the turn books that time as `loop_lag` and runtime overhead,
+not as `stt_final`, `llm_first_token` or `tts_first_byte`.
+
+Real clock (the stalls are real `time.sleep`s on the trio thread, as a busy process has
+them); the providers are scripted and answer within 50 ms. The bounds are derived from
+the injected stalls, so a slow machine makes the figures larger, never the test fail.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from hookline.audio import AudioFormat, rms_mulaw
+from hookline.engine.metrics import LoopLag, TurnTiming
+from hookline.events import TurnMetrics
+from hookline.hookspecs import hookimpl
+from hookline.providers import CallInfo
+from hookline.testing.harness import make_config, run_call, scripted_runtime
+from hookline.testing.scripted import (
+    SPEECH_LEVEL,
+    HangUpStep,
+    Reply,
+    Say,
+    ScriptedLeg,
+    ScriptedLLM,
+    ScriptedSTT,
+    ScriptedTTS,
+    WaitForAgent,
+    call_info,
+)
+
+STALL_S = 0.4  # each stall blocks the trio thread this long
+ANSWER_S = 0.05  # what the scripted LLM and TTS take to answer
+
+
+class Stalls:
+    """Blocks the trio thread for STALL_S, once per `trigger(window)`, from its own task:
+    the load of other calls, landing while a provider's answer is due."""
+
+    def __init__(self) -> None:
+        self.windows: list[str] = []
+        self._send, self._receive = trio.open_memory_channel[str](8)
+
+    def trigger(self, window: str) -> None:
+        self._send.send_nowait(window)
+
+    async def run(self) -> None:
+        async for window in self._receive:
+            time.sleep(STALL_S)  # noqa: ASYNC251 - the point: the trio thread is blocked
+            self.windows.append(window)
+
+
+class StallingSTTStream:
+    """The scripted STT stream; the caller's first silent frame after speech (the turn's
+    STT share has begun) stalls the loop before the final is due."""
+
+    def __init__(self, inner: Any, stalls: Stalls) -> None:
+        self._inner, self._stalls, self._voiced = inner, stalls, False
+
+    async def send(self, audio: bytes) -> None:
+        voiced = rms_mulaw(audio) > SPEECH_LEVEL
+        if self._voiced and not voiced:
+            self._stalls.trigger("stt")
+        self._voiced = voiced
+        await self._inner.send(audio)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __aiter__(self) -> Any:
+        return self._inner.__aiter__()
+
+
+class StallingSTT(ScriptedSTT):
+    def __init__(self, stalls: Stalls, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._stalls = stalls
+
+    @asynccontextmanager
+    async def open(self, fmt: AudioFormat, call: CallInfo) -> AsyncIterator[Any]:
+        async with super().open(fmt, call) as stream:
+            yield StallingSTTStream(stream, self._stalls)
+
+
+class StallingTTSStream:
+    """The scripted TTS stream; the first flush (the TTS share has begun) stalls the loop
+    before the first byte is due."""
+
+    def __init__(self, inner: Any, stalls: Stalls) -> None:
+        self._inner, self._stalls, self._flushed = inner, stalls, False
+
+    async def flush(self) -> None:
+        if not self._flushed:
+            self._flushed = True
+            self._stalls.trigger("tts")
+        await self._inner.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __aiter__(self) -> Any:
+        return self._inner.__aiter__()
+
+
+class StallingTTS(ScriptedTTS):
+    def __init__(self, stalls: Stalls, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._stalls = stalls
+
+    @asynccontextmanager
+    async def open(self, fmt: AudioFormat, call: CallInfo) -> AsyncIterator[Any]:
+        async with super().open(fmt, call) as stream:
+            yield StallingTTSStream(stream, self._stalls)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.metrics: list[dict[str, float]] = []
+
+    @hookimpl
+    def hookline_call_event(self, call: Any, event: Any) -> None:
+        if isinstance(event, TurnMetrics):
+            self.metrics.append(event.metrics)
+
+
+async def test_a_blocked_trio_thread_is_runtime_overhead_not_provider_latency() -> None:
+    stalls = Stalls()
+
+    def answer(messages: Any) -> Reply:
+        stalls.trigger("llm")  # the LLM share has begun
+        return Reply("We open at eight.", first_token_s=ANSWER_S, tokens_per_s=200)
+
+    stt = StallingSTT(stalls, word_s=0.08, endpointing_s=0.15, utterance_end_s=0.5)
+    recorder = Recorder()
+    config = make_config(
+        agent={"fillers": []}, policy={"filler_after_s": 30, "llm_filler_after_s": 30}
+    )
+    runtime = await scripted_runtime(
+        config,
+        stt=stt,
+        llm=ScriptedLLM(respond=answer),
+        tts=StallingTTS(stalls, ttfb_s=ANSWER_S, chars_per_s=400),
+        plugins=[recorder],
+    )
+    script = [WaitForAgent(), Say("When do you open"), WaitForAgent(), HangUpStep()]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(runtime.loop_lag.run)
+        nursery.start_soon(stalls.run)
+        record = await run_call(runtime, ScriptedLeg(call_info(), script, stt, word_s=0.08))
+        nursery.cancel_scope.cancel()
+
+    assert record.end_reason == "caller_hangup"
+    assert sorted(stalls.windows) == ["llm", "stt", "tts"]
+    (m,) = [m for m in recorder.metrics if "voice_to_voice" in m]
+    stall_ms = STALL_S * 1000
+    # The probe sees each stall, less at most one tick (its deadline may fall inside it).
+    seen_ms = 3 * (stall_ms - runtime.loop_lag.tick_s * 1000 - 5)
+    assert m["loop_lag"] >= seen_ms
+    assert m["runtime_overhead"] >= seen_ms
+    assert m["voice_to_voice"] >= m["runtime_overhead"]
+    # Each stall fell inside one provider's share, and none of it is booked there.
+    for share in ("stt_final", "end_of_turn_delay", "llm_first_token", "tts_first_byte"):
+        assert m[share] < stall_ms, (share, m)
+
+
+def test_lag_between_sums_the_late_time_inside_the_window() -> None:
+    lag = LoopLag(tick_s=0.02)
+    lag._late.extend([(1.0, 1.3), (2.0, 2.1), (5.0, 5.5)])
+    assert round(lag.between(0.0, 10.0), 6) == 0.9
+    assert round(lag.between(1.2, 2.05), 6) == 0.15
+    assert lag.between(3.0, 4.0) == 0.0
+
+
+def test_without_the_probe_no_lag_is_booked() -> None:
+    timing = TurnTiming(
+        speech_end=0.0, last_final=0.3, turn_end=0.3, llm_start=0.3, llm_first_token=0.6,
+        first_sentence=0.6, tts_request=0.6, tts_first_byte=0.9, first_audio=0.9,
+    )  # fmt: skip
+    assert LoopLag().for_turns() is None
+    m = timing.metrics(None)
+    assert "loop_lag" not in m and m["llm_first_token"] == 300.0
+    m = timing.metrics(lambda t0, t1: 0.25 if (t0, t1) == (0.3, 0.6) else 0.0)
+    assert m["llm_first_token"] == 50.0 and m["runtime_overhead"] == 250.0
