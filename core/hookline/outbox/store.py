@@ -197,9 +197,7 @@ class OutboxStore:
             [channel, address, opted_out, self.clock()],
         )
 
-    def claim_due_sync(
-        self, channels: list[str], limit: int, lease_s: float
-    ) -> list[Notification]:
+    def claim_due_sync(self, channels: list[str], limit: int, lease_s: float) -> list[Notification]:
         """Take the pending notifications due now on `channels`, oldest first, for one
         sender: their next attempt moves `lease_s` ahead in the same transaction, so no
         other sender (in any process) takes them until this one records the outcome or
