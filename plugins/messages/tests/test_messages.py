@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +16,14 @@ import msgspec
 import pytest
 
 import hookline_messages
+from hookline import Storage
 from hookline.logs import call_log
 from hookline.testing.conformance import ToolSetConformance
 from hookline.testing.harness import make_config, scripted_runtime
 from hookline.testing.scripted import call_info
 from hookline.tools import Tool, ToolContext, ToolError
 from hookline_messages import MessageStore, hookline_toolsets
+from hookline_messages.store import PROVIDER, SCHEMA
 from hookline_messages.tools import build_tools, match_urgency
 
 
@@ -44,9 +47,16 @@ async def _take(tool: Tool, ctx: ToolContext, **args: Any) -> dict[str, Any]:
     return await tool.handler(tool.decode(msgspec.json.encode(args).decode()), ctx)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> MessageStore:
-    return MessageStore(tmp_path / "data" / "messages.duckdb")
+@pytest.fixture(params=["duckdb", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MessageStore]:
+    """The store on each `[storage]` engine: its DuckDB file, or a fresh PostgreSQL."""
+    if request.param == "duckdb":
+        storage = Storage("duckdb")
+    else:
+        storage = Storage("postgresql", url=request.getfixturevalue("postgres_url"))
+    file = tmp_path / "data" / "messages.duckdb"
+    yield MessageStore(storage.database(file=file, schema=SCHEMA, provider=PROVIDER))
+    storage.close()
 
 
 @pytest.fixture
