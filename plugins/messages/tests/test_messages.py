@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -279,3 +280,22 @@ def test_a_taken_message_survives_kill_9(tmp_path: Path) -> None:
         "urgent",
         "new",
     )
+
+
+async def test_postgresql_down_is_the_tools_sentence_and_nothing_half_written(tmp_path) -> None:
+    """The database unreachable: the tool answers that it could not save (the model tells
+    the caller), it does not claim "message taken"."""
+    from hookline_messages.tools import UNREACHABLE
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    storage = Storage("postgresql", url=f"postgresql://u@127.0.0.1:{port}/d", connect_timeout_s=1)
+    db = storage.database(file=tmp_path / "m.duckdb", schema=SCHEMA, provider=PROVIDER)
+    (tool,) = build_tools(MessageStore(db))
+    try:
+        with pytest.raises(ToolError) as refused:
+            await _take(tool, _ctx(), name="Dana", reason="invoice")
+        assert str(refused.value) == UNREACHABLE
+    finally:
+        storage.close()
