@@ -48,7 +48,8 @@ def _outbox_command(args: argparse.Namespace) -> int:
     try:
         store = outbox_store(config, storage)
         if args.action == "retry":
-            found = store.requeue_sync(args.id)
+            absent = store.path is not None and not store.path.exists()  # made by none
+            found = None if absent else store.requeue_sync(args.id)
             if found is None:
                 raise ConfigError(f"no notification {args.id!r} in {store.describe()}")
             sys.stdout.write(

@@ -185,8 +185,6 @@ class OutboxStore:
     def requeue_sync(self, notification_id: str) -> Notification | None:
         """Make a notification pending again, due now (`hookline outbox CONFIG retry ID`);
         its attempts start over. None when there is no such id."""
-        if self._absent():
-            return None
         return self.db.run_sync(_requeue, notification_id, self.clock())
 
     def set_opt_out_sync(self, channel: str, address: str, opted_out: bool) -> None:
