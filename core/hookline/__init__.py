@@ -99,6 +99,7 @@ from .providers import (
     new_call_id,
 )
 from .retry import Backoff, parse_retry_after, retry
+from .runtime import build_storage
 from .tools import CallControl, Tool, ToolContext, ToolError, ToolSet, tool
 
 __version__ = "0.1.0"
@@ -194,6 +195,7 @@ __all__ = [
     "UserSpeechStarted",
     "UserTurnEnded",
     "UtteranceEnd",
+    "build_storage",
     "call_log",
     "connect_duckdb",
     "decode_section",

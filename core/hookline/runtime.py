@@ -29,6 +29,7 @@ from .errors import ConfigError, MissingSecret, PluginError
 from .events import CallEvent, CallRecord, RecordingCompleted, TelephonyStatus
 from .logs import call_log
 from .outbox import Outbox, OutboxStore
+from .outbox.store import SCHEMA as OUTBOX_SCHEMA
 from .plugins import Plugins
 from .providers import (
     LLM,
@@ -246,8 +247,13 @@ class Handoffs:
         return len(self._by_call)
 
 
-def build_storage(config: Config, secrets: Secrets, limiter: trio.CapacityLimiter) -> Storage:
-    """`[storage]`: DuckDB files (no setup), or PostgreSQL at the URL in the environment."""
+def build_storage(
+    config: Config, secrets: Secrets | None = None, limiter: trio.CapacityLimiter | None = None
+) -> Storage:
+    """`[storage]`: DuckDB files (no setup), or PostgreSQL at the URL in the environment
+    (a missing variable: MissingSecret naming `storage.url_variable`). The CLIs build
+    theirs here too, so they read where the server writes; close it after use."""
+    secrets = secrets or Secrets()
     settings = config.storage
     if settings.backend == "duckdb":
         return Storage("duckdb", limiter=limiter)
@@ -261,13 +267,14 @@ def build_storage(config: Config, secrets: Secrets, limiter: trio.CapacityLimite
     )
 
 
-def build_outbox(config: Config, limiter: trio.CapacityLimiter) -> Outbox:
-    """The outbox `[outbox]` describes (no store, and so nothing kept, without channels)."""
+def build_outbox(config: Config, storage: Storage) -> Outbox:
+    """The outbox `[outbox]` describes (no store, and so nothing kept, without channels),
+    its rows where `[storage]` keeps them."""
     settings = config.outbox
     if not config.notifications:
         return Outbox.disabled()
     return Outbox(
-        OutboxStore(config.outbox_database, limiter),
+        outbox_store(config, storage),
         backoff=Backoff(
             first_s=settings.first_retry_s,
             max_s=settings.max_retry_s,
@@ -277,6 +284,13 @@ def build_outbox(config: Config, limiter: trio.CapacityLimiter) -> Outbox:
         send_timeout_s=settings.send_timeout_s,
         poll_s=settings.poll_s,
         concurrency=settings.concurrency,
+    )
+
+
+def outbox_store(config: Config, storage: Storage) -> OutboxStore:
+    """The outbox's rows: `outbox.duckdb` (or `[outbox] database`), or in PostgreSQL."""
+    return OutboxStore(
+        storage.database(file=config.outbox_database, schema=OUTBOX_SCHEMA, provider="outbox")
     )
 
 
@@ -304,7 +318,7 @@ class Runtime:
         self.storage = build_storage(config, self.secrets, self.thread_limiter)
         # Built first: every factory's context carries it. Its sender runs in the server's
         # nursery (`Outbox.run`), for as long as the server does.
-        self.outbox = build_outbox(config, self.thread_limiter)
+        self.outbox = build_outbox(config, self.storage)
         for name, settings in self.resolved.channel_settings.items():
             channel_spec = plugins.channels[name]
             ctx = self.context(f"notifications.{name}")

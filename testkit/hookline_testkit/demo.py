@@ -156,7 +156,7 @@ def _point_at_fakes(config: Config, fakes: dict[str, Any], workdir: Path | None)
     if workdir is not None:
         config.analytics.database = str(workdir / "calls.duckdb")
         config.outbox.database = str(workdir / "outbox.duckdb")
-        for section, key in (("calendar_google", "database"), ("tow_requests", "queue_file")):
+        for section, key in (("calendar_google", "database"), ("tow_requests", "database")):
             if section in config.tools:
                 config.tools[section][key] = str(workdir / f"{section}.data")
     return config

@@ -47,7 +47,7 @@ class TestTowRequestTools(ToolSetConformance):
     async def tools(self, tmp_path):
         config = make_config(
             providers={"tools": ["tow_requests"]},
-            tools={"tow_requests": {"queue_file": str(tmp_path / "tow.jsonl")}},
+            tools={"tow_requests": {"database": str(tmp_path / "tow.duckdb")}},
         )
         runtime = await scripted_runtime(config, installed=True, start=False)
         return list(runtime.tools.values())

@@ -100,7 +100,7 @@ class Server:
                 analytics={"enabled": True, "database": str(self.workdir / "calls.duckdb")},
                 tools={
                     "messages": {"database": str(self.workdir / "messages.duckdb")},
-                    "tow_requests": {"queue_file": str(self.workdir / "tows.jsonl")},
+                    "tow_requests": {"database": str(self.workdir / "tows.duckdb")},
                 },
                 dashboard={"refresh_s": 2.0},
                 # A receiver that is never there: what fails shows in the work queue.

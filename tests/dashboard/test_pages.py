@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import threading
-import time
 
 import httpx
 import trio
 
+from hookline import Storage
 from hookline.dashboard.app import CSP
 from hookline.outbox.store import Notification, notification_id
+from hookline_example_tow import Towed, TowStore
+from hookline_example_tow.store import SCHEMA as TOW_SCHEMA
 from hookline_messages import Message, MessageStore
 
 from .conftest import PASSWORD, Server, shot, sign_in
@@ -165,14 +166,16 @@ def test_a_failed_notification_is_listed_and_retried(page, server: Server):
 
 
 def test_a_tow_request_marked_done_stays_done(page, server: Server):
-    queue = server.workdir / "tows.jsonl"
-    entry = {
-        "reference": "T04242", "call_id": server.first_call, "received": time.time(),
-        "location": "Route 9 by the Shell station", "vehicle": "2014 blue Civic",
-        "problem": "flat tire", "callback_number": "+15550100",
-    }  # fmt: skip
-    with queue.open("a") as f:
-        f.write(json.dumps(entry) + "\n")
+    store = TowStore(Storage().database(
+        file=server.workdir / "tows.duckdb", schema=TOW_SCHEMA, provider="test"
+    ))  # fmt: skip
+    entry = Towed(
+        id="tow-test-1", reference="T04242", call_id=server.first_call,
+        received_at=dt.datetime.now(dt.UTC), location="Route 9 by the Shell station",
+        vehicle="2014 blue Civic", problem="flat tire", callback_number="+15550100",
+        eta_minutes=45,
+    )  # fmt: skip
+    trio.run(store.add, entry)
     sign_in(page, server, "/admin/work")
     row = page.locator("tr[data-tow='T04242']")
     row.locator("button.done").click()
@@ -181,7 +184,8 @@ def test_a_tow_request_marked_done_stays_done(page, server: Server):
     row = page.locator("tr[data-tow='T04242']")
     assert row.locator("button.done").count() == 0
     assert "done" in row.inner_text()
-    assert queue.read_text().count("T04242") == 1  # the plugin's queue is left as it was
+    (stored,) = trio.run(store.recent)
+    assert stored.reference == "T04242" and stored.done and stored.done_at is not None
 
 
 def test_a_post_without_the_csrf_token_is_refused(page, server: Server):

@@ -49,7 +49,7 @@ def shop_runtime(
                 "notify_sms": DISPATCHER,
             },
             "tow_requests": {
-                "queue_file": str(tmp_path / "tow.jsonl"),
+                "database": str(tmp_path / "tow.duckdb"),
                 "dispatcher_number": DISPATCHER,
                 "eta_minutes": 35,
             },

@@ -157,5 +157,3 @@ def test_schema_created_by_two_processes_at_once(storage_factory, tmp_path: Path
     for t in threads:
         t.join()
     assert errors == []
-
-

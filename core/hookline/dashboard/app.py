@@ -132,7 +132,7 @@ def build_dashboard(
     state = Dashboard(
         config=config,
         analytics=analytics,
-        work=WorkQueue(config, analytics.limiter),
+        work=WorkQueue(config, analytics.limiter, getattr(runtime, "storage", None)),
         runtime=runtime,
         source=source,
         password_hash=password_hash,

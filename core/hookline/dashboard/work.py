@@ -1,20 +1,18 @@
 """What is waiting for a person: messages, tow requests, failed notifications; live calls.
 
-Messages are read and marked through the messages plugin's `MessageStore` (it opens its
-file per operation, so this works beside the running tool); tow requests are the example
-plugin's JSONL queue, with the ones marked done kept in `<queue>.done` next to it (the
-queue file stays the plugin's alone). Both only when the config enables those tools.
+Messages and tow requests are read and marked through their plugins' stores, where the
+config's `[storage]` keeps them (the server's own `Storage` inside `hookline serve`): a
+DuckDB file opened per operation, so this works beside the running tool, or the shared
+PostgreSQL database. Each only when the config enables that tool.
 
-Every blocking read or write here runs in a worker thread behind the dashboard limiter.
+Every blocking read or write here runs in a worker thread (the stores' `Database.run`).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import importlib
 import logging
 import time
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -22,6 +20,7 @@ import msgspec
 import trio
 
 from ..config import Config
+from ..database import Storage
 
 __all__ = ["WorkQueue", "live_calls", "outbox_failures", "retry_notification"]
 
@@ -81,27 +80,33 @@ async def retry_notification(runtime: Any, notification_id: str) -> bool:
 
 
 class WorkQueue:
-    def __init__(self, config: Config, limiter: trio.CapacityLimiter) -> None:
+    """`storage`: the running server's (`runtime.storage`); None builds one from the
+    config (the dashboard on its own), its pool opened on first use."""
+
+    def __init__(
+        self, config: Config, limiter: trio.CapacityLimiter, storage: Storage | None = None
+    ) -> None:
         self.limiter = limiter
         self.zone = ZoneInfo(config.agent.timezone)  # times shown in the shop's time zone
         tools = set(config.providers.tools)
-        self._messages = None
+        self._messages: Any = None
+        self._tows: Any = None
+        if not tools & {"messages", "tow_requests"}:
+            return
+        if storage is None:
+            from ..runtime import build_storage
+
+            storage = build_storage(config, limiter=limiter)
+        # Looked up by name, not imported: the core does not depend on the plugins, and
+        # with a tool configured its plugin is installed (or the config fails).
         if "messages" in tools:
-            # Looked up by name, not imported: the core does not depend on the plugin,
-            # and with the tool configured the plugin is installed (or config fails).
-            try:
-                store = importlib.import_module("hookline_messages").MessageStore
-            except ImportError:
-                log.warning("dashboard: the messages tool is configured but not installed")
-            else:
-                path = config.tools.get("messages", {}).get("database", "data/messages.duckdb")
-                self._messages = store(config.resolve_path(path), limiter)
-        self._tow: Path | None = None
+            module = _plugin("hookline_messages", "messages")
+            if module is not None:
+                self._messages = module.store_for(config, storage)
         if "tow_requests" in tools:
-            queue = config.tools.get("tow_requests", {}).get(
-                "queue_file", "data/tow_requests.jsonl"
-            )
-            self._tow = config.resolve_path(queue)
+            module = _plugin("hookline_example_tow", "tow_requests")
+            if module is not None:
+                self._tows = module.store_for(config, storage)
 
     @property
     def has_messages(self) -> bool:
@@ -109,15 +114,12 @@ class WorkQueue:
 
     @property
     def has_tows(self) -> bool:
-        return self._tow is not None
+        return self._tows is not None
 
     async def messages(self) -> list[dict[str, Any]]:
         if self._messages is None:
             return []
-        found = await trio.to_thread.run_sync(
-            self._messages.recent_sync, 100, None, limiter=self.limiter
-        )
-        shown = [msgspec.structs.asdict(m) for m in found]
+        shown = [msgspec.structs.asdict(m) for m in await self._messages.recent(100)]
         for m in shown:
             m["created"] = m["created"].astimezone(self.zone)
         return shown
@@ -125,53 +127,25 @@ class WorkQueue:
     async def mark_message(self, message_id: str, status: str) -> bool:
         if self._messages is None:
             return False
-        return await trio.to_thread.run_sync(
-            self._messages.mark_sync, message_id, status, "", limiter=self.limiter
-        )
+        return await self._messages.mark(message_id, status)
 
     async def tows(self) -> list[dict[str, Any]]:
-        if self._tow is None:
+        if self._tows is None:
             return []
-        tows = await trio.to_thread.run_sync(_read_tows, self._tow, limiter=self.limiter)
+        tows = [msgspec.structs.asdict(t) for t in await self._tows.recent(100)]
         for t in tows:
             t["received_at"] = t["received_at"].astimezone(self.zone)
         return tows
 
     async def mark_tow_done(self, reference: str) -> bool:
-        if self._tow is None:
+        if self._tows is None:
             return False
-        return await trio.to_thread.run_sync(_tow_done, self._tow, reference, limiter=self.limiter)
+        return await self._tows.mark_done(reference)
 
 
-def _done_file(queue: Path) -> Path:
-    return queue.with_name(queue.name + ".done")
-
-
-def _read_tows(queue: Path) -> list[dict[str, Any]]:
-    if not queue.exists():
-        return []
-    done_file = _done_file(queue)
-    done = set(done_file.read_text().split()) if done_file.exists() else set()
-    tows = []
-    for line in queue.read_bytes().splitlines():
-        if not line.strip():
-            continue
-        try:
-            entry = msgspec.json.decode(line)
-        except msgspec.DecodeError:
-            continue  # a half-written last line: the next read has it whole
-        if not isinstance(entry, dict) or "reference" not in entry:
-            continue
-        entry["done"] = entry["reference"] in done
-        entry["received_at"] = dt.datetime.fromtimestamp(entry.get("received", 0), dt.UTC)
-        tows.append(entry)
-    tows.sort(key=lambda e: (e["done"], -e.get("received", 0)))
-    return tows
-
-
-def _tow_done(queue: Path, reference: str) -> bool:
-    if not any(t["reference"] == reference for t in _read_tows(queue)):
-        return False
-    with _done_file(queue).open("a") as f:
-        f.write(reference + "\n")
-    return True
+def _plugin(module: str, tool: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        log.warning("dashboard: the %s tool is configured but not installed", tool)
+        return None

@@ -1,9 +1,11 @@
 """`hookline outbox CONFIG`: the notifications, newest first, with their status;
 `hookline outbox CONFIG retry ID`: make one pending again (due now, attempts reset).
 
-It reads the outbox file the config names while the server runs (both open it only for
-one operation at a time); a requeued notification is sent by the running server's
-sender at its next look (`[outbox] poll_s`), or by the next server started."""
+It reads the outbox where the config's `[storage]` keeps it, while the server runs: the
+DuckDB file (both open it only for one operation at a time), or the PostgreSQL database
+(the URL from the environment variable `[storage] url_variable`). A requeued
+notification is sent by a running server's sender at its next look (`[outbox]
+poll_s`), or by the next server started."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import sys
 
 from ..config import load_config
 from ..errors import ConfigError
-from .store import STATUSES, Notification, OutboxStore
+from .store import STATUSES, Notification
 
 __all__ = ["add_commands", "format_notifications"]
 
@@ -33,23 +35,31 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _outbox_command(args: argparse.Namespace) -> int:
+    from ..runtime import build_storage, outbox_store  # the runtime, only when run
+
     config = load_config(args.config)
-    store = OutboxStore(config.outbox_database)
-    if args.action == "retry":
-        if not args.id:
-            raise ConfigError("retry needs the notification's ID (see `hookline outbox CONFIG`)")
-        found = store.requeue_sync(args.id) if store.path.exists() else None
-        if found is None:
-            raise ConfigError(f"no notification {args.id!r} in {store.path}")
-        sys.stdout.write(
-            f"{found.id}: pending again ({found.channel}, {found.kind or found.key})\n"
-        )
-        return 0
-    if args.id:
+    if args.action == "retry" and not args.id:
+        raise ConfigError("retry needs the notification's ID (see `hookline outbox CONFIG`)")
+    if args.action == "list" and args.id:
         raise ConfigError("an ID is only for `retry`")
     if args.limit < 1:
         raise ConfigError("--limit must be at least 1")
-    sys.stdout.write(format_notifications(store.recent_sync(args.limit, args.status)) + "\n")
+    storage = build_storage(config)  # the same `[storage]` as the server's
+    try:
+        store = outbox_store(config, storage)
+        if args.action == "retry":
+            absent = store.path is not None and not store.path.exists()  # made by none
+            found = None if absent else store.requeue_sync(args.id)
+            if found is None:
+                raise ConfigError(f"no notification {args.id!r} in {store.describe()}")
+            sys.stdout.write(
+                f"{found.id}: pending again ({found.channel}, {found.kind or found.key})\n"
+            )
+            return 0
+        rows = store.recent_sync(args.limit, args.status)
+    finally:
+        storage.close()
+    sys.stdout.write(format_notifications(rows) + "\n")
     return 0
 
 

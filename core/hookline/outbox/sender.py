@@ -60,9 +60,9 @@ class Outbox:
         self._slots = trio.Semaphore(concurrency)
         self._wake = trio.Event()
         self._in_flight: set[str] = set()
-        # id -> `updated` of the outcome this process last wrote: a due-list read just
-        # before that write still shows the row pending, and must not send it again.
-        self._recorded: dict[str, dt.datetime] = {}
+        # How long a claimed notification stays this sender's (see OutboxStore): longer
+        # than one attempt (the send, bounded by `send_timeout_s`, and its two writes).
+        self.lease_s = 2 * send_timeout_s + 10.0
 
     @classmethod
     def disabled(cls) -> Outbox:
@@ -78,6 +78,7 @@ class Outbox:
 
     @property
     def database(self) -> Path | None:
+        """The outbox's DuckDB file (None without a store, or in PostgreSQL)."""
         return self.store.path if self.store is not None else None
 
     # -------------------------------------------------------------- enqueue
@@ -146,7 +147,8 @@ class Outbox:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Deliver due notifications until cancelled (runs for the life of the server).
-        Pending ones from an earlier process are due at once."""
+        Pending ones from an earlier process are due at once (one it had claimed when it
+        stopped, once that claim's lease ends)."""
         task_status.started()
         if self.store is None or not self._channels:
             await trio.sleep_forever()
@@ -169,11 +171,12 @@ class Outbox:
 
     async def _start_due(self, nursery: trio.Nursery) -> None:
         assert self.store is not None
-        due = await self.store.run(self.store.due_sync, list(self._channels), self.batch)
+        # Claimed, not just read: no other sender (this process's next look, another
+        # process, another machine) takes these until their outcome is written.
+        due = await self.store.run(
+            self.store.claim_due_sync, list(self._channels), self.batch, self.lease_s
+        )
         for n in due:
-            recorded = self._recorded.get(n.id)
-            if recorded is not None and n.updated is not None and n.updated < recorded:
-                continue  # a stale read: this process already settled that attempt
             if n.id not in self._in_flight:
                 self._in_flight.add(n.id)
                 await self._slots.acquire()
@@ -225,10 +228,7 @@ class Outbox:
     ) -> None:
         assert self.store is not None
         store = self.store
-        written = await store.run(store.record_attempt_sync, n.id, status, error, next_at)
-        if len(self._recorded) >= 10_000:
-            self._recorded.clear()  # bounded; a stale read is then only a rare repeat
-        self._recorded[n.id] = written
+        await store.run(store.record_attempt_sync, n.id, status, error, next_at)
 
     async def _attempt(self, n: Notification) -> ProviderError | None:
         """One send; the error it ended with (None: accepted)."""

@@ -8,13 +8,11 @@ Registered in its pyproject:
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
-import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
-import trio
 
 from hookline import (
     PhoneNumber,
@@ -29,17 +27,30 @@ from hookline import (
     tool,
 )
 
-__all__ = ["TowRequest", "TowSettings", "hookline_toolsets"]
+from .store import PROVIDER, SCHEMA, Towed, TowStore, store_for
+
+__all__ = ["TowRequest", "TowSettings", "TowStore", "Towed", "hookline_toolsets", "store_for"]
 
 
 class TowSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    queue_file: str = "data/tow_requests.jsonl"  # relative to the config file
+    # The DuckDB file (relative to the config file) with `[storage] backend = "duckdb"`;
+    # with "postgresql" the requests are in the shared database and this is unused.
+    database: str = "data/tow_requests.duckdb"
+    # The JSON-lines queue of earlier versions: refused with a pointer to `database`.
+    queue_file: str | None = None
     # What the caller is told and the dispatcher is sent: the shop's current estimate.
     eta_minutes: PositiveInt = 45
     # The dispatcher hears of each request at once, through hookline's outbox: a text to
     # `dispatcher_number` (none when unset) and the signed webhook (when configured).
     dispatcher_number: PhoneNumber | None = None
     notify_webhook: bool = True
+
+    def __post_init__(self) -> None:
+        if self.queue_file is not None:
+            raise ValueError(
+                "queue_file: tow requests are now kept in `database` (a DuckDB file, or "
+                "PostgreSQL with [storage] backend); remove queue_file"
+            )
 
 
 class TowRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -51,19 +62,8 @@ class TowRequest(msgspec.Struct, forbid_unknown_fields=True):
     ] = None
 
 
-class _Queued(msgspec.Struct):
-    reference: str
-    call_id: str
-    received: float
-    location: str
-    vehicle: str
-    problem: str
-    callback_number: str
-
-
 def _tools(settings: TowSettings, context: ProviderContext) -> list[Tool]:
-    queue = context.resolve_path(settings.queue_file)
-    lock = trio.Lock()  # one writer per process: lines never interleave
+    store = TowStore(context.database(settings.database, SCHEMA, provider=PROVIDER))
 
     @tool(side_effect=True)
     async def request_tow(params: TowRequest, ctx: ToolContext) -> dict[str, Any]:
@@ -71,24 +71,32 @@ def _tools(settings: TowSettings, context: ProviderContext) -> list[Tool]:
         number and the expected arrival time to tell the caller."""
         if not params.location.strip():
             raise ToolError("I need to know where the vehicle is")
-        # The same tool call id (a retry) maps to the same reference: no duplicate trucks.
+        # The same tool call id (a retry) maps to the same request: no duplicate trucks.
         digest = hashlib.sha1(f"{ctx.call.call_id}:{ctx.tool_call_id}".encode()).hexdigest()
-        entry = _Queued(
+        wanted = Towed(
+            id=digest,
             reference=f"T{int(digest[:8], 16) % 100000:05d}",
             call_id=ctx.call.call_id,
-            received=time.time(),
+            received_at=dt.datetime.now(dt.UTC),
             location=params.location,
             vehicle=params.vehicle,
             problem=params.problem,
             callback_number=params.callback_number or ctx.call.from_number,
+            eta_minutes=settings.eta_minutes,
         )
-        async with lock:
-            await trio.to_thread.run_sync(_append, queue, entry, limiter=context.thread_limiter)
-        ctx.logger.info("tow request %s queued", entry.reference)
+        try:
+            entry, new = await store.add(wanted)  # committed before the caller hears it
+        except ProviderError as e:
+            ctx.logger.warning("tow request not stored: %s", e)
+            raise ToolError(
+                "I couldn't record the tow request just now. Please call the shop's main "
+                "line, or try again in a minute."
+            ) from e
+        ctx.logger.info("tow request %s %s", entry.reference, "queued" if new else "found")
         await _notify_dispatcher(settings, context, entry, ctx)
         return {
             "reference": entry.reference,
-            "eta_minutes": settings.eta_minutes,
+            "eta_minutes": entry.eta_minutes,
             "callback_number": entry.callback_number,
         }
 
@@ -96,15 +104,24 @@ def _tools(settings: TowSettings, context: ProviderContext) -> list[Tool]:
 
 
 async def _notify_dispatcher(
-    settings: TowSettings, context: ProviderContext, entry: _Queued, ctx: ToolContext
+    settings: TowSettings, context: ProviderContext, entry: Towed, ctx: ToolContext
 ) -> None:
     """Enqueue the request for the dispatcher (text and/or webhook); keyed by reference,
     so a retried tool call notifies once. A delivery problem never fails the request."""
     text = (
         f"Tow {entry.reference}: {entry.vehicle} at {entry.location} ({entry.problem}). "
-        f"Caller {entry.callback_number}, told ETA {settings.eta_minutes} min."
+        f"Caller {entry.callback_number}, told ETA {entry.eta_minutes} min."
     )
-    payload = {**msgspec.structs.asdict(entry), "eta_minutes": settings.eta_minutes}
+    payload = {
+        "reference": entry.reference,
+        "call_id": entry.call_id,
+        "received": entry.received_at.timestamp(),
+        "location": entry.location,
+        "vehicle": entry.vehicle,
+        "problem": entry.problem,
+        "callback_number": entry.callback_number,
+        "eta_minutes": entry.eta_minutes,
+    }
     targets = [("sms", settings.dispatcher_number)] if settings.dispatcher_number else []
     if settings.notify_webhook:
         targets.append(("webhook", ""))
@@ -121,16 +138,6 @@ async def _notify_dispatcher(
             )
         except ProviderError as e:
             ctx.logger.warning("tow request %s: %s not queued: %s", entry.reference, channel, e)
-
-
-def _append(path: Path, entry: _Queued) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    existing = path.read_bytes().splitlines() if path.exists() else []
-    line = msgspec.json.encode(entry)
-    if any(msgspec.json.decode(old)["reference"] == entry.reference for old in existing if old):
-        return
-    with path.open("ab") as f:
-        f.write(line + b"\n")
 
 
 @hookimpl

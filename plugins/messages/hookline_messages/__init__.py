@@ -8,10 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hookline import ProviderContext, ProviderError, Tool, ToolContext, ToolSet, hookimpl
+from hookline import (
+    Config,
+    ProviderContext,
+    ProviderError,
+    Storage,
+    Tool,
+    ToolContext,
+    ToolSet,
+    decode_section,
+    hookimpl,
+)
 
 from .settings import MessageSettings
-from .store import STATUSES, Message, MessageStore
+from .store import PROVIDER, SCHEMA, STATUSES, Message, MessageStore
 from .tools import Notify, build_tools
 
 __all__ = [
@@ -22,12 +32,24 @@ __all__ = [
     "hookline_toolsets",
     "open_store",
     "shop_notifier",
+    "store_for",
 ]
 
 
 def open_store(settings: MessageSettings, ctx: ProviderContext) -> MessageStore:
-    """The store the config names (a path relative to the config file)."""
-    return MessageStore(ctx.resolve_path(settings.database), ctx.thread_limiter)
+    """The store `[storage]` chooses: the DuckDB file `database` (relative to the config
+    file), or the table `messages` in the shared PostgreSQL database."""
+    return MessageStore(ctx.database(settings.database, SCHEMA, provider=PROVIDER))
+
+
+def store_for(config: Config, storage: Storage) -> MessageStore:
+    """The same store outside a running server (`hookline messages`, the dashboard):
+    `storage` is the config's `[storage]` (`hookline.build_storage(config)`)."""
+    settings = decode_section(
+        config, "tools.messages", config.tools.get("messages"), MessageSettings
+    )
+    file = config.resolve_path(settings.database)
+    return MessageStore(storage.database(file=file, schema=SCHEMA, provider=PROVIDER))
 
 
 def shop_notifier(settings: MessageSettings, ctx: ProviderContext) -> Notify:
@@ -76,7 +98,7 @@ def hookline_toolsets() -> list[ToolSet]:
             name="messages",
             settings=MessageSettings,
             create=_create,
-            description="Take a message for a call back (stored in a DuckDB file).",
+            description="Take a message for a call back (kept where [storage] says).",
             tool_names=("take_message",),
         )
     ]

@@ -6,10 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hookline import ConfigError, decode_section, load_config
+from hookline import ConfigError, build_storage, load_config
 
-from .settings import MessageSettings
-from .store import STATUSES, Message, MessageStore
+from .store import STATUSES, Message
 
 __all__ = ["add_commands", "format_messages"]
 
@@ -30,12 +29,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def _messages_command(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise ConfigError("--limit must be at least 1")
+    from . import store_for
+
     config = load_config(args.config)
-    settings = decode_section(
-        config, "tools.messages", config.tools.get("messages"), MessageSettings
-    )
-    store = MessageStore(config.resolve_path(settings.database))
-    sys.stdout.write(format_messages(store.recent_sync(args.limit, args.status)) + "\n")
+    storage = build_storage(config)  # the server's `[storage]`: its file, or PostgreSQL
+    try:
+        found = store_for(config, storage).recent_sync(args.limit, args.status)
+    finally:
+        storage.close()
+    sys.stdout.write(format_messages(found) + "\n")
     return 0
 
 

@@ -10,9 +10,10 @@ __all__ = ["MessageSettings"]
 
 
 class MessageSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """`database`: the DuckDB file, relative to the config file. One process writes it
-    at a time (DuckDB's file lock); the store opens it only while it writes or reads, so
-    `hookline messages` can read it while the server runs."""
+    """`database`: the DuckDB file, relative to the config file, with `[storage]
+    backend = "duckdb"` (the default). The store opens it only while it writes or reads,
+    so `hookline messages` can read it while the server runs. With `backend =
+    "postgresql"` the messages are in the shared database instead (this is unused)."""
 
     database: str = "data/messages.duckdb"
 

@@ -1,12 +1,14 @@
-"""Taken messages in a DuckDB file: committed before the tool says "message taken".
+"""Taken messages in the `[storage]` database: committed before the tool says "message
+taken".
 
-Each message is written in one explicit transaction (BEGIN, INSERT, COMMIT); DuckDB's
-commit reaches its write-ahead log on disk before it returns, so a process killed right
-after the tool answered still has the row when the file is opened again.
+Each message is written in one transaction (`hookline.Database.run`): DuckDB's commit
+reaches the file's write-ahead log before it returns, PostgreSQL's the server's, so a
+process killed right after the tool answered still has the row.
 
-The file is opened for each operation and closed after it, so no process holds DuckDB's
-file lock between messages: `hookline messages` can read the file while the server runs,
-and a crash leaves nothing open. Writers in one process are serialized by a lock per file.
+With DuckDB (the default) the file (`[tools.messages] database`) is opened for each
+operation and closed after it, so `hookline messages` and the dashboard read it while the
+server runs; with PostgreSQL the table `messages` lives in the shared database, written
+and read by every process.
 
 Ids are derived from (call id, tool-call id): the model retrying the same tool call maps
 to the same id, and the second insert finds the first row instead of adding another.
@@ -16,7 +18,6 @@ Delivery (issue 13's outbox) reads `pending()` and records the outcome with `mar
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import secrets
@@ -24,13 +25,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import duckdb
 import msgspec
 import trio
 
-from hookline import DuckDBFile
+from hookline import Database, Session, Storage
 
-__all__ = ["STATUSES", "Message", "MessageStore", "message_id"]
+__all__ = ["SCHEMA", "STATUSES", "Message", "MessageStore", "message_id"]
 
 PROVIDER = "tools/messages"
 # `new`: taken, not yet handed on; `sent`: delivered to the shop's notification path;
@@ -38,7 +38,7 @@ PROVIDER = "tools/messages"
 STATUSES = ("new", "sent", "failed", "handled")
 Urgency = Literal["routine", "urgent"]
 
-_SCHEMA = """
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     id VARCHAR PRIMARY KEY,
     created_at TIMESTAMPTZ NOT NULL,
@@ -80,87 +80,109 @@ def message_id(call_id: str, tool_call_id: str) -> str:
 
 
 class MessageStore:
-    """The messages of one DuckDB file. Async methods run in a worker thread behind
-    `limiter`; the `*_sync` ones are for code already off the trio thread (the CLI)."""
+    """The messages of one `hookline.Database` (or of the DuckDB file at a path).
+    Async methods run in a worker thread behind the database's limiter; the `*_sync`
+    ones are for code already off the trio thread (the CLI)."""
 
     def __init__(
         self,
-        path: Path | str,
+        db: Database | Path | str,
         limiter: trio.CapacityLimiter | None = None,
         *,
         clock: Callable[[], dt.datetime] | None = None,
     ) -> None:
-        self.path = Path(path)
+        if not isinstance(db, Database):
+            db = Storage("duckdb", limiter=limiter).database(
+                file=Path(db), schema=SCHEMA, provider=PROVIDER
+            )
+        self.db = db
+        # The DuckDB file (None in PostgreSQL): reads of a file not yet made create none.
+        self.path: Path | None = getattr(db, "path", None)
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
-        self._file = DuckDBFile(path, _SCHEMA, provider=PROVIDER, limiter=limiter)
-        self._writing = self._file.open
-        self._run = self._file.run
+
+    def describe(self) -> str:
+        return self.db.describe()
 
     # -------------------------------------------------------------- async API
 
     async def add(self, message: Message) -> tuple[Message, bool]:
         """Store `message` (committed when this returns). Returns the stored message and
         whether it was new; a message with an existing id returns the stored one."""
-        return await self._run(self.add_sync, message)
+        return await self.db.run(_add, self._stamped(message))
 
     async def pending(self, limit: int = 100) -> list[Message]:
         """Messages not yet handed on (status `new`), oldest first."""
-        return await self._run(self.pending_sync, limit)
+        return await self.db.run(_select, _PENDING, [limit])
 
     async def mark(self, message_id: str, status: str, error: str = "") -> bool:
         """Set a message's status (one of STATUSES); False when there is no such id."""
-        return await self._run(self.mark_sync, message_id, status, error)
+        _check_status(status)
+        return await self.db.run(_mark, message_id, status, error, self.clock())
 
     async def recent(self, limit: int = 50, status: str | None = None) -> list[Message]:
-        return await self._run(self.recent_sync, limit, status)
+        if self._absent():
+            return []
+        return await self.db.run(_select, *_recent(limit, status))
 
     # -------------------------------------------------------------- blocking API
 
     def add_sync(self, message: Message) -> tuple[Message, bool]:
-        stamp = self.clock()
-        stored = msgspec.structs.replace(message, created=stamp, updated=stamp)
-        with self._writing() as con:
-            con.begin()
-            try:
-                inserted = con.execute(
-                    f"INSERT INTO messages ({_COLUMNS}) VALUES ({', '.join('?' * 11)}) "
-                    "ON CONFLICT (id) DO NOTHING RETURNING id",
-                    _row(stored),
-                ).fetchall()
-                con.commit()
-            except BaseException:
-                with contextlib.suppress(duckdb.Error):
-                    con.rollback()
-                raise
-            if inserted:
-                return stored, True
-            (existing,) = _select(con, "id = ?", [message.id])
-            return existing, False
+        return self.db.run_sync(_add, self._stamped(message))
 
     def pending_sync(self, limit: int = 100) -> list[Message]:
-        with self._writing() as con:
-            return _select(con, "status = 'new' ORDER BY created_at, id LIMIT ?", [limit])
+        return self.db.run_sync(_select, _PENDING, [limit])
 
     def mark_sync(self, message_id: str, status: str, error: str = "") -> bool:
-        if status not in STATUSES:
-            raise ValueError(f"status {status!r}: use one of {', '.join(STATUSES)}")
-        with self._writing() as con:
-            rows = con.execute(
-                "UPDATE messages SET status = ?, last_error = ?, updated_at = ? "
-                "WHERE id = ? RETURNING id",
-                [status, error, self.clock(), message_id],
-            ).fetchall()
-            return bool(rows)
+        _check_status(status)
+        return self.db.run_sync(_mark, message_id, status, error, self.clock())
 
     def recent_sync(self, limit: int = 50, status: str | None = None) -> list[Message]:
-        if not self.path.exists():
+        if self._absent():
             return []
-        with self._writing() as con:
-            if status:
-                return _select(
-                    con, "status = ? ORDER BY created_at DESC, id LIMIT ?", [status, limit]
-                )
-            return _select(con, "true ORDER BY created_at DESC, id LIMIT ?", [limit])
+        return self.db.run_sync(_select, *_recent(limit, status))
+
+    def _stamped(self, message: Message) -> Message:
+        stamp = self.clock()
+        return msgspec.structs.replace(message, created=stamp, updated=stamp)
+
+    def _absent(self) -> bool:
+        return self.path is not None and not self.path.exists()
+
+
+_PENDING = "status = 'new' ORDER BY created_at, id LIMIT $1"
+
+
+def _recent(limit: int, status: str | None) -> tuple[str, list[Any]]:
+    if status:
+        return "status = $1 ORDER BY created_at DESC, id LIMIT $2", [status, limit]
+    return "true ORDER BY created_at DESC, id LIMIT $1", [limit]
+
+
+def _check_status(status: str) -> None:
+    if status not in STATUSES:
+        raise ValueError(f"status {status!r}: use one of {', '.join(STATUSES)}")
+
+
+def _add(session: Session, message: Message) -> tuple[Message, bool]:
+    marks = ", ".join(f"${i}" for i in range(1, 12))
+    inserted = session.execute(
+        f"INSERT INTO messages ({_COLUMNS}) VALUES ({marks}) "
+        "ON CONFLICT (id) DO NOTHING RETURNING id",
+        _row(message),
+    )
+    if inserted:
+        return message, True
+    (existing,) = _select(session, "id = $1", [message.id])
+    return existing, False
+
+
+def _mark(session: Session, message_id: str, status: str, error: str, now: dt.datetime) -> bool:
+    rows = session.execute(
+        "UPDATE messages SET status = $1, last_error = $2, updated_at = $3 "
+        "WHERE id = $4 RETURNING id",
+        [status, error, now, message_id],
+    )
+    return bool(rows)
 
 
 def _row(m: Message) -> list[Any]:
@@ -170,8 +192,8 @@ def _row(m: Message) -> list[Any]:
     ]  # fmt: skip
 
 
-def _select(con: duckdb.DuckDBPyConnection, where: str, params: list[Any]) -> list[Message]:
-    rows = con.execute(f"SELECT {_COLUMNS} FROM messages WHERE {where}", params).fetchall()
+def _select(session: Session, where: str, params: list[Any]) -> list[Message]:
+    rows = session.execute(f"SELECT {_COLUMNS} FROM messages WHERE {where}", params)
     return [
         Message(
             id=r[0],

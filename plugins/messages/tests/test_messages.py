@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +17,14 @@ import msgspec
 import pytest
 
 import hookline_messages
+from hookline import Storage
 from hookline.logs import call_log
 from hookline.testing.conformance import ToolSetConformance
 from hookline.testing.harness import make_config, scripted_runtime
 from hookline.testing.scripted import call_info
 from hookline.tools import Tool, ToolContext, ToolError
 from hookline_messages import MessageStore, hookline_toolsets
+from hookline_messages.store import PROVIDER, SCHEMA
 from hookline_messages.tools import build_tools, match_urgency
 
 
@@ -44,9 +48,16 @@ async def _take(tool: Tool, ctx: ToolContext, **args: Any) -> dict[str, Any]:
     return await tool.handler(tool.decode(msgspec.json.encode(args).decode()), ctx)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> MessageStore:
-    return MessageStore(tmp_path / "data" / "messages.duckdb")
+@pytest.fixture(params=["duckdb", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MessageStore]:
+    """The store on each `[storage]` engine: its DuckDB file, or a fresh PostgreSQL."""
+    if request.param == "duckdb":
+        storage = Storage("duckdb")
+    else:
+        storage = Storage("postgresql", url=request.getfixturevalue("postgres_url"))
+    file = tmp_path / "data" / "messages.duckdb"
+    yield MessageStore(storage.database(file=file, schema=SCHEMA, provider=PROVIDER))
+    storage.close()
 
 
 @pytest.fixture
@@ -269,3 +280,22 @@ def test_a_taken_message_survives_kill_9(tmp_path: Path) -> None:
         "urgent",
         "new",
     )
+
+
+async def test_postgresql_down_is_the_tools_sentence_and_nothing_half_written(tmp_path) -> None:
+    """The database unreachable: the tool answers that it could not save (the model tells
+    the caller), it does not claim "message taken"."""
+    from hookline_messages.tools import UNREACHABLE
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    storage = Storage("postgresql", url=f"postgresql://u@127.0.0.1:{port}/d", connect_timeout_s=1)
+    db = storage.database(file=tmp_path / "m.duckdb", schema=SCHEMA, provider=PROVIDER)
+    (tool,) = build_tools(MessageStore(db))
+    try:
+        with pytest.raises(ToolError) as refused:
+            await _take(tool, _ctx(), name="Dana", reason="invoice")
+        assert str(refused.value) == UNREACHABLE
+    finally:
+        storage.close()
