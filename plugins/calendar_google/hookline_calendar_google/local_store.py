@@ -87,6 +87,8 @@ class LocalStore:
     """`db` holds the appointments (a path: that DuckDB file, for tools and tests);
     `bays` is the shop's number of bays: the capacity `insert` enforces."""
 
+    checks_bays = True  # insert refuses a taken bay itself (SlotTaken)
+
     def __init__(
         self,
         db: Database | Path | str,
