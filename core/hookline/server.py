@@ -43,8 +43,10 @@ from .errors import ConfigError, HooklineError
 from .providers import ASGIApp, Route
 from .runtime import Runtime
 from .workers import (
+    DEFAULT_WORKERS,
     WorkerOptions,
     analytics_path_for,
+    cores,
     parse_worker_option,
     report_failure,
     report_ready,
@@ -462,9 +464,8 @@ def _check_metrics_port(config: Config) -> None:
 
 
 def _serve_command(args: argparse.Namespace) -> int:
-    # One process unless asked: the local calendar store and `hookline calls` still read
-    # one process's files (issue 14 items 4 and 5); see docs/capacity.md.
-    workers = args.workers if args.workers is not None else 1
+    # One process unless asked (DEFAULT_WORKERS says why); `--workers auto`: one per core.
+    workers = args.workers if args.workers is not None else DEFAULT_WORKERS
     log_args = [
         *(["-v"] if args.verbose else []),
         *(["--log-level", args.log_level] if args.log_level else []),
@@ -500,8 +501,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--workers",
         type=_workers,
-        help="server processes sharing the port, each with its own runtime "
-        "(default 1, this process alone; e.g. one per core: see docs/capacity.md)",
+        help="server processes sharing the port, each with its own runtime: a number, "
+        "or auto for one per core (default 1, this process alone: see docs/capacity.md)",
     )
     # Set by the --workers supervisor in each worker: index and inherited descriptors.
     p.add_argument("--worker", type=parse_worker_option, help=argparse.SUPPRESS)
@@ -509,10 +510,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _workers(text: str) -> int:
+    if text == "auto":
+        return min(cores(), 256)
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of workers: {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"not a number of workers: {text!r} (a number, or auto: one per core)"
+        ) from None
     if not 1 <= value <= 256:
         raise argparse.ArgumentTypeError(f"workers must be 1-256, not {value}")
     return value

@@ -42,9 +42,11 @@ from .errors import ConfigError, HooklineError
 from .startup import StartupFailed
 
 __all__ = [
+    "DEFAULT_WORKERS",
     "WorkerOptions",
     "analytics_path_for",
     "bind_listener",
+    "cores",
     "parse_worker_option",
     "report_failure",
     "report_ready",
@@ -53,6 +55,15 @@ __all__ = [
 ]
 
 log = logging.getLogger("hookline.workers")
+
+# `hookline serve` without `--workers` is one process, though every piece of state that
+# must be shared now can be (stream tokens, analytics segments, `[storage]` for the
+# calendar, outbox, messages and tows): more processes change what a config means
+# without saying so. `[server] max_concurrent_calls` is per process (N workers admit N
+# times as many), metrics are served on N ports (port, port + 1, ...), and with the
+# default DuckDB storage the processes take turns on each store's file (one operation
+# at a time, each opening it). Ask for them: `--workers auto` (one per core) or a number.
+DEFAULT_WORKERS = 1
 
 RESTART_FIRST_S = 1.0
 RESTART_MAX_S = 30.0
@@ -69,6 +80,14 @@ class WorkerOptions:
     listen_fd: int
     ready_fd: int  # written once the worker serves
     lifeline_fd: int  # EOF when the supervisor is gone
+
+
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def analytics_path_for(database: str, index: int) -> str:

@@ -175,3 +175,39 @@ def _state(pid: int) -> str:
             return f.read().rsplit(")", 1)[1].split()[0]
     except FileNotFoundError:
         return "gone"
+
+
+def test_workers_default_to_one_process_and_auto_is_one_per_core() -> None:
+    # One process unless asked (hookline.workers.DEFAULT_WORKERS says why); "auto" is
+    # the cores this process may run on.
+    from hookline.cli import build_parser
+    from hookline.workers import cores
+
+    parser = build_parser()
+    assert parser.parse_args(["serve", "agent.toml"]).workers is None
+    assert parser.parse_args(["serve", "agent.toml", "--workers", "auto"]).workers == cores()
+    assert cores() == len(os.sched_getaffinity(0))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "agent.toml", "--workers", "many"])
+
+
+async def test_serve_without_workers_is_this_process_alone(tmp_path, nursery, stack):
+    port = free_port()
+    config = _config(tmp_path, stack, port)
+    stderr = tmp_path / "stderr.log"
+    with stderr.open("wb") as err:
+        proc = await _serve(nursery, config, {**os.environ, **stack.env()}, err)
+        try:
+            with trio.fail_after(90):
+                await wait_ok(f"http://127.0.0.1:{port}/readyz")
+                proc.send_signal(signal.SIGTERM)
+                await proc.wait()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+    log = stderr.read_text()
+    assert proc.returncode == 0, log[-3000:]
+    assert not re.search(r"worker\(s\)|worker \d", log), log[-3000:]  # no supervisor
+    assert len(re.findall(r"hookline\.server stopped$", log, re.M)) == 1, log[-3000:]
+    # Its analytics file is the configured one, not calls.worker0.duckdb.
+    assert (tmp_path / "calls.duckdb").exists() and not list(tmp_path.glob("calls.worker*"))

@@ -1,4 +1,5 @@
-"""Service-shop scheduling tools for hookline, on Google Calendar or a local DuckDB file.
+"""Service-shop scheduling tools for hookline, on Google Calendar or local storage (a
+DuckDB file, or the shared PostgreSQL database with `[storage] backend = "postgresql"`).
 
 Enable with `[providers] tools = ["calendar_google", ...]` and configure the shop in
 `[tools.calendar_google]` (see `CalendarSettings`).
@@ -12,9 +13,10 @@ from pathlib import Path
 
 import trio
 
-from hookline import ProviderContext, Tool, ToolSet, hookimpl
+from hookline import Database, ProviderContext, ProviderUnavailable, Tool, ToolSet, hookimpl
 
 from .context import RememberingStore, call_context
+from .local_store import PROVIDER
 from .notify import Confirmations
 from .schedule import Rules
 from .settings import CalendarSettings
@@ -39,14 +41,20 @@ def create_scheduler(
     secret: Callable[[str, str], str],
     resolve_path: Callable[[str], Path],
     clock: Callable[[], dt.datetime] | None = None,
+    database: Callable[[str, str], Database] | None = None,
 ) -> Scheduler:
     """The scheduler and its store, from settings and what the runtime provides.
-    `secret(env_var, settings_key)` reads a secret; `resolve_path` places the local file."""
+    `secret(env_var, settings_key)` reads a secret; `database(file, schema)` gives the
+    local backend its `hookline.Database` (`ctx.database`; without it, the DuckDB file
+    `resolve_path(settings.database)`)."""
     rules = Rules.from_settings(settings, default_timezone)
     if settings.backend == "local":
-        from .local_store import LocalStore
+        from .local_store import SCHEMA, LocalStore
 
-        store = LocalStore(resolve_path(settings.database), limiter, bays=rules.bays)
+        if database is None:
+            store = LocalStore(resolve_path(settings.database), limiter, bays=rules.bays)
+        else:
+            store = LocalStore(database(settings.database, SCHEMA), bays=rules.bays)
     else:
         from .google_calendar import GoogleCalendarStore, make_credentials
 
@@ -70,19 +78,19 @@ def _create(settings: CalendarSettings, ctx: ProviderContext) -> Sequence[Tool]:
         limiter=ctx.thread_limiter,
         secret=lambda env, key: ctx.secret(env, key=key),
         resolve_path=ctx.resolve_path,
+        database=lambda file, schema: ctx.database(file, schema, provider=PROVIDER),
     )
     # Remembers the bookings it passes, for the prompt's upcoming appointments.
     remembering = RememberingStore(scheduler.store)
     scheduler.store = remembering
-    # Open the DuckDB file / load Google's API description now, at start-up, so a bad
-    # database path stops the runtime with a clear error instead of failing a caller.
-    import duckdb
-
+    # Create the appointments table / load Google's API description now, at start-up, so
+    # a bad database path or an unreachable database stops the runtime with a clear
+    # error instead of failing a caller.
     try:
         scheduler.store.warm()
-    except (duckdb.Error, OSError) as e:
+    except (ProviderUnavailable, OSError) as e:
         raise ctx.config_error(f"cannot open the calendar database: {e}", key="database") from None
-    # Closed at shutdown, after the last call (the DuckDB file is flushed and released).
+    # Closed at shutdown, after the last call.
     ctx.on_close(scheduler.store.aclose)
     # Each call's prompt: hours, closures, services, open now / next opening, and the
     # caller's upcoming appointments (by the number the call comes from only).

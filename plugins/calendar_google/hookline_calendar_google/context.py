@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -248,16 +247,10 @@ class RememberingStore:
 def _upcoming_now(store: Store, now: dt.datetime) -> list[Booking]:
     """The bookings that end after `now`, read synchronously from either backend."""
     from .google_calendar import TAG, GoogleCalendarStore, _Events, _iso
-    from .local_store import LocalStore, _select
+    from .local_store import LocalStore
 
     if isinstance(store, LocalStore):
-        if store.path != ":memory:" and not Path(store.path).exists():
-            return []  # no bookings yet, and a preview creates no file
-        cursor = store._connection().cursor()
-        try:
-            return _select(cursor, "status <> 'cancelled' AND end_at > ? ORDER BY start_at", [now])
-        finally:
-            cursor.close()
+        return store.upcoming_sync(now)
     if isinstance(store, GoogleCalendarStore):
         page = store._run(  # the first 2500 are plenty for a prompt
             lambda events: events.list(

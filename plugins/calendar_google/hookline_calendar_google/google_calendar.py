@@ -144,6 +144,8 @@ def _read(path: str, what: str = "service-account key file") -> bytes:
 
 
 class GoogleCalendarStore:
+    checks_bays = False  # no transactions: the tools re-check after inserting
+
     def __init__(
         self,
         settings: CalendarSettings,

@@ -1,39 +1,47 @@
-"""The local backend: bookings in an embedded DuckDB file, for shops without Google and
-for the offline demo.
+"""The local backend: bookings in the `appointments` table of a `hookline.Database`, for
+shops without Google and for the offline demo. With `[storage] backend = "duckdb"` (the
+default) the table is in the embedded file `database` names (opened for one operation at
+a time, so the CLI and other processes on the machine take turns with the server); with
+`backend = "postgresql"` it is in the shared database, and any number of processes and
+machines book against it.
 
-No double booking, whatever the timing: `insert` runs as one transaction under a lock
-shared by every store on the same file in this process (DuckDB lets one process at a time
-open a file for writing), and inside it checks that the booking's bay is free for its
-whole span before writing the row. DuckDB's snapshot isolation alone would not do:
-two transactions inserting different rows that overlap in time both commit. The event id
-is still the primary key, so a repeated id is refused the same way Google's 409 is.
-Each query runs in a worker thread on its own cursor of one shared connection.
+No double booking, whatever the timing or the process: `insert` runs as one transaction
+that first takes the lock "calendar_google.appointments" (in PostgreSQL an advisory lock
+held by the database until the transaction ends, against every process; a DuckDB file
+is held by one operation at a time already), and inside it checks that the booking's bay
+is free for its whole span before it commits the row. Snapshot isolation alone would not
+do: two transactions inserting different rows that overlap in time both commit. Nor
+would an exclusion constraint: a reschedule stores the replacement before it cancels the
+booking it replaces, which may overlap it on the same bay, and a hand-made event takes
+one bay without saying which. The event id is the primary key, so a repeated id is
+refused the same way Google's 409 is.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import msgspec
 import trio
 
-from hookline import ProviderUnavailable, connect_duckdb
+from hookline import Conflict, Database, Session, Storage
 
 from .schedule import Booking, free_bays
 from .store import SlotTaken
 from .vehicle import Vehicle
 
-__all__ = ["LocalStore"]
+__all__ = ["PROVIDER", "SCHEMA", "LocalStore"]
 
 PROVIDER = "tools/calendar_google"
+# Held across the check and the write of every insert (see the module docstring).
+_LOCK = "calendar_google.appointments"
 
-_SCHEMA = """
+# One script for both engines (the types and statements both accept).
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS appointments (
     id VARCHAR PRIMARY KEY,
     start_at TIMESTAMPTZ NOT NULL,
@@ -68,12 +76,6 @@ ALTER TABLE appointments ADD COLUMN IF NOT EXISTS plate VARCHAR DEFAULT '';
 ALTER TABLE appointments ADD COLUMN IF NOT EXISTS mileage INTEGER;
 """
 
-# Stores on one file in one process share DuckDB's database instance; creating the
-# schema from two of them at once would be a write-write conflict.
-_OPEN_LOCK = threading.Lock()
-# One writer lock per database file, shared by every store on it (guarded by _OPEN_LOCK).
-_WRITE_LOCKS: dict[str, threading.Lock] = {}
-
 _COLUMNS = (
     "id, start_at, end_at, bay, service, phone, customer_name, vehicle, notes, "
     "call_id, request_id, replaces, status, created_at, confirmation_code, "
@@ -82,137 +84,127 @@ _COLUMNS = (
 
 
 class LocalStore:
-    """`bays` is the shop's number of bays: the capacity `insert` enforces."""
+    """`db` holds the appointments (a path: that DuckDB file, for tools and tests);
+    `bays` is the shop's number of bays: the capacity `insert` enforces."""
 
-    def __init__(self, path: Path | str, limiter: trio.CapacityLimiter, *, bays: int) -> None:
-        self.path = str(path)
-        self.limiter = limiter
+    checks_bays = True  # insert refuses a taken bay itself (SlotTaken)
+
+    def __init__(
+        self,
+        db: Database | Path | str,
+        limiter: trio.CapacityLimiter | None = None,
+        *,
+        bays: int,
+    ) -> None:
+        if not isinstance(db, Database):
+            db = Storage("duckdb", limiter=limiter).database(
+                file=Path(db), schema=SCHEMA, provider=PROVIDER
+            )
+        self.db = db
         self.bays = bays
-        self._conn: duckdb.DuckDBPyConnection | None = None
-        key = self.path if self.path == ":memory:" else str(Path(self.path).resolve())
-        with _OPEN_LOCK:
-            self._write_lock = _WRITE_LOCKS.setdefault(key, threading.Lock())
+        self._stamp_guard = threading.Lock()
         self._last_created = dt.datetime.min.replace(tzinfo=dt.UTC)
-        # Test hook: runs in the insert's worker thread just before the row is written
-        # (tests inject delays there to shake out races).
+        # Test hook: runs in the insert's worker thread, under the lock, just before the
+        # row is written (tests inject delays there to shake out races).
         self.before_insert: Callable[[], None] | None = None
 
-    def _connection(self) -> duckdb.DuckDBPyConnection:
-        with _OPEN_LOCK:
-            if self._conn is None:
-                if self.path == ":memory:":
-                    conn = duckdb.connect(self.path)
-                else:
-                    Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-                    conn = connect_duckdb(self.path)  # a format the documented CLI reads
-                conn.execute("SET TimeZone = 'UTC'")
-                conn.execute(_SCHEMA)
-                self._conn = conn
-            return self._conn
-
-    async def _run(self, fn: Any, *args: Any) -> Any:
-        def work() -> Any:
-            cursor = self._connection().cursor()
-            try:
-                return fn(cursor, *args)
-            finally:
-                cursor.close()
-
-        try:
-            return await trio.to_thread.run_sync(work, limiter=self.limiter)
-        except (duckdb.ConstraintException, duckdb.TransactionException):
-            raise  # the id is taken: insert() answers None
-        except (duckdb.Error, OSError) as e:
-            raise ProviderUnavailable(f"local calendar {self.path}: {e}", provider=PROVIDER) from e
+    @property
+    def file(self) -> Path | None:
+        """The DuckDB file, or None when the rows are in PostgreSQL."""
+        path = getattr(self.db, "path", None)
+        return Path(path) if self.db.kind == "duckdb" and path is not None else None
 
     async def aclose(self) -> None:
-        await trio.to_thread.run_sync(self.close, limiter=self.limiter)
+        pass  # nothing is held between operations; the runtime closes the storage
 
     def warm(self) -> None:
-        self._connection()
+        """Create the table now (the file, or the pool's first connection), so a bad
+        path or an unreachable database stops start-up instead of failing a caller."""
+        self.db.run_sync(_nothing)
 
     def close(self) -> None:
-        with _OPEN_LOCK:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        pass
 
     # -------------------------------------------------------------- Store
 
     async def bookings(self, lo: dt.datetime, hi: dt.datetime) -> list[Booking]:
-        return await self._run(
+        return await self.db.run(
             _select,
-            "status <> 'cancelled' AND end_at > ? AND start_at < ? ORDER BY start_at, id",
+            "status <> 'cancelled' AND end_at > $1 AND start_at < $2 ORDER BY start_at, id",
             [lo, hi],
         )
 
     async def by_phone(self, phone: str, after: dt.datetime) -> list[Booking]:
-        return await self._run(
+        return await self.db.run(
             _select,
-            "status <> 'cancelled' AND phone = ? AND end_at > ? ORDER BY start_at, id",
+            "status <> 'cancelled' AND phone = $1 AND end_at > $2 ORDER BY start_at, id",
             [phone, after],
         )
 
     async def get(self, booking_id: str) -> Booking | None:
-        rows = await self._run(_select, "id = ?", [booking_id])
+        rows = await self.db.run(_select, "id = $1", [booking_id])
         return rows[0] if rows else None
+
+    def upcoming_sync(self, now: dt.datetime) -> list[Booking]:
+        """The live bookings that end after `now`, from synchronous code (start-up, or
+        `hookline prompt`); without a DuckDB file yet there are none, and none is made."""
+        if self.file is not None and not self.file.exists():
+            return []
+        return self.db.run_sync(
+            _select, "status <> 'cancelled' AND end_at > $1 ORDER BY start_at, id", [now]
+        )
 
     async def insert(self, booking: Booking) -> Booking | None:
         """Raises `SlotTaken` when an overlapping booking holds the bay (checked in the
-        same transaction as the write, under the file's writer lock)."""
+        same transaction as the write, under the appointments lock)."""
         try:
-            stored = await self._run(self._write, booking)
-        except (duckdb.ConstraintException, duckdb.TransactionException):
+            return await self.db.run(self._write, booking)
+        except Conflict:
             return None  # the id exists
-        if stored is None:
+
+    async def cancel(self, booking_id: str) -> bool:
+        return await self.db.run(_cancel, booking_id)
+
+    def _write(self, session: Session, booking: Booking) -> Booking:
+        """In a worker thread, one transaction: insert and check the bay. Raising
+        (SlotTaken, Conflict) rolls the row back."""
+        session.lock(_LOCK)
+        if self.before_insert is not None:
+            self.before_insert()
+        stored = msgspec.structs.replace(booking, created=self._stamp())
+        # The id first: a repeated request finds its own booking by it (Conflict).
+        _insert(session, stored)
+        if booking.bay is not None and not self._bay_free(session, booking):
             raise SlotTaken(booking.bay)
         return stored
 
-    async def cancel(self, booking_id: str) -> bool:
-        return await self._run(_cancel, booking_id)
-
-    def _write(self, cur: duckdb.DuckDBPyConnection, booking: Booking) -> Booking | None:
-        """In a worker thread: check the bay and insert, atomically. None: bay taken."""
-        with self._write_lock:
-            cur.begin()
-            try:
-                if self.before_insert is not None:
-                    self.before_insert()
-                stored = msgspec.structs.replace(booking, created=self._stamp())
-                # The id first: a repeated request finds its own booking by it (None).
-                _insert(cur, stored)
-                if booking.bay is not None and not self._bay_free(cur, booking):
-                    cur.rollback()
-                    return None
-                cur.commit()
-            except BaseException:
-                with contextlib.suppress(duckdb.Error):  # a failed commit ended it already
-                    cur.rollback()
-                raise
-            return stored
-
-    def _bay_free(self, cur: duckdb.DuckDBPyConnection, booking: Booking) -> bool:
+    def _bay_free(self, session: Session, booking: Booking) -> bool:
         # The appointment a reschedule replaces does not stand in its own way: it is
         # cancelled right after its replacement is stored.
         around = _select(
-            cur,
-            "status <> 'cancelled' AND end_at > ? AND start_at < ? AND id NOT IN (?, ?)",
+            session,
+            "status <> 'cancelled' AND end_at > $1 AND start_at < $2 AND id NOT IN ($3, $4)",
             [booking.start, booking.end, booking.id, booking.replaces],
         )
         return booking.bay in free_bays(around, booking.start, booking.end, self.bays)
 
     def _stamp(self) -> dt.datetime:
-        # Strictly increasing creation times (under the writer lock): informative only,
-        # the lock is what keeps bookings apart.
-        now = dt.datetime.now(dt.UTC)
-        if now <= self._last_created:
-            now = self._last_created + dt.timedelta(microseconds=1)
-        self._last_created = now
-        return now
+        # Strictly increasing creation times in this process: informative only, the
+        # lock is what keeps bookings apart.
+        with self._stamp_guard:
+            now = dt.datetime.now(dt.UTC)
+            if now <= self._last_created:
+                now = self._last_created + dt.timedelta(microseconds=1)
+            self._last_created = now
+            return now
 
 
-def _select(cur: duckdb.DuckDBPyConnection, where: str, params: list[Any]) -> list[Booking]:
-    rows = cur.execute(f"SELECT {_COLUMNS} FROM appointments WHERE {where}", params).fetchall()
+def _nothing(session: Session) -> None:
+    return None
+
+
+def _select(session: Session, where: str, params: list[Any]) -> list[Booking]:
+    rows = session.execute(f"SELECT {_COLUMNS} FROM appointments WHERE {where}", params)
     return [
         Booking(
             id=r[0],
@@ -243,10 +235,11 @@ def _select(cur: duckdb.DuckDBPyConnection, where: str, params: list[Any]) -> li
     ]
 
 
-def _insert(cur: duckdb.DuckDBPyConnection, b: Booking) -> None:
+def _insert(session: Session, b: Booking) -> None:
     v = b.vehicle_info
-    cur.execute(
-        f"INSERT INTO appointments ({_COLUMNS}) VALUES ({', '.join('?' * 21)})",
+    placeholders = ", ".join(f"${i}" for i in range(1, 22))
+    session.execute(
+        f"INSERT INTO appointments ({_COLUMNS}) VALUES ({placeholders})",
         [
             b.id, b.start, b.end, b.bay, b.service, b.phone, b.customer_name, b.vehicle,
             b.notes, b.call_id, b.request_id, b.replaces, b.status, b.created,
@@ -255,10 +248,10 @@ def _insert(cur: duckdb.DuckDBPyConnection, b: Booking) -> None:
     )  # fmt: skip
 
 
-def _cancel(cur: duckdb.DuckDBPyConnection, booking_id: str) -> bool:
-    rows = cur.execute(
+def _cancel(session: Session, booking_id: str) -> bool:
+    rows = session.execute(
         "UPDATE appointments SET status = 'cancelled' "
-        "WHERE id = ? AND status <> 'cancelled' RETURNING id",
+        "WHERE id = $1 AND status <> 'cancelled' RETURNING id",
         [booking_id],
-    ).fetchall()
+    )
     return bool(rows)

@@ -96,7 +96,9 @@ class CalendarSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     rate_limit_backoff_s: NonNegativeSeconds = 0.5  # doubles per retry, capped by backoff_max_s
     backoff_max_s: NonNegativeSeconds = 4.0
 
-    # Local backend, relative to the config file.
+    # Local backend: the DuckDB file (relative to the config file) of its appointments
+    # table; with `[storage] backend = "postgresql"` the table is in that database
+    # instead, shared by every process, and this file is not used.
     database: str = "data/calendar.duckdb"
 
     # Confirmation texts to the caller, through the outbox's `sms_channel` (on when
@@ -130,6 +132,9 @@ class CalendarSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
             if day not in WEEKDAYS:
                 raise ValueError(f"hours: unknown weekday {day!r} (use {', '.join(WEEKDAYS)})")
             parse_hours(value)
+        if self.database.strip() == ":memory:":
+            # The file is opened for each operation: in memory, every booking is lost.
+            raise ValueError("database: ':memory:' keeps nothing; name a file (or a tmp path)")
         if not self.services:
             raise ValueError("services: list at least one service with its minutes")
         for name, minutes in self.services.items():

@@ -38,6 +38,10 @@ def current_logger() -> logging.Logger | logging.LoggerAdapter:
 class Store(Protocol):
     """Failures are raised as hookline's provider errors (`ProviderUnavailable`, ...)."""
 
+    # True: `insert` checks the bay in the same transaction as the write (SlotTaken), so
+    # the tools need not re-read the bay after a successful insert.
+    checks_bays: bool
+
     async def bookings(self, lo: dt.datetime, hi: dt.datetime) -> list[Booking]:
         """Every live (not cancelled) event overlapping [lo, hi), start order."""
         ...

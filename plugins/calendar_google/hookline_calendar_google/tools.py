@@ -8,9 +8,10 @@ Booking is where double bookings are prevented, the same way on both backends:
    409, DuckDB's primary key), so of two calls racing for one bay exactly one gets it;
 3. bookings that overlap without sharing a start time have different ids. A store that
    can check the bay atomically with the write does so and refuses (`SlotTaken`: the
-   local store, under its writer lock). Google Calendar has no transactions, so after the
-   insert the winner re-reads the bay and yields (deletes its event, tries the next bay)
-   if an overlapping booking on it was created first by Google's own clock (`loses_to`);
+   local store, under the database's appointments lock; `checks_bays`), and nothing
+   is re-read. Google Calendar has no transactions, so after the insert the winner
+   re-reads the bay and yields (deletes its event, tries the next bay) if an
+   overlapping booking on it was created first by Google's own clock (`loses_to`);
    on a tie both yield. That is sound only as far as Google's listing shows every event
    created before it was asked and its `created` stamps follow that order, and a process
    that dies between its insert and its re-check leaves its event in place.
@@ -462,6 +463,8 @@ class Scheduler:
                     if _same(holder, booking):
                         return holder, True  # our own insert, answered before a retry
                     break  # someone else holds this bay at this time
+                if self.store.checks_bays:
+                    return stored, False  # checked with the write: nothing to re-read
                 rivals = [
                     b
                     for b in await self.store.bookings(start, end)

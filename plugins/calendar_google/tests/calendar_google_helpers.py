@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import msgspec
 import trio
 
+from hookline import Database, Storage
 from hookline.providers import CallInfo
 from hookline.tools import Tool, ToolContext
 from hookline_calendar_google import CalendarSettings, create_scheduler
@@ -110,11 +112,29 @@ class Shop:
 
 @dataclass
 class ShopFactory:
+    """`postgres_url`: the local backend's table in that PostgreSQL database, each shop
+    with its own connection pool (as separate processes have), instead of the file."""
+
     backend: str
     fake: FakeGoogleCalendar | None
     database: Path
+    postgres_url: str = ""
     clock: Clock = field(default_factory=Clock)
     built: list[Shop] = field(default_factory=list)
+    storages: list[Storage] = field(default_factory=list)
+
+    def _database(self) -> Callable[[str, str], Database] | None:
+        if not self.postgres_url:
+            return None  # the DuckDB file `database`
+        storage = Storage("postgresql", url=self.postgres_url, pool_size=4)
+        self.storages.append(storage)
+        return lambda file, schema: storage.database(
+            file=Path(file), schema=schema, provider="tools/calendar_google"
+        )
+
+    def close(self) -> None:
+        for storage in self.storages:
+            storage.close()
 
     def settings(self, **overrides: Any) -> CalendarSettings:
         raw = {**SHOP, **overrides, "backend": self.backend}
@@ -142,6 +162,7 @@ class ShopFactory:
             secret=lambda env_var, key: environ[env_var],
             resolve_path=Path,
             clock=self.clock,
+            database=self._database(),
         )
         shop = Shop(self.backend, scheduler, {t.name: t for t in build_tools(scheduler)},
                     self.clock, fake)  # fmt: skip

@@ -1,4 +1,5 @@
-"""Fixtures: a shop on each backend (the Google fake and DuckDB)."""
+"""Fixtures: a shop on each backend (the Google fake; the local store on a DuckDB file
+and on a real PostgreSQL server)."""
 
 import sys
 from collections.abc import AsyncIterator
@@ -16,18 +17,20 @@ from hookline_testkit.fake_google_calendar import fake_google_calendar
 from hookline_testkit.fixtures_calendar import google_calendar_fake  # noqa: F401
 
 
-@pytest.fixture(params=["google", "local"])
+@pytest.fixture(params=["google", "local", "local-postgresql"])
 async def make_shop(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ShopFactory]:
     """Build shops (each one is like a separate process) on the parametrized backend."""
     if request.param == "google":
         async with fake_google_calendar() as fake:
             factory = ShopFactory("google", fake, tmp_path / "unused.duckdb")
             yield factory
-    else:
-        factory = ShopFactory("local", None, tmp_path / "calendar.duckdb")
-        yield factory
-        for shop in factory.built:
-            await shop.store.aclose()
+        return
+    url = request.getfixturevalue("postgres_url") if request.param == "local-postgresql" else ""
+    factory = ShopFactory("local", None, tmp_path / "calendar.duckdb", postgres_url=url)
+    yield factory
+    for shop in factory.built:
+        await shop.store.aclose()
+    factory.close()
 
 
 @pytest.fixture

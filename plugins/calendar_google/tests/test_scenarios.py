@@ -6,12 +6,15 @@ import datetime as dt
 import random
 import re
 import time
+from pathlib import Path
 
 import pytest
 import trio
 from calendar_google_helpers import ALICE, BOB, Shop, ShopFactory, local, make_ctx
 
+from hookline import Storage
 from hookline.tools import ToolError
+from hookline_calendar_google.local_store import SCHEMA
 from hookline_calendar_google.schedule import Booking, event_id
 from hookline_calendar_google.tools import BookingResult
 
@@ -478,12 +481,18 @@ async def test_reschedule_moves_the_appointment(make_shop: ShopFactory) -> None:
     assert len(await live_at(shop, "2026-03-09T09:00", minutes=300)) == 2
 
 
-async def test_store_failure_is_voiced(make_shop: ShopFactory, tmp_path: object) -> None:
+async def test_store_failure_is_voiced(make_shop: ShopFactory, tmp_path: Path) -> None:
     if make_shop.fake:
         shop = make_shop(api_endpoint="http://127.0.0.1:9/calendar/v3/")  # nothing listens
+    elif make_shop.postgres_url:
+        shop = make_shop()
+        nobody = Storage("postgresql", url="postgresql://hookline@127.0.0.1:9/shop",
+                         connect_timeout_s=1.0)  # fmt: skip
+        shop.store.db = nobody.database(file=Path("unused"), schema=SCHEMA, provider="t")
     else:
         shop = make_shop()
-        shop.store.path = str(tmp_path)  # a directory is no database
+        # A directory is no database.
+        shop.store.db = Storage("duckdb").database(file=tmp_path, schema=SCHEMA, provider="t")
     with pytest.raises(ToolError, match="I can't reach the schedule right now"):
         await shop.call("check_availability", service="oil change")
     with pytest.raises(ToolError, match="can I take your number"):

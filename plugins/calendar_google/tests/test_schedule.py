@@ -151,6 +151,7 @@ def test_settings_errors_name_the_key() -> None:
         ({"timezone": "Mars/Olympus"}, "unknown time zone"),
         ({"backend": "outlook"}, "tools.calendar_google.backend"),
         ({"colour": "red"}, "unknown key 'colour'"),
+        ({"database": ":memory:"}, "database: ':memory:' keeps nothing"),
     ]:
         with pytest.raises(ConfigError, match=re.escape(words)) as e:
             decode(**raw)
