@@ -87,13 +87,19 @@ class ProviderContext:
         """The dotted config key of this section's field `name`."""
         return f"{self.section}.{name}"
 
-    def database(self, file: str, schema: Schema, *, provider: str | None = None) -> Database:
+    def database(
+        self, file: str, schema: Schema, *, provider: str | None = None, held: bool = False
+    ) -> Database:
         """Where a store keeps its rows, as `[storage]` chose: the DuckDB `file` (relative
         to the config file's folder), or its tables in the shared PostgreSQL database.
         `schema` is the tables' DDL (one script, or one per engine); see hookline.Database.
+        `held`: keep the DuckDB file open in this process (fast, but one process only).
         """
         return self.storage.database(
-            file=self.resolve_path(file), schema=schema, provider=provider or self.section
+            file=self.resolve_path(file),
+            schema=schema,
+            provider=provider or self.section,
+            held=held,
         )
 
     def on_close(self, aclose: Closer) -> None:

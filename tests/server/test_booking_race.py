@@ -181,3 +181,32 @@ async def test_two_processes_book_one_slot_exactly_one_wins(
     assert len(rows) == 1 and rows[0][0] in CALLERS, rows
     assert rows[0][1] == dt.datetime.fromisoformat(START).replace(tzinfo=dt.UTC)
     assert len(re.findall(r"hookline\.server stopped$", log, re.M)) == 2, log[-3000:]
+
+
+async def test_a_duckdb_calendar_takes_one_process_a_second_worker_is_refused(
+    tmp_path: Path, nursery, stack: FakeStack
+) -> None:
+    """The embedded default holds its file in the one serving process; a second worker
+    stops the server at start-up with one line that names the PostgreSQL option."""
+    config = _config(tmp_path / "shop", stack, free_port())
+    config.write_text(config.read_text().replace('backend = "postgresql"', 'backend = "duckdb"'))
+    stderr = tmp_path / "stderr.log"
+    with stderr.open("wb") as err:
+        proc = await nursery.start(
+            partial(
+                trio.run_process,
+                [sys.executable, "-m", "hookline.cli", "serve", str(config), "--workers", "2"],
+                env={**os.environ, **stack.env()},
+                stderr=err,
+                stdout=subprocess.DEVNULL,
+                check=False,
+            )
+        )
+        with trio.fail_after(90):
+            await proc.wait()
+    log = stderr.read_text()
+    assert proc.returncode == 1, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+    last = log.strip().splitlines()[-1]
+    assert re.fullmatch(r"hookline: worker \d could not start: .*open in another process.*", last)
+    assert '[storage] backend = "postgresql"' in last, last

@@ -22,27 +22,29 @@ CREATE TABLE IF NOT EXISTS slots (
 """
 
 
-@pytest.fixture(params=["duckdb", "postgresql"])
+@pytest.fixture(params=["duckdb", "duckdb-held", "postgresql"])
 def storage_factory(request, tmp_path: Path):
-    """Makes Storages as separate processes would have them (each its own pool)."""
+    """Makes the test table's Database as separate processes would have it (each its own
+    Storage and pool); "duckdb-held" keeps the file open (one process, side by side)."""
     made: list[Storage] = []
 
-    def make() -> Storage:
-        if request.param == "duckdb":
+    def make() -> Database:
+        if request.param.startswith("duckdb"):
             s = Storage("duckdb")
         else:
             url = request.getfixturevalue("postgres_url")
             s = Storage("postgresql", url=url, pool_size=4)
         made.append(s)
-        return s
+        return s.database(
+            file=tmp_path / "slots.duckdb",
+            schema=SCHEMA,
+            provider="test",
+            held=request.param == "duckdb-held",
+        )
 
     yield make
     for s in made:
         s.close()
-
-
-def _db(storage: Storage, tmp_path: Path) -> Database:
-    return storage.database(file=tmp_path / "slots.duckdb", schema=SCHEMA, provider="test")
 
 
 def _insert(session: Session, id_: str, slot: int) -> None:
@@ -53,7 +55,7 @@ def _insert(session: Session, id_: str, slot: int) -> None:
 
 
 def test_a_run_is_one_transaction(storage_factory, tmp_path: Path) -> None:
-    db = _db(storage_factory(), tmp_path)
+    db = storage_factory()
     db.run_sync(_insert, "a", 1)
 
     def insert_then_fail(session: Session) -> None:
@@ -68,7 +70,7 @@ def test_a_run_is_one_transaction(storage_factory, tmp_path: Path) -> None:
 
 
 def test_a_repeated_key_is_a_conflict(storage_factory, tmp_path: Path) -> None:
-    db = _db(storage_factory(), tmp_path)
+    db = storage_factory()
     db.run_sync(_insert, "a", 1)
     with pytest.raises(Conflict):
         db.run_sync(_insert, "a", 2)
@@ -80,7 +82,7 @@ def test_lock_keeps_check_then_write_apart_across_processes(
 ) -> None:
     """8 writers on 2 storages (as 2 processes would have), each checking the slot is
     free, waiting, then writing: with the lock, exactly one wins each slot."""
-    dbs = [_db(storage_factory(), tmp_path) for _ in range(2)]
+    dbs = [storage_factory() for _ in range(2)]
     outcomes: list[bool] = []
 
     def book(session: Session, id_: str) -> bool:
@@ -105,7 +107,7 @@ def test_lock_keeps_check_then_write_apart_across_processes(
 
 
 async def test_run_from_trio_uses_a_worker_thread(storage_factory, tmp_path: Path) -> None:
-    db = _db(storage_factory(), tmp_path)
+    db = storage_factory()
     trio_thread = threading.get_ident()
     seen: list[int] = []
 
@@ -125,7 +127,7 @@ def test_an_unreachable_server_is_one_clear_error(tmp_path: Path) -> None:
     storage = Storage(
         "postgresql", url=f"postgresql://u:secret@127.0.0.1:{port}/shop", connect_timeout_s=1
     )
-    db = _db(storage, tmp_path)
+    db = storage.database(file=tmp_path / "slots.duckdb", schema=SCHEMA, provider="test")
     with pytest.raises(ProviderUnavailable) as err:
         db.run_sync(lambda s: s.execute("SELECT 1"))
     text = str(err.value)
@@ -142,7 +144,7 @@ def test_a_url_that_is_not_postgresql_is_a_config_error() -> None:
 
 
 def test_schema_created_by_two_processes_at_once(storage_factory, tmp_path: Path) -> None:
-    dbs = [_db(storage_factory(), tmp_path) for _ in range(4)]
+    dbs = [storage_factory() for _ in range(4)]
     errors: list[BaseException] = []
 
     def first_use(db: Database) -> None:
@@ -157,3 +159,53 @@ def test_schema_created_by_two_processes_at_once(storage_factory, tmp_path: Path
     for t in threads:
         t.join()
     assert errors == []
+
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from hookline import Storage
+db = Storage("duckdb").database(file=Path(sys.argv[1]), schema="SELECT 1", provider="x", held=True)
+db.run_sync(lambda s: s.execute("SELECT 1"))
+print("holding", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_held_file_refuses_a_second_process_naming_postgresql(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "calendar.duckdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+        db = Storage("duckdb").database(file=path, schema=SCHEMA, provider="test", held=True)
+        with pytest.raises(ProviderUnavailable) as err:
+            db.run_sync(lambda s: s.execute("SELECT 1"))
+        text = str(err.value)
+        assert "open in another process" in text
+        assert 'backend = "postgresql"' in text and "\n" not in text
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_held_stores_on_one_file_share_it_and_let_go_when_the_last_closes(
+    tmp_path: Path,
+) -> None:
+    import duckdb
+
+    path = tmp_path / "shared.duckdb"
+    storage = Storage("duckdb")
+    a = storage.database(file=path, schema=SCHEMA, provider="a", held=True)
+    b = Storage("duckdb").database(file=path, schema=SCHEMA, provider="b", held=True)
+    a.run_sync(_insert, "a", 1)
+    assert b.run_sync(lambda s: s.execute("SELECT id FROM slots")) == [("a",)]
+    b.close()
+    assert a.run_sync(lambda s: s.execute("SELECT count(*) FROM slots")) == [(1,)]
+    storage.close()  # lets go of a: the file is free for anyone
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM slots").fetchall() == [(1,)]

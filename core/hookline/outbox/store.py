@@ -143,7 +143,7 @@ class OutboxStore:
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(*args)` (one of the `*_sync` methods) in a worker thread behind the
         database's limiter; a database or disk failure is ProviderUnavailable."""
-        return await trio.to_thread.run_sync(fn, *args, limiter=self.db._limiter)
+        return await trio.to_thread.run_sync(fn, *args, limiter=self.db.limiter)
 
     def _absent(self) -> bool:
         return self.path is not None and not self.path.exists()

@@ -78,7 +78,7 @@ def _create(settings: CalendarSettings, ctx: ProviderContext) -> Sequence[Tool]:
         limiter=ctx.thread_limiter,
         secret=lambda env, key: ctx.secret(env, key=key),
         resolve_path=ctx.resolve_path,
-        database=lambda file, schema: ctx.database(file, schema, provider=PROVIDER),
+        database=lambda file, schema: ctx.database(file, schema, provider=PROVIDER, held=True),
     )
     # Remembers the bookings it passes, for the prompt's upcoming appointments.
     remembering = RememberingStore(scheduler.store)

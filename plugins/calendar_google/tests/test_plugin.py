@@ -117,11 +117,14 @@ async def test_a_call_books_through_the_engine(tmp_path: Path) -> None:
     assert isinstance(stored, Booking)
     assert stored.call_id == info.call_id and stored.phone == "+13125550101"
     assert record.end_reason == "caller_hangup"
-    # The file is opened for one operation at a time: while the runtime runs, anyone
-    # (the DuckDB CLI, another process) opens it, here read-only, and sees the booking.
+    # The file is held open by the serving process (one process: the local calendar's
+    # reads are on every booking turn). While it is open, DuckDB refuses this process a
+    # connection with another configuration (read-only); shutting down lets go of it.
+    with pytest.raises(duckdb.ConnectionException, match="different configuration"):
+        duckdb.connect(str(tmp_path / "shop.duckdb"), read_only=True)
+    await runtime.aclose()
     with duckdb.connect(str(tmp_path / "shop.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM appointments").fetchall() == [(1,)]
-    await runtime.aclose()
 
 
 async def test_a_database_from_before_confirmation_codes_opens(tmp_path: Path) -> None:
