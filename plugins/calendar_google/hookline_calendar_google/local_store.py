@@ -9,8 +9,8 @@ machines book against it.
 
 No double booking, whatever the timing or the process: `insert` runs as one transaction
 that first takes the lock "calendar_google.appointments" (in PostgreSQL an advisory lock
-held by the database until the transaction ends, against every process; a DuckDB file
-is held by one operation at a time already), and inside it checks that the booking's bay
+held by the database until the transaction ends, against every process; with DuckDB a
+lock in the one process that holds the file), and inside it checks that the booking's bay
 is free for its whole span before it commits the row. Snapshot isolation alone would not
 do: two transactions inserting different rows that overlap in time both commit. Nor
 would an exclusion constraint: a reschedule stores the replacement before it cancels the
