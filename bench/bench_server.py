@@ -16,6 +16,11 @@ the per-turn latencies and end reasons are read from the server's DuckDB file.
 
     uv run python bench/bench_server.py --calls 10 25 50 100 150 200 --turns 3
 
+With `--profile DIR`, py-spy (`py-spy` on PATH, else `uvx py-spy`) samples the server
+for `--profile-s` seconds once the calls are under way, every thread, without pausing
+it (`--nonblocking`): DIR/profile-N.txt holds the collapsed stacks, and the level's JSON
+gets the top functions by own and by inclusive share of the samples.
+
 Progress goes to stderr; one JSON line to stdout: per N, p50/p99 `runtime_overhead` and
 `voice_to_voice` (ms, as the server recorded them), the caller-side answer time, CPU
 seconds per call-minute, MB per call, completed/failed calls; `capacity` is the last N
@@ -28,6 +33,7 @@ import argparse
 import contextlib
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,6 +43,7 @@ import time
 import traceback
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import duckdb
@@ -69,6 +76,11 @@ SERVER_CPU = 0
 LOADGEN_CPU = 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 WORKERS = 1  # `--workers`: with more than one, nothing is pinned (they need every core)
+PROFILE_DIR: Path | None = None  # `--profile DIR`
+PROFILE_S = 12.0  # `--profile-s`
+PROFILE_DELAY_S = 3.0  # after the first call starts: the calls are all up by then
+PROFILE_TOP = 25
+STT_SETTINGS = ""  # extra `[stt.deepgram]` lines (`--stt-chunk-ms`)
 
 
 def progress(msg: str) -> None:
@@ -134,13 +146,15 @@ def write_config(
     llm: FakeOpenAI,
     rest: TwilioRestFake,
 ) -> None:
+    providers = FakeStack(stt=stt, tts=tts, llm=llm, rest=rest, auth_token=TOKEN).providers_toml()
+    providers = providers.replace("[stt.deepgram]\n", f"[stt.deepgram]\n{STT_SETTINGS}", 1)
     path.write_text(
         f"""
 [agent]
 name = "Riverside Auto Service (bench)"
 greeting = "{GREETING}"
 
-{FakeStack(stt=stt, tts=tts, llm=llm, rest=rest, auth_token=TOKEN).providers_toml()}
+{providers}
 [server]
 host = "127.0.0.1"
 port = {port}
@@ -255,12 +269,70 @@ async def one_call(
     return result
 
 
-async def lag_probe(worst: list[float]) -> None:
+async def lag_probe(worst: list[float], scope: trio.CancelScope) -> None:
     """How late this process's own loop wakes up: a saturated caller side skews timing."""
+    with scope:
+        await _lag_probe(worst)
+
+
+async def _lag_probe(worst: list[float]) -> None:
     while True:
         before = trio.current_time()
         await trio.sleep(0.01)
         worst[0] = max(worst[0], trio.current_time() - before - 0.01)
+
+
+# ---------------------------------------------------------------------- py-spy
+
+
+def py_spy() -> list[str]:
+    found = shutil.which("py-spy")
+    return [found] if found else ["uvx", "py-spy"]
+
+
+async def profile_server(pid: int, out: Path, *, delay_s: float, seconds: float) -> None:
+    """Sample the server (every thread, not paused) into collapsed stacks at `out`."""
+    await trio.sleep(delay_s)
+    command = [
+        *py_spy(), "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200",
+        "--nonblocking", "--threads", "--format", "raw", "-o", str(out),
+    ]  # fmt: skip
+    done = await trio.run_process(command, capture_stdout=True, capture_stderr=True, check=False)
+    if done.returncode != 0:
+        progress(
+            f"py-spy failed ({done.returncode}): {done.stderr.decode(errors='replace')[-500:]}"
+        )
+
+
+def _frame_name(frame: str) -> str:
+    """`fn (/long/path/module.py:123)` -> `fn (module.py)`: one entry per function."""
+    name, sep, where = frame.partition(" (")
+    if not sep:
+        return frame
+    return f"{name} ({where.rsplit(':', 1)[0].rsplit('/', 1)[-1].rstrip(')')})"
+
+
+def profile_top(path: Path, top: int = PROFILE_TOP) -> dict:
+    """Own and inclusive share (%) of the samples per function in collapsed stacks."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [_frame_name(f) for f in stack.split(";")]
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + n
+
+    def share(table: dict[str, int]) -> list[list]:
+        ranked = sorted(table.items(), key=lambda kv: -kv[1])[:top]
+        return [[name, round(100 * n / total, 1)] for name, n in ranked]
+
+    return {"samples": total, "own_pct": share(own), "inclusive_pct": share(inclusive)}
 
 
 # ---------------------------------------------------------------------- reading DuckDB
@@ -364,11 +436,23 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
             timed_out = True
             with trio.move_on_after(level_timeout_s):
                 async with trio.open_nursery() as outer:
-                    outer.start_soon(lag_probe, worst_lag)
+                    probe_scope = trio.CancelScope()
+                    outer.start_soon(lag_probe, worst_lag, probe_scope)
+                    if PROFILE_DIR is not None:
+                        profile_out = PROFILE_DIR / f"profile-{n}.txt"
+                        outer.start_soon(
+                            partial(
+                                profile_server,
+                                proc.pid,
+                                profile_out,
+                                delay_s=PROFILE_DELAY_S,
+                                seconds=PROFILE_S,
+                            )
+                        )
                     async with trio.open_nursery() as nursery:
                         for i in range(n):
                             nursery.start_soon(place, i)
-                    outer.cancel_scope.cancel()
+                    probe_scope.cancel()  # a running py-spy is waited for
                 timed_out = False
             wall = time.perf_counter() - wall0
             cpu = proc_cpu_s(proc.pid) - cpu0
@@ -380,6 +464,8 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
     if server_rc != 0:
         tail = log_path.read_text(errors="replace")[-2000:]
         progress(f"N={n}: server exited with {server_rc}; log tail:\n{tail}")
+    if PROFILE_DIR is not None and (PROFILE_DIR / f"profile-{n}.txt").exists():
+        level["profile"] = profile_top(PROFILE_DIR / f"profile-{n}.txt")
     data = read_db(db, exclude={warm.call_sid} if warm.call_sid else set())
     overhead = data["metrics"]["runtime_overhead"]
     v2v = data["metrics"]["voice_to_voice"]
@@ -507,8 +593,27 @@ if __name__ == "__main__":
         help="`hookline serve --workers N`; above 1 the server and the callers are not "
         "pinned (on a 2-core box they then share both cores)",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="sample the server with py-spy during each level; collapsed stacks go to "
+        "DIR/profile-N.txt, the top functions into the JSON",
+    )
+    parser.add_argument("--profile-s", type=float, default=PROFILE_S)
+    parser.add_argument(
+        "--stt-chunk-ms",
+        type=int,
+        help="[stt.deepgram] send_chunk_ms for the server (default: the plugin's)",
+    )
     args = parser.parse_args()
     WORKERS = args.workers
+    PROFILE_S = args.profile_s
+    if args.stt_chunk_ms is not None:
+        STT_SETTINGS = f"send_chunk_ms = {args.stt_chunk_ms}\n"
+    if args.profile is not None:
+        PROFILE_DIR = args.profile.resolve()
+        PROFILE_DIR.mkdir(parents=True, exist_ok=True)
     if len(os.sched_getaffinity(0)) < 2 or not {SERVER_CPU, LOADGEN_CPU} <= os.sched_getaffinity(0):
         sys.exit("bench_server needs CPUs 0 and 1 (server on one, callers and fakes on the other)")
     if WORKERS == 1:
