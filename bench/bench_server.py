@@ -117,6 +117,22 @@ def proc_cpu_s(pid: int) -> float:
     return total / CLK_TCK
 
 
+def proc_counters(pid: int) -> dict[str, int]:
+    """Read/write-type syscalls (/proc/PID/io syscr, syscw) and context switches of the
+    process tree: counts, unlike CPU seconds, do not depend on what else shares the core
+    (`nonvoluntary_ctxt_switches` does: it says how often the core was taken away)."""
+    total = {"syscr": 0, "syscw": 0, "voluntary_ctxt_switches": 0,
+             "nonvoluntary_ctxt_switches": 0}  # fmt: skip
+    for each in tree(pid):
+        for name in ("io", "status"):
+            with contextlib.suppress(OSError), open(f"/proc/{each}/{name}") as f:
+                for line in f:
+                    key, _, value = line.partition(":")
+                    if key in total:
+                        total[key] += int(value.split()[0])
+    return total
+
+
 def proc_status_mb(pid: int, key: str) -> float:
     total = 0.0
     for each in tree(pid):
@@ -422,6 +438,7 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
             idle_cpu_util = (proc_cpu_s(proc.pid) - idle_cpu0) / 2.0
             idle_rss = proc_status_mb(proc.pid, "VmRSS")
             cpu0 = proc_cpu_s(proc.pid)
+            counters0 = proc_counters(proc.pid)
             own_cpu0 = time.process_time()
             wall0 = time.perf_counter()
             results: list[CallOutcome] = [CallOutcome() for _ in range(n)]
@@ -456,6 +473,7 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
                 timed_out = False
             wall = time.perf_counter() - wall0
             cpu = proc_cpu_s(proc.pid) - cpu0
+            counters = {k: v - counters0[k] for k, v in proc_counters(proc.pid).items()}
             own_cpu = time.process_time() - own_cpu0
             peak_rss = proc_status_mb(proc.pid, "VmHWM")
         finally:
@@ -504,6 +522,9 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
             "server_cpu_util": round(cpu / wall, 3) if wall else None,
             "server_idle_cpu_util": round(idle_cpu_util, 3),
             "cpu_s_per_call_minute": round(cpu / call_minutes, 3) if call_minutes else None,
+            "per_call_minute": {
+                k: round(v / call_minutes) if call_minutes else None for k, v in counters.items()
+            },
             "idle_rss_mb": round(idle_rss, 1),
             "peak_rss_mb": round(peak_rss, 1),
             "rss_mb_per_call": round((peak_rss - idle_rss) / n, 2),

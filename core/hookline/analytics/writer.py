@@ -1,8 +1,11 @@
 """The writer: one thread per database file per process, the only code that touches DuckDB.
 
-The trio thread only puts tuples on a `queue.SimpleQueue` (lock-free for the producer, never
-blocks); the writer thread drains whatever has piled up, turns it into rows and appends
-them with DuckDB's appender, one transaction per flush so a call's rows land together.
+The trio thread only appends tuples to a deque (never blocks); the writer thread drains
+whatever has piled up, turns it into rows and appends them with DuckDB's appender, one
+transaction per flush so a call's rows land together. A raw event does not wake the
+writer (it is drained with the next flush, or the next urgent item): waking a thread
+per event cost the trio thread a GIL hand-off each time, on the same core (issue 14).
+Starts, ends, rows, flush and stop requests wake it at once.
 
 When rows are flushed:
 - a call's first row as soon as the call starts (so a call alive when the process dies
@@ -35,6 +38,7 @@ import atexit
 import logging
 import queue
 import threading
+from collections import deque
 import time
 from pathlib import Path
 from typing import Any
@@ -88,7 +92,11 @@ class Writer:
         self.dropped_events = 0
         self.rows_written = 0
         self.flushes = 0
-        self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        # Every item, in order; `_wake` gets a token when the writer must look now.
+        self._items: deque[tuple[Any, ...]] = deque()
+        self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._asleep = False  # the writer waits with no deadline: an event must wake it
+        self._backlogged = False  # the last drain stopped at MAX_BATCH: go on at once
         self._thread: threading.Thread | None = None
         self._open_error: BaseException | None = None
         self._con: duckdb.DuckDBPyConnection | None = None
@@ -113,29 +121,35 @@ class Writer:
 
     # ------------------------------------------------------------ producer side (trio thread)
 
+    def _put(self, item: tuple[Any, ...], *, urgent: bool = True) -> None:
+        self._items.append(item)
+        if urgent or self._asleep:
+            self._asleep = False
+            self._wake.put(None)
+
     def call_started(self, shaper: Shaper, info: CallInfo, started: float) -> None:
-        self._queue.put((_START, shaper, info, started))
+        self._put((_START, shaper, info, started))
 
     def call_event(self, shaper: Shaper, info: CallInfo, event: CallEvent) -> None:
-        if self._queue.qsize() > MAX_BACKLOG:
+        if len(self._items) > MAX_BACKLOG:
             # DuckDB cannot keep up: losing debug events beats growing without bound.
             # Call rows (start, end) are never dropped.
             self.dropped_events += 1
             if self.dropped_events % 10_000 == 1:
                 log.warning("analytics writer is behind: %d events dropped", self.dropped_events)
             return
-        self._queue.put((_EVENT, shaper, info, event, time.time()))
+        self._put((_EVENT, shaper, info, event, time.time()), urgent=False)
 
     def call_ended(self, shaper: Shaper, info: CallInfo, record: CallRecord) -> None:
-        self._queue.put((_END, shaper, info, record))
+        self._put((_END, shaper, info, record))
 
     def call_summary(self, row: Row) -> None:
         """A `call_summaries` row (see hookline/summary.py), written at once."""
-        self._queue.put((_ROW, "call_summaries", row))
+        self._put((_ROW, "call_summaries", row))
 
     @property
     def backlog(self) -> int:
-        return self._queue.qsize()
+        return len(self._items)
 
     # ------------------------------------------------------------ lifecycle (any thread)
 
@@ -158,14 +172,14 @@ class Writer:
         if self._thread is None or not self._thread.is_alive():
             return False
         done = threading.Event()
-        self._queue.put((_FLUSH, done))
+        self._put((_FLUSH, done))
         return done.wait(timeout)
 
     def close(self, timeout: float | None = 30.0) -> None:
         """Flush everything pending and close the file."""
         if self._thread is None:
             return
-        self._queue.put((_STOP,))
+        self._put((_STOP,))
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("analytics writer did not finish within %s s", timeout)
@@ -174,7 +188,7 @@ class Writer:
         """Close without writing what is pending, as if the process died (for tests)."""
         if self._thread is None:
             return
-        self._queue.put((_KILL,))
+        self._put((_KILL,))
         self._thread.join()
 
     # ------------------------------------------------------------ the writer thread
@@ -230,18 +244,22 @@ class Writer:
         if self._segment_due is not None:
             wait = max(0.0, self._segment_due - time.monotonic())
             timeout = wait if timeout is None else min(timeout, wait)
+        # With nothing due the writer sleeps until woken; raw events wake it only then.
+        self._asleep = timeout is None
+        if self._items:  # (checked after `_asleep` is set: no event is missed)
+            self._asleep = False
+            due = 0.0 if self._backlogged else self.flush_interval
+            timeout = due if timeout is None else min(timeout, due)
+        timed_out = False
         try:
-            first = self._queue.get(timeout=timeout)
+            self._wake.get(timeout=timeout)
         except queue.Empty:
-            self._flush()
-            self._write_segment()
-            return True
-        batch = [first]
-        while len(batch) < MAX_BATCH:
-            try:
-                batch.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
+            timed_out = True
+        self._asleep = False
+        batch: list[tuple[Any, ...]] = []
+        while len(batch) < MAX_BATCH and self._items:
+            batch.append(self._items.popleft())
+        self._backlogged = len(batch) == MAX_BATCH
         urgent = False
         waiters: list[threading.Event] = []
         stop = False
@@ -269,7 +287,9 @@ class Writer:
             except Exception:  # a bad record must not kill the writer
                 log.exception("analytics: could not turn a %s into rows", _NAMES[op])
         try:
-            if urgent or self._staged_count >= MAX_BUFFERED_ROWS:
+            if timed_out and not urgent:
+                self._flush()  # the flush interval (or a retry) is due
+            elif urgent or self._staged_count >= MAX_BUFFERED_ROWS:
                 # While the storage fails only the retry timer, an explicit flush or the
                 # stop request tries again: not every call start and end.
                 self._flush(retry_now=bool(waiters) or stop)
