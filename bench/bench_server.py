@@ -81,6 +81,32 @@ PROFILE_S = 12.0  # `--profile-s`
 PROFILE_DELAY_S = 3.0  # after the first call starts: the calls are all up by then
 PROFILE_TOP = 25
 STT_SETTINGS = ""  # extra `[stt.deepgram]` lines (`--stt-chunk-ms`)
+COUNT_STEPS = False  # `--count-steps`
+
+# `--count-steps`: the server runs under this wrapper, which adds a trio Instrument
+# counting task steps (a task resumed by the scheduler) and I/O waits (scheduler passes
+# that asked epoll for work) and writes the two counts to a file at most twice a second.
+# Counts do not depend on what else runs on the core, unlike CPU seconds.
+STEP_COUNTER = """
+import sys, time, trio
+from hookline.cli import main
+out = sys.argv.pop(1)
+class Count(trio.abc.Instrument):
+    steps = waits = 0
+    written = 0.0
+    def before_task_step(self, task):
+        self.steps += 1
+    def before_io_wait(self, timeout):
+        self.waits += 1
+        now = time.monotonic()
+        if now - self.written > 0.5:
+            self.written = now
+            with open(out, "w") as f:
+                f.write(f"{self.steps} {self.waits}")
+run = trio.run
+trio.run = lambda *a, **k: run(*a, instruments=[*k.pop("instruments", ()), Count()], **k)
+sys.exit(main(sys.argv[1:]))
+"""
 
 
 def progress(msg: str) -> None:
@@ -117,19 +143,21 @@ def proc_cpu_s(pid: int) -> float:
     return total / CLK_TCK
 
 
-def proc_counters(pid: int) -> dict[str, int]:
-    """Read/write-type syscalls (/proc/PID/io syscr, syscw) and context switches of the
-    process tree: counts, unlike CPU seconds, do not depend on what else shares the core
-    (`nonvoluntary_ctxt_switches` does: it says how often the core was taken away)."""
-    total = {"syscr": 0, "syscw": 0, "voluntary_ctxt_switches": 0,
-             "nonvoluntary_ctxt_switches": 0}  # fmt: skip
+def proc_counters(pid: int, steps_file: Path | None) -> dict[str, int]:
+    """The server's context switches (voluntary: it waited for I/O; nonvoluntary: the
+    core was taken from it, by other processes on a shared box) and, with
+    `--count-steps`, its trio task steps and I/O waits."""
+    total = {"voluntary_ctxt_switches": 0, "nonvoluntary_ctxt_switches": 0}
     for each in tree(pid):
-        for name in ("io", "status"):
-            with contextlib.suppress(OSError), open(f"/proc/{each}/{name}") as f:
-                for line in f:
-                    key, _, value = line.partition(":")
-                    if key in total:
-                        total[key] += int(value.split()[0])
+        with contextlib.suppress(OSError), open(f"/proc/{each}/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in total:
+                    total[key] += int(value.split()[0])
+    if steps_file is not None:
+        with contextlib.suppress(OSError, ValueError):
+            steps, waits = steps_file.read_text().split()
+            total["trio_task_steps"], total["trio_io_waits"] = int(steps), int(waits)
     return total
 
 
@@ -403,12 +431,13 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
         env = {**os.environ, **stack.env()}
         sim = TwilioSimulator(auth_token=TOKEN, rest=rest, timeout=30.0)
         url = f"http://127.0.0.1:{port}/twilio/voice"
+        steps_file = workdir / "trio-steps.txt" if COUNT_STEPS else None
+        launcher = ["-c", STEP_COUNTER, str(steps_file)] if steps_file else ["-m", "hookline.cli"]
         with log_path.open("wb") as log:
             proc = await trio.lowlevel.open_process(
                 [
                     sys.executable,
-                    "-m",
-                    "hookline.cli",
+                    *launcher,
                     "serve",
                     str(config),
                     "--workers",
@@ -438,7 +467,7 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
             idle_cpu_util = (proc_cpu_s(proc.pid) - idle_cpu0) / 2.0
             idle_rss = proc_status_mb(proc.pid, "VmRSS")
             cpu0 = proc_cpu_s(proc.pid)
-            counters0 = proc_counters(proc.pid)
+            counters0 = proc_counters(proc.pid, steps_file)
             own_cpu0 = time.process_time()
             wall0 = time.perf_counter()
             results: list[CallOutcome] = [CallOutcome() for _ in range(n)]
@@ -473,7 +502,12 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
                 timed_out = False
             wall = time.perf_counter() - wall0
             cpu = proc_cpu_s(proc.pid) - cpu0
-            counters = {k: v - counters0[k] for k, v in proc_counters(proc.pid).items()}
+            await trio.sleep(
+                1.0 if COUNT_STEPS else 0
+            )  # the counts file is rewritten twice a second
+            counters = {
+                k: v - counters0.get(k, 0) for k, v in proc_counters(proc.pid, steps_file).items()
+            }
             own_cpu = time.process_time() - own_cpu0
             peak_rss = proc_status_mb(proc.pid, "VmHWM")
         finally:
@@ -524,6 +558,11 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
             "cpu_s_per_call_minute": round(cpu / call_minutes, 3) if call_minutes else None,
             "per_call_minute": {
                 k: round(v / call_minutes) if call_minutes else None for k, v in counters.items()
+            },
+            # Twilio sends 50 media frames a second per call (3000 a call-minute).
+            "per_media_frame": {
+                k: round(v / (call_minutes * 3000), 2) if call_minutes else None
+                for k, v in counters.items()
             },
             "idle_rss_mb": round(idle_rss, 1),
             "peak_rss_mb": round(peak_rss, 1),
@@ -623,6 +662,12 @@ if __name__ == "__main__":
     )
     parser.add_argument("--profile-s", type=float, default=PROFILE_S)
     parser.add_argument(
+        "--count-steps",
+        action="store_true",
+        help="run the server under a trio Instrument counting task steps and I/O waits "
+        "(per media frame in the JSON; the instrument costs some CPU itself)",
+    )
+    parser.add_argument(
         "--stt-chunk-ms",
         type=int,
         help="[stt.deepgram] send_chunk_ms for the server (default: the plugin's)",
@@ -630,6 +675,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
     WORKERS = args.workers
     PROFILE_S = args.profile_s
+    COUNT_STEPS = args.count_steps
     if args.stt_chunk_ms is not None:
         STT_SETTINGS = f"send_chunk_ms = {args.stt_chunk_ms}\n"
     if args.profile is not None:
