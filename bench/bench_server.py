@@ -278,6 +278,7 @@ class CallOutcome:
     greeting_ms: float | None = None
     answer_ms: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    frames_sent: int = 0  # caller media frames sent (fewer than 50 a second if we lag)
 
 
 async def one_call(
@@ -289,16 +290,19 @@ async def one_call(
         with trio.fail_after(timeout_s):
             async with sim.call(url) as call:
                 result.call_sid = call.call_sid
-                first = await call.wait_for_audio()
-                assert call.started_at is not None
-                result.greeting_ms = (first - call.started_at) * 1000
-                await call.wait_until_quiet()
-                for _ in range(turns):
-                    await call.say(tone)
-                    said = trio.current_time()
-                    answered = await call.wait_for_audio(after=said)
-                    result.answer_ms.append((answered - said) * 1000)
+                try:
+                    first = await call.wait_for_audio()
+                    assert call.started_at is not None
+                    result.greeting_ms = (first - call.started_at) * 1000
                     await call.wait_until_quiet()
+                    for _ in range(turns):
+                        await call.say(tone)
+                        said = trio.current_time()
+                        answered = await call.wait_for_audio(after=said)
+                        result.answer_ms.append((answered - said) * 1000)
+                        await call.wait_until_quiet()
+                finally:
+                    result.frames_sent = call.frames_sent
         result.outcome = "completed"
     except WebhookRefused as e:
         result.outcome = "busy" if e.busy else "refused"
@@ -529,6 +533,7 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
         if r.error:
             errors[r.error] = errors.get(r.error, 0) + 1
     completed = sum(r.outcome == "completed" for r in results)
+    frames_sent = sum(r.frames_sent for r in results)
     server_ok = sum(
         v for k, v in data["end_reasons"].items() if k.split(":")[0] in ("caller_hangup",)
     )
@@ -559,11 +564,11 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
             "per_call_minute": {
                 k: round(v / call_minutes) if call_minutes else None for k, v in counters.items()
             },
-            # Twilio sends 50 media frames a second per call (3000 a call-minute).
+            "media_frames_sent": frames_sent,
             "per_media_frame": {
-                k: round(v / (call_minutes * 3000), 2) if call_minutes else None
-                for k, v in counters.items()
+                k: round(v / frames_sent, 2) if frames_sent else None for k, v in counters.items()
             },
+            "cpu_ms_per_media_frame": round(1000 * cpu / frames_sent, 3) if frames_sent else None,
             "idle_rss_mb": round(idle_rss, 1),
             "peak_rss_mb": round(peak_rss, 1),
             "rss_mb_per_call": round((peak_rss - idle_rss) / n, 2),
