@@ -38,8 +38,8 @@ import atexit
 import logging
 import queue
 import threading
-from collections import deque
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
