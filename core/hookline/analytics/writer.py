@@ -244,8 +244,9 @@ class Writer:
         if self._segment_due is not None:
             wait = max(0.0, self._segment_due - time.monotonic())
             timeout = wait if timeout is None else min(timeout, wait)
-        # With nothing due the writer sleeps until woken; raw events wake it only then.
-        self._asleep = timeout is None
+        # With nothing due within the flush interval the writer sleeps until woken: a raw
+        # event wakes it only then, so that it lands within the interval.
+        self._asleep = timeout is None or timeout > self.flush_interval
         if self._items:  # (checked after `_asleep` is set: no event is missed)
             self._asleep = False
             due = 0.0 if self._backlogged else self.flush_interval
