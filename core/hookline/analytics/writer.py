@@ -95,7 +95,7 @@ class Writer:
         # Every item, in order; `_wake` gets a token when the writer must look now.
         self._items: deque[tuple[Any, ...]] = deque()
         self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()
-        self._asleep = False  # the writer waits with no deadline: an event must wake it
+        self._asleep = False  # nothing due within the flush interval: an event must wake it
         self._backlogged = False  # the last drain stopped at MAX_BATCH: go on at once
         self._thread: threading.Thread | None = None
         self._open_error: BaseException | None = None
