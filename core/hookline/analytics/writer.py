@@ -1,11 +1,8 @@
 """The writer: one thread per database file per process, the only code that touches DuckDB.
 
-The trio thread only appends tuples to a deque (never blocks); the writer thread drains
-whatever has piled up, turns it into rows and appends them with DuckDB's appender, one
-transaction per flush so a call's rows land together. A raw event does not wake the
-writer (it is drained with the next flush, or the next urgent item): waking a thread
-per event cost the trio thread a GIL hand-off each time, on the same core (issue 14).
-Starts, ends, rows, flush and stop requests wake it at once.
+The trio thread only puts tuples on a `queue.SimpleQueue` (lock-free for the producer, never
+blocks); the writer thread drains whatever has piled up, turns it into rows and appends
+them with DuckDB's appender, one transaction per flush so a call's rows land together.
 
 When rows are flushed:
 - a call's first row as soon as the call starts (so a call alive when the process dies
@@ -39,7 +36,6 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -92,11 +88,7 @@ class Writer:
         self.dropped_events = 0
         self.rows_written = 0
         self.flushes = 0
-        # Every item, in order; `_wake` gets a token when the writer must look now.
-        self._items: deque[tuple[Any, ...]] = deque()
-        self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()
-        self._asleep = False  # nothing due within the flush interval: an event must wake it
-        self._backlogged = False  # the last drain stopped at MAX_BATCH: go on at once
+        self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._open_error: BaseException | None = None
         self._con: duckdb.DuckDBPyConnection | None = None
@@ -121,35 +113,29 @@ class Writer:
 
     # ------------------------------------------------------------ producer side (trio thread)
 
-    def _put(self, item: tuple[Any, ...], *, urgent: bool = True) -> None:
-        self._items.append(item)
-        if urgent or self._asleep:
-            self._asleep = False
-            self._wake.put(None)
-
     def call_started(self, shaper: Shaper, info: CallInfo, started: float) -> None:
-        self._put((_START, shaper, info, started))
+        self._queue.put((_START, shaper, info, started))
 
     def call_event(self, shaper: Shaper, info: CallInfo, event: CallEvent) -> None:
-        if len(self._items) > MAX_BACKLOG:
+        if self._queue.qsize() > MAX_BACKLOG:
             # DuckDB cannot keep up: losing debug events beats growing without bound.
             # Call rows (start, end) are never dropped.
             self.dropped_events += 1
             if self.dropped_events % 10_000 == 1:
                 log.warning("analytics writer is behind: %d events dropped", self.dropped_events)
             return
-        self._put((_EVENT, shaper, info, event, time.time()), urgent=False)
+        self._queue.put((_EVENT, shaper, info, event, time.time()))
 
     def call_ended(self, shaper: Shaper, info: CallInfo, record: CallRecord) -> None:
-        self._put((_END, shaper, info, record))
+        self._queue.put((_END, shaper, info, record))
 
     def call_summary(self, row: Row) -> None:
         """A `call_summaries` row (see hookline/summary.py), written at once."""
-        self._put((_ROW, "call_summaries", row))
+        self._queue.put((_ROW, "call_summaries", row))
 
     @property
     def backlog(self) -> int:
-        return len(self._items)
+        return self._queue.qsize()
 
     # ------------------------------------------------------------ lifecycle (any thread)
 
@@ -172,14 +158,14 @@ class Writer:
         if self._thread is None or not self._thread.is_alive():
             return False
         done = threading.Event()
-        self._put((_FLUSH, done))
+        self._queue.put((_FLUSH, done))
         return done.wait(timeout)
 
     def close(self, timeout: float | None = 30.0) -> None:
         """Flush everything pending and close the file."""
         if self._thread is None:
             return
-        self._put((_STOP,))
+        self._queue.put((_STOP,))
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("analytics writer did not finish within %s s", timeout)
@@ -188,7 +174,7 @@ class Writer:
         """Close without writing what is pending, as if the process died (for tests)."""
         if self._thread is None:
             return
-        self._put((_KILL,))
+        self._queue.put((_KILL,))
         self._thread.join()
 
     # ------------------------------------------------------------ the writer thread
@@ -244,23 +230,18 @@ class Writer:
         if self._segment_due is not None:
             wait = max(0.0, self._segment_due - time.monotonic())
             timeout = wait if timeout is None else min(timeout, wait)
-        # With nothing due within the flush interval the writer sleeps until woken: a raw
-        # event wakes it only then, so that it lands within the interval.
-        self._asleep = timeout is None or timeout > self.flush_interval
-        if self._items:  # (checked after `_asleep` is set: no event is missed)
-            self._asleep = False
-            due = 0.0 if self._backlogged else self.flush_interval
-            timeout = due if timeout is None else min(timeout, due)
-        timed_out = False
         try:
-            self._wake.get(timeout=timeout)
+            first = self._queue.get(timeout=timeout)
         except queue.Empty:
-            timed_out = True
-        self._asleep = False
-        batch: list[tuple[Any, ...]] = []
-        while len(batch) < MAX_BATCH and self._items:
-            batch.append(self._items.popleft())
-        self._backlogged = len(batch) == MAX_BATCH
+            self._flush()
+            self._write_segment()
+            return True
+        batch = [first]
+        while len(batch) < MAX_BATCH:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
         urgent = False
         waiters: list[threading.Event] = []
         stop = False
@@ -288,9 +269,7 @@ class Writer:
             except Exception:  # a bad record must not kill the writer
                 log.exception("analytics: could not turn a %s into rows", _NAMES[op])
         try:
-            if timed_out and not urgent:
-                self._flush()  # the flush interval (or a retry) is due
-            elif urgent or self._staged_count >= MAX_BUFFERED_ROWS:
+            if urgent or self._staged_count >= MAX_BUFFERED_ROWS:
                 # While the storage fails only the retry timer, an explicit flush or the
                 # stop request tries again: not every call start and end.
                 self._flush(retry_now=bool(waiters) or stop)
