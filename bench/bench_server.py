@@ -19,7 +19,10 @@ the per-turn latencies and end reasons are read from the server's DuckDB file.
 With `--profile DIR`, py-spy (`py-spy` on PATH, else `uvx py-spy`) samples the server
 for `--profile-s` seconds once the calls are under way, every thread, without pausing
 it (`--nonblocking`): DIR/profile-N.txt holds the collapsed stacks, and the level's JSON
-gets the top functions by own and by inclusive share of the samples.
+gets the top functions by own and by inclusive share of the samples. With
+`--count-steps` the server runs under a trio Instrument and the JSON gets trio task
+steps and I/O waits per media frame sent (counts, not timings). `--stt-chunk-ms N` sets
+the server's `[stt.deepgram] send_chunk_ms`.
 
 Progress goes to stderr; one JSON line to stdout: per N, p50/p99 `runtime_overhead` and
 `voice_to_voice` (ms, as the server recorded them), the caller-side answer time, CPU
