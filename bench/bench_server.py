@@ -16,6 +16,14 @@ the per-turn latencies and end reasons are read from the server's DuckDB file.
 
     uv run python bench/bench_server.py --calls 10 25 50 100 150 200 --turns 3
 
+With `--profile DIR`, py-spy (`py-spy` on PATH, else `uvx py-spy`) samples the server
+for `--profile-s` seconds once the calls are under way, every thread, without pausing
+it (`--nonblocking`): DIR/profile-N.txt holds the collapsed stacks, and the level's JSON
+gets the top functions by own and by inclusive share of the samples. With
+`--count-steps` the server runs under a trio Instrument and the JSON gets trio task
+steps and I/O waits per media frame sent (counts, not timings). `--stt-chunk-ms N` sets
+the server's `[stt.deepgram] send_chunk_ms`.
+
 Progress goes to stderr; one JSON line to stdout: per N, p50/p99 `runtime_overhead` and
 `voice_to_voice` (ms, as the server recorded them), the caller-side answer time, CPU
 seconds per call-minute, MB per call, completed/failed calls; `capacity` is the last N
@@ -28,6 +36,7 @@ import argparse
 import contextlib
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,6 +46,7 @@ import time
 import traceback
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import duckdb
@@ -69,6 +79,37 @@ SERVER_CPU = 0
 LOADGEN_CPU = 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 WORKERS = 1  # `--workers`: with more than one, nothing is pinned (they need every core)
+PROFILE_DIR: Path | None = None  # `--profile DIR`
+PROFILE_S = 12.0  # `--profile-s`
+PROFILE_DELAY_S = 3.0  # after the first call starts: the calls are all up by then
+PROFILE_TOP = 25
+STT_SETTINGS = ""  # extra `[stt.deepgram]` lines (`--stt-chunk-ms`)
+COUNT_STEPS = False  # `--count-steps`
+
+# `--count-steps`: the server runs under this wrapper, which adds a trio Instrument
+# counting task steps (a task resumed by the scheduler) and I/O waits (scheduler passes
+# that asked epoll for work) and writes the two counts to a file at most twice a second.
+# Counts do not depend on what else runs on the core, unlike CPU seconds.
+STEP_COUNTER = """
+import sys, time, trio
+from hookline.cli import main
+out = sys.argv.pop(1)
+class Count(trio.abc.Instrument):
+    steps = waits = 0
+    written = 0.0
+    def before_task_step(self, task):
+        self.steps += 1
+    def before_io_wait(self, timeout):
+        self.waits += 1
+        now = time.monotonic()
+        if now - self.written > 0.5:
+            self.written = now
+            with open(out, "w") as f:
+                f.write(f"{self.steps} {self.waits}")
+run = trio.run
+trio.run = lambda *a, **k: run(*a, instruments=[*k.pop("instruments", ()), Count()], **k)
+sys.exit(main(sys.argv[1:]))
+"""
 
 
 def progress(msg: str) -> None:
@@ -105,6 +146,24 @@ def proc_cpu_s(pid: int) -> float:
     return total / CLK_TCK
 
 
+def proc_counters(pid: int, steps_file: Path | None) -> dict[str, int]:
+    """The server's context switches (voluntary: it waited for I/O; nonvoluntary: the
+    core was taken from it, by other processes on a shared box) and, with
+    `--count-steps`, its trio task steps and I/O waits."""
+    total = {"voluntary_ctxt_switches": 0, "nonvoluntary_ctxt_switches": 0}
+    for each in tree(pid):
+        with contextlib.suppress(OSError), open(f"/proc/{each}/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in total:
+                    total[key] += int(value.split()[0])
+    if steps_file is not None:
+        with contextlib.suppress(OSError, ValueError):
+            steps, waits = steps_file.read_text().split()
+            total["trio_task_steps"], total["trio_io_waits"] = int(steps), int(waits)
+    return total
+
+
 def proc_status_mb(pid: int, key: str) -> float:
     total = 0.0
     for each in tree(pid):
@@ -134,13 +193,15 @@ def write_config(
     llm: FakeOpenAI,
     rest: TwilioRestFake,
 ) -> None:
+    providers = FakeStack(stt=stt, tts=tts, llm=llm, rest=rest, auth_token=TOKEN).providers_toml()
+    providers = providers.replace("[stt.deepgram]\n", f"[stt.deepgram]\n{STT_SETTINGS}", 1)
     path.write_text(
         f"""
 [agent]
 name = "Riverside Auto Service (bench)"
 greeting = "{GREETING}"
 
-{FakeStack(stt=stt, tts=tts, llm=llm, rest=rest, auth_token=TOKEN).providers_toml()}
+{providers}
 [server]
 host = "127.0.0.1"
 port = {port}
@@ -220,6 +281,7 @@ class CallOutcome:
     greeting_ms: float | None = None
     answer_ms: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    frames_sent: int = 0  # caller media frames sent (fewer than 50 a second if we lag)
 
 
 async def one_call(
@@ -231,16 +293,19 @@ async def one_call(
         with trio.fail_after(timeout_s):
             async with sim.call(url) as call:
                 result.call_sid = call.call_sid
-                first = await call.wait_for_audio()
-                assert call.started_at is not None
-                result.greeting_ms = (first - call.started_at) * 1000
-                await call.wait_until_quiet()
-                for _ in range(turns):
-                    await call.say(tone)
-                    said = trio.current_time()
-                    answered = await call.wait_for_audio(after=said)
-                    result.answer_ms.append((answered - said) * 1000)
+                try:
+                    first = await call.wait_for_audio()
+                    assert call.started_at is not None
+                    result.greeting_ms = (first - call.started_at) * 1000
                     await call.wait_until_quiet()
+                    for _ in range(turns):
+                        await call.say(tone)
+                        said = trio.current_time()
+                        answered = await call.wait_for_audio(after=said)
+                        result.answer_ms.append((answered - said) * 1000)
+                        await call.wait_until_quiet()
+                finally:
+                    result.frames_sent = call.frames_sent
         result.outcome = "completed"
     except WebhookRefused as e:
         result.outcome = "busy" if e.busy else "refused"
@@ -255,12 +320,70 @@ async def one_call(
     return result
 
 
-async def lag_probe(worst: list[float]) -> None:
+async def lag_probe(worst: list[float], scope: trio.CancelScope) -> None:
     """How late this process's own loop wakes up: a saturated caller side skews timing."""
+    with scope:
+        await _lag_probe(worst)
+
+
+async def _lag_probe(worst: list[float]) -> None:
     while True:
         before = trio.current_time()
         await trio.sleep(0.01)
         worst[0] = max(worst[0], trio.current_time() - before - 0.01)
+
+
+# ---------------------------------------------------------------------- py-spy
+
+
+def py_spy() -> list[str]:
+    found = shutil.which("py-spy")
+    return [found] if found else ["uvx", "py-spy"]
+
+
+async def profile_server(pid: int, out: Path, *, delay_s: float, seconds: float) -> None:
+    """Sample the server (every thread, not paused) into collapsed stacks at `out`."""
+    await trio.sleep(delay_s)
+    command = [
+        *py_spy(), "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200",
+        "--nonblocking", "--threads", "--format", "raw", "-o", str(out),
+    ]  # fmt: skip
+    done = await trio.run_process(command, capture_stdout=True, capture_stderr=True, check=False)
+    if done.returncode != 0:
+        progress(
+            f"py-spy failed ({done.returncode}): {done.stderr.decode(errors='replace')[-500:]}"
+        )
+
+
+def _frame_name(frame: str) -> str:
+    """`fn (/long/path/module.py:123)` -> `fn (module.py)`: one entry per function."""
+    name, sep, where = frame.partition(" (")
+    if not sep:
+        return frame
+    return f"{name} ({where.rsplit(':', 1)[0].rsplit('/', 1)[-1].rstrip(')')})"
+
+
+def profile_top(path: Path, top: int = PROFILE_TOP) -> dict:
+    """Own and inclusive share (%) of the samples per function in collapsed stacks."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [_frame_name(f) for f in stack.split(";")]
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + n
+
+    def share(table: dict[str, int]) -> list[list]:
+        ranked = sorted(table.items(), key=lambda kv: -kv[1])[:top]
+        return [[name, round(100 * n / total, 1)] for name, n in ranked]
+
+    return {"samples": total, "own_pct": share(own), "inclusive_pct": share(inclusive)}
 
 
 # ---------------------------------------------------------------------- reading DuckDB
@@ -315,12 +438,13 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
         env = {**os.environ, **stack.env()}
         sim = TwilioSimulator(auth_token=TOKEN, rest=rest, timeout=30.0)
         url = f"http://127.0.0.1:{port}/twilio/voice"
+        steps_file = workdir / "trio-steps.txt" if COUNT_STEPS else None
+        launcher = ["-c", STEP_COUNTER, str(steps_file)] if steps_file else ["-m", "hookline.cli"]
         with log_path.open("wb") as log:
             proc = await trio.lowlevel.open_process(
                 [
                     sys.executable,
-                    "-m",
-                    "hookline.cli",
+                    *launcher,
                     "serve",
                     str(config),
                     "--workers",
@@ -350,6 +474,7 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
             idle_cpu_util = (proc_cpu_s(proc.pid) - idle_cpu0) / 2.0
             idle_rss = proc_status_mb(proc.pid, "VmRSS")
             cpu0 = proc_cpu_s(proc.pid)
+            counters0 = proc_counters(proc.pid, steps_file)
             own_cpu0 = time.process_time()
             wall0 = time.perf_counter()
             results: list[CallOutcome] = [CallOutcome() for _ in range(n)]
@@ -364,14 +489,32 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
             timed_out = True
             with trio.move_on_after(level_timeout_s):
                 async with trio.open_nursery() as outer:
-                    outer.start_soon(lag_probe, worst_lag)
+                    probe_scope = trio.CancelScope()
+                    outer.start_soon(lag_probe, worst_lag, probe_scope)
+                    if PROFILE_DIR is not None:
+                        profile_out = PROFILE_DIR / f"profile-{n}.txt"
+                        outer.start_soon(
+                            partial(
+                                profile_server,
+                                proc.pid,
+                                profile_out,
+                                delay_s=PROFILE_DELAY_S,
+                                seconds=PROFILE_S,
+                            )
+                        )
                     async with trio.open_nursery() as nursery:
                         for i in range(n):
                             nursery.start_soon(place, i)
-                    outer.cancel_scope.cancel()
+                    probe_scope.cancel()  # a running py-spy is waited for
                 timed_out = False
             wall = time.perf_counter() - wall0
             cpu = proc_cpu_s(proc.pid) - cpu0
+            await trio.sleep(
+                1.0 if COUNT_STEPS else 0
+            )  # the counts file is rewritten twice a second
+            counters = {
+                k: v - counters0.get(k, 0) for k, v in proc_counters(proc.pid, steps_file).items()
+            }
             own_cpu = time.process_time() - own_cpu0
             peak_rss = proc_status_mb(proc.pid, "VmHWM")
         finally:
@@ -380,6 +523,8 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
     if server_rc != 0:
         tail = log_path.read_text(errors="replace")[-2000:]
         progress(f"N={n}: server exited with {server_rc}; log tail:\n{tail}")
+    if PROFILE_DIR is not None and (PROFILE_DIR / f"profile-{n}.txt").exists():
+        level["profile"] = profile_top(PROFILE_DIR / f"profile-{n}.txt")
     data = read_db(db, exclude={warm.call_sid} if warm.call_sid else set())
     overhead = data["metrics"]["runtime_overhead"]
     v2v = data["metrics"]["voice_to_voice"]
@@ -391,6 +536,7 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
         if r.error:
             errors[r.error] = errors.get(r.error, 0) + 1
     completed = sum(r.outcome == "completed" for r in results)
+    frames_sent = sum(r.frames_sent for r in results)
     server_ok = sum(
         v for k, v in data["end_reasons"].items() if k.split(":")[0] in ("caller_hangup",)
     )
@@ -418,6 +564,14 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
             "server_cpu_util": round(cpu / wall, 3) if wall else None,
             "server_idle_cpu_util": round(idle_cpu_util, 3),
             "cpu_s_per_call_minute": round(cpu / call_minutes, 3) if call_minutes else None,
+            "per_call_minute": {
+                k: round(v / call_minutes) if call_minutes else None for k, v in counters.items()
+            },
+            "media_frames_sent": frames_sent,
+            "per_media_frame": {
+                k: round(v / frames_sent, 2) if frames_sent else None for k, v in counters.items()
+            },
+            "cpu_ms_per_media_frame": round(1000 * cpu / frames_sent, 3) if frames_sent else None,
             "idle_rss_mb": round(idle_rss, 1),
             "peak_rss_mb": round(peak_rss, 1),
             "rss_mb_per_call": round((peak_rss - idle_rss) / n, 2),
@@ -507,8 +661,34 @@ if __name__ == "__main__":
         help="`hookline serve --workers N`; above 1 the server and the callers are not "
         "pinned (on a 2-core box they then share both cores)",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="sample the server with py-spy during each level; collapsed stacks go to "
+        "DIR/profile-N.txt, the top functions into the JSON",
+    )
+    parser.add_argument("--profile-s", type=float, default=PROFILE_S)
+    parser.add_argument(
+        "--count-steps",
+        action="store_true",
+        help="run the server under a trio Instrument counting task steps and I/O waits "
+        "(per media frame in the JSON; the instrument costs some CPU itself)",
+    )
+    parser.add_argument(
+        "--stt-chunk-ms",
+        type=int,
+        help="[stt.deepgram] send_chunk_ms for the server (default: the plugin's)",
+    )
     args = parser.parse_args()
     WORKERS = args.workers
+    PROFILE_S = args.profile_s
+    COUNT_STEPS = args.count_steps
+    if args.stt_chunk_ms is not None:
+        STT_SETTINGS = f"send_chunk_ms = {args.stt_chunk_ms}\n"
+    if args.profile is not None:
+        PROFILE_DIR = args.profile.resolve()
+        PROFILE_DIR.mkdir(parents=True, exist_ok=True)
     if len(os.sched_getaffinity(0)) < 2 or not {SERVER_CPU, LOADGEN_CPU} <= os.sched_getaffinity(0):
         sys.exit("bench_server needs CPUs 0 and 1 (server on one, callers and fakes on the other)")
     if WORKERS == 1:

@@ -182,6 +182,7 @@ class ListenConnection:
     request_id: str
     rejected: int | None = None  # HTTP status when the upgrade was refused
     audio: bytearray = field(default_factory=bytearray)
+    audio_messages: list[int] = field(default_factory=list)  # bytes in each audio message
     empty_frames: int = 0
     controls: list[str] = field(default_factory=list)
     control_times: list[float] = field(default_factory=list)  # trio.current_time() of each
@@ -578,6 +579,7 @@ class _Session:
             self._close(1000)
             return
         self.conn.audio += data
+        self.conn.audio_messages.append(len(data))
         self.partial += data
         while len(self.partial) >= self.frame_bytes:
             frame = bytes(self.partial[: self.frame_bytes])

@@ -205,6 +205,8 @@ class DeepgramSTTStream:
         self._align = BYTES_PER_SAMPLE[fmt.encoding] * fmt.channels
         self._bytes_per_s = fmt.sample_rate * self._align
         self._max_chunk = self._bytes_per_s // 2
+        # The sender is woken once this much unsent audio has gathered (`send_chunk_ms`).
+        self._min_chunk = max(1, settings.send_chunk_ms * self._bytes_per_s // 1000)
         self._url = listen_url(settings, fmt, call.call_id)
         self._headers = [(b"authorization", f"Token {api_key}".encode())]
 
@@ -244,7 +246,9 @@ class DeepgramSTTStream:
         if not audio or self._closed or self._error is not None:
             return  # (an empty binary frame would make Deepgram close the stream)
         self._buf += audio
-        self._wake.set()
+        conn = self._conn
+        if conn is None or self._buf_start + len(self._buf) - conn.sent_to >= self._min_chunk:
+            self._wake.set()
         excess = len(self._buf) - int(self._s.replay_max_s * self._bytes_per_s)
         if excess > self._bytes_per_s:  # trim in steps of a second, not every frame
             self._trim_to(self._buf_start + excess, replay_cap=True)
@@ -492,6 +496,8 @@ class DeepgramSTTStream:
                 limit = min(end, conn.sent_to + self._max_chunk)
                 if self._controls:
                     limit = min(limit, self._controls[0][0])
+                elif limit - conn.sent_to < self._min_chunk:
+                    break  # less than a chunk: `send()` wakes us once there is one
                 if limit <= conn.sent_to:
                     break
                 lo = conn.sent_to - self._buf_start

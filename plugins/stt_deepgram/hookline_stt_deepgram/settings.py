@@ -53,6 +53,11 @@ class DeepgramSTTSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     max_reconnects: NonNegativeInt = 10  # per call
     replay_max_s: NonNegativeSeconds = 30.0  # audio kept for replay after the last final result
     close_timeout_s: Seconds = 2.0  # wait for the last results after CloseStream
+    # Caller audio goes out once this much has gathered (Deepgram takes 20-100 ms
+    # chunks). 20 = every Twilio frame as it arrives; more is fewer messages, sends and
+    # task switches per call (CPU) for up to that much later audio at Deepgram.
+    # Finalize and CloseStream always send what has gathered first.
+    send_chunk_ms: Annotated[int, msgspec.Meta(ge=0, le=250)] = 20
 
     def __post_init__(self) -> None:
         # Raised as ValueError so msgspec reports it, and decode_section names the key.

@@ -372,6 +372,54 @@ async def test_finalize_flushes_the_utterance_before_endpointing(fake: FakeDeepg
     assert conn.audio_seconds == pytest.approx(0.9)
 
 
+async def test_send_chunk_ms_gathers_frames_and_finalize_sends_the_rest(
+    fake: FakeDeepgramSTT,
+) -> None:
+    """With `send_chunk_ms = 60` three 20 ms frames go out as one message (fewer sends
+    per call); Finalize still comes after every byte, and the transcript is unchanged."""
+    fake.script("call-g", ["Cancel my appointment."])
+    stt = stt_for(fake, send_chunk_ms=60)
+    async with stt.open(MULAW_8K, CallInfo(call_id="call-g")) as stream:
+        await send_audio(stream, silence(0.3) + speech(0.62))  # 46 frames: 15 x 3 + 1
+        await stream.finalize()
+        with trio.fail_after(5):
+            final = None
+            async for event in stream:
+                if isinstance(event, Transcript) and event.is_final:
+                    final = event
+                    break
+    assert final is not None
+    assert final.text == "Cancel my appointment."
+    assert (final.start, final.end) == (0.3, 0.92)
+    [conn] = fake.connections
+    assert conn.controls[0] == "Finalize"
+    assert conn.audio_seconds == pytest.approx(0.92)
+    # Every message but the one Finalize flushed carries at least 60 ms (480 bytes).
+    assert all(size >= 480 for size in conn.audio_messages[:-1]), conn.audio_messages
+    assert len(conn.audio_messages) <= 16
+
+
+async def test_by_default_one_frame_goes_out_without_waiting_for_more(
+    fake: FakeDeepgramSTT,
+) -> None:
+    stt = stt_for(fake)
+    async with stt.open(MULAW_8K, CallInfo(call_id="call-h")) as stream:
+        await stream.send(silence(0.02))
+        await fake.wait_until(lambda: bool(fake.connections[0].audio_messages))
+    assert fake.connections[0].audio_messages == [160]
+
+
+async def test_less_than_a_chunk_waits_for_the_next_frame(fake: FakeDeepgramSTT) -> None:
+    stt = stt_for(fake, send_chunk_ms=40)
+    async with stt.open(MULAW_8K, CallInfo(call_id="call-i")) as stream:
+        await stream.send(silence(0.02))
+        await trio.sleep(0.2)
+        assert fake.connections[0].audio_messages == []
+        await stream.send(silence(0.02))
+        await fake.wait_until(lambda: bool(fake.connections[0].audio_messages))
+    assert fake.connections[0].audio_messages == [320]
+
+
 async def test_slow_finals_still_arrive_in_order(fake: FakeDeepgramSTT) -> None:
     fake.script("call-s", ["One.", "Two."])
     fake.final_delay_s = 0.2
