@@ -112,7 +112,9 @@ def test_the_plugins_duckdb_files_use_the_pinned_storage_format(tmp_path) -> Non
     from hookline_calendar_google.local_store import LocalStore
     from hookline_messages.store import MessageStore
 
-    LocalStore(str(tmp_path / "shop.duckdb"), trio.CapacityLimiter(1), bays=1).warm()
+    calendar = LocalStore(str(tmp_path / "shop.duckdb"), trio.CapacityLimiter(1), bays=1)
+    calendar.warm()
+    calendar.close()  # the serving process holds the calendar's file until it closes
     MessageStore(tmp_path / "messages.duckdb").mark_sync("none", "sent")  # creates the file
     OutboxStore(tmp_path / "outbox.duckdb").requeue_sync("none")  # creates the file
     for name in ("shop.duckdb", "messages.duckdb", "outbox.duckdb"):
