@@ -25,8 +25,9 @@ What is measured (names as scraped):
 - `hookline_event_loop_lag_seconds`: how late a timer fires on the trio thread (a probe
   task sleeps `[metrics] lag_probe_interval_s` and measures the overshoot). Lag here
   delays every call's audio.
-- `hookline_notifications_pending` / `hookline_notifications_failed`: fed by the
-  notification outbox through `watch_notifications` (absent until something calls it).
+- `hookline_notifications_pending` / `hookline_notifications_failed`: the notification
+  outbox's counts as of its sender's last look (`Outbox.counts`, refreshed at each of its
+  passes: at least every `[outbox] poll_s`); absent without `[notifications]`.
 
 Provider reconnects are not counted: no event reports them yet.
 """
@@ -195,6 +196,13 @@ def watch_notifications(
 @hookimpl
 def hookline_runtime_started(runtime: Runtime) -> None:
     metrics_for(runtime)
+    outbox = runtime.outbox
+    if outbox.store is not None:  # notification channels are configured
+        watch_notifications(
+            runtime,
+            pending=lambda: outbox.counts.get("pending", 0),
+            failed=lambda: outbox.counts.get("failed", 0),
+        )
 
 
 @hookimpl

@@ -60,6 +60,9 @@ class Outbox:
         self._slots = trio.Semaphore(concurrency)
         self._wake = trio.Event()
         self._in_flight: set[str] = set()
+        # Notifications per status as of the sender's last look (the store's, so with
+        # PostgreSQL every process's): what /metrics reports, read at each scrape.
+        self.counts: dict[str, int] = {}
         # How long a claimed notification stays this sender's (see OutboxStore): longer
         # than one attempt (the send, bounded by `send_timeout_s`, and its two writes).
         self.lease_s = 2 * send_timeout_s + 10.0
@@ -158,6 +161,7 @@ class Outbox:
                 try:
                     await self._start_due(nursery)
                     wait = await self._until_next_due()
+                    self.counts = await self.store.run(self.store.counts_sync)
                 except ProviderError as e:  # the store is unreadable: try again later
                     log.warning("outbox unavailable: %s", e)
                     wait = self.poll_s

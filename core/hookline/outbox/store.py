@@ -234,6 +234,15 @@ class OutboxStore:
         when = rows[0][0] if rows else None
         return when.astimezone(dt.UTC) if when is not None else None
 
+    def counts_sync(self) -> dict[str, int]:
+        """How many notifications are in each status (absent statuses: none)."""
+        if self._absent():
+            return {}
+        rows = self.db.run_sync(
+            _execute, "SELECT status, count(*) FROM notifications GROUP BY status", []
+        )
+        return {status: int(n) for status, n in rows}
+
     def opted_out_sync(self, channel: str, address: str) -> bool:
         if self._absent():
             return False
