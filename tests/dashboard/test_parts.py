@@ -155,3 +155,43 @@ async def test_the_file_of_a_stopped_server_is_not_held_between_queries(tmp_path
     assert (await analytics.today())["calls"] == 0
     # A read-write open (as the server's writer does) works: nothing holds the file.
     duckdb.connect(str(tmp_path / "calls.duckdb")).close()
+
+
+async def test_the_call_page_shows_the_summary_and_the_recording(tmp_path: Path, monkeypatch):
+    """Read from the tables the summarizer and the recording callback write (the page
+    used to read keys of `calls.extra` that nothing writes)."""
+    from hookline.analytics.schema import open_database
+    from hookline.dashboard import Analytics, build_dashboard, open_file
+    from hookline.server import asgi_app
+    from hookline.testing.harness import make_config
+
+    con = open_database(tmp_path / "calls.duckdb")
+    con.execute(
+        "INSERT INTO calls (id, started, ended, duration_s, from_number, end_reason, turns) "
+        "VALUES ('c1', now()::TIMESTAMP, now()::TIMESTAMP, 42, '+15550100', 'caller_hangup', 2)"
+    )
+    con.execute(
+        "INSERT INTO call_summaries (call_id, status, summary, reason_for_calling, outcome, "
+        "follow_up_needed, follow_up, created) VALUES ('c1', 'done', 'Brake noise on a 2018 "
+        "Civic; booked Tuesday.', 'brake noise', 'booked', true, 'Call back with a quote', "
+        "now()::TIMESTAMP)"
+    )
+    con.execute(
+        "INSERT INTO recordings VALUES ('RE0123', 'c1', 'CA1', 'completed', 151, "
+        "'https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE0123', now()::TIMESTAMP)"
+    )
+    con.close()
+    monkeypatch.setenv("HOOKLINE_DASHBOARD_PASSWORD_HASH", hash_password("the password 123"))
+    analytics = Analytics(open_file(tmp_path / "calls.duckdb"), "UTC", keep_open=False)
+    app = asgi_app([], mounts=[("/admin", build_dashboard(make_config(), analytics))])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        login = await client.get("/admin/login")
+        csrf = login.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        await client.post("/admin/login", data={"csrf": csrf, "password": "the password 123"})
+        one = (await client.get("/admin/calls/c1")).text
+    assert "Brake noise on a 2018 Civic; booked Tuesday." in one
+    assert "Call back with a quote" in one and "brake noise" in one
+    assert "RE0123" in one and "2:31" in one
+    assert 'href="https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE0123"' in one
+    analytics.close()

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
-import msgspec
 import trio
 
 from ..errors import ConfigError
@@ -204,6 +203,21 @@ def _rows(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
+def _all(cur: duckdb.DuckDBPyConnection, sql: str, *params: Any) -> list[dict[str, Any]]:
+    """The rows of a table that may be absent: the Parquet dataset a standalone dashboard
+    reads holds the calls' own tables, not the summaries or recordings written later."""
+    try:
+        cur.execute(sql, list(params))
+    except duckdb.CatalogException:
+        return []
+    return _rows(cur)
+
+
+def _first(cur: duckdb.DuckDBPyConnection, sql: str, *params: Any) -> dict[str, Any] | None:
+    rows = _all(cur, sql, *params)
+    return rows[0] if rows else None
+
+
 def _today(cur: duckdb.DuckDBPyConnection, tz: str) -> dict[str, Any]:
     local = _local("c.started", tz)
     today = f"CAST({local} AS DATE) = CAST({_local(_NOW_UTC, tz)} AS DATE)"
@@ -300,13 +314,18 @@ def _call(cur: duckdb.DuckDBPyConnection, tz: str, call_id: str) -> dict[str, An
     call["turn_rows"] = turns
     totals = [sum(p[2] for p in t["waterfall"]) for t in turns if t["waterfall"]]
     call["max_v2v"] = max(totals, default=0.0)
-    extra = call.get("extra")
-    if isinstance(extra, str):
-        try:
-            extra = msgspec.json.decode(extra)
-        except msgspec.DecodeError:
-            extra = None
-    call["extra"] = extra if isinstance(extra, dict) else {}
+    call["summary"] = _first(
+        cur,
+        "SELECT status, reason, summary, reason_for_calling, outcome, vehicle, "
+        "follow_up_needed, follow_up, sentiment FROM call_summaries WHERE call_id = ?",
+        call_id,
+    )
+    call["recordings"] = _all(
+        cur,
+        "SELECT recording_sid, status, duration_s, url FROM recordings "
+        "WHERE call_id = ? ORDER BY received",
+        call_id,
+    )
     return call
 
 
