@@ -21,6 +21,7 @@ are raised from `open()` before the call starts, or from iteration during the ca
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -117,22 +118,47 @@ def listen_url(settings: DeepgramSTTSettings, fmt: AudioFormat, call_id: str) ->
 class DeepgramSTT:
     """The `stt` provider "deepgram": one instance per process, one stream per call."""
 
-    def __init__(self, settings: DeepgramSTTSettings, *, api_key: str) -> None:
+    def __init__(
+        self,
+        settings: DeepgramSTTSettings,
+        *,
+        api_key: str,
+        thread_limiter: trio.CapacityLimiter | None = None,
+    ) -> None:
         self.settings = settings
         self._api_key = api_key
+        self._thread_limiter = thread_limiter
+        self._tls: ssl.SSLContext | None = None
 
     @classmethod
     def create(cls, settings: DeepgramSTTSettings, ctx: ProviderContext) -> DeepgramSTT:
         """The ProviderSpec factory: the key comes from the env var the config names."""
         key = ctx.secret(settings.api_key_env, key="api_key_env")
-        return cls(settings, api_key=key)
+        return cls(settings, api_key=key, thread_limiter=ctx.thread_limiter)
+
+    async def prepare(self) -> None:
+        """Build the TLS context now (`Runtime.start`), before any call."""
+        await self._tls_context()
+
+    async def _tls_context(self) -> ssl.SSLContext | None:
+        """The process's one TLS context for `wss://` (None for `ws://`). Built in a
+        worker thread: loading the CA bundle takes ~25 ms of CPU, which every call in
+        flight would otherwise wait out on the trio thread at each connect."""
+        if urlsplit(self.settings.url).scheme != "wss":
+            return None
+        if self._tls is None:
+            self._tls = await trio.to_thread.run_sync(
+                ssl.create_default_context, limiter=self._thread_limiter
+            )
+        return self._tls
 
     @asynccontextmanager
     async def open(self, fmt: AudioFormat, call: CallInfo) -> AsyncIterator[DeepgramSTTStream]:
         """Connect (raising ProviderAuthError/ProviderUnavailable/ProviderProtocolError at
         once), yield the stream, and on a normal exit send CloseStream and wait briefly
         for the last results."""
-        stream = DeepgramSTTStream(self.settings, self._api_key, fmt, call)
+        tls = await self._tls_context()
+        stream = DeepgramSTTStream(self.settings, self._api_key, fmt, call, tls=tls)
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(stream._supervise)
@@ -181,9 +207,16 @@ class DeepgramSTTStream:
     """Caller audio in (`send`), transcript events out (`async for event in stream`)."""
 
     def __init__(
-        self, settings: DeepgramSTTSettings, api_key: str, fmt: AudioFormat, call: CallInfo
+        self,
+        settings: DeepgramSTTSettings,
+        api_key: str,
+        fmt: AudioFormat,
+        call: CallInfo,
+        *,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._s = settings
+        self._tls = tls  # shared by the provider's streams; None for ws://
         self._log = CallLog(log, {"call_id": call.call_id})
         if fmt.encoding not in BYTES_PER_SAMPLE:
             raise ProviderProtocolError(
@@ -413,6 +446,7 @@ class DeepgramSTTStream:
             return await stack.enter_async_context(
                 open_websocket_url(
                     self._url,
+                    ssl_context=self._tls,
                     extra_headers=self._headers,
                     message_queue_size=16,
                     connect_timeout=limit_s,
