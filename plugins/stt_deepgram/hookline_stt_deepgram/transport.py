@@ -141,7 +141,9 @@ class WebSocket:
                 if frame.fin:
                     data = b"".join(parts) if len(parts) > 1 else bytes(parts[0])
                     return data.decode() if text else data
-            if self._protocol.state is State.CLOSED or self._protocol.close_rcvd is not None:
+            if self._protocol.state is not State.OPEN:
+                # Closed, or closing: the server's close frame came, or the protocol
+                # failed the connection on a bad frame (no close from the server: 1006).
                 raise Closed(self._close_code(), self._close_reason())
             await self._receive_some()
 
