@@ -1,4 +1,4 @@
-"""Deepgram live transcription (`/v1/listen`) over trio-websocket.
+"""Deepgram live transcription (`/v1/listen`) over a lean WebSocket (transport.py).
 
 deepgram-sdk's live sockets are asyncio-only, so this speaks the protocol itself
 (protocols.md §2): binary frames of caller audio, JSON control frames (KeepAlive,
@@ -21,19 +21,13 @@ are raised from `open()` before the call starts, or from iteration during the ca
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
 
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    ConnectionRejected,
-    HandshakeError,
-    WebSocketConnection,
-    open_websocket_url,
-)
 
 from hookline import (
     AudioFormat,
@@ -66,6 +60,7 @@ from .messages import (
     decode_server_message,
 )
 from .settings import BYTES_PER_SAMPLE, DeepgramSTTSettings
+from .transport import Closed, Rejected, Unreachable, WebSocket
 
 __all__ = ["PROVIDER", "DeepgramSTT", "DeepgramSTTStream", "listen_url"]
 
@@ -117,22 +112,47 @@ def listen_url(settings: DeepgramSTTSettings, fmt: AudioFormat, call_id: str) ->
 class DeepgramSTT:
     """The `stt` provider "deepgram": one instance per process, one stream per call."""
 
-    def __init__(self, settings: DeepgramSTTSettings, *, api_key: str) -> None:
+    def __init__(
+        self,
+        settings: DeepgramSTTSettings,
+        *,
+        api_key: str,
+        thread_limiter: trio.CapacityLimiter | None = None,
+    ) -> None:
         self.settings = settings
         self._api_key = api_key
+        self._thread_limiter = thread_limiter
+        self._tls: ssl.SSLContext | None = None
 
     @classmethod
     def create(cls, settings: DeepgramSTTSettings, ctx: ProviderContext) -> DeepgramSTT:
         """The ProviderSpec factory: the key comes from the env var the config names."""
         key = ctx.secret(settings.api_key_env, key="api_key_env")
-        return cls(settings, api_key=key)
+        return cls(settings, api_key=key, thread_limiter=ctx.thread_limiter)
+
+    async def prepare(self) -> None:
+        """Build the TLS context now (`Runtime.start`), before any call."""
+        await self._tls_context()
+
+    async def _tls_context(self) -> ssl.SSLContext | None:
+        """The process's one TLS context for `wss://` (None for `ws://`). Built in a
+        worker thread: loading the CA bundle takes ~25 ms of CPU, which every call in
+        flight would otherwise wait out on the trio thread at each connect."""
+        if urlsplit(self.settings.url).scheme != "wss":
+            return None
+        if self._tls is None:
+            self._tls = await trio.to_thread.run_sync(
+                ssl.create_default_context, limiter=self._thread_limiter
+            )
+        return self._tls
 
     @asynccontextmanager
     async def open(self, fmt: AudioFormat, call: CallInfo) -> AsyncIterator[DeepgramSTTStream]:
         """Connect (raising ProviderAuthError/ProviderUnavailable/ProviderProtocolError at
         once), yield the stream, and on a normal exit send CloseStream and wait briefly
         for the last results."""
-        stream = DeepgramSTTStream(self.settings, self._api_key, fmt, call)
+        tls = await self._tls_context()
+        stream = DeepgramSTTStream(self.settings, self._api_key, fmt, call, tls=tls)
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(stream._supervise)
@@ -165,7 +185,7 @@ def _describe_close(conn: _Connection) -> str:
 
 @dataclass(eq=False)
 class _Connection:
-    ws: WebSocketConnection
+    ws: WebSocket
     offset: int  # call-audio byte position of this connection's first byte
     sent_to: int  # call-audio byte position sent (or in flight) on this connection
     number: int
@@ -181,9 +201,16 @@ class DeepgramSTTStream:
     """Caller audio in (`send`), transcript events out (`async for event in stream`)."""
 
     def __init__(
-        self, settings: DeepgramSTTSettings, api_key: str, fmt: AudioFormat, call: CallInfo
+        self,
+        settings: DeepgramSTTSettings,
+        api_key: str,
+        fmt: AudioFormat,
+        call: CallInfo,
+        *,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._s = settings
+        self._tls = tls  # shared by the provider's streams; None for ws://
         self._log = CallLog(log, {"call_id": call.call_id})
         if fmt.encoding not in BYTES_PER_SAMPLE:
             raise ProviderProtocolError(
@@ -208,7 +235,7 @@ class DeepgramSTTStream:
         # The sender is woken once this much unsent audio has gathered (`send_chunk_ms`).
         self._min_chunk = max(1, settings.send_chunk_ms * self._bytes_per_s // 1000)
         self._url = listen_url(settings, fmt, call.call_id)
-        self._headers = [(b"authorization", f"Token {api_key}".encode())]
+        self._headers = [("Authorization", f"Token {api_key}")]
 
         # Audio since the last final result (what a reconnect replays), on the call's
         # audio clock: _buf[0] is call-audio byte _buf_start.
@@ -329,8 +356,6 @@ class DeepgramSTTStream:
                             )
                         outage_since = None
                         await self._serve(conn)
-                except HandshakeError as exc:  # e.g. a disconnect timeout on the way out
-                    why, retry_after = f"closing the connection failed ({exc!r})", None
                 except ProviderError as exc:
                     if not exc.retryable:
                         self._fail(exc, started)
@@ -407,39 +432,31 @@ class DeepgramSTTStream:
         else:
             self._open_error = error
 
-    async def _connect(self, stack: AsyncExitStack, limit_s: float) -> WebSocketConnection:
+    async def _connect(self, stack: AsyncExitStack, limit_s: float) -> WebSocket:
         """Open one WebSocket within `limit_s`; map refusals to the error vocabulary."""
         try:
-            return await stack.enter_async_context(
-                open_websocket_url(
-                    self._url,
-                    extra_headers=self._headers,
-                    message_queue_size=16,
-                    connect_timeout=limit_s,
-                    disconnect_timeout=1.0,
-                )
-            )
-        except ConnectionRejected as exc:
+            ws = await WebSocket.connect(self._url, self._headers, tls=self._tls, timeout_s=limit_s)
+        except Rejected as exc:
             raise self._rejected(exc) from None
-        except (HandshakeError, OSError) as exc:
-            cause = exc.__cause__ or exc
+        except Unreachable as exc:
             raise ProviderUnavailable(
-                f"cannot reach {urlsplit(self._url).netloc} ({cause!r})", provider=PROVIDER
+                f"cannot reach {urlsplit(self._url).netloc} ({exc})", provider=PROVIDER
             ) from None
+        stack.push_async_callback(ws.aclose)
+        return ws
 
-    def _rejected(self, exc: ConnectionRejected) -> ProviderError:
+    def _rejected(self, exc: Rejected) -> ProviderError:
         body = decode_error_body(exc.body)
         status = exc.status_code
         detail = f"HTTP {status} {body.err_code}: {body.err_msg}".rstrip(": ")
         if body.request_id:
             detail += f", request {body.request_id}"
         env = self._s.api_key_env
-        after = next((v for k, v in exc.headers or () if k.lower() == b"retry-after"), None)
         return error_for_status(
             status,
             f"Deepgram refused the stream ({detail})",
             provider=PROVIDER,
-            retry_after=parse_retry_after(after),
+            retry_after=parse_retry_after(exc.headers.get("Retry-After")),
             auth_hint=f"the API key from ${env} was refused; set {env} to a valid Deepgram key",
             refused_hint="check the [stt.deepgram] settings",
             refused=ProviderProtocolError,
@@ -457,10 +474,9 @@ class DeepgramSTTStream:
             nursery.start_soon(self._guard, self._watchdog, conn)
             try:
                 while True:
-                    await self._on_message(conn, await conn.ws.get_message())
-            except ConnectionClosed as exc:
-                if exc.reason is not None:
-                    conn.close_code, conn.close_reason = exc.reason.code, exc.reason.reason
+                    await self._on_message(conn, await conn.ws.receive())
+            except Closed as exc:
+                conn.close_code, conn.close_reason = exc.code, exc.reason
             nursery.cancel_scope.cancel()
 
     async def _guard(
@@ -468,7 +484,7 @@ class DeepgramSTTStream:
     ) -> None:
         try:
             await loop(conn)
-        except ConnectionClosed:
+        except Closed:
             pass  # the reader sees the close too and ends the connection
         except _Stalled:
             conn.ended_because = f"a send took longer than {self._s.send_timeout_s:g} s"
@@ -479,7 +495,7 @@ class DeepgramSTTStream:
         # The watchdog times sends: a cancel scope per 20 ms frame would cost more CPU
         # than the send itself.
         conn.sending_since = trio.current_time()
-        await conn.ws.send_message(message)
+        await conn.ws.send(message)
         conn.sending_since = None
         self._last_sent_at = trio.current_time()
 
@@ -503,7 +519,7 @@ class DeepgramSTTStream:
                 lo = conn.sent_to - self._buf_start
                 chunk = bytes(self._buf[lo : lo + limit - conn.sent_to])
                 # Counted as sent before the await: a final result for it may arrive
-                # while send_message is still returning.
+                # while the send is still returning.
                 conn.sent_to = limit
                 await self._send(conn, chunk)
             await self._wake.wait()
@@ -521,7 +537,7 @@ class DeepgramSTTStream:
                     await trio.sleep_until(due)
                     continue
                 with trio.move_on_after(send_timeout_s):
-                    await conn.ws.send_message(KEEP_ALIVE)
+                    await conn.ws.send(KEEP_ALIVE)
                     self._last_sent_at = trio.current_time()
                     continue
                 raise _Stalled

@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 import logging
 import socket
+import ssl
+import threading
 from collections.abc import Callable, Sequence
 
 import msgspec
@@ -483,3 +485,50 @@ async def test_reconnects_per_call_are_bounded(fake: FakeDeepgramSTT) -> None:
             async for _ in stream:
                 pass
     assert len(fake.connections) == 2
+
+
+async def _tls_sink(hellos: list[bytes], *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """A TCP listener that records each client's first bytes and hangs up (no TLS)."""
+
+    async def hang_up(stream: trio.SocketStream) -> None:
+        async with stream:
+            hellos.append(await stream.receive_some(5))
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    task_status.started(listeners[0].socket.getsockname()[1])
+    await trio.serve_listeners(hang_up, listeners)
+
+
+async def test_wss_connections_share_one_tls_context_built_off_the_trio_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Building a TLS context loads the CA bundle (~25 ms of CPU): done on the trio thread
+    # at each connect, it stalls every call in flight whenever a call starts.
+    built_on: list[int] = []
+    create = ssl.create_default_context
+
+    def counting(*args: object, **kwargs: object) -> ssl.SSLContext:
+        built_on.append(threading.get_ident())
+        return create(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssl, "create_default_context", counting)
+    hellos: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(_tls_sink, hellos)
+        stt = DeepgramSTT(
+            DeepgramSTTSettings(
+                url=f"wss://127.0.0.1:{port}/v1/listen",
+                connect_timeout_s=0.3,
+                reconnect_timeout_s=0.3,
+            ),
+            api_key="k",
+        )
+        await stt.prepare()
+        for call_id in ("call-t1", "call-t2"):
+            with pytest.raises(ProviderUnavailable, match="could not connect"):
+                async with stt.open(MULAW_8K, CallInfo(call_id=call_id)):
+                    pass
+        nursery.cancel_scope.cancel()
+    assert len(hellos) >= 2 and all(h[:1] == b"\x16" for h in hellos)  # TLS handshakes
+    assert len(built_on) == 1  # once, in prepare(): not per connection
+    assert threading.get_ident() not in built_on  # and not on the trio thread

@@ -6,6 +6,7 @@ import logging
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 import trio
 
@@ -35,6 +36,18 @@ class DeepgramTTS:
         self._thread_limiter = thread_limiter
         self._tls: ssl.SSLContext | None = None
 
+    async def prepare(self) -> None:
+        """Build the TLS context now (`Runtime.start`), before any call."""
+        await self._tls_context()
+
+    async def _tls_context(self) -> ssl.SSLContext:
+        """The process's one TLS context, for the streaming socket and REST alike. Built
+        in a worker thread: loading the CA bundle takes ~25 ms of CPU, which every call
+        in flight would otherwise wait out on the trio thread at each connect."""
+        if self._tls is None:
+            self._tls = await trio.to_thread.run_sync(tls_context, limiter=self._thread_limiter)
+        return self._tls
+
     def _check_format(self, fmt: AudioFormat) -> None:
         s = self.settings
         if (fmt.encoding, fmt.sample_rate) != (s.encoding, s.sample_rate):
@@ -47,12 +60,12 @@ class DeepgramTTS:
     async def open(self, fmt: AudioFormat, call: CallInfo) -> AsyncIterator[DeepgramTTSStream]:
         """Connect at once (warm socket); ProviderAuthError here for a refused key."""
         self._check_format(fmt)
-        async with open_stream(self.settings, self._api_key, fmt, call) as stream:
+        # trio-websocket would build a context per connection, on the trio thread.
+        tls = await self._tls_context() if urlsplit(self.settings.url).scheme == "wss" else None
+        async with open_stream(self.settings, self._api_key, fmt, call, tls) as stream:
             yield stream
 
     async def synthesize(self, text: str, fmt: AudioFormat) -> bytes:
         self._check_format(fmt)
-        if self._tls is None:
-            # Off the trio thread: loading the CA bundle is tens of ms of CPU.
-            self._tls = await trio.to_thread.run_sync(tls_context, limiter=self._thread_limiter)
-        return await synthesize(self.settings, self._api_key, text, fmt, self._tls)
+        tls = await self._tls_context()
+        return await synthesize(self.settings, self._api_key, text, fmt, tls)

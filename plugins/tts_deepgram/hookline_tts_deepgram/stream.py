@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -104,8 +105,10 @@ class DeepgramTTSStream:
         fmt: AudioFormat,
         call: CallInfo,
         nursery: trio.Nursery,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._settings = settings
+        self._tls = tls
         self._api_key = api_key
         self._url = speak_url(settings, fmt)
         self._nursery = nursery
@@ -371,6 +374,7 @@ class DeepgramTTSStream:
                     ws = await connect_websocket_url(
                         nursery,
                         self._url,
+                        ssl_context=self._tls,
                         extra_headers=headers,
                         message_queue_size=64,
                         max_message_size=4 * 1024 * 1024,
@@ -517,11 +521,16 @@ async def _close_quietly(ws: WebSocketConnection) -> None:
 
 @asynccontextmanager
 async def open_stream(
-    settings: DeepgramTTSSettings, api_key: str, fmt: AudioFormat, call: CallInfo
+    settings: DeepgramTTSSettings,
+    api_key: str,
+    fmt: AudioFormat,
+    call: CallInfo,
+    tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[DeepgramTTSStream]:
+    """`tls`: the provider's shared context for a `wss://` URL (None for `ws://`)."""
     try:
         async with trio.open_nursery() as nursery:
-            stream = DeepgramTTSStream(settings, api_key, fmt, call, nursery)
+            stream = DeepgramTTSStream(settings, api_key, fmt, call, nursery, tls)
             await stream.connect()
             nursery.start_soon(stream.pump_loop)
             try:

@@ -1,0 +1,208 @@
+"""A client WebSocket for one Deepgram stream: `websockets`' sans-I/O protocol on a trio
+stream, nothing else.
+
+The STT stream sends a 20 ms frame of caller audio 50 times a second per call, so the
+send path is kept short: the frame is built (masked in C by `websockets.speedups`) and
+written by the task that sends it, with no lock and no extra task. Reading is done by
+the one task that consumes the messages (no background reader, no channel).
+
+Only one task writes at a time without a lock: a task that finds a write in progress
+leaves its frame queued in the protocol, and the writing task sends everything queued
+before it returns.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections import deque
+from collections.abc import Sequence
+
+import trio
+from websockets.client import ClientProtocol
+from websockets.datastructures import Headers
+from websockets.exceptions import InvalidState, InvalidStatus
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
+from websockets.protocol import State
+from websockets.uri import parse_uri
+
+__all__ = ["Closed", "Rejected", "Unreachable", "WebSocket"]
+
+_RECEIVE_BYTES = 65536
+_CLOSE_TIMEOUT_S = 1.0  # for our close frame on the way out
+
+
+class Unreachable(Exception):
+    """No WebSocket: the TCP/TLS connect or the HTTP upgrade failed (not a refusal)."""
+
+
+class Rejected(Exception):
+    """The server answered the upgrade with an HTTP error status."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.status_code: int = response.status_code
+        self.headers: Headers = response.headers
+        self.body: bytes = response.body or b""
+
+
+class Closed(Exception):
+    """The connection is closed: `code` 1006 when it dropped without a close frame."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+
+
+class WebSocket:
+    """One open connection. `connect()` it; `send()`, `receive()`, `aclose()`."""
+
+    def __init__(self, stream: trio.abc.Stream, protocol: ClientProtocol) -> None:
+        self._stream = stream
+        self._protocol = protocol
+        self._frames: deque[Frame] = deque()  # received, not yet returned by receive()
+        self._writing = False
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        *,
+        tls: ssl.SSLContext | None,
+        timeout_s: float,
+    ) -> WebSocket:
+        """Connect and upgrade within `timeout_s`. Raises Rejected for an HTTP error
+        answer, Unreachable for everything else that kept the WebSocket from opening."""
+        uri = parse_uri(url)
+        stream: trio.abc.Stream | None = None
+        try:
+            with trio.fail_after(timeout_s):
+                stream = await trio.open_tcp_stream(uri.host, uri.port)
+                if uri.secure:
+                    if tls is None:
+                        raise ValueError("a wss:// URL needs a TLS context")
+                    secure = trio.SSLStream(
+                        stream, tls, server_hostname=uri.host, https_compatible=True
+                    )
+                    stream = secure
+                    await secure.do_handshake()  # so a certificate error says so
+                protocol = ClientProtocol(uri)
+                request = protocol.connect()
+                for name, value in headers:
+                    request.headers[name] = value
+                protocol.send_request(request)
+                ws = cls(stream, protocol)
+                await ws._flush()
+                while protocol.state is State.CONNECTING and not protocol.handshake_exc:
+                    await ws._receive_some()
+        except trio.TooSlowError:
+            await _abort(stream)
+            raise Unreachable(f"no answer within {timeout_s:g} s") from None
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, Closed) as exc:
+            await _abort(stream)
+            raise Unreachable(repr(exc.__cause__ or exc)) from None
+        except BaseException:
+            await _abort(stream)
+            raise
+        exc = protocol.handshake_exc
+        if exc is not None:
+            await _abort(stream)
+            if isinstance(exc, InvalidStatus):
+                raise Rejected(exc.response) from None
+            raise Unreachable(f"the WebSocket upgrade failed ({exc})") from None
+        return ws
+
+    async def send(self, message: str | bytes) -> None:
+        """Send one message (str as a text frame); Closed if the connection is gone."""
+        try:
+            if isinstance(message, str):
+                self._protocol.send_text(message.encode())
+            else:
+                self._protocol.send_binary(message)
+        except InvalidState:
+            raise Closed(self._close_code(), self._close_reason()) from None
+        await self._flush()
+
+    async def receive(self) -> str | bytes:
+        """The next message; Closed (with the server's code) once the connection ends."""
+        parts: list[bytes] = []
+        text = False
+        while True:
+            while self._frames:
+                frame = self._frames.popleft()
+                if frame.opcode is Opcode.TEXT or frame.opcode is Opcode.BINARY:
+                    text, parts = frame.opcode is Opcode.TEXT, [frame.data]
+                elif frame.opcode is Opcode.CONT:
+                    parts.append(frame.data)
+                else:
+                    continue  # ping/pong (answered by the protocol), close (state below)
+                if frame.fin:
+                    data = b"".join(parts) if len(parts) > 1 else bytes(parts[0])
+                    return data.decode() if text else data
+            if self._protocol.state is not State.OPEN:
+                # Closed, or closing: the server's close frame came, or the protocol
+                # failed the connection on a bad frame (no close from the server: 1006).
+                raise Closed(self._close_code(), self._close_reason())
+            await self._receive_some()
+
+    async def aclose(self) -> None:
+        """Send a close frame if the connection is still open (briefly), then hang up."""
+        try:
+            with trio.move_on_after(_CLOSE_TIMEOUT_S):
+                if self._protocol.state is State.OPEN:
+                    self._protocol.send_close(1000)
+                    await self._flush()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await trio.aclose_forcefully(self._stream)
+
+    # ------------------------------------------------------------------ internals
+
+    async def _receive_some(self) -> None:
+        try:
+            data = await self._stream.receive_some(_RECEIVE_BYTES)
+        except trio.BrokenResourceError:
+            data = b""  # a reset is a drop, like an EOF
+        if data:
+            self._protocol.receive_data(data)
+        else:
+            self._protocol.receive_eof()
+        for event in self._protocol.events_received():
+            if isinstance(event, Frame):
+                self._frames.append(event)
+        try:
+            await self._flush()  # pongs, the reply to a close frame
+        except Closed:
+            pass  # the reader finds out from the stream itself
+
+    async def _flush(self) -> None:
+        """Write everything the protocol has queued, unless another task is writing (it
+        writes what was queued here too before it returns)."""
+        if self._writing:
+            return
+        self._writing = True
+        try:
+            while writes := self._protocol.data_to_send():
+                data = writes[0] if len(writes) == 1 else b"".join(writes)
+                if data:  # b"" alone is websockets' "half-close": we close the stream
+                    await self._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise Closed(1006) from None
+        finally:
+            self._writing = False
+
+    def _close_code(self) -> int:
+        close = self._protocol.close_rcvd
+        return 1006 if close is None else close.code
+
+    def _close_reason(self) -> str:
+        close = self._protocol.close_rcvd
+        return "" if close is None else close.reason
+
+
+async def _abort(stream: trio.abc.Stream | None) -> None:
+    if stream is not None:
+        await trio.aclose_forcefully(stream)
