@@ -19,11 +19,14 @@ after the connection is gone are dropped, as anycorn does.
 from __future__ import annotations
 
 import logging
+import math
+from collections import deque
 from collections.abc import Awaitable, Callable
 from urllib.parse import unquote_to_bytes
 
 import anyio
 import anyio.abc
+import trio
 from websockets.exceptions import InvalidMessage
 from websockets.frames import Opcode
 from websockets.http11 import Request
@@ -39,6 +42,9 @@ MAX_RECV = 2**16
 _DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 _GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 _ABNORMAL = 1006
+# The app not reading for this long (between two receive() calls) wakes the watcher.
+WATCH_AFTER_S = 0.25
+WATCH_BACKLOG = 64  # messages the watcher reads ahead before it stops reading
 
 
 class _Connection:
@@ -55,7 +61,11 @@ class _Connection:
         self.accepted = False
         self.closed = False  # a close was sent or received, or the socket is gone
         self.disconnect_code: int | None = None  # set once the app must hear disconnect
-        self._pending: list[dict] = []  # messages parsed by one read, handed out in order
+        self._pending: deque[dict] = deque()  # parsed messages not yet handed to the app
+        self._watch = trio.CancelScope()  # the watcher's sleep; its deadline moves
+        self._takeover: trio.CancelScope | None = None  # set while the watcher reads
+        self._app_reading = False  # the app is in receive(): the watcher must not read
+        self._handed_back = trio.Event()
         self._fragments: list[bytes] = []
         self._fragment_text = False
 
@@ -65,14 +75,49 @@ class _Connection:
         if not self.connected:
             self.connected = True
             return {"type": "websocket.connect"}
-        while not self._pending:
+        self._app_reading = True
+        self._watch.deadline = math.inf  # the app reads: the watcher stays asleep
+        if self._takeover is not None:  # the watcher is reading for us: take it back
+            self._takeover.cancel()
+            await self._handed_back.wait()
+        try:
+            while not self._pending:
+                if self.disconnect_code is not None:
+                    return {"type": "websocket.disconnect", "code": self.disconnect_code}
+                if not self.accepted:
+                    # Nothing to read before the handshake completes (the app decides first).
+                    await trio.sleep_forever()
+                await self._read()
+            return self._pending.popleft()
+        finally:
+            # Should the app not come back soon, the watcher answers the peer meanwhile.
+            self._app_reading = False
+            self._watch.deadline = trio.current_time() + WATCH_AFTER_S
+
+    async def watch(self) -> None:
+        """Read on the app's behalf while it does not: a peer's close is answered (and a
+        ping ponged) even when the app has stopped reading, as anycorn's reader task did.
+
+        Asleep while the app reads; the app moving a deadline costs no task step."""
+        while True:
+            idle = self.accepted and not self._app_reading
+            deadline = trio.current_time() + WATCH_AFTER_S if idle else math.inf
+            with trio.CancelScope(deadline=deadline) as self._watch:
+                await trio.sleep_forever()
             if self.disconnect_code is not None:
-                return {"type": "websocket.disconnect", "code": self.disconnect_code}
-            if not self.accepted:
-                # Nothing to read before the handshake completes (the app decides first).
-                await anyio.sleep_forever()
-            await self._read()
-        return self._pending.pop(0)
+                return
+            if not self.accepted or self._app_reading:
+                continue
+            self._handed_back = trio.Event()
+            with trio.CancelScope() as self._takeover:
+                while self.disconnect_code is None and len(self._pending) < WATCH_BACKLOG:
+                    await self._read()
+                if self.disconnect_code is None:
+                    await trio.sleep_forever()  # backlog full: flow control until the app reads
+            self._takeover = None
+            self._handed_back.set()
+            if self.disconnect_code is not None:
+                return
 
     async def _read(self) -> None:
         try:
@@ -141,6 +186,8 @@ class _Connection:
             await self._flush()
             if self.accepted:
                 await self._absorb()  # frames that came with the head, if any
+                if not self._app_reading:
+                    self._watch.deadline = trio.current_time() + WATCH_AFTER_S
             return
         elif kind == "websocket.send":
             if not self.accepted or self.closed:
@@ -204,7 +251,7 @@ async def serve_websocket(
 
     Returns once the app has returned; the caller closes the stream. Never raises for
     the app's or the peer's failures (they are logged)."""
-    protocol = ServerProtocol(max_size=max_size, logger=log)
+    protocol = ServerProtocol(max_size=max_size)
     protocol.receive_data(head)
     events = protocol.events_received()
     if not events or not isinstance(events[0], Request):
@@ -250,9 +297,12 @@ async def serve_websocket(
     # Bytes that came with the head (a client that did not wait for the 101) are
     # parsed once the app accepts: the protocol buffers them until then.
     failed = False
-    try:
-        await app(scope, connection.receive, connection.send)
-    except Exception:
-        failed = True
-        log.exception("WebSocket app failed on %s", path)
-    await connection.finish(failed)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(connection.watch)
+        try:
+            await app(scope, connection.receive, connection.send)
+        except Exception:
+            failed = True
+            log.exception("WebSocket app failed on %s", path)
+        await connection.finish(failed)
+        nursery.cancel_scope.cancel()
