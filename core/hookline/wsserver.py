@@ -21,14 +21,14 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import unquote_to_bytes
 
 import anyio
 import anyio.abc
 import trio
 from websockets.exceptions import InvalidMessage
-from websockets.frames import Opcode
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
@@ -51,11 +51,16 @@ class _Connection:
     """One upgraded connection: the protocol state, its reads and its writes."""
 
     def __init__(
-        self, stream: anyio.abc.SocketStream, protocol: ServerProtocol, request: Request
+        self,
+        stream: anyio.abc.SocketStream,
+        protocol: ServerProtocol,
+        request: Request,
+        early: Sequence[Frame],
     ) -> None:
         self.stream = stream
         self.protocol = protocol
         self.request = request
+        self._early = early  # frames that came with the head: the app hears them on accept
         self.write_lock = anyio.Lock()
         self.connected = False  # the app has been told websocket.connect
         self.accepted = False
@@ -129,12 +134,12 @@ class _Connection:
         self.protocol.receive_data(data)
         await self._absorb()
 
-    async def _absorb(self) -> None:
+    async def _absorb(self, early: Sequence[Frame] = ()) -> None:
         """Take the frames parsed so far; send what the protocol answered on its own."""
         protocol = self.protocol
-        for frame in protocol.events_received():
+        for frame in (*early, *protocol.events_received()) if early else protocol.events_received():
             opcode = frame.opcode
-            if opcode in _DATA:
+            if opcode in _DATA and self.disconnect_code is None:
                 self._collect(opcode, frame.data, frame.fin)
         if protocol.writes:
             await self._flush()  # pongs, the close reply, a failure's close frame
@@ -157,7 +162,14 @@ class _Connection:
             data = b"".join(self._fragments)
             self._fragments.clear()
         if self._fragment_text:
-            self._pending.append({"type": "websocket.receive", "text": data.decode()})
+            try:
+                text = data.decode()
+            except UnicodeDecodeError as e:
+                self.protocol.fail(1007, f"invalid UTF-8 at position {e.start}")
+                self.closed = True
+                self.disconnect_code = 1007
+                return
+            self._pending.append({"type": "websocket.receive", "text": text})
         else:
             self._pending.append({"type": "websocket.receive", "bytes": data})
 
@@ -185,7 +197,7 @@ class _Connection:
                 self.disconnect_code = _ABNORMAL
             await self._flush()
             if self.accepted:
-                await self._absorb()  # frames that came with the head, if any
+                await self._absorb(self._early)
                 if not self._app_reading:
                     self._watch.deadline = trio.current_time() + WATCH_AFTER_S
             return
@@ -293,9 +305,9 @@ async def serve_websocket(
         "subprotocols": [p for p in offered if p],
         "extensions": {},
     }
-    connection = _Connection(stream, protocol, request)
-    # Bytes that came with the head (a client that did not wait for the 101) are
-    # parsed once the app accepts: the protocol buffers them until then.
+    # Frames that came with the head (a client that did not wait for the 101) are
+    # handed to the app once it accepts, as anycorn does.
+    connection = _Connection(stream, protocol, request, events[1:])
     failed = False
     async with trio.open_nursery() as nursery:
         nursery.start_soon(connection.watch)
