@@ -19,7 +19,6 @@ after the connection is gone are dropped, as anycorn does.
 from __future__ import annotations
 
 import logging
-import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import unquote_to_bytes
@@ -30,6 +29,7 @@ import trio
 from websockets.exceptions import InvalidMessage
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
+from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 __all__ = ["ASGIApp", "serve_websocket"]
@@ -67,9 +67,9 @@ class _Connection:
         self.closed = False  # a close was sent or received, or the socket is gone
         self.disconnect_code: int | None = None  # set once the app must hear disconnect
         self._pending: deque[dict] = deque()  # parsed messages not yet handed to the app
-        self._watch = trio.CancelScope()  # the watcher's sleep; its deadline moves
         self._takeover: trio.CancelScope | None = None  # set while the watcher reads
         self._app_reading = False  # the app is in receive(): the watcher must not read
+        self._receives = 0  # receive() calls returned: the watcher sees the app is alive
         self._handed_back = trio.Event()
         self._fragments: list[bytes] = []
         self._fragment_text = False
@@ -81,7 +81,6 @@ class _Connection:
             self.connected = True
             return {"type": "websocket.connect"}
         self._app_reading = True
-        self._watch.deadline = math.inf  # the app reads: the watcher stays asleep
         if self._takeover is not None:  # the watcher is reading for us: take it back
             self._takeover.cancel()
             await self._handed_back.wait()
@@ -95,23 +94,23 @@ class _Connection:
                 await self._read()
             return self._pending.popleft()
         finally:
-            # Should the app not come back soon, the watcher answers the peer meanwhile.
             self._app_reading = False
-            self._watch.deadline = trio.current_time() + WATCH_AFTER_S
+            self._receives += 1
 
     async def watch(self) -> None:
         """Read on the app's behalf while it does not: a peer's close is answered (and a
         ping ponged) even when the app has stopped reading, as anycorn's reader task did.
 
-        Asleep while the app reads; the app moving a deadline costs no task step."""
+        It looks every WATCH_AFTER_S and takes over only when the app has neither been
+        reading nor come back to read since the last look: a few task steps a second,
+        nothing per message."""
+        seen = -1
         while True:
-            idle = self.accepted and not self._app_reading
-            deadline = trio.current_time() + WATCH_AFTER_S if idle else math.inf
-            with trio.CancelScope(deadline=deadline) as self._watch:
-                await trio.sleep_forever()
+            await trio.sleep(WATCH_AFTER_S)
             if self.disconnect_code is not None:
                 return
-            if not self.accepted or self._app_reading:
+            if not self.accepted or self._app_reading or self._receives != seen:
+                seen = self._receives
                 continue
             self._handed_back = trio.Event()
             with trio.CancelScope() as self._takeover:
@@ -141,8 +140,6 @@ class _Connection:
             opcode = frame.opcode
             if opcode in _DATA and self.disconnect_code is None:
                 self._collect(opcode, frame.data, frame.fin)
-        if protocol.writes:
-            await self._flush()  # pongs, the close reply, a failure's close frame
         if protocol.close_rcvd is not None:
             self.closed = True
             self.disconnect_code = protocol.close_rcvd.code
@@ -150,6 +147,8 @@ class _Connection:
             self.closed = True
             sent = protocol.close_sent
             self.disconnect_code = sent.code if sent is not None else _ABNORMAL
+        if protocol.writes:
+            await self._flush()  # pongs, the close reply, a failure's close frame
 
     def _collect(self, opcode: Opcode, data: bytes, fin: bool) -> None:
         if opcode is not Opcode.CONT:
@@ -198,11 +197,9 @@ class _Connection:
             await self._flush()
             if self.accepted:
                 await self._absorb(self._early)
-                if not self._app_reading:
-                    self._watch.deadline = trio.current_time() + WATCH_AFTER_S
             return
         elif kind == "websocket.send":
-            if not self.accepted or self.closed:
+            if self.closed or protocol.state is not State.OPEN:
                 return  # gone (or never accepted): dropped, as anycorn drops them
             data = message.get("bytes")
             if data is not None:
@@ -213,7 +210,7 @@ class _Connection:
                     raise TypeError(f"websocket.send text should be a str, not {text!r}")
                 protocol.send_text(text.encode())
         elif kind == "websocket.close":
-            if self.closed:
+            if self.closed or (self.accepted and protocol.state is not State.OPEN):
                 return
             self.closed = True
             if not self.accepted:
