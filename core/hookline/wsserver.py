@@ -5,15 +5,19 @@ hands every message to the app through a memory stream, under a per-read deadlin
 several task steps and a hop per 20 ms media frame. Here the app's `receive()` reads
 the socket itself and parses with `websockets`' sans-I/O protocol (C-accelerated
 unmasking), and `send()` writes directly under one lock shared by every writer (the
-app's sends and the pongs / close replies `receive()` produces). No extra task, no
-queue: WebSocket flow control is the back-pressure.
+app's sends and the pongs / close replies `receive()` produces). No reader task and no
+queue on the message path: WebSocket flow control is the back-pressure. One watcher
+task per connection looks every WATCH_AFTER_S and reads on the app's behalf only while
+the app has stopped reading (a peer's close is still answered, a ping still ponged);
+the app's next `receive()` takes the socket back.
 
 ASGI semantics as anycorn gave them: `websocket.connect` first; `websocket.close` before
 accepting refuses the upgrade with HTTP 403; the peer's close code reaches the app in
 `websocket.disconnect` (1006 when the TCP connection ended without one); a protocol
 error, invalid UTF-8 or a message over `max_size` closes with 1002/1007/1009; an app
-that raises is logged and the socket closed with 1011 (500 before accepting). Sends
-after the connection is gone are dropped, as anycorn does.
+that raises or returns leaving the socket open gets it closed with 1011 (HTTP 500
+before accepting; a raise is logged). Sends after the connection is gone are dropped,
+as anycorn does.
 """
 
 from __future__ import annotations
@@ -235,9 +239,10 @@ class _Connection:
                         self._lost()
                         return
 
-    async def finish(self, failed: bool) -> None:
-        """After the app returned (or raised): close what it left open."""
-        if failed and not self.closed:
+    async def finish(self) -> None:
+        """After the app returned (or raised) leaving the socket open, as anycorn does:
+        1011 once accepted, HTTP 500 before."""
+        if not self.closed:
             if self.accepted:
                 await self.send({"type": "websocket.close", "code": 1011})
             else:
@@ -305,13 +310,11 @@ async def serve_websocket(
     # Frames that came with the head (a client that did not wait for the 101) are
     # handed to the app once it accepts, as anycorn does.
     connection = _Connection(stream, protocol, request, events[1:])
-    failed = False
     async with trio.open_nursery() as nursery:
         nursery.start_soon(connection.watch)
         try:
             await app(scope, connection.receive, connection.send)
         except Exception:
-            failed = True
             log.exception("WebSocket app failed on %s", path)
-        await connection.finish(failed)
+        await connection.finish()
         nursery.cancel_scope.cancel()
