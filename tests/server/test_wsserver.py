@@ -308,3 +308,16 @@ async def test_a_connection_that_never_sends_is_closed(nursery) -> None:
     port = await _serve(nursery, Recorder(_echo), keep_alive_timeout=0.2)
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     assert await _read_until_closed(stream) == b""
+
+
+async def test_an_app_returning_with_the_socket_open_closes_it_with_1011(nursery) -> None:
+    async def accept_then_return(receive, send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+
+    port = await _serve(nursery, Recorder(accept_then_return))
+    with trio.fail_after(WAIT_S):
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/ws") as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.get_message()
+    assert closed.value.reason.code == 1011
