@@ -1,4 +1,7 @@
-"""`hookline serve`: one ASGI app on one port, served by anycorn on trio.
+"""`hookline serve`: one ASGI app on one port, served on trio.
+
+WebSocket upgrades (the media streams) are served in the app's own task by
+hookline/wsserver.py; every other connection by anycorn (hookline/frontdoor.py).
 
 anycorn is the AnyIO fork of Hypercorn. Hypercorn 0.18's trio worker closes a
 connection (`send_eof`, which yields inside trio's send-conflict detector) without its
@@ -33,13 +36,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import ExitStack
 from functools import partial
 
-import anycorn
 import anycorn.config
 import msgspec
 import trio
 
 from .config import Config
 from .errors import ConfigError, HooklineError
+from .frontdoor import serve as serve_connections
 from .providers import ASGIApp, Route
 from .runtime import Runtime
 from .workers import (
@@ -260,9 +263,13 @@ async def serve_asgi(
     shutdown: trio.Event | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve any ASGI app with anycorn (on trio); reports the bound port."""
+    """Serve any ASGI app (on trio); reports the bound port.
+
+    WebSocket upgrades are served in the app's task (hookline/wsserver.py), everything
+    else by anycorn (hookline/frontdoor.py)."""
     stop = shutdown if shutdown is not None else trio.Event()
-    serve = partial(anycorn.serve, app, _server_config(host, port), shutdown_trigger=stop.wait)
+    config = _server_config(host, port)
+    serve = partial(serve_connections, app, config, shutdown_trigger=stop.wait)
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(serve)
         log.info("listening on %s", ", ".join(binds))
