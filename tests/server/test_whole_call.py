@@ -109,7 +109,10 @@ async def test_admission_through_the_server(nursery, stack, twilio_sim):
 
 
 async def test_sigterm_drains_an_active_call(nursery, stack, twilio_sim):
-    s = await stack(server={"drain_timeout_s": 0.3})
+    # The grace must outlast the health check and the busy webhook below: with 0.3 s the
+    # drain could end (and the listener close) before they arrived on a loaded machine,
+    # and the webhook met a reset connection instead of the busy answer.
+    s = await stack(server={"drain_timeout_s": 3.0})
     served = trio.Event()
 
     async def run_server(task_status=trio.TASK_STATUS_IGNORED):
