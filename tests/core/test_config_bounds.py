@@ -180,12 +180,15 @@ async def test_serve_refuses_exactly_what_check_refuses(tmp_path, capsys, monkey
         assert f"hookline: {served}" == lines[0], label
 
 
-def _cli(*args: str, as_nobody: bool = False) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, without_dac_override: bool = False) -> subprocess.CompletedProcess[str]:
     prefix: list[str] = []
-    if as_nobody:  # root reads any file: drop to an ordinary user to see a refusal
+    if without_dac_override:
+        # Root reads any file through CAP_DAC_OVERRIDE: run as root without it (and
+        # without CAP_DAC_READ_SEARCH) to see a refusal. Not as another user: that user
+        # may not reach the interpreter or the workspace (a 0700 /root or clone folder).
         setpriv = shutil.which("setpriv")
         assert setpriv, "setpriv (util-linux) is needed to test an unreadable file as root"
-        prefix = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+        prefix = [setpriv, "--bounding-set=-dac_override,-dac_read_search"]
     return subprocess.run(
         [*prefix, sys.executable, "-m", "hookline.cli", *args],
         capture_output=True,
@@ -196,7 +199,6 @@ def _cli(*args: str, as_nobody: bool = False) -> subprocess.CompletedProcess[str
 
 
 def test_unreadable_file_is_one_line_for_check_and_serve():
-    # pytest's tmp_path is private to root; this directory must be open to the user.
     folder = Path(tempfile.mkdtemp(prefix="hookline-unreadable-"))
     try:
         folder.chmod(0o755)
@@ -204,7 +206,7 @@ def test_unreadable_file_is_one_line_for_check_and_serve():
         path.write_text(render(base_sections()))
         path.chmod(0)
         for command in ("check", "serve"):
-            result = _cli(command, str(path), as_nobody=os.geteuid() == 0)
+            result = _cli(command, str(path), without_dac_override=os.geteuid() == 0)
             assert result.returncode == 1, result.stderr
             assert result.stderr == f"hookline: {path}: cannot read: Permission denied\n"
     finally:
