@@ -61,8 +61,9 @@ log = logging.getLogger("hookline.workers")
 # calendar, outbox, messages and tows): more processes change what a config means
 # without saying so. `[server] max_concurrent_calls` is per process (N workers admit N
 # times as many), metrics are served on N ports (port, port + 1, ...), and with the
-# default DuckDB storage the processes take turns on each store's file (one operation
-# at a time, each opening it). Ask for them: `--workers auto` (one per core) or a number.
+# default DuckDB storage the local calendar's file is held by one process (a second
+# worker is refused at start-up, naming PostgreSQL). Ask for them: `--workers auto`
+# (one per core) or a number.
 DEFAULT_WORKERS = 1
 
 RESTART_FIRST_S = 1.0
