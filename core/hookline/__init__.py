@@ -29,7 +29,7 @@ from .config import (
     load_config,
 )
 from .context import CallContext, ProviderContext
-from .database import Conflict, Database, Session, Storage
+from .database import Conflict, Database, Session, Storage, as_database
 from .errors import (
     ConfigError,
     HooklineError,
@@ -195,6 +195,7 @@ __all__ = [
     "UserSpeechStarted",
     "UserTurnEnded",
     "UtteranceEnd",
+    "as_database",
     "build_storage",
     "call_log",
     "connect_duckdb",

@@ -38,7 +38,7 @@ import trio
 
 from .errors import ConfigError, ProviderUnavailable
 
-__all__ = ["Conflict", "Database", "Schema", "Session", "Storage", "StorageKind"]
+__all__ = ["Conflict", "Database", "Schema", "Session", "Storage", "StorageKind", "as_database"]
 
 T = TypeVar("T")
 StorageKind = Literal["duckdb", "postgresql"]
@@ -84,6 +84,11 @@ class Database:
     def close(self) -> None:
         """Let go of what this store holds (a held DuckDB file); the storage's pool is
         closed by `Storage.close`."""
+
+    @property
+    def file(self) -> Path | None:
+        """The DuckDB file, or None when the rows are in PostgreSQL."""
+        return None
 
     @property
     def limiter(self) -> trio.CapacityLimiter | None:
@@ -176,6 +181,10 @@ class DuckDBDatabase(Database):
 
     def describe(self) -> str:
         return str(self.path)
+
+    @property
+    def file(self) -> Path | None:
+        return self.path
 
     def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
         import duckdb
@@ -323,6 +332,23 @@ class PostgresDatabase(Database):
 
 
 # ---------------------------------------------------------------- the choice
+
+
+def as_database(
+    db: Database | Path | str,
+    *,
+    schema: Schema,
+    provider: str,
+    limiter: trio.CapacityLimiter | None = None,
+    held: bool = False,
+) -> Database:
+    """`db` itself, or the DuckDB file at the path `db`: stores take either, so tools,
+    tests and the CLI can name a store by its file."""
+    if isinstance(db, Database):
+        return db
+    return Storage("duckdb", limiter=limiter).database(
+        file=Path(db), schema=schema, provider=provider, held=held
+    )
 
 
 class Storage:

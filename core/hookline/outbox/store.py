@@ -34,7 +34,7 @@ from typing import Any, Literal
 import msgspec
 import trio
 
-from ..database import Database, Session, Storage
+from ..database import Database, Session, as_database
 
 __all__ = [
     "SCHEMA",
@@ -127,13 +127,9 @@ class OutboxStore:
         *,
         clock: Callable[[], dt.datetime] | None = None,
     ) -> None:
-        if not isinstance(db, Database):
-            db = Storage("duckdb", limiter=limiter).database(
-                file=Path(db), schema=SCHEMA, provider=PROVIDER
-            )
-        self.db = db
+        self.db = as_database(db, schema=SCHEMA, provider=PROVIDER, limiter=limiter)
         # The DuckDB file (None in PostgreSQL): reads of a file not yet made create none.
-        self.path: Path | None = getattr(db, "path", None)
+        self.path = self.db.file
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
 
     def describe(self) -> str:

@@ -30,7 +30,7 @@ from typing import Any
 import msgspec
 import trio
 
-from hookline import Conflict, Database, Session, Storage
+from hookline import Conflict, Database, Session, as_database
 
 from .schedule import Booking, free_bays
 from .store import SlotTaken
@@ -98,11 +98,7 @@ class LocalStore:
         *,
         bays: int,
     ) -> None:
-        if not isinstance(db, Database):
-            db = Storage("duckdb", limiter=limiter).database(
-                file=Path(db), schema=SCHEMA, provider=PROVIDER, held=True
-            )
-        self.db = db
+        self.db = as_database(db, schema=SCHEMA, provider=PROVIDER, limiter=limiter, held=True)
         self.bays = bays
         self._stamp_guard = threading.Lock()
         self._last_created = dt.datetime.min.replace(tzinfo=dt.UTC)
@@ -113,8 +109,7 @@ class LocalStore:
     @property
     def file(self) -> Path | None:
         """The DuckDB file, or None when the rows are in PostgreSQL."""
-        path = getattr(self.db, "path", None)
-        return Path(path) if self.db.kind == "duckdb" and path is not None else None
+        return self.db.file
 
     async def aclose(self) -> None:
         self.close()
