@@ -6,7 +6,7 @@ in a child process (pinned to CPU 1). Prints this process's CPU time (user+sys) 
 trio task steps per frame sent, counted over the sending only (not connect or close).
 The figures include this harness's own pacing (one sleep per frame per stream).
 
-    uv run python plugins/stt_deepgram/bench/bench_stream.py --streams 25 50 --seconds 15
+    uv run python bench/bench_stt_stream.py --streams 25 50 --seconds 15
 """
 
 from __future__ import annotations
