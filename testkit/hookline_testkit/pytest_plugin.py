@@ -39,6 +39,7 @@ from .fixtures_twilio import (  # noqa: E402
     twilio_secrets,
     twilio_sim,
 )
+from .tls_probe import tls_context_builds  # noqa: E402
 
 __all__ = [
     "deepgram_stt_env",
@@ -51,6 +52,7 @@ __all__ = [
     "scripted_llm",
     "scripted_stt",
     "scripted_tts",
+    "tls_context_builds",
     "twilio_auth_token",
     "twilio_rest",
     "twilio_secrets",

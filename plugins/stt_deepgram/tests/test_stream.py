@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 import logging
 import socket
-import ssl
 import threading
 from collections.abc import Callable, Sequence
 
@@ -38,6 +37,7 @@ from hookline.providers import (
 )
 from hookline_stt_deepgram import DeepgramSTT, DeepgramSTTSettings, DeepgramSTTStream
 from hookline_testkit.fake_deepgram_stt import FakeDeepgramSTT, fake_deepgram_stt
+from hookline_testkit.tls_probe import serve_tls_sink
 
 Until = Callable[[list[STTEvent]], bool]
 
@@ -487,34 +487,15 @@ async def test_reconnects_per_call_are_bounded(fake: FakeDeepgramSTT) -> None:
     assert len(fake.connections) == 2
 
 
-async def _tls_sink(hellos: list[bytes], *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """A TCP listener that records each client's first bytes and hangs up (no TLS)."""
-
-    async def hang_up(stream: trio.SocketStream) -> None:
-        async with stream:
-            hellos.append(await stream.receive_some(5))
-
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    task_status.started(listeners[0].socket.getsockname()[1])
-    await trio.serve_listeners(hang_up, listeners)
-
-
 async def test_wss_connections_share_one_tls_context_built_off_the_trio_thread(
-    monkeypatch: pytest.MonkeyPatch,
+    tls_context_builds: list[int],
 ) -> None:
     # Building a TLS context loads the CA bundle (~25 ms of CPU): done on the trio thread
     # at each connect, it stalls every call in flight whenever a call starts.
-    built_on: list[int] = []
-    create = ssl.create_default_context
-
-    def counting(*args: object, **kwargs: object) -> ssl.SSLContext:
-        built_on.append(threading.get_ident())
-        return create(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(ssl, "create_default_context", counting)
+    built_on = tls_context_builds
     hellos: list[bytes] = []
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(_tls_sink, hellos)
+        port = await nursery.start(serve_tls_sink, hellos)
         stt = DeepgramSTT(
             DeepgramSTTSettings(
                 url=f"wss://127.0.0.1:{port}/v1/listen",

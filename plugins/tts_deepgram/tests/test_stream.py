@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import ssl
 import threading
 
 import pytest
@@ -20,6 +19,7 @@ from hookline.audio import MULAW_8K, AudioFormat
 from hookline.errors import ProviderAuthError, ProviderError, ProviderUnavailable
 from hookline.providers import TTS, AudioChunk, CallInfo, Flushed, TTSStream
 from hookline_testkit.fake_deepgram_tts import FakeDeepgramTTS
+from hookline_testkit.tls_probe import serve_tls_sink
 
 
 async def test_speak_flush_gives_audio_of_the_text_then_flushed_in_order(
@@ -398,34 +398,15 @@ async def test_every_flush_is_answered_once_in_order_through_repeated_drops(
             assert not [s for s in sentences[:confirmed] if s in later]
 
 
-async def _tls_sink(hellos: list[bytes], *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """A TCP listener that records each client's first bytes and hangs up (no TLS)."""
-
-    async def hang_up(stream: trio.SocketStream) -> None:
-        async with stream:
-            hellos.append(await stream.receive_some(5))
-
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    task_status.started(listeners[0].socket.getsockname()[1])
-    await trio.serve_listeners(hang_up, listeners)
-
-
 async def test_wss_connections_share_one_tls_context_built_off_the_trio_thread(
-    fake_deepgram_tts: FakeDeepgramTTS, monkeypatch: pytest.MonkeyPatch
+    fake_deepgram_tts: FakeDeepgramTTS, tls_context_builds: list[int]
 ) -> None:
     # Building a TLS context loads the CA bundle (~25 ms of CPU): done on the trio thread
     # at each connect, it stalls every call in flight whenever a call starts.
-    built_on: list[int] = []
-    create = ssl.create_default_context
-
-    def counting(*args: object, **kwargs: object) -> ssl.SSLContext:
-        built_on.append(threading.get_ident())
-        return create(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(ssl, "create_default_context", counting)
+    built_on = tls_context_builds
     hellos: list[bytes] = []
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(_tls_sink, hellos)
+        port = await nursery.start(serve_tls_sink, hellos)
         tts = make_tts(
             fake_deepgram_tts,
             url=f"wss://127.0.0.1:{port}/v1/speak",
