@@ -100,6 +100,7 @@ from .providers import (
 )
 from .retry import Backoff, parse_retry_after, retry
 from .runtime import build_storage
+from .sockio import SocketIO
 from .tools import CallControl, Tool, ToolContext, ToolError, ToolSet, tool
 
 __version__ = "0.1.0"
@@ -171,6 +172,7 @@ __all__ = [
     "STTStream",
     "Seconds",
     "Session",
+    "SocketIO",
     "SpeechStarted",
     "Storage",
     "TTSEvent",

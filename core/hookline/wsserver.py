@@ -36,6 +36,8 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from .sockio import SocketIO
+
 __all__ = ["ASGIApp", "serve_websocket"]
 
 log = logging.getLogger("hookline.server.ws")
@@ -61,7 +63,9 @@ class _Connection:
         request: Request,
         early: Sequence[Frame],
     ) -> None:
-        self.stream = stream
+        # Reads and writes go to the socket itself, syscall first (hookline/sockio.py);
+        # the stream still owns it and closes it.
+        self.io = SocketIO(stream.extra(anyio.abc.SocketAttribute.raw_socket))
         self.protocol = protocol
         self.request = request
         self._early = early  # frames that came with the head: the app hears them on accept
@@ -129,8 +133,10 @@ class _Connection:
 
     async def _read(self) -> None:
         try:
-            data = await self.stream.receive(MAX_RECV)
-        except (anyio.EndOfStream, *_GONE):
+            data = await self.io.receive(MAX_RECV)
+        except _GONE:
+            data = b""  # a reset is a drop, like an end of stream
+        if not data:
             self.protocol.receive_eof()
             self._lost()
             return
@@ -234,7 +240,7 @@ class _Connection:
                     if not data:  # end of stream: the caller closes the socket
                         continue
                     try:
-                        await self.stream.send(data)
+                        await self.io.send_all(data)
                     except _GONE:
                         self._lost()
                         return

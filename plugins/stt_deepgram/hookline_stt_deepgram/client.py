@@ -244,6 +244,7 @@ class DeepgramSTTStream:
         # Control messages, each sent once the audio before `position` was sent.
         self._controls: list[tuple[int, str]] = []
         self._wake = trio.Event()
+        self._sender_idle = False  # the sender task waits for `_wake` with nothing to send
         self._last_sent_at = 0.0
         self._conn: _Connection | None = None
         self._connections = 0
@@ -274,8 +275,13 @@ class DeepgramSTTStream:
             return  # (an empty binary frame would make Deepgram close the stream)
         self._buf += audio
         conn = self._conn
-        if conn is None or self._buf_start + len(self._buf) - conn.sent_to >= self._min_chunk:
-            self._wake.set()
+        if conn is None:
+            self._wake.set()  # the supervisor is (re)connecting
+        elif self._buf_start + len(self._buf) - conn.sent_to >= self._min_chunk:
+            # A chunk is ready: written from this task when the socket takes it at once
+            # (no hop to the sender task per 20 ms frame), else the sender finishes it.
+            if not (self._sender_idle and self._send_now(conn)):
+                self._wake.set()
         excess = len(self._buf) - int(self._s.replay_max_s * self._bytes_per_s)
         if excess > self._bytes_per_s:  # trim in steps of a second, not every frame
             self._trim_to(self._buf_start + excess, replay_cap=True)
@@ -491,38 +497,72 @@ class DeepgramSTTStream:
             assert conn.scope is not None
             conn.scope.cancel()
 
-    async def _send(self, conn: _Connection, message: str | bytes) -> None:
+    async def _send(self, conn: _Connection, message: str | bytes | None) -> None:
+        """Send `message` (None: what `send_now` left queued in the transport)."""
         # The watchdog times sends: a cancel scope per 20 ms frame would cost more CPU
         # than the send itself.
         conn.sending_since = trio.current_time()
-        await conn.ws.send(message)
+        if message is None:
+            await conn.ws.flush()
+        else:
+            await conn.ws.send(message)
         conn.sending_since = None
         self._last_sent_at = trio.current_time()
+
+    def _send_now(self, conn: _Connection) -> bool:
+        """Write the next chunk without waiting; True when nothing is left for the
+        sender task (it went out whole, or there was nothing to send)."""
+        if self._controls or conn.sending_since is not None:
+            return False  # controls keep their order in the sender; a send is in flight
+        chunk = self._next_chunk(conn)
+        if chunk is None:
+            return True
+        try:
+            sent = conn.ws.send_nowait(chunk)
+        except Closed:
+            return False  # the reader sees the close and ends the connection
+        if sent:
+            self._last_sent_at = trio.current_time()
+        return sent
+
+    def _next_chunk(self, conn: _Connection) -> bytes | None:
+        """The next audio to send on `conn` (up to the next control message), or None
+        while less than a chunk is waiting; counted as sent."""
+        end = self._buf_start + len(self._buf)
+        limit = min(end, conn.sent_to + self._max_chunk)
+        if self._controls:
+            limit = min(limit, self._controls[0][0])
+        elif limit - conn.sent_to < self._min_chunk:
+            return None  # less than a chunk: `send()` wakes the sender once there is one
+        if limit <= conn.sent_to:
+            return None
+        lo = conn.sent_to - self._buf_start
+        chunk = bytes(self._buf[lo : lo + limit - conn.sent_to])
+        # Counted as sent before the await: a final result for it may arrive while the
+        # send is still returning.
+        conn.sent_to = limit
+        return chunk
 
     async def _send_loop(self, conn: _Connection) -> None:
         """Send buffered audio in order, each control message after the audio before it."""
         while True:
             self._wake = trio.Event()
+            if conn.ws.has_unsent:  # what `send()` wrote only in part
+                await self._send(conn, None)
             while True:
-                end = self._buf_start + len(self._buf)
                 if self._controls and self._controls[0][0] <= conn.sent_to:
                     _, message = self._controls.pop(0)
                     await self._send(conn, message)
                     continue
-                limit = min(end, conn.sent_to + self._max_chunk)
-                if self._controls:
-                    limit = min(limit, self._controls[0][0])
-                elif limit - conn.sent_to < self._min_chunk:
-                    break  # less than a chunk: `send()` wakes us once there is one
-                if limit <= conn.sent_to:
+                chunk = self._next_chunk(conn)
+                if chunk is None:
                     break
-                lo = conn.sent_to - self._buf_start
-                chunk = bytes(self._buf[lo : lo + limit - conn.sent_to])
-                # Counted as sent before the await: a final result for it may arrive
-                # while the send is still returning.
-                conn.sent_to = limit
                 await self._send(conn, chunk)
-            await self._wake.wait()
+            self._sender_idle = True
+            try:
+                await self._wake.wait()
+            finally:
+                self._sender_idle = False
 
     async def _watchdog(self, conn: _Connection) -> None:
         """KeepAlive whenever nothing was sent for `keepalive_s` (Deepgram idles out at

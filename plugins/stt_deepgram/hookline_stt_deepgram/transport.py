@@ -9,6 +9,11 @@ the one task that consumes the messages (no background reader, no channel).
 Only one task writes at a time without a lock: a task that finds a write in progress
 leaves its frame queued in the protocol, and the writing task sends everything queued
 before it returns.
+
+On a plain (ws://) connection the socket is read and written syscall first
+(`hookline.SocketIO`), and `send_nowait()` lets the task that has a frame write it
+without waiting and without a task hop: what the socket does not take at once stays
+queued for `flush()`. A TLS connection goes through trio.SSLStream as it is.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
+
+from hookline import SocketIO
 
 __all__ = ["Closed", "Rejected", "Unreachable", "WebSocket"]
 
@@ -60,9 +67,12 @@ class WebSocket:
 
     def __init__(self, stream: trio.abc.Stream, protocol: ClientProtocol) -> None:
         self._stream = stream
+        # Plain TCP: syscall-first reads and writes; TLS: the SSLStream itself.
+        self._io = SocketIO(stream.socket) if isinstance(stream, trio.SocketStream) else None
         self._protocol = protocol
         self._frames: deque[Frame] = deque()  # received, not yet returned by receive()
         self._writing = False
+        self._unsent = b""  # taken from the protocol, not yet taken by the socket
 
     @classmethod
     async def connect(
@@ -125,6 +135,36 @@ class WebSocket:
             raise Closed(self._close_code(), self._close_reason()) from None
         await self._flush()
 
+    def send_nowait(self, message: bytes) -> bool:
+        """Queue one binary message and write what the socket takes now, without
+        waiting. True: all of it went out. False: some is still queued (a write was
+        already in progress, the socket was full, or the connection is TLS) and
+        `flush()` sends it. Closed if the connection is gone."""
+        try:
+            self._protocol.send_binary(message)
+        except InvalidState:
+            raise Closed(self._close_code(), self._close_reason()) from None
+        if self._writing or self._io is None or self._unsent:
+            return False
+        data = b"".join(self._protocol.data_to_send())
+        try:
+            written = self._io.write_nowait(data)
+        except OSError:
+            raise Closed(1006) from None
+        if written < len(data):
+            self._unsent = data[written:]
+            return False
+        return True
+
+    @property
+    def has_unsent(self) -> bool:
+        """Bytes are queued that `flush()` must still send."""
+        return bool(self._unsent) or bool(self._protocol.writes)
+
+    async def flush(self) -> None:
+        """Send everything queued (see `send_nowait`); Closed if the connection is gone."""
+        await self._flush()
+
     async def receive(self) -> str | bytes:
         """The next message; Closed (with the server's code) once the connection ends."""
         parts: list[bytes] = []
@@ -163,8 +203,11 @@ class WebSocket:
 
     async def _receive_some(self) -> None:
         try:
-            data = await self._stream.receive_some(_RECEIVE_BYTES)
-        except trio.BrokenResourceError:
+            if self._io is not None:
+                data = await self._io.receive(_RECEIVE_BYTES)
+            else:
+                data = await self._stream.receive_some(_RECEIVE_BYTES)
+        except (trio.BrokenResourceError, OSError):
             data = b""  # a reset is a drop, like an EOF
         if data:
             self._protocol.receive_data(data)
@@ -185,14 +228,23 @@ class WebSocket:
             return
         self._writing = True
         try:
+            if self._unsent:
+                data, self._unsent = self._unsent, b""
+                await self._send_all(data)
             while writes := self._protocol.data_to_send():
                 data = writes[0] if len(writes) == 1 else b"".join(writes)
                 if data:  # b"" alone is websockets' "half-close": we close the stream
-                    await self._stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    await self._send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             raise Closed(1006) from None
         finally:
             self._writing = False
+
+    async def _send_all(self, data: bytes) -> None:
+        if self._io is not None:
+            await self._io.send_all(data)
+        else:
+            await self._stream.send_all(data)
 
     def _close_code(self) -> int:
         close = self._protocol.close_rcvd

@@ -123,3 +123,52 @@ async def test_an_http_refusal_carries_status_headers_and_body() -> None:
         assert b"TOO_MANY_REQUESTS" in info.value.body
 
     await _with_server(handler, client)
+
+
+async def test_send_nowait_keeps_what_a_full_socket_did_not_take_for_flush() -> None:
+    """A server that stops reading: `send_nowait` never waits, says when a message went
+    out only in part, and `flush()` sends the rest; every message arrives whole, in
+    order."""
+    go_on = trio.Event()
+    all_read = trio.Event()
+    count = 0
+
+    async def handler(peer: _Peer) -> None:
+        await peer.read_until(lambda: hasattr(peer, "request"))
+        peer.protocol.send_response(peer.protocol.accept(peer.request))
+        await peer.flush()
+        await go_on.wait()  # not reading: the client's socket fills
+        await peer.read_until(lambda: len(peer.received) >= count)
+        all_read.set()
+
+    received: list[Frame] = []
+
+    async def recording(peer: _Peer) -> None:
+        peer.received = received
+        await handler(peer)
+
+    async def client(port: int) -> None:
+        nonlocal count
+        ws = await WebSocket.connect(f"ws://127.0.0.1:{port}/v1/listen", [], tls=None, timeout_s=5)
+        try:
+            while True:  # 64 KB messages until the kernel buffers are full
+                message = count.to_bytes(4, "big") * 16384
+                count += 1
+                if not ws.send_nowait(message):
+                    break
+                assert count < 10_000, "the socket never filled"
+            assert ws.has_unsent
+            more = count.to_bytes(4, "big") * 16384
+            count += 1
+            assert not ws.send_nowait(more)  # queued behind the unsent part, not written
+            go_on.set()
+            await ws.flush()
+            assert not ws.has_unsent
+            await all_read.wait()  # before our close ends the test's server
+        finally:
+            await ws.aclose()
+
+    await _with_server(recording, client)
+    binary = [f.data for f in received if f.opcode is Opcode.BINARY]
+    assert [int.from_bytes(data[:4], "big") for data in binary] == list(range(count))
+    assert all(len(data) == 65536 for data in binary)

@@ -1,0 +1,119 @@
+"""SocketIO: syscall-first reads and writes on a plain socket (the media hot path)."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from hookline.sockio import FAIR_EVERY, SocketIO
+
+
+def pair() -> tuple[trio.socket.SocketType, trio.socket.SocketType]:
+    return trio.socket.socketpair()
+
+
+async def test_reads_what_was_written_and_empty_bytes_at_end_of_stream() -> None:
+    a, b = pair()
+    with a, b:
+        reader, writer = SocketIO(a), SocketIO(b)
+        await writer.send_all(b"hello")
+        assert await reader.receive(100) == b"hello"
+        b.shutdown(trio.socket.SHUT_WR)
+        assert await reader.receive(100) == b""
+
+
+async def test_a_read_waits_for_data_without_spinning() -> None:
+    a, b = pair()
+    with a, b:
+        reader = SocketIO(a)
+        got: list[bytes] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: _read_into(reader, got))
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == []  # blocked in the event loop, not looping on EAGAIN
+            await SocketIO(b).send_all(b"x")
+        assert got == [b"x"]
+
+
+async def _read_into(io: SocketIO, got: list[bytes]) -> None:
+    got.append(await io.receive(10))
+
+
+async def test_a_large_write_waits_for_room_and_arrives_whole() -> None:
+    a, b = pair()
+    data = bytes(range(256)) * 40_000  # ~10 MB: far more than the socket buffers hold
+    with a, b:
+        received = bytearray()
+
+        async def drain() -> None:
+            reader = SocketIO(a)
+            while len(received) < len(data):
+                received.extend(await reader.receive(65536))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drain)
+            await SocketIO(b).send_all(data)
+        assert bytes(received) == data
+
+
+async def test_operations_that_never_block_still_let_other_tasks_run() -> None:
+    a, b = pair()
+    with a, b:
+        reader, writer = SocketIO(a), SocketIO(b)
+        others_ran = 0
+
+        async def other() -> None:
+            nonlocal others_ran
+            while True:
+                others_ran += 1
+                await trio.sleep(0)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other)
+            await trio.sleep(0)
+            before = others_ran
+            for _ in range(FAIR_EVERY * 4):  # each write fits the buffer, each read finds data
+                await writer.send_all(b"y")
+                assert await reader.receive(1) == b"y"
+            assert others_ran > before
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_cancelled_scope_stops_a_read_that_would_not_block() -> None:
+    a, b = pair()
+    with a, b:
+        await SocketIO(b).send_all(b"data waiting")
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await SocketIO(a).receive(100)
+        assert scope.cancelled_caught
+
+
+async def test_closing_the_socket_under_a_waiting_read_raises_oserror() -> None:
+    a, b = pair()
+    with b:
+        errors: list[BaseException] = []
+
+        async def read() -> None:
+            try:
+                await SocketIO(a).receive(10)
+            except OSError as e:
+                errors.append(e)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            await trio.testing.wait_all_tasks_blocked()
+            a.close()
+        assert len(errors) == 1
+
+
+async def test_writing_to_a_closed_peer_raises_oserror() -> None:
+    a, b = pair()
+    with b:
+        a.close()
+        try:
+            for _ in range(100):  # the first write may land in the buffer before the reset
+                await SocketIO(b).send_all(b"z" * 1000)
+        except OSError:
+            return
+        raise AssertionError("no OSError writing to a closed peer")
