@@ -7,7 +7,13 @@ Two processes on two cores, like the peer figure in DESIGN.md ("Benchmarks (benc
 - B, this script, pinned to CPU 1: the loopback fakes with zero added latency (Deepgram
   STT and TTS, OpenAI, Twilio REST) and N simulated Twilio callers, each streaming
   20 ms frames in real time: greeting, then K turns of (~1 s of tone, the answer heard to
-  its end), then a hang-up. Calls start staggered over ~2 s.
+  its end), then a hang-up. Calls start staggered over ~2 s. The callers are
+  bench/lean_caller.py's (`--callers lean`, the default: `websockets` sans-I/O, one
+  frame ticker for every call, so this core lasts past 150 calls) or the testkit's
+  SimCall (`--callers sim`, trio-websocket: this core saturates near 100 calls); the
+  wire traffic is the same. With `--barge-in` each call's last turn is interrupted
+  ~0.3 s into the answer: the level counts barge-ins, clears, lost barge-ins (no clear
+  within 2 s: the level is not sustained) and marks received/echoed/lost.
 
 One fresh server (and fresh fakes and temp dir) per N. Before the calls, one warm-up call
 (excluded from every figure), then the idle RSS. Just before SIGTERM: the server's CPU
@@ -22,7 +28,8 @@ it (`--nonblocking`): DIR/profile-N.txt holds the collapsed stacks, and the leve
 gets the top functions by own and by inclusive share of the samples. With
 `--count-steps` the server runs under a trio Instrument and the JSON gets trio task
 steps and I/O waits per media frame sent (counts, not timings). `--stt-chunk-ms N` sets
-the server's `[stt.deepgram] send_chunk_ms`.
+the server's `[stt.deepgram] send_chunk_ms`. `--profile-loadgen` (with `--profile`)
+samples this process too: DIR/loadgen-N.txt, `loadgen_profile` in the JSON.
 
 Progress goes to stderr; one JSON line to stdout: per N, p50/p99 `runtime_overhead` and
 `voice_to_voice` (ms, as the server recorded them), the caller-side answer time, CPU
@@ -74,6 +81,7 @@ LOADGEN_CPU = 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 WORKERS = 1  # `--workers`: with more than one, nothing is pinned (they need every core)
 PROFILE_DIR: Path | None = None  # `--profile DIR`
+PROFILE_LOADGEN = False  # `--profile-loadgen`: sample this process too (DIR/loadgen-N.txt)
 PROFILE_S = 12.0  # `--profile-s`
 PROFILE_DELAY_S = 3.0  # after the first call starts: the calls are all up by then
 PROFILE_TOP = 25
@@ -469,6 +477,16 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
                                 seconds=PROFILE_S,
                             )
                         )
+                    if PROFILE_DIR is not None and PROFILE_LOADGEN:
+                        outer.start_soon(
+                            partial(
+                                profile_server,
+                                os.getpid(),
+                                PROFILE_DIR / f"loadgen-{n}.txt",
+                                delay_s=PROFILE_DELAY_S,
+                                seconds=PROFILE_S,
+                            )
+                        )
                     async with trio.open_nursery() as nursery:
                         for i in range(n):
                             nursery.start_soon(place, i)
@@ -492,6 +510,8 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
         progress(f"N={n}: server exited with {server_rc}; log tail:\n{tail}")
     if PROFILE_DIR is not None and (PROFILE_DIR / f"profile-{n}.txt").exists():
         level["profile"] = profile_top(PROFILE_DIR / f"profile-{n}.txt")
+    if PROFILE_DIR is not None and (PROFILE_DIR / f"loadgen-{n}.txt").exists():
+        level["loadgen_profile"] = profile_top(PROFILE_DIR / f"loadgen-{n}.txt")
     data = read_db(db, exclude={warm.call_sid} if warm.call_sid else set())
     overhead = data["metrics"]["runtime_overhead"]
     v2v = data["metrics"]["voice_to_voice"]
@@ -555,6 +575,10 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
             "peak_rss_mb": round(peak_rss, 1),
             "rss_mb_per_call": round((peak_rss - idle_rss) / n, 2),
             "loadgen_cpu_util": round(own_cpu / wall, 3) if wall else None,
+            # Per frame, the load generator's cost does not depend on what else the box runs.
+            "loadgen_cpu_ms_per_media_frame": (
+                round(1000 * own_cpu / frames_sent, 3) if frames_sent else None
+            ),
             "loadgen_worst_lag_ms": round(worst_lag[0] * 1000, 1),
             # One core drives every caller and fake: past this the figures are the
             # load generator's limit, not the server's.
@@ -622,7 +646,7 @@ async def main(levels: list[int], turns: int) -> None:
         "workers": WORKERS,
         "pinned": {"server_cpu": SERVER_CPU, "loadgen_cpu": LOADGEN_CPU} if WORKERS == 1 else None,
         "turns": turns,
-        "callers": CALLERS,
+        "callers": CALLERS,  # `--callers`: lean (bench/lean_caller.py) or sim (SimCall)
         "barge_in": BARGE_IN,
         "overhead_limit_ms": OVERHEAD_LIMIT_MS,
         "levels": results,
@@ -675,7 +699,14 @@ if __name__ == "__main__":
         help="interrupt each call's last turn ~0.3 s into the answer; a barge-in without "
         "a clear within 2 s is lost (and fails the level)",
     )
+    parser.add_argument(
+        "--profile-loadgen",
+        action="store_true",
+        help="with --profile: sample this process (the callers and fakes) too, into "
+        "DIR/loadgen-N.txt (py-spy then also runs on the load generator's core)",
+    )
     args = parser.parse_args()
+    PROFILE_LOADGEN = args.profile_loadgen
     CALLERS = args.callers
     BARGE_IN = args.barge_in
     WORKERS = args.workers
