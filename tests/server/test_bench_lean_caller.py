@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 
 import duckdb
+import httpx
 import msgspec
 import trio
 
@@ -91,6 +92,19 @@ async def test_a_lean_call_against_hookline_serve(
                         timeout_s=60,
                         barge_in=True,
                     )
+                    # The server hanging up through Twilio's REST API ends a lean call
+                    # as Twilio would: the stream stops.
+                    async with lean_call(sim, ticker, url) as ended:
+                        await ended.wait_for_audio()
+                        async with httpx.AsyncClient() as client:
+                            answer = await client.post(
+                                f"{twilio_rest.url}/2010-04-01/Accounts/{sim.account_sid}"
+                                f"/Calls/{ended.call_sid}.json",
+                                data={"Status": "completed"},
+                                auth=(sim.account_sid, twilio_auth_token),
+                            )
+                        assert answer.status_code == 200, answer.text
+                        await ended.closed.wait()
                     ticking.cancel_scope.cancel()
                 proc.send_signal(signal.SIGTERM)
                 await proc.wait()
@@ -116,3 +130,4 @@ async def test_a_lean_call_against_hookline_serve(
     finally:
         con.close()
     assert reasons == [("caller_hangup",)]
+    assert ended.ended_by_rest == "completed" and ended.stopped
