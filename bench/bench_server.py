@@ -300,10 +300,14 @@ async def lag_probe(worst: list[float], scope: trio.CancelScope) -> None:
 
 
 async def _lag_probe(worst: list[float]) -> None:
+    """worst: [the worst lag, seconds into the level when it happened]."""
+    start = trio.current_time()
     while True:
         before = trio.current_time()
         await trio.sleep(0.01)
-        worst[0] = max(worst[0], trio.current_time() - before - 0.01)
+        now = trio.current_time()
+        if now - before - 0.01 > worst[0]:
+            worst[0], worst[1] = now - before - 0.01, now - start
 
 
 # ---------------------------------------------------------------------- py-spy
@@ -453,7 +457,7 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
             own_cpu0 = time.process_time()
             wall0 = time.perf_counter()
             results: list[CallOutcome] = [CallOutcome() for _ in range(n)]
-            worst_lag = [0.0]
+            worst_lag = [0.0, 0.0]
 
             async def place(i: int) -> None:
                 await trio.sleep(i * STAGGER_OVER_S / n)
@@ -580,6 +584,7 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
                 round(1000 * own_cpu / frames_sent, 3) if frames_sent else None
             ),
             "loadgen_worst_lag_ms": round(worst_lag[0] * 1000, 1),
+            "loadgen_worst_lag_at_s": round(worst_lag[1], 1),  # into the level (calls start)
             # One core drives every caller and fake: past this the figures are the
             # load generator's limit, not the server's.
             "loadgen_saturated": wall > 0 and (own_cpu / wall > 0.9 or worst_lag[0] > 0.1),
