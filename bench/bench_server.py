@@ -7,7 +7,13 @@ Two processes on two cores, like the peer figure in DESIGN.md ("Benchmarks (benc
 - B, this script, pinned to CPU 1: the loopback fakes with zero added latency (Deepgram
   STT and TTS, OpenAI, Twilio REST) and N simulated Twilio callers, each streaming
   20 ms frames in real time: greeting, then K turns of (~1 s of tone, the answer heard to
-  its end), then a hang-up. Calls start staggered over ~2 s.
+  its end), then a hang-up. Calls start staggered over ~2 s. The callers are
+  bench/lean_caller.py's (`--callers lean`, the default: `websockets` sans-I/O, one
+  frame ticker for every call, so this core lasts past 150 calls) or the testkit's
+  SimCall (`--callers sim`, trio-websocket: this core saturates near 100 calls); the
+  wire traffic is the same. With `--barge-in` each call's last turn is interrupted
+  ~0.3 s into the answer: the level counts barge-ins, clears, lost barge-ins (no clear
+  within 2 s: the level is not sustained) and marks received/echoed/lost.
 
 One fresh server (and fresh fakes and temp dir) per N. Before the calls, one warm-up call
 (excluded from every figure), then the idle RSS. Just before SIGTERM: the server's CPU
@@ -22,7 +28,8 @@ it (`--nonblocking`): DIR/profile-N.txt holds the collapsed stacks, and the leve
 gets the top functions by own and by inclusive share of the samples. With
 `--count-steps` the server runs under a trio Instrument and the JSON gets trio task
 steps and I/O waits per media frame sent (counts, not timings). `--stt-chunk-ms N` sets
-the server's `[stt.deepgram] send_chunk_ms`.
+the server's `[stt.deepgram] send_chunk_ms`. `--profile-loadgen` (with `--profile`)
+samples this process too: DIR/loadgen-N.txt, `loadgen_profile` in the JSON.
 
 Progress goes to stderr; one JSON line to stdout: per N, p50/p99 `runtime_overhead` and
 `voice_to_voice` (ms, as the server recorded them), the caller-side answer time, CPU
@@ -45,7 +52,6 @@ import tempfile
 import time
 import traceback
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -53,19 +59,14 @@ import duckdb
 import httpx
 import msgspec
 import trio
+from lean_caller import CallOutcome, Ticker, lean_call, one_call
 
 from hookline.audio import tone_mulaw
 from hookline_testkit.fake_deepgram_stt import FakeDeepgramSTT, fake_deepgram_stt
 from hookline_testkit.fake_deepgram_tts import FakeDeepgramTTS, serve_fake_deepgram_tts
 from hookline_testkit.fake_openai import FakeOpenAI, fake_openai, text
 from hookline_testkit.stack import FakeStack
-from hookline_testkit.twilio_sim import (
-    SimulatorError,
-    TwilioRestFake,
-    TwilioSimulator,
-    WebhookRefused,
-    twilio_rest_fake,
-)
+from hookline_testkit.twilio_sim import TwilioRestFake, TwilioSimulator, twilio_rest_fake
 
 TOKEN = "bench-twilio-auth-token-0123456789"
 GREETING = "Thanks for calling. How can I help?"
@@ -80,11 +81,14 @@ LOADGEN_CPU = 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 WORKERS = 1  # `--workers`: with more than one, nothing is pinned (they need every core)
 PROFILE_DIR: Path | None = None  # `--profile DIR`
+PROFILE_LOADGEN = False  # `--profile-loadgen`: sample this process too (DIR/loadgen-N.txt)
 PROFILE_S = 12.0  # `--profile-s`
 PROFILE_DELAY_S = 3.0  # after the first call starts: the calls are all up by then
 PROFILE_TOP = 25
 STT_SETTINGS = ""  # extra `[stt.deepgram]` lines (`--stt-chunk-ms`)
 COUNT_STEPS = False  # `--count-steps`
+CALLERS = "lean"  # `--callers lean|sim`: bench/lean_caller.py, or the testkit's SimCall
+BARGE_IN = False  # `--barge-in`: each call's last turn is interrupted
 
 # `--count-steps`: the server runs under this wrapper, which adds a trio Instrument
 # counting task steps (a task resumed by the scheduler) and I/O waits (scheduler passes
@@ -273,51 +277,20 @@ async def fakes(answer: str) -> AsyncIterator[tuple]:
 # ---------------------------------------------------------------------- the callers
 
 
-@dataclass
-class CallOutcome:
-    outcome: str = "failed"  # "completed" | "busy" | "refused" | "failed"
-    error: str = ""
-    call_sid: str | None = None
-    greeting_ms: float | None = None
-    answer_ms: list[float] = field(default_factory=list)
-    seconds: float = 0.0
-    frames_sent: int = 0  # caller media frames sent (fewer than 50 a second if we lag)
+def open_call(sim: TwilioSimulator, ticker: Ticker, url: str):
+    """How `--callers` places a call: a lean caller, or the testkit's SimCall."""
+    if CALLERS == "sim":
+        return lambda: sim.call(url)
+    return lambda: lean_call(sim, ticker, url)
 
 
-async def one_call(
-    sim: TwilioSimulator, url: str, *, turns: int, tone: bytes, timeout_s: float
-) -> CallOutcome:
-    result = CallOutcome()
-    t0 = trio.current_time()
-    try:
-        with trio.fail_after(timeout_s):
-            async with sim.call(url) as call:
-                result.call_sid = call.call_sid
-                try:
-                    first = await call.wait_for_audio()
-                    assert call.started_at is not None
-                    result.greeting_ms = (first - call.started_at) * 1000
-                    await call.wait_until_quiet()
-                    for _ in range(turns):
-                        await call.say(tone)
-                        said = trio.current_time()
-                        answered = await call.wait_for_audio(after=said)
-                        result.answer_ms.append((answered - said) * 1000)
-                        await call.wait_until_quiet()
-                finally:
-                    result.frames_sent = call.frames_sent
-        result.outcome = "completed"
-    except WebhookRefused as e:
-        result.outcome = "busy" if e.busy else "refused"
-        result.error = f"HTTP {e.webhook.status_code}"
-    except trio.TooSlowError:
-        result.error = f"no progress within {timeout_s:.0f} s"
-    except SimulatorError as e:
-        result.error = f"SimulatorError: {e}"
-    except Exception as e:  # a load test counts every failure, it never stops at one
-        result.error = f"{type(e).__name__}: {e}"
-    result.seconds = trio.current_time() - t0
-    return result
+@contextlib.asynccontextmanager
+async def ticking(ticker: Ticker) -> AsyncIterator[None]:
+    """The lean callers' frame ticker, running for the block."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ticker.run)
+        yield
+        nursery.cancel_scope.cancel()
 
 
 async def lag_probe(worst: list[float], scope: trio.CancelScope) -> None:
@@ -327,10 +300,14 @@ async def lag_probe(worst: list[float], scope: trio.CancelScope) -> None:
 
 
 async def _lag_probe(worst: list[float]) -> None:
+    """worst: [the worst lag, seconds into the level when it happened]."""
+    start = trio.current_time()
     while True:
         before = trio.current_time()
         await trio.sleep(0.01)
-        worst[0] = max(worst[0], trio.current_time() - before - 0.01)
+        now = trio.current_time()
+        if now - before - 0.01 > worst[0]:
+            worst[0], worst[1] = now - before - 0.01, now - start
 
 
 # ---------------------------------------------------------------------- py-spy
@@ -430,7 +407,8 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
     log_path = workdir / "server.log"
     port = free_port()
     level: dict = {"calls": n}
-    async with fakes(ANSWER) as (stt, tts, llm, rest):
+    ticker = Ticker()
+    async with fakes(ANSWER) as (stt, tts, llm, rest), ticking(ticker):
         write_config(
             config, port=port, db=db, max_calls=n + 10, stt=stt, tts=tts, llm=llm, rest=rest
         )
@@ -438,6 +416,7 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
         env = {**os.environ, **stack.env()}
         sim = TwilioSimulator(auth_token=TOKEN, rest=rest, timeout=30.0)
         url = f"http://127.0.0.1:{port}/twilio/voice"
+        place_call = open_call(sim, ticker, url)
         steps_file = workdir / "trio-steps.txt" if COUNT_STEPS else None
         launcher = ["-c", STEP_COUNTER, str(steps_file)] if steps_file else ["-m", "hookline.cli"]
         with log_path.open("wb") as log:
@@ -465,7 +444,7 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
         try:
             level["server_affinity"] = sorted(os.sched_getaffinity(proc.pid))
             # Warm-up: the first call pays lazy imports and connection set-up; not counted.
-            warm = await one_call(sim, url, turns=1, tone=tone, timeout_s=call_timeout_s)
+            warm = await one_call(place_call, turns=1, tone=tone, timeout_s=call_timeout_s)
             if warm.outcome != "completed":
                 raise RuntimeError(f"warm-up call failed: {warm.error}")
             await trio.sleep(1.0)
@@ -478,12 +457,12 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
             own_cpu0 = time.process_time()
             wall0 = time.perf_counter()
             results: list[CallOutcome] = [CallOutcome() for _ in range(n)]
-            worst_lag = [0.0]
+            worst_lag = [0.0, 0.0]
 
             async def place(i: int) -> None:
                 await trio.sleep(i * STAGGER_OVER_S / n)
                 results[i] = await one_call(
-                    sim, url, turns=turns, tone=tone, timeout_s=call_timeout_s
+                    place_call, turns=turns, tone=tone, timeout_s=call_timeout_s, barge_in=BARGE_IN
                 )
 
             timed_out = True
@@ -498,6 +477,16 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
                                 profile_server,
                                 proc.pid,
                                 profile_out,
+                                delay_s=PROFILE_DELAY_S,
+                                seconds=PROFILE_S,
+                            )
+                        )
+                    if PROFILE_DIR is not None and PROFILE_LOADGEN:
+                        outer.start_soon(
+                            partial(
+                                profile_server,
+                                os.getpid(),
+                                PROFILE_DIR / f"loadgen-{n}.txt",
                                 delay_s=PROFILE_DELAY_S,
                                 seconds=PROFILE_S,
                             )
@@ -525,6 +514,8 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
         progress(f"N={n}: server exited with {server_rc}; log tail:\n{tail}")
     if PROFILE_DIR is not None and (PROFILE_DIR / f"profile-{n}.txt").exists():
         level["profile"] = profile_top(PROFILE_DIR / f"profile-{n}.txt")
+    if PROFILE_DIR is not None and (PROFILE_DIR / f"loadgen-{n}.txt").exists():
+        level["loadgen_profile"] = profile_top(PROFILE_DIR / f"loadgen-{n}.txt")
     data = read_db(db, exclude={warm.call_sid} if warm.call_sid else set())
     overhead = data["metrics"]["runtime_overhead"]
     v2v = data["metrics"]["voice_to_voice"]
@@ -537,6 +528,17 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
             errors[r.error] = errors.get(r.error, 0) + 1
     completed = sum(r.outcome == "completed" for r in results)
     frames_sent = sum(r.frames_sent for r in results)
+    counted = {
+        key: sum(getattr(r, key) for r in results)
+        for key in (
+            "barge_ins",
+            "barge_ins_lost",
+            "clears",
+            "marks_received",
+            "marks_echoed",
+            "marks_lost",
+        )
+    }
     server_ok = sum(
         v for k, v in data["end_reasons"].items() if k.split(":")[0] in ("caller_hangup",)
     )
@@ -568,6 +570,7 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
                 k: round(v / call_minutes) if call_minutes else None for k, v in counters.items()
             },
             "media_frames_sent": frames_sent,
+            **counted,
             "per_media_frame": {
                 k: round(v / frames_sent, 2) if frames_sent else None for k, v in counters.items()
             },
@@ -576,7 +579,12 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
             "peak_rss_mb": round(peak_rss, 1),
             "rss_mb_per_call": round((peak_rss - idle_rss) / n, 2),
             "loadgen_cpu_util": round(own_cpu / wall, 3) if wall else None,
+            # Per frame, the load generator's cost does not depend on what else the box runs.
+            "loadgen_cpu_ms_per_media_frame": (
+                round(1000 * own_cpu / frames_sent, 3) if frames_sent else None
+            ),
             "loadgen_worst_lag_ms": round(worst_lag[0] * 1000, 1),
+            "loadgen_worst_lag_at_s": round(worst_lag[1], 1),  # into the level (calls start)
             # One core drives every caller and fake: past this the figures are the
             # load generator's limit, not the server's.
             "loadgen_saturated": wall > 0 and (own_cpu / wall > 0.9 or worst_lag[0] > 0.1),
@@ -595,6 +603,7 @@ def sustained(level: dict) -> bool:
         p99 is not None
         and p99 <= OVERHEAD_LIMIT_MS
         and level["failed"] == 0
+        and level["barge_ins_lost"] == 0
         and not level["timed_out"]
     )
 
@@ -642,6 +651,8 @@ async def main(levels: list[int], turns: int) -> None:
         "workers": WORKERS,
         "pinned": {"server_cpu": SERVER_CPU, "loadgen_cpu": LOADGEN_CPU} if WORKERS == 1 else None,
         "turns": turns,
+        "callers": CALLERS,  # `--callers`: lean (bench/lean_caller.py) or sim (SimCall)
+        "barge_in": BARGE_IN,
         "overhead_limit_ms": OVERHEAD_LIMIT_MS,
         "levels": results,
         "capacity": capacity,
@@ -680,7 +691,29 @@ if __name__ == "__main__":
         type=int,
         help="[stt.deepgram] send_chunk_ms for the server (default: the plugin's)",
     )
+    parser.add_argument(
+        "--callers",
+        choices=("lean", "sim"),
+        default="lean",
+        help="the simulated callers: bench/lean_caller.py (default; cheap enough for 150+ "
+        "calls on one core) or the testkit's SimCall (trio-websocket), the same wire traffic",
+    )
+    parser.add_argument(
+        "--barge-in",
+        action="store_true",
+        help="interrupt each call's last turn ~0.3 s into the answer; a barge-in without "
+        "a clear within 2 s is lost (and fails the level)",
+    )
+    parser.add_argument(
+        "--profile-loadgen",
+        action="store_true",
+        help="with --profile: sample this process (the callers and fakes) too, into "
+        "DIR/loadgen-N.txt (py-spy then also runs on the load generator's core)",
+    )
     args = parser.parse_args()
+    PROFILE_LOADGEN = args.profile_loadgen
+    CALLERS = args.callers
+    BARGE_IN = args.barge_in
     WORKERS = args.workers
     PROFILE_S = args.profile_s
     COUNT_STEPS = args.count_steps

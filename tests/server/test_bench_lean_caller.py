@@ -1,0 +1,133 @@
+"""bench/lean_caller.py does what bench_server.py says its callers do: against a real
+`hookline serve` (the real plugins, the loopback fakes), one lean call hears the
+greeting, gets an answer after each tone, echoes every mark, has its barge-in answered
+by a `clear`, and hangs up with `stop` (the server records `caller_hangup`). Its media
+messages are byte for byte what the testkit's SimCall sends. No timed assertions."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+
+import duckdb
+import httpx
+import msgspec
+import trio
+
+from hookline.audio import tone_mulaw
+from hookline_testkit.fake_openai import text
+from hookline_testkit.twilio_sim import TwilioSimulator, _Media, _MediaBody
+
+from .serving import free_port, serve_config, wait_ok
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from lean_caller import _MARK, _MEDIA, Ticker, _payloads, lean_call, one_call
+
+ANSWER = "Sure, we can do that. What day works best for you?"
+
+
+def test_media_message_is_what_the_simulator_sends() -> None:
+    tone = tone_mulaw(0.05)  # 2.5 frames: the last is padded with silence
+    payloads = _payloads(tone)
+    assert len(payloads) == 3
+    for i, payload in enumerate(payloads):
+        frame = tone[i * 160 : (i + 1) * 160].ljust(160, b"\xff")
+        chunk = i + 1
+        sim = msgspec.json.encode(
+            _Media(
+                str(7 + i), "MZ1", _MediaBody("inbound", str(chunk), str((chunk - 1) * 20), frame)
+            )
+        )
+        assert _MEDIA % (7 + i, b"MZ1", chunk, (chunk - 1) * 20, payload) == sim
+    assert _MARK % (3, b"MZ1", b'"m-1"') == (
+        b'{"event":"mark","sequenceNumber":"3","streamSid":"MZ1","mark":{"name":"m-1"}}'
+    )
+
+
+async def test_a_lean_call_against_hookline_serve(
+    tmp_path,
+    nursery,
+    fake_stack,
+    fake_deepgram_stt,
+    fake_deepgram_tts,
+    openai_fake,
+    twilio_rest,
+    twilio_auth_token,
+):
+    fake_deepgram_stt.fallback_text = "I need an oil change"
+    fake_deepgram_tts.chars_per_second = 15.0  # an answer of ~3 s: long enough to interrupt
+    openai_fake.responder = lambda _request: text(ANSWER)
+    port = free_port()
+    db = tmp_path / "calls.duckdb"
+    config = serve_config(
+        tmp_path, fake_stack, port, analytics=f'enabled = true\ndatabase = "{db}"'
+    )
+    stderr = tmp_path / "stderr.log"
+    with stderr.open("wb") as err:
+        run = partial(
+            trio.run_process,
+            [sys.executable, "-m", "hookline.cli", "serve", str(config)],
+            env={**os.environ, **fake_stack.env()},
+            stderr=err,
+            stdout=subprocess.DEVNULL,
+            check=False,
+        )
+        proc = await nursery.start(run)
+        try:
+            with trio.fail_after(90):
+                await wait_ok(f"http://127.0.0.1:{port}/readyz")
+                sim = TwilioSimulator(auth_token=twilio_auth_token, rest=twilio_rest, timeout=30)
+                ticker = Ticker()
+                async with trio.open_nursery() as ticking:
+                    await ticking.start(ticker.run)
+                    url = f"http://127.0.0.1:{port}/twilio/voice"
+                    result = await one_call(
+                        lambda: lean_call(sim, ticker, url),
+                        turns=2,
+                        tone=tone_mulaw(1.0),
+                        timeout_s=60,
+                        barge_in=True,
+                    )
+                    # The server hanging up through Twilio's REST API ends a lean call
+                    # as Twilio would: the stream stops.
+                    async with lean_call(sim, ticker, url) as ended:
+                        await ended.wait_for_audio()
+                        async with httpx.AsyncClient() as client:
+                            answer = await client.post(
+                                f"{twilio_rest.url}/2010-04-01/Accounts/{sim.account_sid}"
+                                f"/Calls/{ended.call_sid}.json",
+                                data={"Status": "completed"},
+                                auth=(sim.account_sid, twilio_auth_token),
+                            )
+                        assert answer.status_code == 200, answer.text
+                        await ended.closed.wait()
+                    ticking.cancel_scope.cancel()
+                proc.send_signal(signal.SIGTERM)
+                await proc.wait()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+    log = stderr.read_text()
+    assert result.outcome == "completed", (result, log[-3000:])
+    assert result.greeting_ms is not None
+    assert len(result.answer_ms) == 3  # two turns and the answer to the barge-in
+    assert all(ms > 0 for ms in result.answer_ms)
+    assert result.barge_ins == 1 and result.barge_ins_lost == 0 and result.clears >= 1
+    assert result.marks_received > 0
+    assert result.marks_echoed == result.marks_received and result.marks_lost == 0
+    assert result.frames_sent > 100  # greeting, 3 s of tone, answers: 20 ms frames throughout
+    assert fake_deepgram_stt.finals(), "the server's STT never heard the caller"
+    assert proc.returncode == 0, log[-3000:]
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        reasons = con.execute(
+            "SELECT end_reason FROM calls WHERE provider_call_id = $1", [result.call_sid]
+        ).fetchall()
+    finally:
+        con.close()
+    assert reasons == [("caller_hangup",)]
+    assert ended.ended_by_rest == "completed" and ended.stopped
