@@ -270,8 +270,14 @@ class Response:
             self._first_deadline = min(self._deadline, now + self._llm.first_token_timeout_s)
             with trio.move_on_at(self._first_deadline):
                 try:
+                    # The body goes as `extra_body`, which the SDK sends as it is: given
+                    # as parameters, it is first walked by the SDK's TypedDict transform,
+                    # ~3.4 ms of CPU for a shop agent's tools and a dozen messages, on the
+                    # thread that carries every call's audio. It is wire JSON already.
                     response = await self._stack.enter_async_context(
-                        completions.create(**self._body)
+                        completions.create(
+                            model=self._body["model"], messages=[], extra_body=self._body
+                        )
                     )
                 except (openai.APIStatusError, openai.APIConnectionError) as e:
                     raise translate(e, settings.api_key_env) from None

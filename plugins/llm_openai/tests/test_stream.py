@@ -299,3 +299,22 @@ def test_sse_parser_handles_split_reads_crlf_comments_and_multiline_data() -> No
     unterminated = SSEParser()
     assert unterminated.feed(b"data: tail") == []
     assert unterminated.close() == [b"tail"]
+
+
+async def test_the_wire_body_is_the_request_body_as_built(openai_fake: FakeOpenAI) -> None:
+    """The body goes through the SDK untransformed (as `extra_body`): exactly the JSON
+    `request_body` built, every key and value, tools and history included."""
+    history = [
+        *HELLO,
+        Message(role="assistant", content="Sure."),
+        Message(role="user", content="Book it."),
+    ]
+    tools = [book_slot.schema(), lookup.schema()]
+    llm = make_llm(openai_fake, temperature=0.3, max_tokens=80)
+    try:
+        await collect(llm, history, tools)
+        expected = llm.request_body(history, tools)
+    finally:
+        await llm.aclose()
+    (req,) = openai_fake.chats
+    assert json.loads(req.body) == json.loads(json.dumps(expected))
