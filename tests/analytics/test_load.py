@@ -71,3 +71,35 @@ async def test_a_burst_of_concurrent_calls_does_not_stall_the_event_loop(db, que
     # because this 2-core box's scheduler alone delayed the heartbeat 0.5-1.3 s while
     # other processes loaded it (a timing figure, not a speed test).
     assert worst < 2.0
+
+
+async def test_raw_events_do_not_wake_the_writer_thread(db, query):
+    """Only what must not wait (a call's start and end, a flush) wakes the writer: each
+    wake hands the GIL to it and back, stalling the trio thread that carries the audio.
+    A call's events wait in the queue for the next wake, in order, and all land."""
+    runtime = observer_runtime(db)
+    await runtime.start()
+    sink = sink_for(runtime)
+    assert sink is not None
+    writer = sink.writer
+    wakes = 0
+    original = writer._loop_once
+
+    def counted() -> bool:
+        nonlocal wakes
+        wakes += 1
+        return original()
+
+    writer._loop_once = counted  # the thread looks the method up on every pass
+    await trio.sleep(0.05)  # the thread is back in its wait, now through `counted`
+    before = wakes
+    # Events a few milliseconds apart: an idle writer woken per event would pass once each.
+    records = await run_calls(runtime, 1, kinds=("tools",), pace=0.5)
+    await sink.wait_flushed()
+    passes = wakes - before
+    await trio.to_thread.run_sync(runtime.stop)
+    events = query("SELECT count(*) FROM events")[0][0]
+    assert events > 20
+    assert passes < events / 3, f"{passes} writer passes for {events} events"
+    assert query("SELECT count(*) FROM turns")[0][0] == len(records[0].turns)
+    assert query("SELECT count(*) FROM calls WHERE ended IS NOT NULL") == [(1,)]

@@ -3,6 +3,11 @@
 The trio thread only puts tuples on a `queue.SimpleQueue` (lock-free for the producer, never
 blocks); the writer thread drains whatever has piled up, turns it into rows and appends
 them with DuckDB's appender, one transaction per flush so a call's rows land together.
+The writer is woken only for what must not wait (a call's start and end, a row, a
+flush, close); raw events wait in the queue, in order, for its next wake (at the latest
+`flush_interval` later). Waking it for each event would hand the GIL to this thread and
+back several hundred times a second, each time stalling the trio thread that carries
+every call's audio.
 
 When rows are flushed:
 - a call's first row as soon as the call starts (so a call alive when the process dies
@@ -89,6 +94,7 @@ class Writer:
         self.rows_written = 0
         self.flushes = 0
         self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._wake = threading.Event()  # set with every item that must not wait
         self._thread: threading.Thread | None = None
         self._open_error: BaseException | None = None
         self._con: duckdb.DuckDBPyConnection | None = None
@@ -113,8 +119,12 @@ class Writer:
 
     # ------------------------------------------------------------ producer side (trio thread)
 
+    def _put_urgent(self, item: tuple[Any, ...]) -> None:
+        self._queue.put(item)
+        self._wake.set()
+
     def call_started(self, shaper: Shaper, info: CallInfo, started: float) -> None:
-        self._queue.put((_START, shaper, info, started))
+        self._put_urgent((_START, shaper, info, started))
 
     def call_event(self, shaper: Shaper, info: CallInfo, event: CallEvent) -> None:
         if self._queue.qsize() > MAX_BACKLOG:
@@ -127,11 +137,11 @@ class Writer:
         self._queue.put((_EVENT, shaper, info, event, time.time()))
 
     def call_ended(self, shaper: Shaper, info: CallInfo, record: CallRecord) -> None:
-        self._queue.put((_END, shaper, info, record))
+        self._put_urgent((_END, shaper, info, record))
 
     def call_summary(self, row: Row) -> None:
         """A `call_summaries` row (see hookline/summary.py), written at once."""
-        self._queue.put((_ROW, "call_summaries", row))
+        self._put_urgent((_ROW, "call_summaries", row))
 
     @property
     def backlog(self) -> int:
@@ -158,14 +168,14 @@ class Writer:
         if self._thread is None or not self._thread.is_alive():
             return False
         done = threading.Event()
-        self._queue.put((_FLUSH, done))
+        self._put_urgent((_FLUSH, done))
         return done.wait(timeout)
 
     def close(self, timeout: float | None = 30.0) -> None:
         """Flush everything pending and close the file."""
         if self._thread is None:
             return
-        self._queue.put((_STOP,))
+        self._put_urgent((_STOP,))
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("analytics writer did not finish within %s s", timeout)
@@ -174,7 +184,7 @@ class Writer:
         """Close without writing what is pending, as if the process died (for tests)."""
         if self._thread is None:
             return
-        self._queue.put((_KILL,))
+        self._put_urgent((_KILL,))
         self._thread.join()
 
     # ------------------------------------------------------------ the writer thread
@@ -230,18 +240,21 @@ class Writer:
         if self._segment_due is not None:
             wait = max(0.0, self._segment_due - time.monotonic())
             timeout = wait if timeout is None else min(timeout, wait)
-        try:
-            first = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            self._flush()
-            self._write_segment()
-            return True
-        batch = [first]
+        # Raw events do not wake the writer: it looks at the queue at least this often.
+        self._wake.wait(self.flush_interval if timeout is None else timeout)
+        self._wake.clear()  # before draining: an item put from now on wakes the next wait
+        batch = []
         while len(batch) < MAX_BATCH:
             try:
                 batch.append(self._queue.get_nowait())
             except queue.Empty:
                 break
+        else:
+            self._wake.set()  # more is queued: no waiting before the next batch
+        if not batch:
+            self._flush()
+            self._write_segment()
+            return True
         urgent = False
         waiters: list[threading.Event] = []
         stop = False
@@ -269,7 +282,10 @@ class Writer:
             except Exception:  # a bad record must not kill the writer
                 log.exception("analytics: could not turn a %s into rows", _NAMES[op])
         try:
-            if urgent or self._staged_count >= MAX_BUFFERED_ROWS:
+            overdue = self._staged_count and (
+                time.monotonic() >= self._oldest_staged + self.flush_interval
+            )  # so a steady stream of events cannot put the timed flush off
+            if urgent or overdue or self._staged_count >= MAX_BUFFERED_ROWS:
                 # While the storage fails only the retry timer, an explicit flush or the
                 # stop request tries again: not every call start and end.
                 self._flush(retry_now=bool(waiters) or stop)
