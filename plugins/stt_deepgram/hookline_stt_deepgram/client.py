@@ -267,7 +267,8 @@ class DeepgramSTTStream:
     # ------------------------------------------------------------------ public surface
 
     async def send(self, audio: bytes) -> None:
-        """Queue caller audio; never waits for the network (a sender task drains it).
+        """Queue caller audio; never waits for the network: a ready chunk is written at
+        once when the socket takes it, else the sender task drains it.
 
         Audio after the stream closed or failed is dropped: the failure itself is raised
         from iteration, once."""
@@ -276,7 +277,7 @@ class DeepgramSTTStream:
         self._buf += audio
         conn = self._conn
         if conn is None:
-            self._wake.set()  # the supervisor is (re)connecting
+            self._wake.set()  # no connection yet: the next one's sender sends it
         elif self._buf_start + len(self._buf) - conn.sent_to >= self._min_chunk:
             # A chunk is ready: written from this task when the socket takes it at once
             # (no hop to the sender task per 20 ms frame), else the sender finishes it.
