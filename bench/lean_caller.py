@@ -16,15 +16,17 @@ the load generator's core saturates before the server's at ~100 calls. Here:
   20 ms like independent Twilio calls (not one burst of every call per 20 ms).
 - Frames are a bytes template (same JSON, same key order as twilio_sim's msgspec
   structs) with the base64 payload cached per distinct frame (0xFF silence, the tone).
-- Per call, one reader task (`wait_readable` + non-blocking `recv`) decodes the
+- Per call, one reader task (`hookline.SocketIO`: the syscall first, the event loop
+  only when there is nothing to read) decodes the
   server's messages with msgspec structs holding only the fields used, and one mark
   task echoes each mark once the audio before it has played (at max(now, play end);
   a `clear` makes every pending mark due at once), as Twilio does.
 
 Measured (100 calls, 3 turns, a shared 2-core box, load generator CPU per caller media
-frame): `wait_readable` + `recv` 0.107 ms (twice) against trio's `socket.recv` 0.115 and
-0.184 ms; the whole load generator with SimCall callers ~0.18 ms. Writes are synchronous
-`send`s so the one ticker never waits on a call's socket.
+frame): syscall-first reads 0.107 ms (twice) against trio's `socket.recv` 0.115 and
+0.184 ms; the whole load generator with SimCall callers ~0.18 ms. The ticker writes with
+`SocketIO.write_nowait`, so it never waits on a call's socket; what a full socket did not
+take is sent by that call's writer task.
 
 What a call measures (`converse`, also run on `SimCall` for `--callers sim`): greeting
 time (first agent audio after `start`), per turn ~1 s of tone then the answer time
@@ -61,9 +63,12 @@ from websockets.frames import Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
+from hookline import SocketIO
 from hookline.audio import FRAME_BYTES, FRAME_SECONDS, SAMPLE_RATE
 from hookline_testkit.twilio_sim import (
     SIGNATURE_HEADER,
+    AppClear,
+    AppMark,
     SimulatorError,
     TwilioSimulator,
     WebhookRefused,
@@ -113,13 +118,10 @@ def _payloads(audio: bytes) -> tuple[bytes, ...]:
     )
 
 
-# The server's messages, only the fields used (msgspec skips the rest).
+# The server's messages as the testkit decodes them, except media: its payload stays
+# base64 text (only its length is needed; decoding every frame would cost this core).
 class _Payload(msgspec.Struct):
     payload: str
-
-
-class _Name(msgspec.Struct):
-    name: str
 
 
 class _Media(msgspec.Struct, tag_field="event", tag="media"):
@@ -127,16 +129,7 @@ class _Media(msgspec.Struct, tag_field="event", tag="media"):
     media: _Payload
 
 
-class _Mark(msgspec.Struct, tag_field="event", tag="mark"):
-    streamSid: str
-    mark: _Name
-
-
-class _Clear(msgspec.Struct, tag_field="event", tag="clear"):
-    streamSid: str
-
-
-_decode = msgspec.json.Decoder(_Media | _Mark | _Clear).decode
+_decode = msgspec.json.Decoder(_Media | AppMark | AppClear).decode
 _encode = msgspec.json.Encoder().encode
 
 
@@ -195,7 +188,7 @@ class LeanCall:
         call_sid: str,
         stream_sid: str,
     ) -> None:
-        self._raw = raw
+        self._io = SocketIO(raw)
         self._protocol = protocol
         self._ticker = ticker
         self.account_sid = account_sid
@@ -315,9 +308,7 @@ class LeanCall:
             self._backlog += data
             return
         try:
-            sent = self._raw.send(data)
-        except BlockingIOError:
-            sent = 0
+            sent = self._io.write_nowait(data)
         except OSError:
             self._lost()
             return
@@ -387,7 +378,7 @@ class LeanCall:
             self.last_audio_at = now
             self.agent_bytes += n
             self._play_end = max(now, self._play_end) + n / SAMPLE_RATE
-        elif type(msg) is _Mark:
+        elif type(msg) is AppMark:
             self.marks_received.append(msg.mark.name)
             self._pending_marks.append((max(now, self._play_end), msg.mark.name))
             self._marks_due.set()
@@ -400,14 +391,11 @@ class LeanCall:
         self._poke()
 
     async def _read(self) -> None:
-        raw, protocol = self._raw, self._protocol
+        io, protocol = self._io, self._protocol
         try:
             while True:
-                await trio.lowlevel.wait_readable(raw)
                 try:
-                    data = raw.recv(RECV_BYTES)
-                except BlockingIOError:
-                    continue
+                    data = await io.receive(RECV_BYTES)
                 except OSError:
                     data = b""  # a reset is a drop, like an EOF
                 if data:
@@ -429,15 +417,13 @@ class LeanCall:
             await self._writable.wait()
             self._writable = trio.Event()
             while self._backlog:
-                await trio.lowlevel.wait_writable(self._raw)
+                data = self._backlog  # `_write` may add to it while this one goes out
                 try:
-                    sent = self._raw.send(self._backlog)
-                except BlockingIOError:
-                    continue
+                    await self._io.send_all(data)
                 except OSError:
                     self._lost()
                     return
-                self._backlog = self._backlog[sent:]
+                self._backlog = self._backlog[len(data) :]
 
     async def _echo_marks(self) -> None:
         while not self.closed.is_set():
