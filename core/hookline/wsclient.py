@@ -55,7 +55,7 @@ class WebSocketRejected(Exception):
         super().__init__(f"HTTP {response.status_code}")
         self.status_code: int = response.status_code
         self.headers: Headers = response.headers
-        self.body: bytes = response.body or b""
+        self.body: bytes = bytes(response.body or b"")  # websockets gives a bytearray
 
 
 class WebSocketClosed(Exception):
@@ -78,6 +78,9 @@ class WebSocketClient:
         self._frames: deque[Frame] = deque()  # received, not yet returned by receive()
         self._writing = False
         self._unsent = b""  # taken from the protocol, not yet taken by the socket
+        # Set by aclose(): the file descriptor may be reused by then, so SocketIO must not
+        # touch it again (a reader woken just before another task closed the socket).
+        self._closed = False
 
     @classmethod
     async def connect(
@@ -87,10 +90,11 @@ class WebSocketClient:
         *,
         tls: ssl.SSLContext | None,
         timeout_s: float,
+        max_message_bytes: int = 1 << 20,
     ) -> WebSocketClient:
         """Connect and upgrade within `timeout_s`. Raises WebSocketRejected for an HTTP
         error answer, WebSocketUnreachable for everything else that kept the WebSocket
-        from opening."""
+        from opening. A larger message from the server fails the connection (1009)."""
         uri = parse_uri(url)
         stream: trio.abc.Stream | None = None
         try:
@@ -104,7 +108,7 @@ class WebSocketClient:
                     )
                     stream = secure
                     await secure.do_handshake()  # so a certificate error says so
-                protocol = ClientProtocol(uri)
+                protocol = ClientProtocol(uri, max_size=max_message_bytes)
                 request = protocol.connect()
                 for name, value in headers:
                     request.headers[name] = value
@@ -156,7 +160,7 @@ class WebSocketClient:
             self._protocol.send_binary(message)
         except InvalidState:
             raise WebSocketClosed(self._close_code(), self._close_reason()) from None
-        if self._writing or self._io is None or self._unsent:
+        if self._writing or self._io is None or self._unsent or self._closed:
             return False
         data = b"".join(self._protocol.data_to_send())
         try:
@@ -211,13 +215,16 @@ class WebSocketClient:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
+            self._closed = True
             await trio.aclose_forcefully(self._stream)
 
     # ------------------------------------------------------------------ internals
 
     async def _receive_some(self) -> None:
         try:
-            if self._io is not None:
+            if self._closed:
+                data = b""
+            elif self._io is not None:
                 data = await self._io.receive(_RECEIVE_BYTES)
             else:
                 data = await self._stream.receive_some(_RECEIVE_BYTES)
@@ -255,6 +262,8 @@ class WebSocketClient:
             self._writing = False
 
     async def _send_all(self, data: bytes) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError
         if self._io is not None:
             await self._io.send_all(data)
         else:

@@ -121,6 +121,7 @@ async def test_an_http_refusal_carries_status_headers_and_body() -> None:
         assert info.value.status_code == 429
         assert info.value.headers["Retry-After"] == "2"
         assert b"TOO_MANY_REQUESTS" in info.value.body
+        assert type(info.value.body) is bytes  # not websockets' bytearray: messages decode it
 
     await _with_server(handler, client)
 
