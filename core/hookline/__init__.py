@@ -102,6 +102,12 @@ from .retry import Backoff, parse_retry_after, retry
 from .runtime import build_storage
 from .sockio import SocketIO
 from .tools import CallControl, Tool, ToolContext, ToolError, ToolSet, tool
+from .wsclient import (
+    WebSocketClient,
+    WebSocketClosed,
+    WebSocketRejected,
+    WebSocketUnreachable,
+)
 
 __version__ = "0.1.0"
 
@@ -197,6 +203,10 @@ __all__ = [
     "UserSpeechStarted",
     "UserTurnEnded",
     "UtteranceEnd",
+    "WebSocketClient",
+    "WebSocketClosed",
+    "WebSocketRejected",
+    "WebSocketUnreachable",
     "as_database",
     "build_storage",
     "call_log",

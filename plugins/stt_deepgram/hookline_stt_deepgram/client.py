@@ -1,4 +1,5 @@
-"""Deepgram live transcription (`/v1/listen`) over a lean WebSocket (transport.py).
+"""Deepgram live transcription (`/v1/listen`) over hookline's lean
+WebSocket client (`hookline.WebSocketClient`).
 
 deepgram-sdk's live sockets are asyncio-only, so this speaks the protocol itself
 (protocols.md §2): binary frames of caller audio, JSON control frames (KeepAlive,
@@ -42,6 +43,10 @@ from hookline import (
     STTEvent,
     Transcript,
     UtteranceEnd,
+    WebSocketClient,
+    WebSocketClosed,
+    WebSocketRejected,
+    WebSocketUnreachable,
     error_for_status,
     parse_retry_after,
     reraise_single,
@@ -60,7 +65,6 @@ from .messages import (
     decode_server_message,
 )
 from .settings import BYTES_PER_SAMPLE, DeepgramSTTSettings
-from .transport import Closed, Rejected, Unreachable, WebSocket
 
 __all__ = ["PROVIDER", "DeepgramSTT", "DeepgramSTTStream", "listen_url"]
 
@@ -185,7 +189,7 @@ def _describe_close(conn: _Connection) -> str:
 
 @dataclass(eq=False)
 class _Connection:
-    ws: WebSocket
+    ws: WebSocketClient
     offset: int  # call-audio byte position of this connection's first byte
     sent_to: int  # call-audio byte position sent (or in flight) on this connection
     number: int
@@ -439,20 +443,22 @@ class DeepgramSTTStream:
         else:
             self._open_error = error
 
-    async def _connect(self, stack: AsyncExitStack, limit_s: float) -> WebSocket:
+    async def _connect(self, stack: AsyncExitStack, limit_s: float) -> WebSocketClient:
         """Open one WebSocket within `limit_s`; map refusals to the error vocabulary."""
         try:
-            ws = await WebSocket.connect(self._url, self._headers, tls=self._tls, timeout_s=limit_s)
-        except Rejected as exc:
+            ws = await WebSocketClient.connect(
+                self._url, self._headers, tls=self._tls, timeout_s=limit_s
+            )
+        except WebSocketRejected as exc:
             raise self._rejected(exc) from None
-        except Unreachable as exc:
+        except WebSocketUnreachable as exc:
             raise ProviderUnavailable(
                 f"cannot reach {urlsplit(self._url).netloc} ({exc})", provider=PROVIDER
             ) from None
         stack.push_async_callback(ws.aclose)
         return ws
 
-    def _rejected(self, exc: Rejected) -> ProviderError:
+    def _rejected(self, exc: WebSocketRejected) -> ProviderError:
         body = decode_error_body(exc.body)
         status = exc.status_code
         detail = f"HTTP {status} {body.err_code}: {body.err_msg}".rstrip(": ")
@@ -482,7 +488,7 @@ class DeepgramSTTStream:
             try:
                 while True:
                     await self._on_message(conn, await conn.ws.receive())
-            except Closed as exc:
+            except WebSocketClosed as exc:
                 conn.close_code, conn.close_reason = exc.code, exc.reason
             nursery.cancel_scope.cancel()
 
@@ -491,7 +497,7 @@ class DeepgramSTTStream:
     ) -> None:
         try:
             await loop(conn)
-        except Closed:
+        except WebSocketClosed:
             pass  # the reader sees the close too and ends the connection
         except _Stalled:
             conn.ended_because = f"a send took longer than {self._s.send_timeout_s:g} s"
@@ -520,7 +526,7 @@ class DeepgramSTTStream:
             return True
         try:
             sent = conn.ws.send_nowait(chunk)
-        except Closed:
+        except WebSocketClosed:
             return False  # the reader sees the close and ends the connection
         if sent:
             self._last_sent_at = trio.current_time()

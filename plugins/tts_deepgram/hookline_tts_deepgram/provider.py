@@ -60,7 +60,8 @@ class DeepgramTTS:
     async def open(self, fmt: AudioFormat, call: CallInfo) -> AsyncIterator[DeepgramTTSStream]:
         """Connect at once (warm socket); ProviderAuthError here for a refused key."""
         self._check_format(fmt)
-        # trio-websocket would build a context per connection, on the trio thread.
+        # One context per process (built in a thread): a context per connection would
+        # load the CA bundle on the trio thread every time.
         tls = await self._tls_context() if urlsplit(self.settings.url).scheme == "wss" else None
         async with open_stream(self.settings, self._api_key, fmt, call, tls) as stream:
             yield stream

@@ -13,6 +13,9 @@ every earlier segment's Flush is out, so Deepgram never folds later text into an
 flush's audio. Every change updates this state first and then "pumps" whatever the server
 lacks; on a reconnect the unanswered segments are simply marked unsent again and pumped
 to the new socket, which re-speaks exactly the text whose audio was not confirmed.
+
+The socket is hookline's lean `WebSocketClient`: the task that owns a connection is also
+its reader (no background reader task, no channel hop per received message).
 """
 
 from __future__ import annotations
@@ -21,19 +24,12 @@ import logging
 import math
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import msgspec
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    ConnectionRejected,
-    HandshakeError,
-    WebSocketConnection,
-    connect_websocket_url,
-)
 
 from hookline import (
     AudioChunk,
@@ -45,6 +41,10 @@ from hookline import (
     ProviderError,
     ProviderUnavailable,
     TTSEvent,
+    WebSocketClient,
+    WebSocketClosed,
+    WebSocketRejected,
+    WebSocketUnreachable,
     leaves,
     parse_retry_after,
     reraise_single,
@@ -64,6 +64,7 @@ log = logging.getLogger("hookline.tts.deepgram")
 _FLUSH = wire.encode(wire.Flush())
 _CLEAR = wire.encode(wire.Clear())
 _CLOSE = wire.encode(wire.Close())
+_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 class _Dropped(Exception):
@@ -113,7 +114,7 @@ class DeepgramTTSStream:
         self._url = speak_url(settings, fmt)
         self._nursery = nursery
         self.log = CallLog(log, {"call_id": call.call_id})
-        self._ws: WebSocketConnection | None = None
+        self._ws: WebSocketClient | None = None
         self._wire = trio.Lock()  # one task at a time talks to the socket
         self._sent: deque[_Segment] = deque()
         self._held: _Segment | None = None
@@ -220,20 +221,20 @@ class DeepgramTTSStream:
             self.log.error("TTS stream failed: %s", error)
             self._emit(error)
 
-    async def _send(self, ws: WebSocketConnection, message: str) -> None:
+    async def _send(self, ws: WebSocketClient, message: str) -> None:
         # Shielded: a barge-in that cancels the caller must not cut a frame in half.
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + self._settings.send_timeout_s
             try:
-                await ws.send_message(message)
-            except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+                await ws.send(message)
+            except (WebSocketClosed, trio.BrokenResourceError, trio.ClosedResourceError):
                 raise _Dropped from None
         # The reader may have seen this socket die meanwhile and reset the bookkeeping:
         # whatever the caller meant to record next belongs to no live socket.
         if scope.cancelled_caught or ws is not self._ws:
             raise _Dropped
 
-    def _drop(self, ws: WebSocketConnection) -> None:
+    def _drop(self, ws: WebSocketClient) -> None:
         """Forget a broken socket: everything unanswered becomes unsent again."""
         if ws is not self._ws:
             return
@@ -299,7 +300,7 @@ class DeepgramTTSStream:
                         self._fail(error)
                         raise error from None
 
-    async def _push(self, ws: WebSocketConnection) -> None:
+    async def _push(self, ws: WebSocketClient) -> None:
         epoch = self._epoch
         held = self._held
         if held is not None:
@@ -355,38 +356,31 @@ class DeepgramTTSStream:
                 await self._kick.wait()
             self._kick = trio.Event()
 
-    async def _connect(self) -> WebSocketConnection:
+    async def _connect(self) -> WebSocketClient:
         return await self._nursery.start(self._run_connection)
 
     async def _run_connection(
-        self, task_status: trio.TaskStatus[WebSocketConnection] = trio.TASK_STATUS_IGNORED
+        self, task_status: trio.TaskStatus[WebSocketClient] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Owns one socket: connects, reads until it closes, then ends its tasks.
-
-        Each socket gets its own nursery because trio-websocket also raises a refused
-        handshake from its background task; here that ends only this connection.
-        """
-        ws: WebSocketConnection | None = None
-        headers = [(b"authorization", f"Token {self._api_key}".encode())]
+        """Owns one socket: connects, then is its reader until it closes (the client
+        has no reader task of its own: this task's receive() does the reading)."""
+        ws: WebSocketClient | None = None
+        headers = [("Authorization", f"Token {self._api_key}")]
         try:
-            async with trio.open_nursery() as nursery:
-                with trio.fail_after(self._settings.connect_timeout_s):
-                    ws = await connect_websocket_url(
-                        nursery,
-                        self._url,
-                        ssl_context=self._tls,
-                        extra_headers=headers,
-                        message_queue_size=64,
-                        max_message_size=4 * 1024 * 1024,
-                    )
-                # Before started(): the reader must see itself as the current socket.
-                self._ws = ws
-                self._rewarm = False
-                self.connections += 1
-                opened = trio.current_time()
-                task_status.started(ws)
-                await self._read(ws, opened)
-                # trio-websocket's own reader ends once the close handshake is done.
+            ws = await WebSocketClient.connect(
+                self._url,
+                headers,
+                tls=self._tls,
+                timeout_s=self._settings.connect_timeout_s,
+                max_message_bytes=_MAX_MESSAGE_BYTES,
+            )
+            # Before started(): the reader must see itself as the current socket.
+            self._ws = ws
+            self._rewarm = False
+            self.connections += 1
+            opened = trio.current_time()
+            task_status.started(ws)
+            await self._read(ws, opened)
         except Exception as e:
             if ws is None:
                 raise self._connect_error(e) from None
@@ -397,27 +391,23 @@ class DeepgramTTSStream:
     def _connect_error(self, error: Exception) -> Exception:
         found = list(leaves(error))
         for leaf in found:
-            if isinstance(leaf, ConnectionRejected):
+            if isinstance(leaf, WebSocketRejected):
                 return rejected_error(
                     leaf.status_code,
                     leaf.body,
                     self._settings.api_key_env,
-                    parse_retry_after(_header(leaf.headers, b"retry-after")),
+                    parse_retry_after(leaf.headers.get("Retry-After")),
                 )
         for leaf in found:
-            if isinstance(leaf, trio.TooSlowError):
+            if isinstance(leaf, WebSocketUnreachable):
+                # Its text says why: "no answer within N s", a refused connect, a bad
+                # certificate, an upgrade that was not one.
                 return ProviderUnavailable(
-                    f"no answer from {self._settings.url} within "
-                    f"{self._settings.connect_timeout_s:g} s",
-                    provider=PROVIDER,
-                )
-            if isinstance(leaf, OSError | HandshakeError | ConnectionClosed):
-                return ProviderUnavailable(
-                    f"cannot connect to {self._settings.url}: {leaf!r}", provider=PROVIDER
+                    f"cannot connect to {self._settings.url}: {leaf}", provider=PROVIDER
                 )
         return error
 
-    async def _connect_with_retry(self) -> WebSocketConnection:
+    async def _connect_with_retry(self) -> WebSocketClient:
         s = self._settings
         backoff = Backoff(
             first_s=s.retry_base_s, max_s=s.retry_max_s, attempts=max(1, s.reconnect_attempts)
@@ -430,10 +420,10 @@ class DeepgramTTSStream:
             if self._ws is None:
                 await self._connect_with_retry()
 
-    async def _read(self, ws: WebSocketConnection, opened: float) -> None:
+    async def _read(self, ws: WebSocketClient, opened: float) -> None:
         try:
             while True:
-                message = await ws.get_message()
+                message = await ws.receive()
                 if ws is not self._ws:
                     return
                 if isinstance(message, bytes):
@@ -441,15 +431,10 @@ class DeepgramTTSStream:
                         self._emit(AudioChunk(message))
                     continue
                 self._handle(message)
-        except ConnectionClosed as e:
+        except WebSocketClosed as e:
             if self._closing or ws is not self._ws:
                 return
-            reason = e.reason
-            self.log.warning(
-                "TTS socket closed by the server (code %s %s)",
-                getattr(reason, "code", "?"),
-                getattr(reason, "reason", "") or "",
-            )
+            self.log.warning("TTS socket closed by the server (code %s %s)", e.code, e.reason)
             self._drop(ws)
             # Re-open at once: now if audio is owed, else to stay warm, unless the socket
             # died young (a server that closes at once must not make us spin).
@@ -507,14 +492,14 @@ class DeepgramTTSStream:
             with trio.CancelScope(shield=True) as scope:
                 scope.deadline = trio.current_time() + 1.0
                 try:
-                    await ws.send_message(_CLOSE)
-                except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+                    await ws.send(_CLOSE)
+                except (WebSocketClosed, trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
                 await ws.aclose()
         self._events_in.close()
 
 
-async def _close_quietly(ws: WebSocketConnection) -> None:
+async def _close_quietly(ws: WebSocketClient) -> None:
     with trio.move_on_after(1.0):
         await ws.aclose()
 
@@ -542,7 +527,3 @@ async def open_stream(
         # The background tasks report through the stream, never by raising: a group
         # holds one error from connect() or the caller's block. Give it back unwrapped.
         reraise_single(group)
-
-
-def _header(headers: Iterable[tuple[bytes, bytes]] | None, name: bytes) -> bytes | None:
-    return next((value for key, value in headers or () if key.lower() == name), None)

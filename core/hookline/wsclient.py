@@ -1,7 +1,7 @@
-"""A client WebSocket for one Deepgram stream: `websockets`' sans-I/O protocol on a trio
-stream, nothing else.
+"""A lean client WebSocket for a provider's stream (Deepgram's STT and TTS):
+`websockets`' sans-I/O protocol on a trio stream, nothing else.
 
-The STT stream sends a 20 ms frame of caller audio 50 times a second per call, so the
+An STT stream sends a 20 ms frame of caller audio 50 times a second per call, so the
 send path is kept short: the frame is built (masked in C by `websockets.speedups`) and
 written by the task that sends it, with no lock and no extra task. Reading is done by
 the one task that consumes the messages (no background reader, no channel).
@@ -31,29 +31,34 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from hookline import SocketIO
+from .sockio import SocketIO
 
-__all__ = ["Closed", "Rejected", "Unreachable", "WebSocket"]
+__all__ = [
+    "WebSocketClient",
+    "WebSocketClosed",
+    "WebSocketRejected",
+    "WebSocketUnreachable",
+]
 
 _RECEIVE_BYTES = 65536
 _CLOSE_TIMEOUT_S = 1.0  # for our close frame on the way out
 
 
-class Unreachable(Exception):
+class WebSocketUnreachable(Exception):
     """No WebSocket: the TCP/TLS connect or the HTTP upgrade failed (not a refusal)."""
 
 
-class Rejected(Exception):
+class WebSocketRejected(Exception):
     """The server answered the upgrade with an HTTP error status."""
 
     def __init__(self, response: Response) -> None:
         super().__init__(f"HTTP {response.status_code}")
         self.status_code: int = response.status_code
         self.headers: Headers = response.headers
-        self.body: bytes = response.body or b""
+        self.body: bytes = bytes(response.body or b"")  # websockets gives a bytearray
 
 
-class Closed(Exception):
+class WebSocketClosed(Exception):
     """The connection is closed: `code` 1006 when it dropped without a close frame."""
 
     def __init__(self, code: int, reason: str = "") -> None:
@@ -62,7 +67,7 @@ class Closed(Exception):
         self.reason = reason
 
 
-class WebSocket:
+class WebSocketClient:
     """One open connection. `connect()` it; `send()`, `receive()`, `aclose()`."""
 
     def __init__(self, stream: trio.abc.Stream, protocol: ClientProtocol) -> None:
@@ -73,6 +78,9 @@ class WebSocket:
         self._frames: deque[Frame] = deque()  # received, not yet returned by receive()
         self._writing = False
         self._unsent = b""  # taken from the protocol, not yet taken by the socket
+        # Set by aclose(): the file descriptor may be reused by then, so SocketIO must not
+        # touch it again (a reader woken just before another task closed the socket).
+        self._closed = False
 
     @classmethod
     async def connect(
@@ -82,9 +90,11 @@ class WebSocket:
         *,
         tls: ssl.SSLContext | None,
         timeout_s: float,
-    ) -> WebSocket:
-        """Connect and upgrade within `timeout_s`. Raises Rejected for an HTTP error
-        answer, Unreachable for everything else that kept the WebSocket from opening."""
+        max_message_bytes: int = 1 << 20,
+    ) -> WebSocketClient:
+        """Connect and upgrade within `timeout_s`. Raises WebSocketRejected for an HTTP
+        error answer, WebSocketUnreachable for everything else that kept the WebSocket
+        from opening. A larger message from the server fails the connection (1009)."""
         uri = parse_uri(url)
         stream: trio.abc.Stream | None = None
         try:
@@ -98,7 +108,7 @@ class WebSocket:
                     )
                     stream = secure
                     await secure.do_handshake()  # so a certificate error says so
-                protocol = ClientProtocol(uri)
+                protocol = ClientProtocol(uri, max_size=max_message_bytes)
                 request = protocol.connect()
                 for name, value in headers:
                     request.headers[name] = value
@@ -109,10 +119,15 @@ class WebSocket:
                     await ws._receive_some()
         except trio.TooSlowError:
             await _abort(stream)
-            raise Unreachable(f"no answer within {timeout_s:g} s") from None
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, Closed) as exc:
+            raise WebSocketUnreachable(f"no answer within {timeout_s:g} s") from None
+        except (
+            OSError,
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+            WebSocketClosed,
+        ) as exc:
             await _abort(stream)
-            raise Unreachable(repr(exc.__cause__ or exc)) from None
+            raise WebSocketUnreachable(repr(exc.__cause__ or exc)) from None
         except BaseException:
             await _abort(stream)
             raise
@@ -120,37 +135,38 @@ class WebSocket:
         if exc is not None:
             await _abort(stream)
             if isinstance(exc, InvalidStatus):
-                raise Rejected(exc.response) from None
-            raise Unreachable(f"the WebSocket upgrade failed ({exc})") from None
+                raise WebSocketRejected(exc.response) from None
+            raise WebSocketUnreachable(f"the WebSocket upgrade failed ({exc})") from None
         return ws
 
     async def send(self, message: str | bytes) -> None:
-        """Send one message (str as a text frame); Closed if the connection is gone."""
+        """Send one message (str as a text frame); WebSocketClosed if the connection is
+        gone."""
         try:
             if isinstance(message, str):
                 self._protocol.send_text(message.encode())
             else:
                 self._protocol.send_binary(message)
         except InvalidState:
-            raise Closed(self._close_code(), self._close_reason()) from None
+            raise WebSocketClosed(self._close_code(), self._close_reason()) from None
         await self._flush()
 
     def send_nowait(self, message: bytes) -> bool:
         """Queue one binary message and write what the socket takes now, without
         waiting. True: all of it went out. False: some is still queued (a write was
         already in progress, the socket was full, or the connection is TLS) and
-        `flush()` sends it. Closed if the connection is gone."""
+        `flush()` sends it. WebSocketClosed if the connection is gone."""
         try:
             self._protocol.send_binary(message)
         except InvalidState:
-            raise Closed(self._close_code(), self._close_reason()) from None
-        if self._writing or self._io is None or self._unsent:
+            raise WebSocketClosed(self._close_code(), self._close_reason()) from None
+        if self._writing or self._io is None or self._unsent or self._closed:
             return False
         data = b"".join(self._protocol.data_to_send())
         try:
             written = self._io.write_nowait(data)
         except OSError:
-            raise Closed(1006) from None
+            raise WebSocketClosed(1006) from None
         if written < len(data):
             self._unsent = data[written:]
             return False
@@ -162,11 +178,13 @@ class WebSocket:
         return bool(self._unsent) or bool(self._protocol.writes)
 
     async def flush(self) -> None:
-        """Send everything queued (see `send_nowait`); Closed if the connection is gone."""
+        """Send everything queued (see `send_nowait`); WebSocketClosed if the connection
+        is gone."""
         await self._flush()
 
     async def receive(self) -> str | bytes:
-        """The next message; Closed (with the server's code) once the connection ends."""
+        """The next message; WebSocketClosed (with the server's code) once the
+        connection ends."""
         parts: list[bytes] = []
         text = False
         while True:
@@ -184,7 +202,7 @@ class WebSocket:
             if self._protocol.state is not State.OPEN:
                 # Closed, or closing: the server's close frame came, or the protocol
                 # failed the connection on a bad frame (no close from the server: 1006).
-                raise Closed(self._close_code(), self._close_reason())
+                raise WebSocketClosed(self._close_code(), self._close_reason())
             await self._receive_some()
 
     async def aclose(self) -> None:
@@ -197,13 +215,16 @@ class WebSocket:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
+            self._closed = True
             await trio.aclose_forcefully(self._stream)
 
     # ------------------------------------------------------------------ internals
 
     async def _receive_some(self) -> None:
         try:
-            if self._io is not None:
+            if self._closed:
+                data = b""
+            elif self._io is not None:
                 data = await self._io.receive(_RECEIVE_BYTES)
             else:
                 data = await self._stream.receive_some(_RECEIVE_BYTES)
@@ -218,7 +239,7 @@ class WebSocket:
                 self._frames.append(event)
         try:
             await self._flush()  # pongs, the reply to a close frame
-        except Closed:
+        except WebSocketClosed:
             pass  # the reader finds out from the stream itself
 
     async def _flush(self) -> None:
@@ -236,11 +257,13 @@ class WebSocket:
                 if data:  # b"" alone is websockets' "half-close": we close the stream
                     await self._send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            raise Closed(1006) from None
+            raise WebSocketClosed(1006) from None
         finally:
             self._writing = False
 
     async def _send_all(self, data: bytes) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError
         if self._io is not None:
             await self._io.send_all(data)
         else:

@@ -1,4 +1,4 @@
-"""The lean WebSocket client (transport.py) against a loopback server speaking the
+"""The lean WebSocket client (hookline/wsclient.py) against a loopback server speaking the
 protocol through websockets' own server side: what the Deepgram fake never does
 (pings, fragmented messages, an HTTP refusal with Retry-After)."""
 
@@ -12,7 +12,7 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
-from hookline_stt_deepgram.transport import Closed, Rejected, WebSocket
+from hookline import WebSocketClient, WebSocketClosed, WebSocketRejected
 
 Handler = Callable[["_Peer"], Awaitable[None]]
 
@@ -79,7 +79,7 @@ async def test_pings_are_answered_and_fragments_come_back_whole() -> None:
         await peer.read_until(lambda: False)  # until the client hangs up
 
     async def client(port: int) -> None:
-        ws = await WebSocket.connect(
+        ws = await WebSocketClient.connect(
             f"ws://127.0.0.1:{port}/v1/listen", [("Authorization", "Token k")], tls=None,
             timeout_s=5,
         )  # fmt: skip
@@ -87,10 +87,10 @@ async def test_pings_are_answered_and_fragments_come_back_whole() -> None:
             assert await ws.receive() == '{"type":"Results"}'
             assert await ws.receive() == b"\x01\x02"
             await ws.send(b"audio")
-            with pytest.raises(Closed) as info:
+            with pytest.raises(WebSocketClosed) as info:
                 await ws.receive()
             assert (info.value.code, info.value.reason) == (1011, "bye")
-            with pytest.raises(Closed):
+            with pytest.raises(WebSocketClosed):
                 await ws.send(b"more audio")  # after the close: an error, not a hang
         finally:
             await ws.aclose()
@@ -116,11 +116,12 @@ async def test_an_http_refusal_carries_status_headers_and_body() -> None:
         await peer.flush()
 
     async def client(port: int) -> None:
-        with pytest.raises(Rejected) as info:
-            await WebSocket.connect(f"ws://127.0.0.1:{port}/", [], tls=None, timeout_s=5)
+        with pytest.raises(WebSocketRejected) as info:
+            await WebSocketClient.connect(f"ws://127.0.0.1:{port}/", [], tls=None, timeout_s=5)
         assert info.value.status_code == 429
         assert info.value.headers["Retry-After"] == "2"
         assert b"TOO_MANY_REQUESTS" in info.value.body
+        assert type(info.value.body) is bytes  # not websockets' bytearray: messages decode it
 
     await _with_server(handler, client)
 
@@ -149,7 +150,9 @@ async def test_send_nowait_keeps_what_a_full_socket_did_not_take_for_flush() -> 
 
     async def client(port: int) -> None:
         nonlocal count
-        ws = await WebSocket.connect(f"ws://127.0.0.1:{port}/v1/listen", [], tls=None, timeout_s=5)
+        ws = await WebSocketClient.connect(
+            f"ws://127.0.0.1:{port}/v1/listen", [], tls=None, timeout_s=5
+        )
         try:
             while True:  # 64 KB messages until the kernel buffers are full
                 message = count.to_bytes(4, "big") * 16384
