@@ -126,10 +126,23 @@ async def test_sigterm_drains_an_active_call(nursery, stack, twilio_sim):
             await call.wait_until_quiet()
             signal.raise_signal(signal.SIGTERM)
             await s.recorder.wait_for(lambda: s.runtime.draining)
-            async with httpx.AsyncClient() as client:
-                health = await client.get(f"http://127.0.0.1:{port}/healthz")
-            assert health.status_code == 503
-            busy = await twilio_sim.post_webhook(_voice(port))
+            # Both at once: the drain ends (and the listener closes) as soon as the call
+            # has heard its goodbye, so on a loaded machine the second of two requests
+            # one after the other could meet a closed listener.
+            answers: dict[str, object] = {}
+
+            async def health() -> None:
+                async with httpx.AsyncClient() as client:
+                    answers["health"] = await client.get(f"http://127.0.0.1:{port}/healthz")
+
+            async def webhook() -> None:
+                answers["busy"] = await twilio_sim.post_webhook(_voice(port))
+
+            async with trio.open_nursery() as requests:
+                requests.start_soon(health)
+                requests.start_soon(webhook)
+            assert answers["health"].status_code == 503
+            busy = answers["busy"]
             assert busy.stream is None and busy.hangup  # no new calls while draining
             await call.wait_closed()  # goodbye, then hung up through the REST API
         await served.wait()
