@@ -18,7 +18,8 @@ Two processes on two cores, like the peer figure in DESIGN.md ("Benchmarks (benc
   ~0.3 s into the answer: the level counts barge-ins, clears, lost barge-ins (no clear
   within 2 s: the level is not sustained) and marks received/echoed/lost.
 
-One fresh server (and fresh fakes and temp dir) per N. Before the calls, one warm-up call
+Every installed module is compiled to bytecode first (`compile_bytecode`). One fresh
+server (and fresh fakes and temp dir) per N. Before the calls, one warm-up call
 (excluded from every figure), then the idle RSS. Just before SIGTERM: the server's CPU
 time (user+sys, /proc/PID/stat) and peak RSS (VmHWM, /proc/PID/status). After the drain,
 the per-turn latencies and end reasons are read from the server's DuckDB file.
@@ -51,6 +52,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import traceback
@@ -611,7 +613,26 @@ def sustained(level: dict) -> bool:
     )
 
 
+def compile_bytecode() -> None:
+    """Compile every installed module to bytecode first, as `pip install` does for a
+    deployment. Without .pyc files (PYTHONDONTWRITEBYTECODE is set on some machines, and
+    a fresh source checkout has none) each server process compiles the modules it
+    imports lazily in the middle of the calls: a 150-200 ms stall of the trio thread
+    that shows as the level's p99, and differs between two checkouts of the same code."""
+    import hookline
+
+    roots = {sysconfig.get_paths()["purelib"], str(Path(hookline.__file__).parent.parent)}
+    # The workspace's editable installs (core, plugins, testkit) are on sys.path.
+    roots |= {p for p in sys.path if Path(p, "hookline_testkit").is_dir() or "/plugins/" in p}
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", "-j0", *sorted(roots)],
+        stdout=subprocess.DEVNULL,
+        check=False,
+    )
+
+
 async def main(levels: list[int], turns: int) -> None:
+    compile_bytecode()
     results: list[dict] = []
     capacity: int | None = 0
     first_over: int | None = None
