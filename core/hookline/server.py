@@ -29,6 +29,7 @@ ended with a goodbye; only then does the HTTP server stop and the runtime flush.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -283,6 +284,7 @@ async def serve_runtime(
     *,
     terminate: trio.Event | None = None,
     start: bool = False,
+    freeze_heap: bool = False,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until SIGTERM/SIGINT (or until `terminate` is set), then drain and stop.
@@ -294,6 +296,8 @@ async def serve_runtime(
     closed and `runtime.stop()` has flushed the observers. The signal handlers stay ours
     until then: a second signal during the drain ends the calls now (each still gets
     its goodbye, its hang-up and its record); later ones are logged and change nothing.
+    With `freeze_heap` (the serving process of `hookline serve`), once the runtime is
+    started its heap is frozen (`freeze_startup_heap`).
     """
     with ExitStack() as handlers:
         signals = None
@@ -312,7 +316,7 @@ async def serve_runtime(
                 watchers.start_soon(runtime.loop_lag.run)  # loop lag, booked per turn
                 # Delivers notifications while the server runs; stopped with the watchers.
                 watchers.start_soon(runtime.outbox.run)
-                await _serve_then_drain(runtime, host, port, stop, start, task_status)
+                await _serve_then_drain(runtime, host, port, stop, start, freeze_heap, task_status)
                 await runtime.finish_background()
                 watchers.cancel_scope.cancel()
         finally:
@@ -327,6 +331,7 @@ async def _serve_then_drain(
     port: int,
     stop: trio.Event,
     start: bool,
+    freeze_heap: bool,
     task_status: trio.TaskStatus[int],
 ) -> None:
     shutdown = trio.Event()
@@ -341,11 +346,25 @@ async def _serve_then_drain(
         task_status.started(bound)
         if start:
             await _start_unless_stopped(runtime, probes, stop)
+        if freeze_heap and not stop.is_set():
+            freeze_startup_heap()
         await stop.wait()
         timeout = runtime.config.server.drain_timeout_s
         log.info("draining %d active call(s), up to %.0f s", runtime.active_calls, timeout)
         await runtime.drain(timeout)
         shutdown.set()
+
+
+def freeze_startup_heap() -> None:
+    """Move everything start-up built (modules, SDK clients, config: ~1M objects) out
+    of the garbage collector's reach. A full collection walks every tracked object while
+    holding the GIL; with the start-up heap in it, one took 130-170 ms in the middle of
+    100 calls, a stall every call in flight heard (loop lag p99 ~170-220 ms). Frozen
+    objects are never scanned again, so a full collection walks only what the calls
+    made. Collect first, so start-up garbage is freed rather than frozen."""
+    gc.collect()
+    gc.freeze()
+    log.info("start-up heap frozen: %d objects out of the collector's reach", gc.get_freeze_count())
 
 
 async def _start_unless_stopped(runtime: Runtime, probes: Probes, stop: trio.Event) -> None:
@@ -431,7 +450,7 @@ async def run_server(
         _check_metrics_port(config)
         plugins = discover()
         check_plugins(config, plugins)
-        await serve_runtime(Runtime(config, plugins), host, port, start=True)
+        await serve_runtime(Runtime(config, plugins), host, port, start=True, freeze_heap=True)
         return 0
     try:
         if config.metrics.port:
@@ -448,7 +467,7 @@ async def run_server(
     async with trio.open_nursery() as nursery:
 
         async def serve(task_status: trio.TaskStatus[int]) -> None:
-            await serve_runtime(runtime, host, port, task_status=task_status)
+            await serve_runtime(runtime, host, port, freeze_heap=True, task_status=task_status)
             nursery.cancel_scope.cancel()  # drained and stopped: stop watching the lifeline
 
         # serve_runtime's signal receiver restores these when it returns: a signal the

@@ -4,6 +4,7 @@ Deepgram and OpenAI plugins, every service faked on loopback; one call, then SIG
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -55,6 +56,10 @@ async def test_hookline_serve_answers_a_call_and_drains_on_sigterm(
     assert summarize(results)["completed"] == 1, (results, log[-3000:])
     assert proc.returncode == 0, log[-3000:]
     assert "draining" in log and "stopped" in log
+    # Once started, the start-up heap (imports, SDK clients) is out of the collector's
+    # reach: a full collection mid-call walked all of it (130-170 ms at 100 calls).
+    frozen = re.search(r"start-up heap frozen: (\d+) objects", log)
+    assert frozen and int(frozen[1]) > 50_000, log[-3000:]
     call_lines = [line for line in log.splitlines() if "[call " in line]
     assert call_lines, "no log line names the call"
     assert not any(line.count("[call ") > 1 or "call=" in line for line in call_lines), call_lines
