@@ -6,7 +6,7 @@
         ...                                                   # key: fake.api_key
         assert fake.connections[0].param("model") == "nova-2-phonecall"
 
-A real WebSocket server (trio-websocket) that checks `Authorization: Token <key>` (401 with
+A real WebSocket server (`wsfake`: websockets' sans-I/O protocol on the socket) that checks `Authorization: Token <key>` (401 with
 Deepgram's `err_code` JSON body otherwise) and the query parameters (400 for bad ones),
 decodes mu-law and detects speech by energy (`rms_mulaw`; a tone is speech, 0xFF is
 silence). It cannot recognise speech, so the words of each utterance come from a script:
@@ -48,9 +48,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
-
 from hookline.audio import SAMPLE_RATE, rms_mulaw
+
+from .wsfake import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -514,7 +514,7 @@ class _Session:
                 self.conn.close_code = 1006
                 self.fake._notify()
                 # No close frame: close the TCP stream under the WebSocket (a network error).
-                await self.ws._stream.aclose()
+                self.ws.abort()
                 return
             if (
                 self.fake.final_delay_s
@@ -709,17 +709,7 @@ async def fake_deepgram_stt(**options: object) -> AsyncIterator[FakeDeepgramSTT]
     Options are `FakeDeepgramSTT`'s keyword arguments (api_key, idle_timeout_s, ...)."""
     fake = FakeDeepgramSTT(**options)  # type: ignore[arg-type]
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            partial(
-                serve_websocket,
-                fake._handle,
-                "127.0.0.1",
-                0,
-                None,
-                connect_timeout=5,
-                disconnect_timeout=2,
-            )
-        )
+        server = await nursery.start(partial(serve, fake._handle, "127.0.0.1", 0))
         fake.port = server.port
         try:
             yield fake
