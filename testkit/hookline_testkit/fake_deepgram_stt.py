@@ -6,11 +6,12 @@
         ...                                                   # key: fake.api_key
         assert fake.connections[0].param("model") == "nova-2-phonecall"
 
-A real WebSocket server (`wsfake`: websockets' sans-I/O protocol on the socket) that checks `Authorization: Token <key>` (401 with
-Deepgram's `err_code` JSON body otherwise) and the query parameters (400 for bad ones),
-decodes mu-law and detects speech by energy (`rms_mulaw`; a tone is speech, 0xFF is
-silence). It cannot recognise speech, so the words of each utterance come from a script:
-per call (the call id arrives as `extra=call_id:<id>`), else from `fake.default_script`.
+A real WebSocket server (wsfake.py: websockets' sans-I/O protocol on the socket) that
+checks `Authorization: Token <key>` (401 with Deepgram's `err_code` JSON body otherwise)
+and the query parameters (400 for bad ones), decodes mu-law and detects speech by energy
+(`rms_mulaw`; a tone is speech, 0xFF is silence). It cannot recognise speech, so the
+words of each utterance come from a script: per call (the call id arrives as
+`extra=call_id:<id>`), else from `fake.default_script`.
 
 Everything runs on the audio clock of the connection (seconds of audio received on it,
 as the real service counts), not on wall time, so a client may send faster than real
@@ -48,6 +49,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 import trio
+
 from hookline.audio import SAMPLE_RATE, rms_mulaw
 
 from .wsfake import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve

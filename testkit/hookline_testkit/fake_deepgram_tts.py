@@ -39,6 +39,7 @@ from urllib.parse import parse_qs, urlsplit
 import h11
 import msgspec
 import trio
+
 from hookline.audio import SAMPLE_RATE, tone_mulaw
 
 from .wsfake import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve
