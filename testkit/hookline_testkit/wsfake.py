@@ -163,12 +163,20 @@ class WebSocketConnection:
             self.abort()
 
     def abort(self) -> None:
-        """Close TCP now, without a close frame. A task waiting to read or write on this
-        connection wakes up with ConnectionClosed (1006 unless a close frame came)."""
+        """End TCP now, without a close frame. A task waiting to read or write on this
+        connection wakes up with ConnectionClosed (1006 unless a close frame came).
+
+        The socket is shut down both ways (the peer sees the end of the stream; a
+        waiting task wakes with it), and closed only once the connection's task ends:
+        a task already woken to read or write must not find its file descriptor
+        reused by another connection meanwhile."""
         if not self._tcp_closed:
             self._tcp_closed = True
             self._ended.set()
-            self._stream.socket.close()  # wakes the socket's waiters (notify_closing)
+            try:
+                self._stream.socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already reset by the peer
 
     @property
     def closed(self) -> CloseReason | None:
@@ -461,9 +469,10 @@ async def _serve_connection(
                 pass
             if not ws_request.answered:
                 await ws_request.reject(500)
-            elif connection.closed is None:
-                await connection.aclose(1000)
+            elif connection.closed is None and connection._protocol.state is not State.CONNECTING:
+                await connection.aclose(1000)  # the handler left it open
         await connection._finish()
     finally:
-        connection.abort()  # closes the socket (the stream's only resource)
+        connection.abort()
+        stream.socket.close()  # the handler has returned: no task of it can use the fd
         server.open_connections -= 1
