@@ -11,10 +11,12 @@ Two processes on two cores, like the peer figure in DESIGN.md ("Benchmarks (benc
   bench/lean_caller.py's (`--callers lean`, the default: `websockets` sans-I/O, one
   frame ticker for every call) or the testkit's SimCall (`--callers sim`,
   trio-websocket); the wire traffic is the same. The lean callers cost this core about
-  half as much per frame, but with 4 turns and a barge-in per call it is still 80-83%
-  busy at 100 calls and 93-95% at 150 (the fakes' trio-websocket transports are the next
-  item of its profile): past ~100 calls `loadgen_saturated` says the load generator,
-  not only the server, shapes the tail. With `--barge-in` each call's last turn is interrupted
+  half as much per frame. The Deepgram fakes serve their WebSockets on the testkit's
+  lean transport (hookline_testkit/wsfake.py: `websockets` sans-I/O on the socket, no
+  reader task per connection); on trio-websocket they were ~60% of its profile, and it was
+  then 76-83% busy at 100 calls with 4 turns and a barge-in per call (54% after, on a
+  shared box). Whenever `loadgen_saturated` is set, the load generator, not only the
+  server, shapes the tail. With `--barge-in` each call's last turn is interrupted
   ~0.3 s into the answer: the level counts barge-ins, clears, lost barge-ins (no clear
   within 2 s: the level is not sustained) and marks received/echoed/lost.
 

@@ -6,11 +6,12 @@
         ...                                                   # key: fake.api_key
         assert fake.connections[0].param("model") == "nova-2-phonecall"
 
-A real WebSocket server (trio-websocket) that checks `Authorization: Token <key>` (401 with
-Deepgram's `err_code` JSON body otherwise) and the query parameters (400 for bad ones),
-decodes mu-law and detects speech by energy (`rms_mulaw`; a tone is speech, 0xFF is
-silence). It cannot recognise speech, so the words of each utterance come from a script:
-per call (the call id arrives as `extra=call_id:<id>`), else from `fake.default_script`.
+A real WebSocket server (wsfake.py: websockets' sans-I/O protocol on the socket) that
+checks `Authorization: Token <key>` (401 with Deepgram's `err_code` JSON body otherwise)
+and the query parameters (400 for bad ones), decodes mu-law and detects speech by energy
+(`rms_mulaw`; a tone is speech, 0xFF is silence). It cannot recognise speech, so the
+words of each utterance come from a script: per call (the call id arrives as
+`extra=call_id:<id>`), else from `fake.default_script`.
 
 Everything runs on the audio clock of the connection (seconds of audio received on it,
 as the real service counts), not on wall time, so a client may send faster than real
@@ -48,9 +49,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
 from hookline.audio import SAMPLE_RATE, rms_mulaw
+
+from .wsfake import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -485,22 +487,31 @@ class _Session:
             nursery.cancel_scope.cancel()
 
     async def _reader(self) -> None:
-        while True:
-            if self.finished:
-                message = await self.ws.get_message()
-            else:
-                with trio.move_on_after(self.fake.idle_timeout_s) as idle:
+        # The idle deadline moves with every message, but a cancel scope per message
+        # (50 a second per call) was a tenth of the load generator's core: one scope
+        # lasts until the deadline it was opened with, and is renewed from the last
+        # message's time when that deadline comes (a cancelled read loses nothing).
+        idle_s = self.fake.idle_timeout_s
+        last_input = trio.current_time()
+        while not self.finished:
+            with trio.CancelScope(deadline=last_input + idle_s):
+                while not self.finished:
                     message = await self.ws.get_message()
-                if idle.cancelled_caught:
-                    self._close(1011, "NET-0001")
-                    continue
-            if self.finished:
-                continue
-            if isinstance(message, bytes):
-                self._on_audio(message)
-            else:
-                self._on_control(message)
-            self.fake._notify()
+                    last_input = trio.current_time()
+                    if self.finished:  # dropped or closing meanwhile: input is ignored
+                        break
+                    self._on_message(message)
+            if not self.finished and trio.current_time() >= last_input + idle_s:
+                self._close(1011, "NET-0001")
+        while True:  # closing: read on until the close handshake or the drop ends it
+            await self.ws.get_message()
+
+    def _on_message(self, message: str | bytes) -> None:
+        if isinstance(message, bytes):
+            self._on_audio(message)
+        else:
+            self._on_control(message)
+        self.fake._notify()
 
     async def _writer(self) -> None:
         async for item in self.out_rx:
@@ -514,7 +525,7 @@ class _Session:
                 self.conn.close_code = 1006
                 self.fake._notify()
                 # No close frame: close the TCP stream under the WebSocket (a network error).
-                await self.ws._stream.aclose()
+                self.ws.abort()
                 return
             if (
                 self.fake.final_delay_s
@@ -709,17 +720,7 @@ async def fake_deepgram_stt(**options: object) -> AsyncIterator[FakeDeepgramSTT]
     Options are `FakeDeepgramSTT`'s keyword arguments (api_key, idle_timeout_s, ...)."""
     fake = FakeDeepgramSTT(**options)  # type: ignore[arg-type]
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            partial(
-                serve_websocket,
-                fake._handle,
-                "127.0.0.1",
-                0,
-                None,
-                connect_timeout=5,
-                disconnect_timeout=2,
-            )
-        )
+        server = await nursery.start(partial(serve, fake._handle, "127.0.0.1", 0))
         fake.port = server.port
         try:
             yield fake

@@ -39,9 +39,10 @@ from urllib.parse import parse_qs, urlsplit
 import h11
 import msgspec
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
 from hookline.audio import SAMPLE_RATE, tone_mulaw
+
+from .wsfake import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve
 
 __all__ = [
     "FakeDeepgramTTS",
@@ -306,7 +307,8 @@ class FakeDeepgramTTS:
         live = list(self._live.items())
         for ws, conn in live:
             conn.dropped = True
-            await _abort(ws)
+            ws.abort()
+        await trio.lowlevel.checkpoint()
         return len(live)
 
     async def _receive_loop(
@@ -391,7 +393,7 @@ class FakeDeepgramTTS:
                         ):
                             self.drop_after_bytes = None
                             conn.dropped = True
-                            await _abort(ws)
+                            ws.abort()  # no close frame: what a network failure looks like
                             return
                         await ws.send_message(chunk)
                         conn.audio_bytes_sent += len(chunk)
@@ -510,29 +512,12 @@ async def _next_event(conn: h11.Connection, stream: trio.SocketStream) -> object
         conn.receive_data(await stream.receive_some(65536))
 
 
-async def _abort(ws: WebSocketConnection) -> None:
-    """Drop the TCP connection without a close frame (what a network failure looks like)."""
-    with trio.CancelScope() as scope:
-        scope.cancel()
-        # Cancelled before the close frame goes out; aclose() still closes the stream.
-        await ws.aclose()
-
-
 @asynccontextmanager
 async def serve_fake_deepgram_tts(**options: float | int | str) -> AsyncIterator[FakeDeepgramTTS]:
     """Run the fake's WebSocket and HTTP servers on 127.0.0.1 for the block's duration."""
     fake = FakeDeepgramTTS(**options)  # type: ignore[arg-type]
     async with trio.open_nursery() as nursery:
-        serve = partial(
-            serve_websocket,
-            fake._ws_handler,
-            "127.0.0.1",
-            0,
-            None,
-            handler_nursery=nursery,
-            message_queue_size=64,
-        )
-        server = await nursery.start(serve)
+        server = await nursery.start(partial(serve, fake._ws_handler, "127.0.0.1", 0))
         fake.url = f"ws://127.0.0.1:{server.port}/v1/speak"
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
         port = listeners[0].socket.getsockname()[1]
