@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
 import trio
 import trio.testing
 
@@ -117,3 +120,27 @@ async def test_writing_to_a_closed_peer_raises_oserror() -> None:
         except OSError:
             return
         raise AssertionError("no OSError writing to a closed peer")
+
+
+async def test_a_closed_socket_is_never_read_or_written_through_a_reused_fd() -> None:
+    # The owner may close the socket while a task holding this SocketIO is between two
+    # calls (woken, not yet run). The kernel hands the freed number to the next socket
+    # opened, often another call's: a read must fail, not return that call's bytes.
+    a, a_peer = pair()
+    b, b_peer = pair()
+    io = SocketIO(a)
+    old_fd = a.fileno()
+    a.close()
+    with a_peer, b, b_peer:
+        try:
+            os.dup2(b.fileno(), old_fd)  # the old number now names another connection
+            await SocketIO(b_peer).send_all(b"another call's audio")
+            with pytest.raises(OSError):
+                await io.receive(100)
+            with pytest.raises(OSError):
+                io.write_nowait(b"into another call")
+            with pytest.raises(OSError):
+                await io.send_all(b"into another call")
+            assert await SocketIO(b).receive(100) == b"another call's audio"
+        finally:
+            os.close(old_fd)
