@@ -96,6 +96,7 @@ STT_SETTINGS = ""  # extra `[stt.deepgram]` lines (`--stt-chunk-ms`)
 COUNT_STEPS = False  # `--count-steps`
 CALLERS = "lean"  # `--callers lean|sim`: bench/lean_caller.py, or the testkit's SimCall
 BARGE_IN = False  # `--barge-in`: each call's last turn is interrupted
+THINK_S = 0.0  # `--think-s`: a random silence of up to this before each turn
 
 # `--count-steps`: the server runs under this wrapper, which adds a trio Instrument
 # counting task steps (a task resumed by the scheduler) and I/O waits (scheduler passes
@@ -406,7 +407,7 @@ def read_db(db: Path, exclude: set[str]) -> dict:
 
 async def run_level(n: int, turns: int, root: Path) -> dict:
     tone = tone_mulaw(SAY_S)
-    call_timeout_s = 30.0 + turns * 15.0
+    call_timeout_s = 30.0 + turns * (15.0 + THINK_S)
     level_timeout_s = STAGGER_OVER_S + call_timeout_s + 15.0
     workdir = Path(tempfile.mkdtemp(prefix=f"n{n}-", dir=root))
     db = workdir / "calls.duckdb"
@@ -469,7 +470,13 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
             async def place(i: int) -> None:
                 await trio.sleep(i * STAGGER_OVER_S / n)
                 results[i] = await one_call(
-                    place_call, turns=turns, tone=tone, timeout_s=call_timeout_s, barge_in=BARGE_IN
+                    place_call,
+                    turns=turns,
+                    tone=tone,
+                    timeout_s=call_timeout_s,
+                    barge_in=BARGE_IN,
+                    think_s=THINK_S,
+                    seed=i,
                 )
 
             timed_out = True
@@ -679,6 +686,7 @@ async def main(levels: list[int], turns: int) -> None:
         "turns": turns,
         "callers": CALLERS,  # `--callers`: lean (bench/lean_caller.py) or sim (SimCall)
         "barge_in": BARGE_IN,
+        "think_s": THINK_S,
         "overhead_limit_ms": OVERHEAD_LIMIT_MS,
         "levels": results,
         "capacity": capacity,
@@ -725,6 +733,14 @@ if __name__ == "__main__":
         "calls on one core) or the testkit's SimCall (trio-websocket), the same wire traffic",
     )
     parser.add_argument(
+        "--think-s",
+        type=float,
+        default=0.0,
+        help="before each turn the caller stays silent for a time drawn uniformly from "
+        "[0, S] (seeded per call): calls that started together drift apart, as real "
+        "callers do. Default 0: every call's turns fall in the same ~2 s window",
+    )
+    parser.add_argument(
         "--barge-in",
         action="store_true",
         help="interrupt each call's last turn ~0.3 s into the answer; a barge-in without "
@@ -740,6 +756,7 @@ if __name__ == "__main__":
     PROFILE_LOADGEN = args.profile_loadgen
     CALLERS = args.callers
     BARGE_IN = args.barge_in
+    THINK_S = args.think_s
     WORKERS = args.workers
     PROFILE_S = args.profile_s
     COUNT_STEPS = args.count_steps

@@ -49,6 +49,7 @@ from __future__ import annotations
 import base64
 import functools
 import math
+import random
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -569,14 +570,24 @@ class CallOutcome:
 
 
 async def converse(
-    call: Any, result: CallOutcome, *, turns: int, tone: bytes, barge_in: bool
+    call: Any,
+    result: CallOutcome,
+    *,
+    turns: int,
+    tone: bytes,
+    barge_in: bool,
+    think: Callable[[], float] | None = None,
 ) -> None:
     """The bench's caller script on an open call (a LeanCall or a SimCall): greeting,
-    `turns` x (tone, answer, quiet); with `barge_in` the last turn is interrupted."""
+    `turns` x (tone, answer, quiet); with `barge_in` the last turn is interrupted. With
+    `think`, the caller stays silent `think()` seconds before each turn (frames of
+    silence keep flowing), so calls that started together drift apart."""
     first = await call.wait_for_audio()
     result.greeting_ms = (first - call.started_at) * 1000
     await call.wait_until_quiet()
     for turn in range(turns):
+        if think is not None:
+            await trio.sleep(think())
         await call.say(tone)
         said = trio.current_time()
         answered = await call.wait_for_audio(after=said)
@@ -627,9 +638,13 @@ async def one_call(
     tone: bytes,
     timeout_s: float,
     barge_in: bool = False,
+    think_s: float = 0.0,
+    seed: int = 0,
 ) -> CallOutcome:
     """One whole call of the bench (`open_call()`: `sim.call(url)` or `lean_call(...)`);
-    every failure is counted in the outcome, never raised."""
+    every failure is counted in the outcome, never raised. With `think_s`, a pause drawn
+    uniformly from [0, think_s] (seeded by `seed`) before each turn."""
+    think = functools.partial(random.Random(seed).uniform, 0.0, think_s) if think_s else None
     result = CallOutcome()
     t0 = trio.current_time()
     call = None
@@ -637,7 +652,7 @@ async def one_call(
         with trio.fail_after(timeout_s):
             async with open_call() as call:
                 result.call_sid = call.call_sid
-                await converse(call, result, turns=turns, tone=tone, barge_in=barge_in)
+                await converse(call, result, turns=turns, tone=tone, barge_in=barge_in, think=think)
         result.outcome = "completed"
     except WebhookRefused as e:
         result.outcome = "busy" if e.busy else "refused"

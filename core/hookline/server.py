@@ -358,12 +358,12 @@ async def _serve_then_drain(
 # Collection thresholds while serving (CPython's defaults: 700, 10, 10). Nearly every
 # object a media frame makes dies by reference count; a young collection every 700 net
 # allocations mostly walks frames still in flight and promotes them, and the promoted
-# ones pay again in the older generations. At 100 calls the defaults ran ~10 young and
-# ~1 middle collection a second (~6% of the core) and a full one every ~20 s, each a
-# stop-the-world walk of every call's objects (30-50 ms at 100-150 calls). With these,
-# young collections are ~14x rarer and full ones come every several minutes: their
-# pause stays out of the p99 though it is still paid, and a cycle in old objects is
-# freed that much later.
+# ones are walked again in the older generations. At 100 calls (bench_server, 4 turns)
+# the defaults ran 262 young and 23 middle collections in ~25 s, and a full one
+# mid-run: a stop-the-world walk of every tracked object, 130-210 ms with the start-up
+# heap in it (hence the freeze below). With these: 19 young ones (a few ms each), no
+# middle or full one in the run. A full collection still comes, rarely, and a cycle
+# among old objects is freed that much later.
 SERVING_GC_THRESHOLDS = (5000, 20, 20)
 
 
