@@ -41,6 +41,8 @@ Progress goes to stderr; one JSON line to stdout: per N, p50/p99 `runtime_overhe
 `voice_to_voice` (ms, as the server recorded them), the caller-side answer time, CPU
 seconds per call-minute, MB per call, completed/failed calls; `capacity` is the last N
 before the first level whose p99 overhead passes 20 ms (or that lost calls).
+`host_reference_ms` is the CPU time of a fixed loop after each level: this VM's speed
+drifts by up to ~25% between minutes, so compare CPU figures with it alongside.
 """
 
 from __future__ import annotations
@@ -603,12 +605,25 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
             # load generator's limit, not the server's.
             "loadgen_saturated": wall > 0 and (own_cpu / wall > 0.9 or worst_lag[0] > 0.1),
             "wall_s": round(wall, 1),
+            "host_reference_ms": host_reference_ms(),
             "timed_out": timed_out,
             "shutdown_s": round(stop_s, 1),
             "server_exit": server_rc,
         }
     )
     return level
+
+
+def host_reference_ms() -> float:
+    """CPU ms of a fixed pure-Python loop on this process's core. This VM's speed moves
+    by up to ~25% from one minute to the next (other tenants of the host: the same loop
+    took 0.85-1.08 s), and every CPU figure of a level moves with it; the reference is
+    printed beside them so that two runs can be compared."""
+    started = time.process_time()
+    total = 0
+    for i in range(2_000_000):
+        total += i
+    return round((time.process_time() - started) * 1000, 1)
 
 
 def sustained(level: dict) -> bool:
@@ -670,6 +685,7 @@ async def main(levels: list[int], turns: int) -> None:
                         "loadgen_cpu_util",
                         "loadgen_worst_lag_ms",
                         "wall_s",
+                        "host_reference_ms",
                     )
                 )
             )

@@ -6,7 +6,9 @@ messages are byte for byte what the testkit's SimCall sends. No timed assertions
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -16,7 +18,9 @@ from pathlib import Path
 import duckdb
 import httpx
 import msgspec
+import pytest
 import trio
+import trio.testing
 
 from hookline.audio import tone_mulaw
 from hookline_testkit.fake_openai import text
@@ -25,7 +29,16 @@ from hookline_testkit.twilio_sim import TwilioSimulator, _Media, _MediaBody
 from .serving import free_port, serve_config, wait_ok
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from lean_caller import _MARK, _MEDIA, Ticker, _payloads, lean_call, one_call
+from lean_caller import (
+    _MARK,
+    _MEDIA,
+    CallOutcome,
+    Ticker,
+    _payloads,
+    converse,
+    lean_call,
+    one_call,
+)
 
 ANSWER = "Sure, we can do that. What day works best for you?"
 
@@ -131,3 +144,43 @@ async def test_a_lean_call_against_hookline_serve(
         con.close()
     assert reasons == [("caller_hangup",)]
     assert ended.ended_by_rest == "completed" and ended.stopped
+
+
+class _InstantCall:
+    """The caller-facing side of a call whose agent answers at once (converse's view)."""
+
+    started_at = 0.0
+
+    def __init__(self) -> None:
+        self.clears: list[float] = []
+        self.said: list[float] = []
+
+    async def wait_for_audio(self, after: float | None = None) -> float:
+        await trio.lowlevel.checkpoint()
+        return trio.current_time()
+
+    async def wait_until_quiet(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def say(self, tone: bytes) -> None:
+        self.said.append(trio.current_time())
+
+
+async def test_think_time_spreads_the_turns_of_calls_that_start_together(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    # --think-s: before each turn a silence drawn from [0, S], seeded per call, so the
+    # turns of calls that start at the same moment fall at different times.
+    mock_clock.autojump_threshold = 0
+    t0 = trio.current_time()
+    calls = {seed: _InstantCall() for seed in (1, 2)}
+    async with trio.open_nursery() as nursery:
+        for seed, call in calls.items():
+            think = partial(random.Random(seed).uniform, 0.0, 3.0)
+            converse_ = partial(converse, turns=3, tone=b"", barge_in=False, think=think)
+            nursery.start_soon(converse_, call, CallOutcome())
+    for seed, call in calls.items():
+        draw = partial(random.Random(seed).uniform, 0.0, 3.0)
+        pauses = list(itertools.accumulate(draw() for _ in range(3)))
+        assert [t - t0 for t in call.said] == pytest.approx(pauses)
+    assert calls[1].said != pytest.approx(calls[2].said)
