@@ -355,16 +355,19 @@ async def _serve_then_drain(
         shutdown.set()
 
 
-# Collection thresholds while serving (CPython's defaults: 700, 10, 10). Nearly every
-# object a media frame makes dies by reference count; a young collection every 700 net
-# allocations mostly walks frames still in flight and promotes them, and the promoted
-# ones are walked again in the older generations. At 100 calls (bench_server, 4 turns)
-# the defaults ran 262 young and 23 middle collections in ~25 s, and a full one
-# mid-run: a stop-the-world walk of every tracked object, 130-210 ms with the start-up
-# heap in it (hence the freeze below). With these: 19 young ones (a few ms each), no
-# middle or full one in the run. A full collection still comes, rarely, and a cycle
-# among old objects is freed that much later.
-SERVING_GC_THRESHOLDS = (5000, 20, 20)
+# Collection thresholds while serving (CPython's defaults: 700, 10, 10). A full
+# collection is a stop-the-world walk of every tracked object: at 100 calls one came
+# every ~20 s and took 130-210 ms with the start-up heap in it (hence the freeze below)
+# and 30-40 ms without. A middle collection walks what the young ones promoted since the
+# last: its pause grows with threshold0 x threshold1. Measured at 100 calls over ~60 s
+# (bench_server --turns 8 --think-s 3, a gc.callbacks hook), after the freeze:
+#   700/10/100:  185 young (max 8.8 ms), 16 middle (max 16.5 ms), 0 full; 581 ms in all
+#   2000/10/100:  55 young (max 12.9 ms), 4 middle (max 13.6 ms), 0 full; 195 ms in all
+#   5000/20/20:   20 young (max 12.6 ms), 0 middle, 0 full; but a middle one of 81 ms in
+#                 a 110 s run (20 x 5000 promoted objects at once)
+# So: young ones as CPython 3.13 has them, middle ones bounded, and a full one only after
+# 100 middle ones (tens of minutes at this load; a cycle among old objects waits as long).
+SERVING_GC_THRESHOLDS = (2000, 10, 100)
 
 
 def tune_gc_for_serving() -> None:
@@ -372,7 +375,7 @@ def tune_gc_for_serving() -> None:
     of the collector's reach, and collect less often (SERVING_GC_THRESHOLDS).
 
     A full collection walks every tracked object while holding the GIL; with the
-    start-up heap in it, one took 130-170 ms in the middle of 100 calls, a stall every
+    start-up heap in it, one took 130-210 ms in the middle of 100 calls, a stall every
     call in flight heard (loop lag p99 ~170-220 ms). Frozen objects are never scanned
     again, so a full collection walks only what the calls made. Collect first, so
     start-up garbage is freed rather than frozen."""
