@@ -134,7 +134,7 @@ class DeepgramTTSStream:
         self._awaiting_cleared = 0  # Clear sent, Cleared not back: incoming audio is stale
         self._budget = FlushBudget(settings.flush_budget, settings.flush_window_s)  # per socket
         self._socket_answers = 0  # Flushed received on the current socket
-        self._no_rotation_until = -math.inf  # a rotation failed: wait for the budget instead
+        self._no_rotation_until = -math.inf  # until then this socket waits for its budget
         self._kick = trio.Event()
         self._failed: ProviderError | None = None
         self._closing = False
@@ -299,12 +299,6 @@ class DeepgramTTSStream:
                     return
                 try:
                     await self._push(ws)
-                    if not self._rotation_due():
-                        return
-                    if not await self._rotate(ws):
-                        self.log.info("flush rate budget spent; merging flushes until a slot frees")
-                        return
-                    continue  # pump the held text to the new socket
                 except _Dropped:
                     self.log.warning("TTS socket dropped while sending")
                     self._drop(ws)
@@ -316,6 +310,10 @@ class DeepgramTTSStream:
                         )
                         self._fail(error)
                         raise error from None
+                    continue
+                if not (self._rotation_due() and await self._rotate(ws)):
+                    return
+                # On a new socket now: the next round pumps the held text to it.
 
     async def _push(self, ws: WebSocketClient) -> None:
         epoch = self._epoch
@@ -400,8 +398,7 @@ class DeepgramTTSStream:
             )
             return False
         self.log.info("flush limit reached on this TTS socket: continuing on a new one")
-        if old is not self._ws:  # the new socket is current; the old one was not dropped
-            self._nursery.start_soon(_close_politely, old)
+        self._nursery.start_soon(_close_politely, old)
         return True
 
     async def _connect(self) -> WebSocketClient:
@@ -429,6 +426,7 @@ class DeepgramTTSStream:
             self._ws = ws
             self._budget = FlushBudget(self._settings.flush_budget, self._settings.flush_window_s)
             self._socket_answers = 0
+            self._no_rotation_until = -math.inf
             self._awaiting_cleared = 0
             if self._held is not None:
                 self._held.spoken = 0
