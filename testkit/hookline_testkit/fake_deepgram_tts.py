@@ -21,8 +21,8 @@ Faults are plain attributes you can flip at any time: `reject_auth`, `drop_after
 `rest_errors` (HTTP statuses the next REST requests get, in order), `extra_frames`
 (raw frames sent right after `Metadata`, e.g. malformed JSON).
 
-Everything received is recorded: `connections` (query parameters, speaks, flushes,
-clears per socket), `flush_times`, `warnings_sent`, `rest_requests`.
+Everything received is recorded: `connections` (query parameters, speaks, flushes and
+their times, clears per socket), `flush_times`, `warnings_sent`, `rest_requests`.
 """
 
 from __future__ import annotations
@@ -145,6 +145,7 @@ class SpeakConnection:
     closed_by_client: bool = False
     dropped: bool = False
     audio_bytes_sent: int = 0
+    flush_times: list[float] = field(default_factory=list)  # of the accepted flushes
 
 
 @dataclass
@@ -230,10 +231,13 @@ class FakeDeepgramTTS:
         """Texts of REST requests that were answered with audio."""
         return [r.text for r in self.rest_requests if r.status == 200]
 
-    def max_flushes_in_window(self, window_s: float | None = None) -> int:
-        """The most accepted flushes any `window_s` span (default: the limit's) contained."""
+    def max_flushes_in_window(
+        self, window_s: float | None = None, connection: SpeakConnection | None = None
+    ) -> int:
+        """The most accepted flushes any `window_s` span (default: the limit's) contained,
+        over all connections or on one (Deepgram's limit is per connection)."""
         window = self.flush_window_s if window_s is None else window_s
-        times = self.flush_times
+        times = self.flush_times if connection is None else connection.flush_times
         best = 0
         start = 0
         for end, t in enumerate(times):
@@ -345,6 +349,7 @@ class FakeDeepgramTTS:
                         continue
                     state.flush_times.append(now)
                     self.flush_times.append(now)
+                    conn.flush_times.append(now)
                     text = "".join(state.buffer)
                     state.buffer.clear()
                     conn.flushes.append(text)

@@ -1,4 +1,5 @@
-"""Deepgram ignores more than 20 Flush per 60 s: the sliding window that keeps us under."""
+"""Deepgram ignores more than 20 Flush per 60 s on one socket: the sliding window that
+keeps a socket under (the stream gives each socket its own)."""
 
 from __future__ import annotations
 

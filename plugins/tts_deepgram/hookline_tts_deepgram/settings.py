@@ -39,7 +39,9 @@ class DeepgramTTSSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     max_retries: NonNegativeInt = 3
     retry_base_s: NonNegativeSeconds = 0.25
     retry_max_s: NonNegativeSeconds = 4.0
-    # Deepgram ignores more than 20 Flush per 60 s; stay under with a sliding window.
+    # Deepgram ignores more than 20 Flush per 60 s on one socket; each socket stays under
+    # with a sliding window, and when one's budget is spent the call goes on on a new
+    # socket (with a budget of its own) rather than waiting for a slot.
     flush_budget: PositiveInt = 18
     flush_window_s: Seconds = 60.0
     # A Flush waits while this many are unanswered; flushes asked for meanwhile are merged.

@@ -1,5 +1,6 @@
-"""The streaming half: one Deepgram `/v1/speak` WebSocket per call, opened early, kept
-under the flush limit, and reconnected when it drops.
+"""The streaming half: one Deepgram `/v1/speak` WebSocket at a time per call, opened
+early, kept under the flush limit, replaced when that limit is reached, and reconnected
+when it drops.
 
 Bookkeeping is a queue of *segments*: the text spoken between two `flush()` calls.
 
@@ -13,6 +14,15 @@ every earlier segment's Flush is out, so Deepgram never folds later text into an
 flush's audio. Every change updates this state first and then "pumps" whatever the server
 lacks; on a reconnect the unanswered segments are simply marked unsent again and pumped
 to the new socket, which re-speaks exactly the text whose audio was not confirmed.
+
+The flush limit (20 per 60 s) is per socket, so each socket has its own `FlushBudget`.
+When it is spent and a flush is held, the stream does not wait for the minute to free a
+slot (seconds of silence in a chatty call): once the old socket has answered every Flush
+it was sent (nothing of it in flight, so nothing lost or spoken twice), a new socket
+opens, becomes the current one, and the held text is pumped to it like after a drop; the
+old one gets `Close` (it owes nothing; its buffered, unflushed text is dropped). The
+server's flush-limit `Warning` leads to the same move. If no new socket opens, the stream
+stays on the old one and waits for its budget, as before.
 
 The socket is hookline's lean `WebSocketClient`: the task that owns a connection is also
 its reader (no background reader task, no channel hop per received message).
@@ -122,7 +132,9 @@ class DeepgramTTSStream:
         self._flushes = 0  # flush() calls so far: the sequence numbers
         self._epoch = 0  # bumped by clear(): queued events of older epochs are dropped
         self._awaiting_cleared = 0  # Clear sent, Cleared not back: incoming audio is stale
-        self._budget = FlushBudget(settings.flush_budget, settings.flush_window_s)
+        self._budget = FlushBudget(settings.flush_budget, settings.flush_window_s)  # per socket
+        self._socket_answers = 0  # Flushed received on the current socket
+        self._no_rotation_until = -math.inf  # until then this socket waits for its budget
         self._kick = trio.Event()
         self._failed: ProviderError | None = None
         self._closing = False
@@ -287,7 +299,6 @@ class DeepgramTTSStream:
                     return
                 try:
                     await self._push(ws)
-                    return
                 except _Dropped:
                     self.log.warning("TTS socket dropped while sending")
                     self._drop(ws)
@@ -299,6 +310,10 @@ class DeepgramTTSStream:
                         )
                         self._fail(error)
                         raise error from None
+                    continue
+                if not (self._rotation_due() and await self._rotate(ws)):
+                    return
+                # On a new socket now: the next round pumps the held text to it.
 
     async def _push(self, ws: WebSocketClient) -> None:
         epoch = self._epoch
@@ -314,8 +329,9 @@ class DeepgramTTSStream:
             if len(self._sent) >= self._settings.max_flushes_in_flight:
                 return  # sent when the Flushed in flight comes back
             if not self._budget.available(now):
-                self.log.info("flush rate budget spent; merging flushes until a slot frees")
-                self._kick.set()  # the pump loop then sleeps until the budget frees
+                # _pump moves to a new socket when it may; if not, the pump loop sleeps
+                # until an answer comes back or the budget frees.
+                self._kick.set()
                 return
             # Moved before the await: the answer may arrive before send() returns.
             self._budget.record(now)
@@ -341,8 +357,10 @@ class DeepgramTTSStream:
             reopen = self._has_work() or self._rewarm
             if self._closing:
                 return
-            if (self._ws is None and reopen) or (
-                self._held is not None and slot_free and self._budget.available(now)
+            if (
+                (self._ws is None and reopen)
+                or (self._held is not None and slot_free and self._budget.available(now))
+                or self._rotation_due()
             ):
                 try:
                     await self._pump(warm=True)
@@ -355,6 +373,33 @@ class DeepgramTTSStream:
             with trio.move_on_at(wake_at):
                 await self._kick.wait()
             self._kick = trio.Event()
+
+    def _rotation_due(self) -> bool:
+        """A flush is held by this socket's spent budget, and this socket owes no answer
+        (so its audio is complete): time to go on on a new socket."""
+        now = trio.current_time()
+        return (
+            self._ws is not None
+            and self._held is not None
+            and not self._sent
+            and not self._budget.available(now)
+            and now >= self._no_rotation_until
+        )
+
+    async def _rotate(self, old: WebSocketClient) -> bool:
+        """Make a new socket the current one and close `old`; False if none opens (the
+        stream then stays on `old` and waits for its budget). Called with the wire lock."""
+        try:
+            await self._connect_with_retry()
+        except ProviderError as e:
+            self._no_rotation_until = self._budget.free_at(trio.current_time())
+            self.log.warning(
+                "flush limit reached and no new TTS socket opens (%s): waiting for a slot", e
+            )
+            return False
+        self.log.info("flush limit reached on this TTS socket: continuing on a new one")
+        self._nursery.start_soon(_close_politely, old)
+        return True
 
     async def _connect(self) -> WebSocketClient:
         return await self._nursery.start(self._run_connection)
@@ -374,8 +419,18 @@ class DeepgramTTSStream:
                 timeout_s=self._settings.connect_timeout_s,
                 max_message_bytes=_MAX_MESSAGE_BYTES,
             )
-            # Before started(): the reader must see itself as the current socket.
+            # Before started(): the reader must see itself as the current socket. A new
+            # socket has heard nothing and has its own flush limit: every held or open
+            # text is unsent to it (nothing is in flight: a drop or a rotation saw to
+            # that), and no Cleared is owed on it.
             self._ws = ws
+            self._budget = FlushBudget(self._settings.flush_budget, self._settings.flush_window_s)
+            self._socket_answers = 0
+            self._no_rotation_until = -math.inf
+            self._awaiting_cleared = 0
+            if self._held is not None:
+                self._held.spoken = 0
+            self._open.spoken = 0
             self._rewarm = False
             self.connections += 1
             opened = trio.current_time()
@@ -456,6 +511,7 @@ class DeepgramTTSStream:
                     self.log.warning("ignored a Flushed that answers no flush: %.200s", text)
                     return
                 segment = self._sent.popleft()
+                self._socket_answers += 1
                 for seq in segment.seqs:
                     self._emit(Flushed(seq))
                 self._kick.set()
@@ -473,8 +529,11 @@ class DeepgramTTSStream:
         """Deepgram ignored our last Flush (rate limit); its text stays buffered there.
 
         Our budget should make this impossible; if the server counts differently, the
-        refused flush goes back to waiting, merged with anything held, until a window
-        has passed, instead of waiting forever for a Flushed that will not come.
+        refused flush goes back to being held, merged with anything held, and this
+        socket's budget counts as spent: the stream moves to a new socket once this one
+        has answered the rest, instead of waiting forever for a Flushed that will not
+        come. A socket that has answered no flush yet is waited out instead (a server
+        counting per key would make every new socket refuse too).
         """
         if self._awaiting_cleared or not self._sent:
             return
@@ -482,7 +541,10 @@ class DeepgramTTSStream:
         if self._held is not None:
             refused.absorb(self._held)
         self._held = refused
-        self._budget.exhaust(trio.current_time())
+        now = trio.current_time()
+        self._budget.exhaust(now)
+        if not self._socket_answers:
+            self._no_rotation_until = self._budget.free_at(now)
         self._kick.set()
 
     async def aclose(self) -> None:
@@ -497,6 +559,16 @@ class DeepgramTTSStream:
                     pass
                 await ws.aclose()
         self._events_in.close()
+
+
+async def _close_politely(ws: WebSocketClient) -> None:
+    """Close a socket that owes nothing: `Close` drops its unflushed text at once."""
+    with trio.move_on_after(1.0):
+        try:
+            await ws.send(_CLOSE)
+        except (WebSocketClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        await ws.aclose()
 
 
 async def _close_quietly(ws: WebSocketClient) -> None:

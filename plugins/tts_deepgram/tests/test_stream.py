@@ -7,6 +7,7 @@ import threading
 
 import pytest
 import trio
+import trio.testing
 from tts_deepgram_helpers import (
     CALL,
     audio_between_flushes,
@@ -132,11 +133,11 @@ async def test_clear_drops_text_spoken_but_not_flushed(fake_deepgram_tts: FakeDe
     assert fake.flushed_texts == ["Say this."]
 
 
-async def test_flush_budget_keeps_the_server_under_its_limit_over_a_long_call(
+async def test_flush_budget_keeps_each_socket_under_the_limit_over_a_long_call(
     fake_deepgram_tts: FakeDeepgramTTS, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Deepgram's 20 flushes per 60 s, scaled down: at most 6 per 0.5 s in the fake; the
-    # plugin allows itself 5 per 0.6 s. No in-flight merging, so only the budget acts.
+    # Deepgram's 20 flushes per 60 s, scaled down: at most 6 per 0.5 s on one socket in
+    # the fake; the plugin allows itself 5 per 0.6 s on one socket, then moves to a new one.
     fake = fake_deepgram_tts
     fake.flush_limit = 6
     fake.flush_window_s = 0.5
@@ -154,9 +155,10 @@ async def test_flush_budget_keeps_the_server_under_its_limit_over_a_long_call(
             nursery.start_soon(script)
             events = await collect_until(stream, len(sentences))
     assert fake.warnings_sent == 0
-    assert fake.max_flushes_in_window() <= fake.flush_limit
-    assert len(fake.flushed_texts) < len(sentences)  # merged
-    assert "".join(fake.flushed_texts) == "".join(sentences)  # nothing lost
+    for conn in fake.connections:
+        assert fake.max_flushes_in_window(connection=conn) <= 5  # our budget, per socket
+    assert len(fake.connections) > 1  # the budget was spent: it went on on new sockets
+    assert "".join(fake.flushed_texts) == "".join(sentences)  # nothing lost, nothing twice
     assert flushed_sequences(events) == list(range(1, len(sentences) + 1))
     audio = b"".join(audio_between_flushes(events))
     assert audio == b"".join(fake.audio_for(t) for t in fake.flushed_texts)
@@ -178,7 +180,164 @@ async def test_without_the_budget_the_fake_warns(fake_deepgram_tts: FakeDeepgram
     # At least the 7th flush is refused (the 8th too, unless the plugin saw the first
     # Warning in time and held it back: see the next test).
     assert fake.warnings_sent >= 1
-    assert len(fake.flushed_texts) == 6
+    assert len(fake.connections[0].flushes) == 6
+
+
+async def test_a_chatty_call_past_the_flush_limit_goes_on_at_once_on_a_new_socket(
+    fake_deepgram_tts: FakeDeepgramTTS, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The benchmark's bug: a flush per sentence, the budget spent, and the next sentence
+    # waited until the minute freed a slot (seconds of silence for the caller). Deepgram
+    # counts flushes per socket, so a fresh socket has a fresh budget.
+    fake = fake_deepgram_tts
+    fake.flush_limit = 3
+    fake.flush_window_s = 60.0
+    tts = make_tts(fake, flush_budget=3, flush_window_s=60.0)
+    sentences = [f"Sentence number {i}." for i in range(8)]
+    events = []
+    with caplog.at_level(logging.INFO, logger="hookline.tts.deepgram"):
+        async with tts.open(MULAW_8K, CALL) as stream:
+            with trio.fail_after(20):  # far less than the 60 s window
+                for i, sentence in enumerate(sentences, start=1):
+                    await stream.speak(sentence)
+                    await stream.flush()
+                    events += await collect_until(stream, i)
+    assert fake.warnings_sent == 0
+    assert flushed_sequences(events) == list(range(1, len(sentences) + 1))
+    assert audio_between_flushes(events) == [fake.audio_for(s) for s in sentences]
+    assert fake.flushed_texts == sentences  # each spoken once, in order
+    assert [c.flushes for c in fake.connections] == [
+        sentences[0:3],
+        sentences[3:6],
+        sentences[6:8],
+    ]
+    assert all(c.closed_by_client for c in fake.connections)  # the old ones were closed
+    rotated = [r for r in caplog.records if "continuing on a new one" in r.getMessage()]
+    assert len(rotated) == 2
+    assert all(r.levelno == logging.INFO and r.call_id == "tts-test-call" for r in rotated)
+
+
+async def test_a_burst_past_the_flush_limit_loses_and_repeats_nothing(
+    fake_deepgram_tts: FakeDeepgramTTS,
+) -> None:
+    # Flushes asked for while one is in flight merge; at the limit the held ones move
+    # to a new socket once the old one has answered everything it was asked.
+    fake = fake_deepgram_tts
+    fake.chunk_bytes = 400
+    fake.chunk_interval_s = 0.001
+    tts = make_tts(fake, flush_budget=2, flush_window_s=60.0)
+    sentences = [f"Sentence number {i}. " for i in range(12)]
+    events = []
+    async with tts.open(MULAW_8K, CALL) as stream:
+        with trio.fail_after(20):
+            for i, sentence in enumerate(sentences, start=1):
+                await stream.speak(sentence)
+                await stream.flush()
+                await trio.sleep(0.002)
+                if i % 4 == 0:  # at least three Flush however slow the machine is
+                    events += await collect_until(stream, i)
+    assert fake.warnings_sent == 0
+    assert flushed_sequences(events) == list(range(1, len(sentences) + 1))
+    assert "".join(fake.flushed_texts) == "".join(sentences)
+    audio = b"".join(audio_between_flushes(events))
+    assert audio == b"".join(fake.audio_for(t) for t in fake.flushed_texts)
+    assert len(fake.connections) > 1
+    assert all(len(c.flushes) <= 2 for c in fake.connections)
+
+
+async def test_when_no_new_socket_opens_the_stream_waits_for_the_budget(
+    fake_deepgram_tts: FakeDeepgramTTS, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = fake_deepgram_tts
+    tts = make_tts(fake, flush_budget=1, flush_window_s=0.5, reconnect_attempts=1)
+    async with tts.open(MULAW_8K, CALL) as stream:
+        await stream.speak("One.")
+        await stream.flush()
+        events = await collect_until(stream, 1)
+        fake.reject_auth = True  # the next socket is refused
+        with caplog.at_level(logging.WARNING, logger="hookline.tts.deepgram"):
+            await stream.speak("Two.")
+            await stream.flush()
+            with trio.fail_after(10):
+                events = await collect_until(stream, 2)
+    assert audio_between_flushes(events) == [fake.audio_for("Two.")]
+    assert len(fake.connections) == 1  # the old socket, once its window freed
+    assert fake.connections[0].flushes == ["One.", "Two."]
+    assert fake.rejected_connections >= 1
+    assert any("waiting" in r.getMessage() for r in caplog.records)
+
+
+async def test_clear_before_a_rotation_drops_the_old_sockets_audio(
+    fake_deepgram_tts: FakeDeepgramTTS,
+) -> None:
+    # Barge-in mid-answer with the budget spent: the next sentence goes to a new socket,
+    # and nothing of the interrupted answer (still streaming on the old one) is heard.
+    fake = fake_deepgram_tts
+    fake.chunk_bytes = 160
+    fake.chunk_interval_s = 0.01
+    long_text = "This is a long answer that the caller is going to interrupt. " * 4
+    tts = make_tts(fake, flush_budget=1, flush_window_s=60.0)
+    async with tts.open(MULAW_8K, CALL) as stream:
+        await stream.speak(long_text)
+        await stream.flush()
+        got = 0
+        async for event in stream:
+            assert isinstance(event, AudioChunk)
+            got += len(event.audio)
+            if got >= 800:
+                break
+        await stream.clear()
+        await stream.speak("Okay.")
+        await stream.flush()
+        with trio.fail_after(10):
+            after = await collect_until(stream, 2)
+    assert flushed_sequences(after) == [2]
+    assert audio_between_flushes(after) == [fake.audio_for("Okay.")]
+    old, new = fake.connections
+    assert old.clears == 1
+    assert new.flushes == ["Okay."]
+
+
+async def test_clear_during_a_rotation_drops_the_text_it_carried(
+    fake_deepgram_tts: FakeDeepgramTTS,
+) -> None:
+    fake = fake_deepgram_tts
+    tts = make_tts(fake, flush_budget=1, flush_window_s=60.0)
+    async with tts.open(MULAW_8K, CALL) as stream:
+        await stream.speak("One.")
+        await stream.flush()
+        await collect_until(stream, 1)
+        # Hold the new socket's connect, so the clear() lands while it is under way.
+        connect, connecting, release = stream._connect, trio.Event(), trio.Event()
+
+        async def held_connect():  # type: ignore[no-untyped-def]
+            connecting.set()
+            await release.wait()
+            return await connect()
+
+        stream._connect = held_connect
+        async with trio.open_nursery() as nursery:
+
+            async def flush_two() -> None:
+                await stream.speak("Never mind this.")
+                await stream.flush()  # the budget is spent: this opens a new socket
+
+            nursery.start_soon(flush_two)
+            await connecting.wait()
+            nursery.start_soon(stream.clear)
+            await trio.testing.wait_all_tasks_blocked()
+            release.set()
+        stream._connect = connect
+        await stream.speak("Say this.")
+        await stream.flush()
+        with trio.fail_after(10):
+            after = await collect_until(stream, 3)
+    assert flushed_sequences(after) == [3]
+    assert audio_between_flushes(after) == [fake.audio_for("Say this.")]
+    assert fake.flushed_texts == ["One.", "Say this."]
+    old, new = fake.connections
+    assert old.speaks == ["One.", "Never mind this."]
+    assert new.speaks == ["Say this."]
 
 
 async def test_reconnect_respeaks_only_text_not_yet_delivered(
@@ -258,26 +417,49 @@ async def test_unknown_and_malformed_messages_are_ignored_with_a_log_line(
     assert "SomethingNew" in ignored[1].getMessage()
 
 
-async def test_a_flush_the_server_refuses_is_sent_again_after_the_window(
+async def test_a_flush_the_server_refuses_is_sent_again_on_a_new_socket(
     fake_deepgram_tts: FakeDeepgramTTS,
 ) -> None:
     # The server counts stricter than our budget expects: it refuses the third flush
-    # with a Warning. The plugin must not wait forever for that Flushed.
+    # with a Warning. The plugin must neither wait forever for that Flushed nor wait out
+    # the server's window: it re-speaks the refused text on a fresh socket.
     fake = fake_deepgram_tts
     fake.flush_limit = 2
-    fake.flush_window_s = 0.3
-    tts = make_tts(fake, flush_budget=10, flush_window_s=0.3)
+    fake.flush_window_s = 60.0
+    tts = make_tts(fake, flush_budget=10, flush_window_s=60.0)
     async with tts.open(MULAW_8K, CALL) as stream:
         for i, text in enumerate(("One.", "Two.", "Three."), start=1):
             await stream.speak(text)
             await stream.flush()
             if i < 3:
                 events = await collect_until(stream, i)
-        with trio.fail_after(5):
+        with trio.fail_after(10):
             events = await collect_until(stream, 3)
     assert fake.warnings_sent == 1
     assert fake.flushed_texts == ["One.", "Two.", "Three."]
     assert audio_between_flushes(events) == [fake.audio_for("Three.")]
+    old, new = fake.connections
+    assert old.flushes == ["One.", "Two."]
+    assert new.flushes == ["Three."]
+
+
+async def test_a_server_that_refuses_a_fresh_sockets_first_flush_is_waited_out(
+    fake_deepgram_tts: FakeDeepgramTTS,
+) -> None:
+    # If the server ever counted per key rather than per socket, rotating would only
+    # open socket after socket: a refused first flush waits out the window instead.
+    fake = fake_deepgram_tts
+    fake.flush_limit = 0
+    fake.flush_window_s = 0.3
+    tts = make_tts(fake, flush_budget=10, flush_window_s=0.3)
+    async with tts.open(MULAW_8K, CALL) as stream:
+        await stream.speak("One.")
+        await stream.flush()
+        with trio.move_on_after(1.0):
+            async for _ in stream:
+                pass
+    assert len(fake.connections) == 1
+    assert 2 <= fake.warnings_sent <= 5  # one per window, not a storm
 
 
 async def test_a_format_deepgram_refuses_is_a_clear_non_retryable_error(
