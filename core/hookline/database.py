@@ -271,6 +271,20 @@ def _transaction(con: Any, session: Session, fn: Callable[..., T], *args: Any) -
 # ---------------------------------------------------------------- PostgreSQL
 
 
+def _psycopg() -> tuple[Any, Any]:
+    """psycopg and psycopg_pool, imported on first use (an optional extra), or the one
+    line that names the extra."""
+    try:
+        import psycopg
+        import psycopg_pool
+    except ImportError:
+        raise ConfigError(
+            "storage: backend = 'postgresql' needs psycopg: pip install 'hookline[postgresql]'",
+            key="storage.backend",
+        ) from None
+    return psycopg, psycopg_pool
+
+
 class _PgSession(Session):
     kind: StorageKind = "postgresql"
 
@@ -302,9 +316,7 @@ class PostgresDatabase(Database):
         return self._storage.describe()
 
     def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
-        import psycopg
-        import psycopg_pool
-
+        psycopg, psycopg_pool = _psycopg()
         try:
             if not self._schema_ready:
                 self._create_schema()
@@ -406,14 +418,7 @@ class Storage:
         """The process's connection pool, opened (waiting for one connection) on first use."""
         with self._pool_guard:
             if self._pool is None:
-                try:
-                    import psycopg_pool
-                except ImportError:
-                    raise ConfigError(
-                        "storage: backend = 'postgresql' needs psycopg: "
-                        "pip install 'hookline[postgresql]'",
-                        key="storage.backend",
-                    ) from None
+                _, psycopg_pool = _psycopg()
                 pool = psycopg_pool.ConnectionPool(
                     self.url,
                     min_size=1,

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from hookline import Conflict, Database, ProviderUnavailable, Session, Storage
+from hookline import ConfigError, Conflict, Database, ProviderUnavailable, Session, Storage
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS slots (
@@ -209,3 +210,17 @@ def test_held_stores_on_one_file_share_it_and_let_go_when_the_last_closes(
     storage.close()  # lets go of a: the file is free for anyone
     with duckdb.connect(str(path), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM slots").fetchall() == [(1,)]
+
+
+@pytest.mark.parametrize("missing", ["psycopg", "psycopg_pool"])
+def test_postgresql_without_its_driver_is_a_one_line_config_error(
+    missing: str, tmp_path: Path, monkeypatch
+) -> None:
+    # A deployer who chose the PostgreSQL backend without `hookline[postgresql]`
+    # installed gets the one line naming the extra, not an import traceback.
+    monkeypatch.setitem(sys.modules, missing, None)  # `import` then raises ImportError
+    storage = Storage("postgresql", url="postgresql://hookline@127.0.0.1:9/none")
+    db = storage.database(file=tmp_path / "x.duckdb", schema=SCHEMA, provider="test")
+    with pytest.raises(ConfigError, match=r"pip install 'hookline\[postgresql\]'"):
+        db.run_sync(_insert, "a", 1)
+    storage.close()
