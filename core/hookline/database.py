@@ -279,7 +279,7 @@ def _psycopg() -> tuple[Any, Any]:
         import psycopg_pool
     except ImportError:
         raise ConfigError(
-            "storage: backend = 'postgresql' needs psycopg: pip install 'hookline[postgresql]'",
+            "'postgresql' needs psycopg: pip install 'hookline[postgresql]'",
             key="storage.backend",
         ) from None
     return psycopg, psycopg_pool
