@@ -42,7 +42,8 @@ Progress goes to stderr; one JSON line to stdout: per N, p50/p99 `runtime_overhe
 seconds per call-minute, MB per call, completed/failed calls; `capacity` is the last N
 before the first level whose p99 overhead passes 20 ms (or that lost calls).
 `host_reference_ms` is the CPU time of a fixed loop after each level: this VM's speed
-drifts by up to ~25% between minutes, so compare CPU figures with it alongside.
+drifts between minutes (the same loop took 75-128 ms), so compare CPU figures with it
+alongside.
 """
 
 from __future__ import annotations
@@ -616,8 +617,8 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
 
 def host_reference_ms() -> float:
     """CPU ms of a fixed pure-Python loop on this process's core. This VM's speed moves
-    by up to ~25% from one minute to the next (other tenants of the host: the same loop
-    took 0.85-1.08 s), and every CPU figure of a level moves with it; the reference is
+    from one minute to the next (other tenants of the host: this loop took 75-128 ms
+    over one evening), and every CPU figure of a level moves with it; the reference is
     printed beside them so that two runs can be compared."""
     started = time.process_time()
     total = 0
