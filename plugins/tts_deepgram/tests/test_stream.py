@@ -22,6 +22,29 @@ from hookline.providers import TTS, AudioChunk, CallInfo, Flushed, TTSStream
 from hookline_testkit.fake_deepgram_tts import FakeDeepgramTTS
 from hookline_testkit.tls_probe import serve_tls_sink
 
+LONG_ANSWER = "This is a long answer that the caller is going to interrupt. " * 4
+
+
+async def _interrupt_a_long_answer(fake: FakeDeepgramTTS, stream: TTSStream) -> list:
+    """A barge-in: LONG_ANSWER is flushed and its audio is under way (20 ms chunks, 10 ms
+    apart) when the caller interrupts: clear(), then "Okay." is flushed. Returns the
+    events up to the second Flushed."""
+    fake.chunk_bytes = 160
+    fake.chunk_interval_s = 0.01
+    await stream.speak(LONG_ANSWER)
+    await stream.flush()
+    got = 0
+    async for event in stream:
+        assert isinstance(event, AudioChunk)
+        got += len(event.audio)
+        if got >= 800:
+            break
+    await stream.clear()
+    await stream.speak("Okay.")
+    await stream.flush()
+    with trio.fail_after(10):
+        return await collect_until(stream, 2)
+
 
 async def test_speak_flush_gives_audio_of_the_text_then_flushed_in_order(
     fake_deepgram_tts: FakeDeepgramTTS,
@@ -92,23 +115,8 @@ async def test_clear_stops_audio_and_drops_unanswered_flushes(
     fake_deepgram_tts: FakeDeepgramTTS,
 ) -> None:
     fake = fake_deepgram_tts
-    fake.chunk_bytes = 160  # 20 ms chunks, 10 ms apart: a long answer takes a while
-    fake.chunk_interval_s = 0.01
-    long_text = "This is a long answer that the caller is going to interrupt. " * 4
-    tts = make_tts(fake)
-    async with tts.open(MULAW_8K, CALL) as stream:
-        await stream.speak(long_text)
-        await stream.flush()
-        got = 0
-        async for event in stream:
-            assert isinstance(event, AudioChunk)
-            got += len(event.audio)
-            if got >= 800:
-                break
-        await stream.clear()
-        await stream.speak("Okay.")
-        await stream.flush()
-        after = await collect_until(stream, 2)
+    async with make_tts(fake).open(MULAW_8K, CALL) as stream:
+        after = await _interrupt_a_long_answer(fake, stream)
     # Nothing of the cleared text after clear(): exactly the new text's audio, and the
     # cleared flush (1) is never answered.
     assert flushed_sequences(after) == [2]
@@ -116,7 +124,7 @@ async def test_clear_stops_audio_and_drops_unanswered_flushes(
     [conn] = fake.connections
     assert conn.clears == 1
     # The fake really was interrupted mid-answer.
-    full = len(fake.audio_for(long_text)) + len(fake.audio_for("Okay."))
+    full = len(fake.audio_for(LONG_ANSWER)) + len(fake.audio_for("Okay."))
     assert conn.audio_bytes_sent < full
 
 
@@ -273,24 +281,9 @@ async def test_clear_before_a_rotation_drops_the_old_sockets_audio(
     # Barge-in mid-answer with the budget spent: the next sentence goes to a new socket,
     # and nothing of the interrupted answer (still streaming on the old one) is heard.
     fake = fake_deepgram_tts
-    fake.chunk_bytes = 160
-    fake.chunk_interval_s = 0.01
-    long_text = "This is a long answer that the caller is going to interrupt. " * 4
     tts = make_tts(fake, flush_budget=1, flush_window_s=60.0)
     async with tts.open(MULAW_8K, CALL) as stream:
-        await stream.speak(long_text)
-        await stream.flush()
-        got = 0
-        async for event in stream:
-            assert isinstance(event, AudioChunk)
-            got += len(event.audio)
-            if got >= 800:
-                break
-        await stream.clear()
-        await stream.speak("Okay.")
-        await stream.flush()
-        with trio.fail_after(10):
-            after = await collect_until(stream, 2)
+        after = await _interrupt_a_long_answer(fake, stream)
     assert flushed_sequences(after) == [2]
     assert audio_between_flushes(after) == [fake.audio_for("Okay.")]
     old, new = fake.connections
