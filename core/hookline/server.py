@@ -297,7 +297,8 @@ async def serve_runtime(
     until then: a second signal during the drain ends the calls now (each still gets
     its goodbye, its hang-up and its record); later ones are logged and change nothing.
     With `freeze_heap` (the serving process of `hookline serve`), once the runtime is
-    started its heap is frozen and collections are rarer (`tune_gc_for_serving`).
+    started and before calls are let in, its heap is frozen and collections are rarer
+    (`tune_gc_for_serving`).
     """
     with ExitStack() as handlers:
         signals = None
@@ -336,6 +337,8 @@ async def _serve_then_drain(
 ) -> None:
     shutdown = trio.Event()
     probes = Probes(runtime, ready=not start)
+    if freeze_heap and not start:
+        tune_gc_for_serving()  # started already: before the first connection is taken
     async with trio.open_nursery() as nursery:
         serve = partial(serve_app, runtime, host, port, shutdown=shutdown, probes=probes)
         bound = await nursery.start(serve)
@@ -345,9 +348,7 @@ async def _serve_then_drain(
             await nursery.start(partial(serve_metrics, runtime, shutdown=shutdown))
         task_status.started(bound)
         if start:
-            await _start_unless_stopped(runtime, probes, stop)
-        if freeze_heap and not stop.is_set():
-            tune_gc_for_serving()
+            await _start_unless_stopped(runtime, probes, stop, freeze_heap=freeze_heap)
         await stop.wait()
         timeout = runtime.config.server.drain_timeout_s
         log.info("draining %d active call(s), up to %.0f s", runtime.active_calls, timeout)
@@ -389,13 +390,17 @@ def tune_gc_for_serving() -> None:
     )
 
 
-async def _start_unless_stopped(runtime: Runtime, probes: Probes, stop: trio.Event) -> None:
+async def _start_unless_stopped(
+    runtime: Runtime, probes: Probes, stop: trio.Event, *, freeze_heap: bool
+) -> None:
     """Start the runtime (a signal meanwhile abandons the start and goes on to stop)."""
     from .startup import start_runtime
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_set_then_cancel_scope, stop, nursery.cancel_scope)
         await start_runtime(runtime)
+        if freeze_heap:
+            tune_gc_for_serving()  # before /readyz lets the first call in
         probes.ready = True
         log.info("ready: %d phrases cached", len(runtime.phrases))
         nursery.cancel_scope.cancel()
