@@ -36,14 +36,14 @@ class SocketIO:
     Raises OSError when the connection is gone (reset, broken pipe, or the socket was
     closed while a call waited)."""
 
-    __slots__ = ("_fd", "_unyielded")
+    __slots__ = ("_fileno", "_unyielded")
 
     def __init__(self, sock: socket.socket | trio.socket.SocketType) -> None:
         # The descriptor is asked for at every call, never kept: the owner may close the
         # socket between two calls of a task, and the kernel gives the freed number to
         # the next socket opened (often another call's). A closed socket's fileno() is
         # -1, so the next syscall fails with EBADF (OSError: the connection is gone).
-        self._fd = sock.fileno
+        self._fileno = sock.fileno
         self._unyielded = 0
 
     async def receive(self, max_bytes: int) -> bytes:
@@ -51,7 +51,7 @@ class SocketIO:
         await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             try:
-                data = os.read(self._fd(), max_bytes)
+                data = os.read(self._fileno(), max_bytes)
             except BlockingIOError:
                 await self._wait(trio.lowlevel.wait_readable)
                 continue
@@ -68,10 +68,10 @@ class SocketIO:
         while True:
             try:
                 if sent == 0:
-                    sent = os.write(self._fd(), data)
+                    sent = os.write(self._fileno(), data)
                 else:
                     view = view if view is not None else memoryview(data)
-                    sent += os.write(self._fd(), view[sent:])
+                    sent += os.write(self._fileno(), view[sent:])
             except BlockingIOError:
                 pass
             if sent >= total:
@@ -83,14 +83,14 @@ class SocketIO:
         """Write what the socket takes now, without waiting or yielding; returns how
         many bytes that was (0 when its buffer is full)."""
         try:
-            return os.write(self._fd(), data)
+            return os.write(self._fileno(), data)
         except BlockingIOError:
             return 0
 
     async def _wait(self, wait: Callable[[int], Awaitable[object]]) -> None:
         self._unyielded = 0
         try:
-            await wait(self._fd())
+            await wait(self._fileno())
         except trio.ClosedResourceError:
             # Another task closed the socket: to the caller, the connection is gone.
             raise OSError(errno.EBADF, "the socket was closed") from None
