@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import queue
 import sys
+import threading
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LIBRARY_LOGGERS",
+    "QUEUED_LINES",
     "CallLog",
     "JsonFormatter",
     "TextFormatter",
@@ -36,6 +39,11 @@ LogFormat = Literal["text", "json"]
 
 # Loggers of libraries whose INFO lines are noise in an operator's log (one line per
 # HTTP request, per HTTP/2 frame, per SDK retry): quiet at WARNING by default.
+# Lines waiting for the log output before further ones are dropped (and counted).
+QUEUED_LINES = 10_000
+# How long exit (and a reconfiguration) waits for queued lines to be written.
+EXIT_WAIT_S = 2.0
+
 LIBRARY_LOGGERS = (
     "httpx", "httpcore", "openai", "hpack", "h2", "h11", "anycorn", "hypercorn",
     "trio-websocket", "websockets", "deepgram", "googleapiclient", "google", "urllib3",
@@ -109,12 +117,10 @@ class JsonFormatter(logging.Formatter):
         return self._encode(line).decode()
 
 
-class _HooklineHandler(logging.StreamHandler):
-    """The one console handler `configure` installs (and replaces on a second call).
-
-    Without a stream of its own it writes to whatever `sys.stderr` is at the time of
-    the write, so a host that swaps stderr (pytest's capture) never leaves it writing
-    to a closed one."""
+class _Console(logging.StreamHandler):
+    """Writes formatted lines to its own stream, or else to whatever `sys.stderr` is at
+    the time of the write, so a host that swaps stderr (pytest's capture) never leaves it
+    writing to a closed one."""
 
     def __init__(self, stream: Any = None) -> None:
         self._own_stream = stream
@@ -127,6 +133,95 @@ class _HooklineHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, value: Any) -> None:
         self._own_stream = None if value is sys.stderr else value
+
+
+class _HooklineHandler(logging.Handler):
+    """The one console handler `configure` installs (and replaces on a second call).
+
+    A log line must never stop the thread that logs it: in `hookline serve` that is the
+    trio thread carrying every call's audio, and a stderr that stops taking lines (a
+    stuck log shipper; Docker's default log mode blocks the writer when its driver falls
+    behind; a full pipe) would otherwise freeze every call at the next line. So `emit`
+    only queues the record, and one writer thread formats and writes it. When
+    QUEUED_LINES are waiting, further lines are dropped, counted, and the count is
+    written once the output takes lines again. At exit (`logging.shutdown`) the queue
+    gets EXIT_WAIT_S to drain: lines still queued behind an output that takes nothing
+    are lost then.
+
+    Not the stdlib's QueueListener: its stop() waits without a bound for a stuck stream,
+    and its sentinel cannot be queued when a bounded queue is full."""
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__()
+        self.console = _Console(stream)
+        self._queue: queue.Queue[logging.LogRecord | threading.Event | None] = queue.Queue(
+            QUEUED_LINES
+        )
+        self._dropped = 0  # only emit() adds (under this handler's lock)
+        self._told = 0  # only the writer reads it
+        self._writer = threading.Thread(target=self._write_lines, name="hookline-log", daemon=True)
+        self._writer.start()
+
+    def setFormatter(self, fmt: logging.Formatter | None) -> None:
+        super().setFormatter(fmt)
+        self.console.setFormatter(fmt)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Resolved now, on the logging thread: the arguments may change after this call
+        # returns, and a traceback would keep the frames it names alive in the queue.
+        record.msg = record.getMessage()
+        record.args = None
+        if record.exc_info:
+            record.exc_text = (self.formatter or logging.Formatter()).formatException(
+                record.exc_info
+            )
+            record.exc_info = None
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            self._dropped += 1
+
+    def _write_lines(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if isinstance(item, threading.Event):  # flush(): everything before it is out
+                item.set()
+                continue
+            dropped = self._dropped
+            if dropped > self._told:
+                self.console.handle(_dropped_notice(dropped - self._told))
+                self._told = dropped
+            self.console.handle(item)
+
+    def flush(self) -> None:
+        """Wait (up to EXIT_WAIT_S) until every line queued so far is written."""
+        written = threading.Event()
+        try:
+            self._queue.put(written, timeout=EXIT_WAIT_S)
+        except queue.Full:
+            return
+        written.wait(EXIT_WAIT_S)
+
+    def close(self) -> None:
+        """Write what is queued (up to EXIT_WAIT_S), then stop the writer."""
+        try:
+            self._queue.put(None, timeout=EXIT_WAIT_S)
+        except queue.Full:
+            pass
+        self._writer.join(EXIT_WAIT_S)
+        self.console.close()
+        super().close()
+
+
+def _dropped_notice(count: int) -> logging.LogRecord:
+    return logging.getLogger(__name__).makeRecord(
+        __name__,
+        logging.WARNING,
+        __file__,
+        0,
+        f"{count} log lines dropped: the log output did not take them in time",
+        None,
+        None,
+    )
 
 
 # What the command line chose explicitly: the config file does not override it.
@@ -166,8 +261,9 @@ def _install(level: str, fmt: str, libraries: str, stream: Any) -> None:
         return
     for handler in ours:
         root.removeHandler(handler)
+        handler.close()  # its queued lines are written first
     if stream is None and ours:
-        stream = ours[0]._own_stream  # None: whatever sys.stderr is when writing
+        stream = ours[0].console._own_stream  # None: whatever sys.stderr is when writing
     handler = _HooklineHandler(stream)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root.addHandler(handler)

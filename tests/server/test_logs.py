@@ -4,6 +4,7 @@ caller number in clear when analytics hashes them."""
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import logging
@@ -11,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from functools import partial
 
 import httpx
@@ -159,3 +161,115 @@ def test_exceptions_stay_inside_one_json_line():
     record = json.loads(line)
     assert record["message"] == "it broke" and "ValueError: boom" in record["exc"]
     assert record["call_id"] is None
+
+
+# A child that logs `lines` lines through `hookline.logs` to its stderr, then says "done"
+# on stdout. Its stderr is a pipe the test does not read until then: a log shipper that
+# stopped taking lines (Docker's default log mode blocks the writer when its driver falls
+# behind; a full pipe to journald or `| tee` does the same).
+_LOGGING_CHILD = """
+import logging, sys
+from hookline import logs
+logs.configure("INFO", "text")
+log = logging.getLogger("hookline.test")
+for i in range(int(sys.argv[1])):
+    log.info("line %d %s", i, "x" * 100)
+print("done", flush=True)
+"""
+
+
+def _run_with_stderr_unread(lines: int) -> tuple[str, list[str]]:
+    """What the child says on stdout while nobody reads its stderr (within 60 s), then
+    every line of its stderr once it is read."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _LOGGING_CHILD, str(lines)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    said: list[str] = []
+    reader = threading.Thread(target=lambda: said.append(child.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(60)
+    try:
+        err = child.stderr.read() if said else ""
+    finally:
+        child.kill()
+        child.wait()
+    return (said[0].strip() if said else ""), err.splitlines()
+
+
+def test_a_log_output_that_takes_no_lines_does_not_stop_the_process():
+    # 2,000 lines of ~150 bytes: several times what a pipe holds (64 KB). The thread
+    # that logs them is the one that carries every call's audio in `hookline serve`.
+    said, err = _run_with_stderr_unread(2000)
+    assert said == "done"
+    # Nothing lost: once the output takes lines again, every line is written, in order.
+    numbers = [int(line.split("line ")[1].split()[0]) for line in err if " line " in line]
+    assert numbers == list(range(2000))
+
+
+def test_lines_the_queue_cannot_hold_are_counted_and_said():
+    said, err = _run_with_stderr_unread(logs.QUEUED_LINES + 3000)
+    assert said == "done"
+    written = [line for line in err if " line " in line]
+    # Said as soon as the output takes lines again (more than once while the drops go
+    # on): every line is either written or counted.
+    notices = [line for line in err if "log lines dropped" in line]
+    dropped = sum(int(n.split("WARNING hookline.logs ")[1].split()[0]) for n in notices)
+    assert dropped > 0 and len(written) + dropped == logs.QUEUED_LINES + 3000
+
+
+async def test_calls_go_on_while_the_servers_stderr_takes_no_lines(
+    tmp_path, nursery, fake_stack, fake_deepgram_stt, openai_fake, twilio_auth_token
+):
+    fake_deepgram_stt.fallback_text = "I need an oil change"
+    openai_fake.script(text("Sure, we can do that."), text("Anything else?"))
+    port = free_port()
+    config = serve_config(tmp_path, fake_stack, port)
+    env = {**os.environ, **fake_stack.env()}
+    read_end, write_end = os.pipe()
+    # The smallest pipe the kernel allows (one page): start-up's own lines fill it.
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+    run = partial(
+        trio.run_process,
+        [sys.executable, "-m", "hookline.cli", "--log-level", "DEBUG", "serve", str(config)],
+        env=env,
+        stderr=write_end,
+        stdout=subprocess.DEVNULL,
+        check=False,
+    )
+    proc = await nursery.start(run)
+    os.close(write_end)
+    drained: list[bytes] = []
+    try:
+        with trio.fail_after(60):
+            await wait_ok(f"http://127.0.0.1:{port}/readyz")
+            results = await dial(
+                f"http://127.0.0.1:{port}/twilio/voice",
+                auth_token=twilio_auth_token,
+                calls=2,
+                say_s=0.6,
+                call_timeout_s=30,
+            )
+            # Now the output takes lines again: what was queued is written.
+            reader = threading.Thread(target=_drain, args=(read_end, drained), daemon=True)
+            reader.start()
+            proc.send_signal(signal.SIGTERM)
+            await proc.wait()
+            await trio.to_thread.run_sync(reader.join, 10)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    log = b"".join(drained).decode()
+    assert summarize(results)["completed"] == 2, (results, log[-3000:])
+    assert proc.returncode == 0, log[-3000:]
+    assert log.count("call started from") == 2
+    # The lines queued while nothing was read, and those of the drain, were written.
+    assert any(line.endswith(" stopped") for line in log.splitlines()), log[-3000:]
+
+
+def _drain(fd: int, into: list[bytes]) -> None:
+    with os.fdopen(fd, "rb") as pipe:
+        while chunk := pipe.read1(65536):
+            into.append(chunk)
