@@ -14,6 +14,7 @@ import logging
 import queue
 import sys
 import threading
+import time
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -117,24 +118,6 @@ class JsonFormatter(logging.Formatter):
         return self._encode(line).decode()
 
 
-class _Console(logging.StreamHandler):
-    """Writes formatted lines to its own stream, or else to whatever `sys.stderr` is at
-    the time of the write, so a host that swaps stderr (pytest's capture) never leaves it
-    writing to a closed one."""
-
-    def __init__(self, stream: Any = None) -> None:
-        self._own_stream = stream
-        super().__init__(stream)
-
-    @property  # type: ignore[override]
-    def stream(self) -> Any:
-        return self._own_stream if self._own_stream is not None else sys.stderr
-
-    @stream.setter
-    def stream(self, value: Any) -> None:
-        self._own_stream = None if value is sys.stderr else value
-
-
 class _HooklineHandler(logging.Handler):
     """The one console handler `configure` installs (and replaces on a second call).
 
@@ -153,18 +136,18 @@ class _HooklineHandler(logging.Handler):
 
     def __init__(self, stream: Any = None) -> None:
         super().__init__()
-        self.console = _Console(stream)
+        # Without a stream of its own it writes to whatever `sys.stderr` is at the time
+        # of the write, so a host that swaps stderr (pytest's capture) never leaves it
+        # writing to a closed one.
+        self.own_stream = stream
         self._queue: queue.Queue[logging.LogRecord | threading.Event | None] = queue.Queue(
             QUEUED_LINES
         )
         self._dropped = 0  # only emit() adds (under this handler's lock)
         self._told = 0  # only the writer reads it
+        self._stuck = False  # the output took nothing for EXIT_WAIT_S: do not wait again
         self._writer = threading.Thread(target=self._write_lines, name="hookline-log", daemon=True)
         self._writer.start()
-
-    def setFormatter(self, fmt: logging.Formatter | None) -> None:
-        super().setFormatter(fmt)
-        self.console.setFormatter(fmt)
 
     def emit(self, record: logging.LogRecord) -> None:
         # Resolved now, on the logging thread: the arguments may change after this call
@@ -188,28 +171,47 @@ class _HooklineHandler(logging.Handler):
                 continue
             dropped = self._dropped
             if dropped > self._told:
-                self.console.handle(_dropped_notice(dropped - self._told))
+                self._write(_dropped_notice(dropped - self._told))
                 self._told = dropped
-            self.console.handle(item)
+            self._write(item)
+
+    def _write(self, record: logging.LogRecord) -> None:
+        # No lock is held while writing (a logging.StreamHandler would hold its own, and
+        # `logging.shutdown` takes every handler's lock at exit: a stuck write would
+        # then hang the exit).
+        try:
+            stream = self.own_stream if self.own_stream is not None else sys.stderr
+            stream.write(self.format(record) + "\n")
+            stream.flush()
+        except Exception:
+            self.handleError(record)
 
     def flush(self) -> None:
-        """Wait (up to EXIT_WAIT_S) until every line queued so far is written."""
-        written = threading.Event()
-        try:
-            self._queue.put(written, timeout=EXIT_WAIT_S)
-        except queue.Full:
-            return
-        written.wait(EXIT_WAIT_S)
+        """Wait until every line queued so far is written (see `_wait_for_writer`)."""
+        self._wait_for_writer(threading.Event())
 
     def close(self) -> None:
-        """Write what is queued (up to EXIT_WAIT_S), then stop the writer."""
-        try:
-            self._queue.put(None, timeout=EXIT_WAIT_S)
-        except queue.Full:
-            pass
-        self._writer.join(EXIT_WAIT_S)
-        self.console.close()
+        """Write what is queued, then stop the writer (see `_wait_for_writer`)."""
+        self._wait_for_writer(None)
         super().close()
+
+    def _wait_for_writer(self, marker: threading.Event | None) -> None:
+        """Queue `marker` (an Event: set once reached; None: the writer stops there) and
+        wait for the writer to reach it, EXIT_WAIT_S at most. An output that took nothing
+        for that long is not waited for again (exit flushes, then closes)."""
+        if self._stuck:
+            return
+        deadline = time.monotonic() + EXIT_WAIT_S
+        try:
+            self._queue.put(marker, timeout=EXIT_WAIT_S)
+            if marker is None:
+                self._writer.join(max(0.0, deadline - time.monotonic()))
+                reached = not self._writer.is_alive()
+            else:
+                reached = marker.wait(max(0.0, deadline - time.monotonic()))
+        except queue.Full:
+            reached = False
+        self._stuck = not reached
 
 
 def _dropped_notice(count: int) -> logging.LogRecord:
@@ -263,7 +265,7 @@ def _install(level: str, fmt: str, libraries: str, stream: Any) -> None:
         root.removeHandler(handler)
         handler.close()  # its queued lines are written first
     if stream is None and ours:
-        stream = ours[0].console._own_stream  # None: whatever sys.stderr is when writing
+        stream = ours[0].own_stream  # None: whatever sys.stderr is when writing
     handler = _HooklineHandler(stream)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root.addHandler(handler)

@@ -273,3 +273,19 @@ def _drain(fd: int, into: list[bytes]) -> None:
     with os.fdopen(fd, "rb") as pipe:
         while chunk := pipe.read1(65536):
             into.append(chunk)
+
+
+def test_the_process_exits_when_its_stderr_never_takes_the_queued_lines():
+    read_end, write_end = os.pipe()
+    child = subprocess.Popen(
+        [sys.executable, "-c", _LOGGING_CHILD, "5000"],
+        stdout=subprocess.DEVNULL,
+        stderr=write_end,
+    )
+    os.close(write_end)
+    try:
+        # Exit waits for the queued lines a bounded time (logs.EXIT_WAIT_S), then goes.
+        assert child.wait(timeout=60) == 0
+    finally:
+        child.kill()
+        os.close(read_end)
