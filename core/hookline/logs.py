@@ -38,13 +38,13 @@ __all__ = [
 
 LogFormat = Literal["text", "json"]
 
-# Loggers of libraries whose INFO lines are noise in an operator's log (one line per
-# HTTP request, per HTTP/2 frame, per SDK retry): quiet at WARNING by default.
 # Lines waiting for the log output before further ones are dropped (and counted).
 QUEUED_LINES = 10_000
 # How long exit (and a reconfiguration) waits for queued lines to be written.
 EXIT_WAIT_S = 2.0
 
+# Loggers of libraries whose INFO lines are noise in an operator's log (one line per
+# HTTP request, per HTTP/2 frame, per SDK retry): quiet at WARNING by default.
 LIBRARY_LOGGERS = (
     "httpx", "httpcore", "openai", "hpack", "h2", "h11", "anycorn", "hypercorn",
     "trio-websocket", "websockets", "deepgram", "googleapiclient", "google", "urllib3",
