@@ -357,6 +357,8 @@ class FakeOpenAI:
         self.tokens_per_s = tokens_per_s
         self.url = ""  # "http://127.0.0.1:PORT/v1" once started
         self.requests: list[Received] = []
+        # TCP connections accepted so far: how a test sees whether a client reused one.
+        self.connections = 0
         self._queue: deque[Script] = deque()
         self.responder: Responder = lambda _req: Reply(text="Okay.")
         self._ids = itertools.count(1)
@@ -386,6 +388,7 @@ class FakeOpenAI:
     # ----------------------------------------------------------------- HTTP
 
     async def serve(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
         conn = h11.Connection(h11.SERVER)
         try:
             while True:

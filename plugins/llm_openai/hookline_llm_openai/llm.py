@@ -65,6 +65,31 @@ _CLOSE_BOUND_S = 2.0  # closing a response never holds a cancelled response long
 _DRAIN_BOUND_S = 0.2  # after [DONE], how long we wait for the body's end (connection reuse)
 
 
+def _pool_limits(keepalive_s: float) -> Any:
+    """The SDK's connection limits, with idle connections kept `keepalive_s`.
+
+    A call's requests are seconds apart (the caller speaks, the answer plays), longer
+    than the HTTP stack's 5 s default keep-alive, which would cost nearly every turn a new
+    TCP and TLS handshake (round trips before the first token, handshake CPU on the thread
+    that carries every call's audio). A server that closes an idle connection first is
+    seen by the pool when it hands the connection out (the socket reads as closed: it is
+    discarded, a new one opened); a close that races a request fails that attempt with
+    a connection error, which `retry` retries (after its first backoff wait) within
+    `max_retry_wait_s`.
+
+    Every connection may stay pooled (keep-alive = the SDK's connection limit, not its
+    100): turns of concurrent calls come in bursts, and above 100 in flight the surplus
+    would otherwise be closed after each burst and handshaken again on the next.
+    """
+    default = openai.DEFAULT_CONNECTION_LIMITS
+    # The SDK's own Limits class (httpx2's in openai 3.x, httpx's before).
+    return type(default)(
+        max_connections=default.max_connections,
+        max_keepalive_connections=default.max_connections,
+        keepalive_expiry=keepalive_s,
+    )
+
+
 def _transport_errors() -> tuple[type[BaseException], ...]:
     """What the SDK's HTTP stack raises when a connection breaks mid-body (it uses httpx2
     in openai 3.x and httpx before; both may be installed)."""
@@ -127,7 +152,9 @@ class OpenAILLM:
             project=s.project,
             max_retries=0,
             # Our trio deadlines fire first; this only stops a socket from living forever.
+            # It is sent with every request, so it holds whatever the pool's own is.
             timeout=s.total_timeout_s + 5.0,
+            http_client=openai.DefaultAsyncHttpxClient(limits=_pool_limits(s.keepalive_s)),
         )
 
     async def aclose(self) -> None:

@@ -41,5 +41,9 @@ class OpenAISettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # time since the request started plus the next wait stays within this bound: it is
     # how long the caller may hear silence before the engine speaks its fallback line.
     max_retry_wait_s: NonNegativeSeconds = 3.0
+    # How long an idle connection to the server is kept for the next request. A call's
+    # requests are seconds apart (the caller speaks, the answer plays): the HTTP stack's
+    # 5 s default would open a new TCP and TLS connection for nearly every turn.
+    keepalive_s: Seconds = 90.0
     # History sent to the model is trimmed to about this many tokens (oldest turns first).
     context_tokens: PositiveInt = 8000
