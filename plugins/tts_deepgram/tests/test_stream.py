@@ -598,3 +598,51 @@ async def test_wss_connections_share_one_tls_context_built_off_the_trio_thread(
     assert len(hellos) >= 2 and all(h[:1] == b"\x16" for h in hellos)  # TLS handshakes
     assert len(built_on) == 1  # once, in prepare(): not per connection
     assert threading.get_ident() not in built_on  # and not on the trio thread
+
+
+# ---------------------------------------------------------------------- the spare socket
+# Rotation to a new socket at the flush limit must not put a connect handshake (TCP +
+# TLS + upgrade, ~50-150 ms to Deepgram) in front of the held sentence: the next socket
+# is opened in the background once the budget is nearly spent. These tests run in
+# virtual time (loopback I/O stays real) with the fake's upgrade answer held 0.2 s.
+
+ACCEPT_DELAY_S = 0.2
+
+
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0.01)
+
+
+async def _chat(stream: TTSStream, sentences: list[str], *, pause_s: float = 1.0) -> list:
+    """Speak and flush one sentence at a time, `pause_s` apart (the caller hears the
+    previous one meanwhile); for each, the seconds from its speak() to its first audio."""
+    waits = []
+    for i, sentence in enumerate(sentences, start=1):
+        await trio.sleep(pause_s)
+        start = trio.current_time()
+        await stream.speak(sentence)
+        await stream.flush()
+        first = await stream.__anext__()
+        assert isinstance(first, AudioChunk)
+        waits.append(trio.current_time() - start)
+        await collect_until(stream, i)
+    return waits
+
+
+async def test_a_rotation_pays_no_handshake_before_the_held_sentence(
+    fake_deepgram_tts: FakeDeepgramTTS, clock: trio.testing.MockClock
+) -> None:
+    fake = fake_deepgram_tts
+    fake.accept_delay_s = ACCEPT_DELAY_S
+    tts = make_tts(fake, flush_budget=3, flush_window_s=60.0)
+    sentences = [f"Sentence number {i}." for i in range(8)]
+    async with tts.open(MULAW_8K, CALL) as stream:
+        waits = await _chat(stream, sentences)
+    assert [c.flushes for c in fake.connections] == [
+        sentences[0:3],
+        sentences[3:6],
+        sentences[6:8],
+    ]
+    # Sentences 4 and 7 went out on a new socket; none waited for a handshake.
+    assert max(waits) < ACCEPT_DELAY_S, waits
