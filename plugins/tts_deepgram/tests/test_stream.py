@@ -218,7 +218,9 @@ async def test_a_chatty_call_past_the_flush_limit_goes_on_at_once_on_a_new_socke
         sentences[0:3],
         sentences[3:6],
         sentences[6:8],
+        [],  # the spare opened near the third socket's limit: it heard nothing
     ]
+    assert fake.connections[3].speaks == []
     assert all(c.closed_by_client for c in fake.connections)  # the old ones were closed
     rotated = [r for r in caplog.records if "continuing on a new one" in r.getMessage()]
     assert len(rotated) == 2
@@ -259,10 +261,11 @@ async def test_when_no_new_socket_opens_the_stream_waits_for_the_budget(
     fake = fake_deepgram_tts
     tts = make_tts(fake, flush_budget=1, flush_window_s=0.5, reconnect_attempts=1)
     async with tts.open(MULAW_8K, CALL) as stream:
+        # Every next socket is refused: the spare that "One." spends the budget for too.
+        fake.reject_auth = True
         await stream.speak("One.")
         await stream.flush()
         events = await collect_until(stream, 1)
-        fake.reject_auth = True  # the next socket is refused
         with caplog.at_level(logging.WARNING, logger="hookline.tts.deepgram"):
             await stream.speak("Two.")
             await stream.flush()
@@ -286,9 +289,10 @@ async def test_clear_before_a_rotation_drops_the_old_sockets_audio(
         after = await _interrupt_a_long_answer(fake, stream)
     assert flushed_sequences(after) == [2]
     assert audio_between_flushes(after) == [fake.audio_for("Okay.")]
-    old, new = fake.connections
+    old, new, *spare = fake.connections  # the new socket's budget is spent at once
     assert old.clears == 1
     assert new.flushes == ["Okay."]
+    assert all(s.speaks == [] for s in spare)
 
 
 async def test_clear_during_a_rotation_drops_the_text_it_carried(
@@ -297,30 +301,32 @@ async def test_clear_during_a_rotation_drops_the_text_it_carried(
     fake = fake_deepgram_tts
     tts = make_tts(fake, flush_budget=1, flush_window_s=60.0)
     async with tts.open(MULAW_8K, CALL) as stream:
+        # Hold the next socket's handshake: "One." spends the budget, so the spare opens
+        # (and is held); the rotation waits for it, and the clear() lands meanwhile.
+        open_socket, connecting, release = stream._open_socket, trio.Event(), trio.Event()
+
+        async def held_open_socket():  # type: ignore[no-untyped-def]
+            connecting.set()
+            await release.wait()
+            return await open_socket()
+
+        stream._open_socket = held_open_socket
         await stream.speak("One.")
         await stream.flush()
         await collect_until(stream, 1)
-        # Hold the new socket's connect, so the clear() lands while it is under way.
-        connect, connecting, release = stream._connect, trio.Event(), trio.Event()
-
-        async def held_connect():  # type: ignore[no-untyped-def]
-            connecting.set()
-            await release.wait()
-            return await connect()
-
-        stream._connect = held_connect
         async with trio.open_nursery() as nursery:
 
             async def flush_two() -> None:
                 await stream.speak("Never mind this.")
-                await stream.flush()  # the budget is spent: this opens a new socket
+                await stream.flush()  # the budget is spent: this goes to a new socket
 
             nursery.start_soon(flush_two)
             await connecting.wait()
+            await trio.testing.wait_all_tasks_blocked()  # flush_two waits for the spare
             nursery.start_soon(stream.clear)
             await trio.testing.wait_all_tasks_blocked()
             release.set()
-        stream._connect = connect
+        stream._open_socket = open_socket
         await stream.speak("Say this.")
         await stream.flush()
         with trio.fail_after(10):
@@ -328,9 +334,10 @@ async def test_clear_during_a_rotation_drops_the_text_it_carried(
     assert flushed_sequences(after) == [3]
     assert audio_between_flushes(after) == [fake.audio_for("Say this.")]
     assert fake.flushed_texts == ["One.", "Say this."]
-    old, new = fake.connections
+    old, new, *spare = fake.connections  # the new socket's budget is spent at once
     assert old.speaks == ["One.", "Never mind this."]
     assert new.speaks == ["Say this."]
+    assert all(s.speaks == [] for s in spare)
 
 
 async def test_reconnect_respeaks_only_text_not_yet_delivered(
@@ -639,10 +646,16 @@ async def test_a_rotation_pays_no_handshake_before_the_held_sentence(
     sentences = [f"Sentence number {i}." for i in range(8)]
     async with tts.open(MULAW_8K, CALL) as stream:
         waits = await _chat(stream, sentences)
+        assert stream.connections == 3  # DeepgramTTSStream: sockets that became current
     assert [c.flushes for c in fake.connections] == [
         sentences[0:3],
         sentences[3:6],
         sentences[6:8],
+        [],  # the third socket's spare, opened near its limit and never needed
     ]
     # Sentences 4 and 7 went out on a new socket; none waited for a handshake.
     assert max(waits) < ACCEPT_DELAY_S, waits
+    # One socket per rotation (the spare), no other; every one closed with Close.
+    assert fake.connections[3].speaks == []
+    assert all(c.closed_by_client for c in fake.connections)
+    await _wait_for(lambda: fake.open_sockets == 0)
