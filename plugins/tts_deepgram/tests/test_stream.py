@@ -621,11 +621,14 @@ def clock() -> trio.testing.MockClock:
     return trio.testing.MockClock(autojump_threshold=0.01)
 
 
-async def _chat(stream: TTSStream, sentences: list[str], *, pause_s: float = 1.0) -> list:
-    """Speak and flush one sentence at a time, `pause_s` apart (the caller hears the
-    previous one meanwhile); for each, the seconds from its speak() to its first audio."""
+async def _chat(
+    stream: TTSStream, sentences: list[str], *, first: int = 1, pause_s: float = 1.0
+) -> list:
+    """Speak and flush one sentence at a time (flush numbers from `first`), `pause_s`
+    apart (the caller hears the previous one meanwhile); for each, the seconds from its
+    speak() to its first audio."""
     waits = []
-    for i, sentence in enumerate(sentences, start=1):
+    for i, sentence in enumerate(sentences, start=first):
         await trio.sleep(pause_s)
         start = trio.current_time()
         await stream.speak(sentence)
@@ -659,3 +662,104 @@ async def test_a_rotation_pays_no_handshake_before_the_held_sentence(
     assert fake.connections[3].speaks == []
     assert all(c.closed_by_client for c in fake.connections)
     await _wait_for(lambda: fake.open_sockets == 0)
+
+
+async def test_a_spare_that_fails_to_open_leaves_the_rotation_to_connect(
+    fake_deepgram_tts: FakeDeepgramTTS,
+    clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = fake_deepgram_tts
+    fake.accept_delay_s = ACCEPT_DELAY_S
+    tts = make_tts(fake, flush_budget=3, flush_window_s=60.0)
+    sentences = [f"Sentence number {i}." for i in range(4)]
+    with caplog.at_level(logging.WARNING, logger="hookline.tts.deepgram"):
+        async with tts.open(MULAW_8K, CALL) as stream:
+            fake.reject_auth = True  # every spare near the limit is refused...
+            waits = await _chat(stream, sentences[:3])
+            await _wait_for(lambda: fake.rejected_connections == 3)
+            fake.reject_auth = False  # ...but the rotation's own connect is not
+            waits += await _chat(stream, sentences[3:], first=4)
+    assert fake.rejected_connections == 3  # one spare tried at each of the last 3 flushes
+    assert [c.flushes for c in fake.connections[:2]] == [sentences[0:3], sentences[3:4]]
+    # The held sentence waited for the connect, as before spares; nothing else did.
+    assert waits[3] >= ACCEPT_DELAY_S and max(waits[:3]) < ACCEPT_DELAY_S, waits
+    failed = [r for r in caplog.records if "could not open a spare" in r.getMessage()]
+    assert len(failed) == 3 and "401" in failed[0].getMessage()
+    assert all(r.levelno == logging.WARNING and r.call_id == CALL.call_id for r in failed)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_aclose_closes_an_open_spare(fake_deepgram_tts: FakeDeepgramTTS) -> None:
+    fake = fake_deepgram_tts
+    tts = make_tts(fake, flush_budget=3, flush_window_s=60.0)
+    async with tts.open(MULAW_8K, CALL) as stream:
+        await stream.speak("One.")
+        await stream.flush()
+        await collect_until(stream, 1)
+        await _wait_for(lambda: fake.open_sockets == 2)  # the spare is open
+    current, spare = fake.connections
+    assert spare.speaks == [] and spare.closed_by_client
+    assert current.closed_by_client
+    await _wait_for(lambda: fake.open_sockets == 0)
+
+
+async def test_aclose_during_a_spares_handshake_leaks_no_socket(
+    fake_deepgram_tts: FakeDeepgramTTS, clock: trio.testing.MockClock
+) -> None:
+    fake = fake_deepgram_tts
+    tts = make_tts(fake, flush_budget=3, flush_window_s=60.0)
+    async with tts.open(MULAW_8K, CALL) as stream:
+        fake.accept_delay_s = ACCEPT_DELAY_S  # the spare's upgrade answer is slow
+        await stream.speak("One.")
+        await stream.flush()
+        await collect_until(stream, 1)
+        assert len(fake.connections) == 1  # the spare's upgrade is not answered yet
+    await trio.sleep(1.0)  # past the held upgrade
+    assert fake.open_sockets == 0  # the half-open spare was hung up, not left open
+    assert fake.connections[0].closed_by_client
+    assert all(c.speaks == [] for c in fake.connections[1:])
+
+
+async def test_clear_while_a_spare_is_open_reaches_only_the_current_socket(
+    fake_deepgram_tts: FakeDeepgramTTS,
+) -> None:
+    fake = fake_deepgram_tts
+    tts = make_tts(fake, flush_budget=3, flush_window_s=60.0)
+    async with tts.open(MULAW_8K, CALL) as stream:
+        # The long answer's flush leaves 2 in the budget: the spare opens; then the
+        # barge-in clears, and "Okay." (flush 2) is heard alone.
+        after = await _interrupt_a_long_answer(fake, stream)
+        await _wait_for(lambda: len(fake.connections) == 2)
+        events = []
+        for i, sentence in enumerate(("Three.", "Four."), start=3):
+            await stream.speak(sentence)
+            await stream.flush()
+            with trio.fail_after(10):
+                events += await collect_until(stream, i)
+    assert audio_between_flushes(after) == [fake.audio_for("Okay.")]
+    assert audio_between_flushes(events) == [fake.audio_for("Three."), fake.audio_for("Four.")]
+    first, spare, *later = fake.connections
+    assert first.clears == 1 and first.flushes == [LONG_ANSWER, "Okay.", "Three."]
+    # The spare heard no Clear and nothing of the cleared answer: only what came after.
+    assert spare.clears == 0 and spare.speaks == ["Four."] and spare.flushes == ["Four."]
+    assert all(c.speaks == [] for c in later)
+
+
+async def test_a_call_that_never_nears_the_limit_opens_no_spare(
+    fake_deepgram_tts: FakeDeepgramTTS,
+) -> None:
+    fake = fake_deepgram_tts
+    tts = make_tts(fake, flush_budget=5, flush_window_s=60.0)
+    async with tts.open(MULAW_8K, CALL) as stream:
+        for i in (1, 2):  # 3 flushes left in the window: no spare yet
+            await stream.speak(f"Sentence {i}.")
+            await stream.flush()
+            await collect_until(stream, i)
+        await trio.sleep(0.2)
+        assert len(fake.connections) == 1
+        await stream.speak("Sentence 3.")  # 2 left: now the next socket opens
+        await stream.flush()
+        await collect_until(stream, 3)
+        await _wait_for(lambda: len(fake.connections) == 2)
+    assert fake.connections[1].speaks == []
