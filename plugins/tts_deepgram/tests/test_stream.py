@@ -763,3 +763,28 @@ async def test_a_call_that_never_nears_the_limit_opens_no_spare(
         await collect_until(stream, 3)
         await _wait_for(lambda: len(fake.connections) == 2)
     assert fake.connections[1].speaks == []
+
+
+async def test_a_drop_with_a_spare_open_goes_on_on_the_spare(
+    fake_deepgram_tts: FakeDeepgramTTS,
+) -> None:
+    fake = fake_deepgram_tts
+    first, second = "First sentence. ", "Second sentence is longer. "
+    tts = make_tts(fake, flush_budget=3, flush_window_s=60.0)
+    async with tts.open(MULAW_8K, CALL) as stream:
+        await stream.speak(first)
+        await stream.flush()
+        await collect_until(stream, 1)
+        await _wait_for(lambda: fake.open_sockets == 2)  # the spare is open
+        # Abort the current socket one chunk into the second sentence's audio.
+        fake.drop_after_bytes = len(fake.audio_for(first)) + 1
+        await stream.speak(second)
+        await stream.flush()
+        with trio.fail_after(10):
+            rest = await collect_until(stream, 2)
+        assert stream.connections == 2  # the spare became current: no new connect
+    old, spare, *later = fake.connections
+    assert old.dropped and old.flushes == [first, second]
+    assert spare.speaks == [second] and spare.flushes == [second]  # only the unconfirmed
+    assert audio_between_flushes(rest)[0].endswith(fake.audio_for(second))
+    assert all(c.speaks == [] for c in later)
