@@ -12,7 +12,8 @@ mu-law audio whose duration follows the text (`chars_per_second`), sent after `t
 0 per connection). `Clear` drops the buffer and stops in-flight audio before the next
 chunk, then answers `Cleared`. More than `flush_limit` flushes within `flush_window_s` on
 one connection get a `Warning` and are ignored (the text stays buffered), like Deepgram.
-`Close` closes the socket.
+`Close` closes the socket. `accept_delay_s` holds each WebSocket upgrade's answer that long
+(the TCP + TLS + upgrade round trips to the real service).
 
 `await fake.drop_connections()` aborts every open socket at once.
 `gate` (a trio.Event) holds every flush's audio until it is set, for deterministic tests.
@@ -22,7 +23,8 @@ Faults are plain attributes you can flip at any time: `reject_auth`, `drop_after
 (raw frames sent right after `Metadata`, e.g. malformed JSON).
 
 Everything received is recorded: `connections` (query parameters, speaks, flushes and
-their times, clears per socket), `flush_times`, `warnings_sent`, `rest_requests`.
+their times, clears per socket), `flush_times`, `warnings_sent`, `rest_requests`;
+`open_sockets` counts the WebSocket connections open now.
 """
 
 from __future__ import annotations
@@ -188,6 +190,7 @@ class FakeDeepgramTTS:
         chunk_interval_s: float = 0.0,
         flush_limit: int = 20,
         flush_window_s: float = 60.0,
+        accept_delay_s: float = 0.0,
     ) -> None:
         self.api_key = api_key
         self.chars_per_second = chars_per_second
@@ -196,6 +199,7 @@ class FakeDeepgramTTS:
         self.chunk_interval_s = chunk_interval_s
         self.flush_limit = flush_limit
         self.flush_window_s = flush_window_s
+        self.accept_delay_s = accept_delay_s
         # faults
         self.reject_auth = False
         self.drop_after_bytes: int | None = None
@@ -246,6 +250,10 @@ class FakeDeepgramTTS:
             best = max(best, end - start + 1)
         return best
 
+    @property
+    def open_sockets(self) -> int:
+        return len(self._live)
+
     def _request_id(self) -> str:
         self._requests += 1
         return f"fake-{self._requests:08d}"
@@ -284,6 +292,8 @@ class FakeDeepgramTTS:
                 body=_encode(body),
             )
             return
+        if self.accept_delay_s:
+            await trio.sleep(self.accept_delay_s)
         ws = await request.accept()
         conn = SpeakConnection(params=params)
         self.connections.append(conn)

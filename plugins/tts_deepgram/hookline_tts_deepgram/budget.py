@@ -21,8 +21,12 @@ class FlushBudget:
             self._times.popleft()
 
     def available(self, now: float) -> bool:
+        return self.remaining(now) > 0
+
+    def remaining(self, now: float) -> int:
+        """How many more flushes may go out now."""
         self._trim(now)
-        return len(self._times) < self.limit
+        return max(0, self.limit - len(self._times))
 
     def record(self, now: float) -> None:
         self._times.append(now)

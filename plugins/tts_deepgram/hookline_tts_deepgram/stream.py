@@ -24,6 +24,17 @@ old one gets `Close` (it owes nothing; its buffered, unflushed text is dropped).
 server's flush-limit `Warning` leads to the same move. If no new socket opens, the stream
 stays on the old one and waits for its budget, as before.
 
+The new socket's handshake (TCP + TLS + upgrade, ~50-150 ms to Deepgram) would be silence
+before the held sentence, so it is opened ahead, in the background: once a flush leaves
+the current socket at most `_SPARE_RESERVE` flushes in its window, a *spare* opens. It
+hears nothing until it becomes current: a rotation (or a reconnect after a drop) takes
+it, or waits for it if its handshake is under way, and only connects when there is none.
+At most one spare; a call that never nears the limit never opens one. A spare that fails
+to open, or that the server closes, is forgotten with a log line (the rotation then
+connects as before). `/v1/speak` has no KeepAlive message, so a spare is kept alive by
+opening it late, a couple of sentences before it is needed, not by traffic. `aclose()`
+and a failed stream close it.
+
 The socket is hookline's lean `WebSocketClient`: the task that owns a connection is also
 its reader (no background reader task, no channel hop per received message).
 """
@@ -75,6 +86,12 @@ _FLUSH = wire.encode(wire.Flush())
 _CLEAR = wire.encode(wire.Clear())
 _CLOSE = wire.encode(wire.Close())
 _MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# A spare socket opens once a socket has at most this many flushes left in its window. A
+# flush goes out per sentence at most, and the rotation also waits for the last one's
+# audio: two sentences (seconds of speech) cover a ~100 ms handshake with a wide margin,
+# even for merged flushes, yet the spare is needed soon after it opens (it is idle till
+# then). At 1 the spare would have only the last sentence's synthesis time to open in.
+_SPARE_RESERVE = 2
 
 
 class _Dropped(Exception):
@@ -125,6 +142,8 @@ class DeepgramTTSStream:
         self._nursery = nursery
         self.log = CallLog(log, {"call_id": call.call_id})
         self._ws: WebSocketClient | None = None
+        self._spare: WebSocketClient | None = None  # open, not yet current (see above)
+        self._spare_opening: trio.Event | None = None  # set when that attempt ends
         self._wire = trio.Lock()  # one task at a time talks to the socket
         self._sent: deque[_Segment] = deque()
         self._held: _Segment | None = None
@@ -232,6 +251,9 @@ class DeepgramTTSStream:
             self._failed = error
             self.log.error("TTS stream failed: %s", error)
             self._emit(error)
+            if self._spare is not None:
+                self._nursery.start_soon(_close_politely, self._spare)
+                self._spare = None
 
     async def _send(self, ws: WebSocketClient, message: str) -> None:
         # Shielded: a barge-in that cancels the caller must not cut a frame in half.
@@ -248,6 +270,10 @@ class DeepgramTTSStream:
 
     def _drop(self, ws: WebSocketClient) -> None:
         """Forget a broken socket: everything unanswered becomes unsent again."""
+        if ws is self._spare:
+            self._spare = None
+            self._nursery.start_soon(_close_quietly, ws)
+            return
         if ws is not self._ws:
             return
         self._ws = None
@@ -284,7 +310,7 @@ class DeepgramTTSStream:
                 ws = self._ws
                 if ws is None:
                     try:
-                        ws = await self._connect_with_retry()
+                        ws = await self._next_socket()
                     except ProviderError as e:
                         if idle:
                             self._rewarm = False
@@ -335,6 +361,7 @@ class DeepgramTTSStream:
                 return
             # Moved before the await: the answer may arrive before send() returns.
             self._budget.record(now)
+            self._open_spare_if_near_the_limit(now)
             self._sent.append(held)
             self._held = None
             await self._send(ws, _FLUSH)
@@ -390,7 +417,7 @@ class DeepgramTTSStream:
         """Make a new socket the current one and close `old`; False if none opens (the
         stream then stays on `old` and waits for its budget). Called with the wire lock."""
         try:
-            await self._connect_with_retry()
+            await self._next_socket()
         except ProviderError as e:
             self._no_rotation_until = self._budget.free_at(trio.current_time())
             self.log.warning(
@@ -401,6 +428,72 @@ class DeepgramTTSStream:
         self._nursery.start_soon(_close_politely, old)
         return True
 
+    def _make_current(self, ws: WebSocketClient) -> None:
+        """A socket that has heard nothing becomes the one we talk to. It has its own
+        flush limit: every held or open text is unsent to it (nothing is in flight: a
+        drop or a rotation saw to that), and no Cleared is owed on it."""
+        self._ws = ws
+        self._budget = FlushBudget(self._settings.flush_budget, self._settings.flush_window_s)
+        self._socket_answers = 0
+        self._no_rotation_until = -math.inf
+        self._awaiting_cleared = 0
+        if self._held is not None:
+            self._held.spoken = 0
+        self._open.spoken = 0
+        self._rewarm = False
+        self.connections += 1
+
+    async def _next_socket(self) -> WebSocketClient:
+        """The spare made current, waited for if its handshake is under way (it is
+        part-way there); a new connection when there is none. Called with the wire lock."""
+        if self._spare_opening is not None:
+            await self._spare_opening.wait()
+        ws, self._spare = self._spare, None
+        if ws is None:
+            return await self._connect_with_retry()
+        self._make_current(ws)
+        self.log.debug("the spare TTS socket is the current one now")
+        return ws
+
+    def _open_spare_if_near_the_limit(self, now: float) -> None:
+        if (
+            self._spare is None
+            and self._spare_opening is None
+            and self._budget.remaining(now) <= _SPARE_RESERVE
+        ):
+            self._spare_opening = trio.Event()
+            self._nursery.start_soon(self._run_spare, self._spare_opening)
+
+    async def _run_spare(self, opening: trio.Event) -> None:
+        """Opens the spare (one attempt: failing only costs the rotation a handshake),
+        then is its reader, like `_run_connection`, through its becoming current."""
+        try:
+            ws = await self._open_socket()
+        except Exception as e:
+            self.log.warning(
+                "could not open a spare TTS socket (%s): the next one connects when needed",
+                self._connect_error(e),
+            )
+            return
+        else:
+            if self._closing or self._failed is not None:
+                await _close_politely(ws)  # aclose() or _fail() ran during the handshake
+                return
+            self._spare = ws
+        finally:
+            self._spare_opening = None
+            opening.set()
+        await self._serve(ws)
+
+    async def _open_socket(self) -> WebSocketClient:
+        return await WebSocketClient.connect(
+            self._url,
+            [("Authorization", f"Token {self._api_key}")],
+            tls=self._tls,
+            timeout_s=self._settings.connect_timeout_s,
+            max_message_bytes=_MAX_MESSAGE_BYTES,
+        )
+
     async def _connect(self) -> WebSocketClient:
         return await self._nursery.start(self._run_connection)
 
@@ -409,36 +502,19 @@ class DeepgramTTSStream:
     ) -> None:
         """Owns one socket: connects, then is its reader until it closes (the client
         has no reader task of its own: this task's receive() does the reading)."""
-        ws: WebSocketClient | None = None
-        headers = [("Authorization", f"Token {self._api_key}")]
         try:
-            ws = await WebSocketClient.connect(
-                self._url,
-                headers,
-                tls=self._tls,
-                timeout_s=self._settings.connect_timeout_s,
-                max_message_bytes=_MAX_MESSAGE_BYTES,
-            )
-            # Before started(): the reader must see itself as the current socket. A new
-            # socket has heard nothing and has its own flush limit: every held or open
-            # text is unsent to it (nothing is in flight: a drop or a rotation saw to
-            # that), and no Cleared is owed on it.
-            self._ws = ws
-            self._budget = FlushBudget(self._settings.flush_budget, self._settings.flush_window_s)
-            self._socket_answers = 0
-            self._no_rotation_until = -math.inf
-            self._awaiting_cleared = 0
-            if self._held is not None:
-                self._held.spoken = 0
-            self._open.spoken = 0
-            self._rewarm = False
-            self.connections += 1
-            opened = trio.current_time()
-            task_status.started(ws)
+            ws = await self._open_socket()
+        except Exception as e:
+            raise self._connect_error(e) from None
+        self._make_current(ws)  # before started(): the reader must see itself as current
+        task_status.started(ws)
+        await self._serve(ws)
+
+    async def _serve(self, ws: WebSocketClient) -> None:
+        opened = trio.current_time()
+        try:
             await self._read(ws, opened)
         except Exception as e:
-            if ws is None:
-                raise self._connect_error(e) from None
             self.log.warning("TTS socket failed: %r", e)
             self._drop(ws)
             self._kick.set()
@@ -480,6 +556,8 @@ class DeepgramTTSStream:
             while True:
                 message = await ws.receive()
                 if ws is not self._ws:
+                    if ws is self._spare:
+                        continue  # its Metadata: nothing is asked of a spare yet
                     return
                 if isinstance(message, bytes):
                     if message and not self._awaiting_cleared:
@@ -487,6 +565,10 @@ class DeepgramTTSStream:
                     continue
                 self._handle(message)
         except WebSocketClosed as e:
+            if ws is self._spare and not self._closing:
+                self.log.info("the spare TTS socket was closed by the server (code %s)", e.code)
+                self._drop(ws)
+                return
             if self._closing or ws is not self._ws:
                 return
             self.log.warning("TTS socket closed by the server (code %s %s)", e.code, e.reason)
@@ -549,15 +631,11 @@ class DeepgramTTSStream:
 
     async def aclose(self) -> None:
         self._closing = True
-        ws, self._ws = self._ws, None
-        if ws is not None:
-            with trio.CancelScope(shield=True) as scope:
-                scope.deadline = trio.current_time() + 1.0
-                try:
-                    await ws.send(_CLOSE)
-                except (WebSocketClosed, trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass
-                await ws.aclose()
+        sockets = [ws for ws in (self._ws, self._spare) if ws is not None]
+        self._ws = self._spare = None
+        with trio.CancelScope(shield=True):
+            for ws in sockets:
+                await _close_politely(ws)
         self._events_in.close()
 
 

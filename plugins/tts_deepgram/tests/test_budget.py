@@ -8,12 +8,12 @@ from hookline_tts_deepgram.wire import split_text
 
 def test_budget_allows_limit_flushes_per_window_and_frees_the_oldest_first() -> None:
     budget = FlushBudget(limit=3, window=60.0)
-    for t in (0.0, 10.0, 20.0):
-        assert budget.available(t)
+    for left, t in zip((3, 2, 1), (0.0, 10.0, 20.0), strict=True):
+        assert budget.available(t) and budget.remaining(t) == left
         budget.record(t)
-    assert not budget.available(30.0)
+    assert not budget.available(30.0) and budget.remaining(30.0) == 0
     assert budget.free_at(30.0) == 60.0  # when the flush at t=0 leaves the window
-    assert budget.available(60.0)
+    assert budget.available(60.0) and budget.remaining(60.0) == 1
 
 
 def test_a_flush_every_two_seconds_for_ten_minutes_never_exceeds_the_limit() -> None:

@@ -218,7 +218,9 @@ async def test_a_chatty_call_past_the_flush_limit_goes_on_at_once_on_a_new_socke
         sentences[0:3],
         sentences[3:6],
         sentences[6:8],
+        [],  # the spare opened near the third socket's limit: it heard nothing
     ]
+    assert fake.connections[3].speaks == []
     assert all(c.closed_by_client for c in fake.connections)  # the old ones were closed
     rotated = [r for r in caplog.records if "continuing on a new one" in r.getMessage()]
     assert len(rotated) == 2
@@ -259,10 +261,11 @@ async def test_when_no_new_socket_opens_the_stream_waits_for_the_budget(
     fake = fake_deepgram_tts
     tts = make_tts(fake, flush_budget=1, flush_window_s=0.5, reconnect_attempts=1)
     async with tts.open(MULAW_8K, CALL) as stream:
+        # Every next socket is refused: the spare that "One." spends the budget for too.
+        fake.reject_auth = True
         await stream.speak("One.")
         await stream.flush()
         events = await collect_until(stream, 1)
-        fake.reject_auth = True  # the next socket is refused
         with caplog.at_level(logging.WARNING, logger="hookline.tts.deepgram"):
             await stream.speak("Two.")
             await stream.flush()
@@ -286,9 +289,10 @@ async def test_clear_before_a_rotation_drops_the_old_sockets_audio(
         after = await _interrupt_a_long_answer(fake, stream)
     assert flushed_sequences(after) == [2]
     assert audio_between_flushes(after) == [fake.audio_for("Okay.")]
-    old, new = fake.connections
+    old, new, *spare = fake.connections  # the new socket's budget is spent at once
     assert old.clears == 1
     assert new.flushes == ["Okay."]
+    assert all(s.speaks == [] for s in spare)
 
 
 async def test_clear_during_a_rotation_drops_the_text_it_carried(
@@ -297,30 +301,32 @@ async def test_clear_during_a_rotation_drops_the_text_it_carried(
     fake = fake_deepgram_tts
     tts = make_tts(fake, flush_budget=1, flush_window_s=60.0)
     async with tts.open(MULAW_8K, CALL) as stream:
+        # Hold the next socket's handshake: "One." spends the budget, so the spare opens
+        # (and is held); the rotation waits for it, and the clear() lands meanwhile.
+        open_socket, connecting, release = stream._open_socket, trio.Event(), trio.Event()
+
+        async def held_open_socket():  # type: ignore[no-untyped-def]
+            connecting.set()
+            await release.wait()
+            return await open_socket()
+
+        stream._open_socket = held_open_socket
         await stream.speak("One.")
         await stream.flush()
         await collect_until(stream, 1)
-        # Hold the new socket's connect, so the clear() lands while it is under way.
-        connect, connecting, release = stream._connect, trio.Event(), trio.Event()
-
-        async def held_connect():  # type: ignore[no-untyped-def]
-            connecting.set()
-            await release.wait()
-            return await connect()
-
-        stream._connect = held_connect
         async with trio.open_nursery() as nursery:
 
             async def flush_two() -> None:
                 await stream.speak("Never mind this.")
-                await stream.flush()  # the budget is spent: this opens a new socket
+                await stream.flush()  # the budget is spent: this goes to a new socket
 
             nursery.start_soon(flush_two)
             await connecting.wait()
+            await trio.testing.wait_all_tasks_blocked()  # flush_two waits for the spare
             nursery.start_soon(stream.clear)
             await trio.testing.wait_all_tasks_blocked()
             release.set()
-        stream._connect = connect
+        stream._open_socket = open_socket
         await stream.speak("Say this.")
         await stream.flush()
         with trio.fail_after(10):
@@ -328,9 +334,10 @@ async def test_clear_during_a_rotation_drops_the_text_it_carried(
     assert flushed_sequences(after) == [3]
     assert audio_between_flushes(after) == [fake.audio_for("Say this.")]
     assert fake.flushed_texts == ["One.", "Say this."]
-    old, new = fake.connections
+    old, new, *spare = fake.connections  # the new socket's budget is spent at once
     assert old.speaks == ["One.", "Never mind this."]
     assert new.speaks == ["Say this."]
+    assert all(s.speaks == [] for s in spare)
 
 
 async def test_reconnect_respeaks_only_text_not_yet_delivered(
@@ -598,3 +605,186 @@ async def test_wss_connections_share_one_tls_context_built_off_the_trio_thread(
     assert len(hellos) >= 2 and all(h[:1] == b"\x16" for h in hellos)  # TLS handshakes
     assert len(built_on) == 1  # once, in prepare(): not per connection
     assert threading.get_ident() not in built_on  # and not on the trio thread
+
+
+# ---------------------------------------------------------------------- the spare socket
+# Rotation to a new socket at the flush limit must not put a connect handshake (TCP +
+# TLS + upgrade, ~50-150 ms to Deepgram) in front of the held sentence: the next socket
+# is opened in the background once the budget is nearly spent. These tests run in
+# virtual time (loopback I/O stays real) with the fake's upgrade answer held 0.2 s.
+
+ACCEPT_DELAY_S = 0.2
+
+
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0.01)
+
+
+async def _chat(
+    stream: TTSStream, sentences: list[str], *, first: int = 1, pause_s: float = 1.0
+) -> list:
+    """Speak and flush one sentence at a time (flush numbers from `first`), `pause_s`
+    apart (the caller hears the previous one meanwhile); for each, the seconds from its
+    speak() to its first audio."""
+    waits = []
+    for i, sentence in enumerate(sentences, start=first):
+        await trio.sleep(pause_s)
+        start = trio.current_time()
+        await stream.speak(sentence)
+        await stream.flush()
+        first = await stream.__anext__()
+        assert isinstance(first, AudioChunk)
+        waits.append(trio.current_time() - start)
+        await collect_until(stream, i)
+    return waits
+
+
+async def test_a_rotation_pays_no_handshake_before_the_held_sentence(
+    fake_deepgram_tts: FakeDeepgramTTS, clock: trio.testing.MockClock
+) -> None:
+    fake = fake_deepgram_tts
+    fake.accept_delay_s = ACCEPT_DELAY_S
+    tts = make_tts(fake, flush_budget=3, flush_window_s=60.0)
+    sentences = [f"Sentence number {i}." for i in range(8)]
+    async with tts.open(MULAW_8K, CALL) as stream:
+        waits = await _chat(stream, sentences)
+        assert stream.connections == 3  # DeepgramTTSStream: sockets that became current
+    assert [c.flushes for c in fake.connections] == [
+        sentences[0:3],
+        sentences[3:6],
+        sentences[6:8],
+        [],  # the third socket's spare, opened near its limit and never needed
+    ]
+    # Sentences 4 and 7 went out on a new socket; none waited for a handshake.
+    assert max(waits) < ACCEPT_DELAY_S, waits
+    # One socket per rotation (the spare), no other; every one closed with Close.
+    assert fake.connections[3].speaks == []
+    assert all(c.closed_by_client for c in fake.connections)
+    await _wait_for(lambda: fake.open_sockets == 0)
+
+
+async def test_a_spare_that_fails_to_open_leaves_the_rotation_to_connect(
+    fake_deepgram_tts: FakeDeepgramTTS,
+    clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = fake_deepgram_tts
+    fake.accept_delay_s = ACCEPT_DELAY_S
+    tts = make_tts(fake, flush_budget=3, flush_window_s=60.0)
+    sentences = [f"Sentence number {i}." for i in range(4)]
+    with caplog.at_level(logging.WARNING, logger="hookline.tts.deepgram"):
+        async with tts.open(MULAW_8K, CALL) as stream:
+            fake.reject_auth = True  # every spare near the limit is refused...
+            waits = await _chat(stream, sentences[:3])
+            await _wait_for(lambda: fake.rejected_connections == 3)
+            fake.reject_auth = False  # ...but the rotation's own connect is not
+            waits += await _chat(stream, sentences[3:], first=4)
+    assert fake.rejected_connections == 3  # one spare tried at each of the last 3 flushes
+    assert [c.flushes for c in fake.connections[:2]] == [sentences[0:3], sentences[3:4]]
+    # The held sentence waited for the connect, as before spares; nothing else did.
+    assert waits[3] >= ACCEPT_DELAY_S and max(waits[:3]) < ACCEPT_DELAY_S, waits
+    failed = [r for r in caplog.records if "could not open a spare" in r.getMessage()]
+    assert len(failed) == 3 and "401" in failed[0].getMessage()
+    assert all(r.levelno == logging.WARNING and r.call_id == CALL.call_id for r in failed)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_aclose_closes_an_open_spare(fake_deepgram_tts: FakeDeepgramTTS) -> None:
+    fake = fake_deepgram_tts
+    tts = make_tts(fake, flush_budget=3, flush_window_s=60.0)
+    async with tts.open(MULAW_8K, CALL) as stream:
+        await stream.speak("One.")
+        await stream.flush()
+        await collect_until(stream, 1)
+        await _wait_for(lambda: fake.open_sockets == 2)  # the spare is open
+    current, spare = fake.connections
+    assert spare.speaks == [] and spare.closed_by_client
+    assert current.closed_by_client
+    await _wait_for(lambda: fake.open_sockets == 0)
+
+
+async def test_aclose_during_a_spares_handshake_leaks_no_socket(
+    fake_deepgram_tts: FakeDeepgramTTS, clock: trio.testing.MockClock
+) -> None:
+    fake = fake_deepgram_tts
+    tts = make_tts(fake, flush_budget=3, flush_window_s=60.0)
+    async with tts.open(MULAW_8K, CALL) as stream:
+        fake.accept_delay_s = ACCEPT_DELAY_S  # the spare's upgrade answer is slow
+        await stream.speak("One.")
+        await stream.flush()
+        await collect_until(stream, 1)
+        assert len(fake.connections) == 1  # the spare's upgrade is not answered yet
+    await trio.sleep(1.0)  # past the held upgrade
+    assert fake.open_sockets == 0  # the half-open spare was hung up, not left open
+    assert fake.connections[0].closed_by_client
+    assert all(c.speaks == [] for c in fake.connections[1:])
+
+
+async def test_clear_while_a_spare_is_open_reaches_only_the_current_socket(
+    fake_deepgram_tts: FakeDeepgramTTS,
+) -> None:
+    fake = fake_deepgram_tts
+    tts = make_tts(fake, flush_budget=3, flush_window_s=60.0)
+    async with tts.open(MULAW_8K, CALL) as stream:
+        # The long answer's flush leaves 2 in the budget: the spare opens; then the
+        # barge-in clears, and "Okay." (flush 2) is heard alone.
+        after = await _interrupt_a_long_answer(fake, stream)
+        await _wait_for(lambda: len(fake.connections) == 2)
+        events = []
+        for i, sentence in enumerate(("Three.", "Four."), start=3):
+            await stream.speak(sentence)
+            await stream.flush()
+            with trio.fail_after(10):
+                events += await collect_until(stream, i)
+    assert audio_between_flushes(after) == [fake.audio_for("Okay.")]
+    assert audio_between_flushes(events) == [fake.audio_for("Three."), fake.audio_for("Four.")]
+    first, spare, *later = fake.connections
+    assert first.clears == 1 and first.flushes == [LONG_ANSWER, "Okay.", "Three."]
+    # The spare heard no Clear and nothing of the cleared answer: only what came after.
+    assert spare.clears == 0 and spare.speaks == ["Four."] and spare.flushes == ["Four."]
+    assert all(c.speaks == [] for c in later)
+
+
+async def test_a_call_that_never_nears_the_limit_opens_no_spare(
+    fake_deepgram_tts: FakeDeepgramTTS,
+) -> None:
+    fake = fake_deepgram_tts
+    tts = make_tts(fake, flush_budget=5, flush_window_s=60.0)
+    async with tts.open(MULAW_8K, CALL) as stream:
+        for i in (1, 2):  # 3 flushes left in the window: no spare yet
+            await stream.speak(f"Sentence {i}.")
+            await stream.flush()
+            await collect_until(stream, i)
+        await trio.sleep(0.2)
+        assert len(fake.connections) == 1
+        await stream.speak("Sentence 3.")  # 2 left: now the next socket opens
+        await stream.flush()
+        await collect_until(stream, 3)
+        await _wait_for(lambda: len(fake.connections) == 2)
+    assert fake.connections[1].speaks == []
+
+
+async def test_a_drop_with_a_spare_open_goes_on_on_the_spare(
+    fake_deepgram_tts: FakeDeepgramTTS,
+) -> None:
+    fake = fake_deepgram_tts
+    first, second = "First sentence. ", "Second sentence is longer. "
+    tts = make_tts(fake, flush_budget=3, flush_window_s=60.0)
+    async with tts.open(MULAW_8K, CALL) as stream:
+        await stream.speak(first)
+        await stream.flush()
+        await collect_until(stream, 1)
+        await _wait_for(lambda: fake.open_sockets == 2)  # the spare is open
+        # Abort the current socket one chunk into the second sentence's audio.
+        fake.drop_after_bytes = len(fake.audio_for(first)) + 1
+        await stream.speak(second)
+        await stream.flush()
+        with trio.fail_after(10):
+            rest = await collect_until(stream, 2)
+        assert stream.connections == 2  # the spare became current: no new connect
+    old, spare, *later = fake.connections
+    assert old.dropped and old.flushes == [first, second]
+    assert spare.speaks == [second] and spare.flushes == [second]  # only the unconfirmed
+    assert audio_between_flushes(rest)[0].endswith(fake.audio_for(second))
+    assert all(c.speaks == [] for c in later)
