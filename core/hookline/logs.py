@@ -9,6 +9,7 @@ lines, the OpenAI SDK, hpack, anycorn) stay at WARNING unless asked otherwise.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import logging
 import queue
@@ -151,7 +152,9 @@ class _HooklineHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         # Resolved now, on the logging thread: the arguments may change after this call
-        # returns, and a traceback would keep the frames it names alive in the queue.
+        # returns, and a traceback would keep the frames it names alive in the queue. A
+        # copy, so that another handler of the same record still sees it whole.
+        record = copy.copy(record)
         record.msg = record.getMessage()
         record.args = None
         if record.exc_info:

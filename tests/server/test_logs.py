@@ -163,6 +163,30 @@ def test_exceptions_stay_inside_one_json_line():
     assert record["call_id"] is None
 
 
+def test_another_handler_still_gets_the_record_whole():
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    stream = io.StringIO()
+    logs.configure("INFO", "text", stream=stream)
+    keep = Keep()
+    logging.getLogger().addHandler(keep)
+    try:
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logging.getLogger("hookline.test").exception("it broke for %s", "c0ffee")
+    finally:
+        logging.getLogger().removeHandler(keep)
+        logs.configure(None, None)
+    [record] = seen
+    assert record.args == ("c0ffee",) and record.exc_info is not None
+    assert "it broke for c0ffee" in stream.getvalue() and "ValueError: boom" in stream.getvalue()
+
+
 # A child that logs `lines` lines through `hookline.logs` to its stderr, then says "done"
 # on stdout. Its stderr is a pipe the test does not read until then: a log shipper that
 # stopped taking lines (Docker's default log mode blocks the writer when its driver falls
