@@ -45,11 +45,12 @@ QUEUED_LINES = 10_000
 EXIT_WAIT_S = 2.0
 
 # Loggers of libraries whose INFO lines are noise in an operator's log (one line per
-# HTTP request, per HTTP/2 frame, per SDK retry): quiet at WARNING by default.
+# HTTP request, per HTTP/2 frame, per SDK retry): quiet at WARNING by default. httpx2 and
+# httpcore2 are the HTTP stack of the OpenAI SDK 3.x.
 LIBRARY_LOGGERS = (
-    "httpx", "httpcore", "openai", "hpack", "h2", "h11", "anycorn", "hypercorn",
-    "trio-websocket", "websockets", "deepgram", "googleapiclient", "google", "urllib3",
-    "httplib2", "duckdb",
+    "httpx", "httpcore", "httpx2", "httpcore2", "openai", "hpack", "h2", "h11", "anycorn",
+    "hypercorn", "trio-websocket", "websockets", "deepgram", "googleapiclient", "google",
+    "urllib3", "httplib2", "duckdb",
 )  # fmt: skip
 
 
