@@ -7,7 +7,7 @@ Two processes on two cores, like the peer figure in DESIGN.md ("Benchmarks (benc
 - B, this script, pinned to CPU 1: the loopback fakes with zero added latency (Deepgram
   STT and TTS, OpenAI, Twilio REST) and N simulated Twilio callers, each streaming
   20 ms frames in real time: greeting, then K turns of (~1 s of tone, the answer heard to
-  its end), then a hang-up. Calls start staggered over ~2 s. The callers are
+  its end), then a hang-up. Calls start evenly over `--arrive-over-s` (2 s). The callers are
   bench/lean_caller.py's (`--callers lean`, the default: `websockets` sans-I/O, one
   frame ticker for every call) or the testkit's SimCall (`--callers sim`,
   trio-websocket); the wire traffic is the same. The lean callers cost this core about
@@ -84,7 +84,8 @@ ANSWER = "Sure, we can do that. What day works best for you?"
 CALLER_WORDS = "I need an oil change"
 CHARS_PER_SECOND = 15.0  # TTS fake: audio length follows the text, about speaking pace
 SAY_S = 1.0
-STAGGER_OVER_S = 2.0
+ARRIVE_OVER_S = 2.0  # `--arrive-over-s`: the level's calls start evenly over this
+ALL_UP_SETTLE_S = 2.0  # after the last call starts, before its set-up counts as done
 OVERHEAD_LIMIT_MS = 20.0
 SERVER_CPU = 0
 LOADGEN_CPU = 1
@@ -387,14 +388,17 @@ def read_db(db: Path, exclude: set[str]) -> dict:
             calls += con.execute(
                 "SELECT id, provider_call_id, end_reason, duration_s FROM calls"
             ).fetchall()
-            rows += con.execute("SELECT call_id, metric, ms FROM latencies").fetchall()
+            rows += con.execute("SELECT call_id, metric, ms, epoch(ts) FROM latencies").fetchall()
         finally:
             con.close()
     keep = {cid for cid, sid, _, _ in calls if sid not in exclude}
     metrics: dict[str, list[float]] = {"runtime_overhead": [], "voice_to_voice": []}
-    for call_id, metric, ms in rows:
+    overhead_at: list[tuple[float, float]] = []  # (when, ms): the overhead of each turn
+    for call_id, metric, ms, when in rows:
         if call_id in keep:
             metrics.setdefault(metric, []).append(float(ms))
+            if metric == "runtime_overhead" and when is not None:
+                overhead_at.append((float(when), float(ms)))
     reasons: dict[str, int] = {}
     seconds = 0.0
     for cid, _, reason, duration in calls:
@@ -402,7 +406,12 @@ def read_db(db: Path, exclude: set[str]) -> dict:
             key = reason or "active"
             reasons[key] = reasons.get(key, 0) + 1
             seconds += duration or 0.0
-    return {"metrics": metrics, "end_reasons": reasons, "call_seconds": seconds}
+    return {
+        "metrics": metrics,
+        "overhead_at": overhead_at,
+        "end_reasons": reasons,
+        "call_seconds": seconds,
+    }
 
 
 # ---------------------------------------------------------------------- one level
@@ -411,7 +420,7 @@ def read_db(db: Path, exclude: set[str]) -> dict:
 async def run_level(n: int, turns: int, root: Path) -> dict:
     tone = tone_mulaw(SAY_S)
     call_timeout_s = 30.0 + turns * (15.0 + THINK_S)
-    level_timeout_s = STAGGER_OVER_S + call_timeout_s + 15.0
+    level_timeout_s = ARRIVE_OVER_S + call_timeout_s + 15.0
     workdir = Path(tempfile.mkdtemp(prefix=f"n{n}-", dir=root))
     db = workdir / "calls.duckdb"
     config = workdir / "agent.toml"
@@ -468,10 +477,12 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
             own_cpu0 = time.process_time()
             wall0 = time.perf_counter()
             results: list[CallOutcome] = [CallOutcome() for _ in range(n)]
+            spans: list[tuple[float, float]] = []  # (placed, ended), wall clock, per call
             worst_lag = [0.0, 0.0]
 
             async def place(i: int) -> None:
-                await trio.sleep(i * STAGGER_OVER_S / n)
+                await trio.sleep(i * ARRIVE_OVER_S / n)
+                placed = time.time()
                 results[i] = await one_call(
                     place_call,
                     turns=turns,
@@ -481,6 +492,7 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
                     think_s=THINK_S,
                     seed=i,
                 )
+                spans.append((placed, time.time()))
 
             timed_out = True
             with trio.move_on_after(level_timeout_s):
@@ -535,6 +547,15 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
         level["loadgen_profile"] = profile_top(PROFILE_DIR / f"loadgen-{n}.txt")
     data = read_db(db, exclude={warm.call_sid} if warm.call_sid else set())
     overhead = data["metrics"]["runtime_overhead"]
+    # The turns taken while every call of the level was up: after the last call started
+    # (and ALL_UP_SETTLE_S for its set-up), before the first one ended. This is the load
+    # of N concurrent calls, without the arrival burst or the hang-ups around it.
+    all_up: list[float] = []
+    if len(spans) == n:
+        up_from = max(p for p, _ in spans) + ALL_UP_SETTLE_S
+        up_to = min(e for _, e in spans)
+        all_up = [ms for when, ms in data["overhead_at"] if up_from <= when <= up_to]
+        level["all_up_s"] = round(max(0.0, up_to - up_from), 1)
     v2v = data["metrics"]["voice_to_voice"]
     answers = [ms for r in results for ms in r.answer_ms]
     greetings = [r.greeting_ms for r in results if r.greeting_ms is not None]
@@ -565,6 +586,9 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
             "overhead_ms_p50": pct(overhead, 0.5),
             "overhead_ms_p99": pct(overhead, 0.99),
             "overhead_ms_max": pct(overhead, 1.0),
+            "turns_all_up": len(all_up),
+            "overhead_ms_p50_all_up": pct(all_up, 0.5),
+            "overhead_ms_p99_all_up": pct(all_up, 0.99),
             "voice_to_voice_ms_p50": pct(v2v, 0.5),
             "voice_to_voice_ms_p99": pct(v2v, 0.99),
             "metrics_ms_p50": {k: pct(v, 0.5) for k, v in sorted(data["metrics"].items())},
@@ -679,6 +703,8 @@ async def main(levels: list[int], turns: int) -> None:
                         "failed",
                         "overhead_ms_p50",
                         "overhead_ms_p99",
+                        "overhead_ms_p99_all_up",
+                        "all_up_s",
                         "voice_to_voice_ms_p99",
                         "server_cpu_util",
                         "cpu_s_per_call_minute",
@@ -758,6 +784,14 @@ if __name__ == "__main__":
         "callers do. Default 0: every call's turns fall in the same ~2 s window",
     )
     parser.add_argument(
+        "--arrive-over-s",
+        type=float,
+        default=ARRIVE_OVER_S,
+        help="the level's calls start evenly over this many seconds (default 2: an "
+        "arrival burst; a real line's calls arrive over minutes). The JSON gives the "
+        "overhead over every turn and over the turns while all N calls were up",
+    )
+    parser.add_argument(
         "--barge-in",
         action="store_true",
         help="interrupt each call's last turn ~0.3 s into the answer; a barge-in without "
@@ -774,6 +808,7 @@ if __name__ == "__main__":
     CALLERS = args.callers
     BARGE_IN = args.barge_in
     THINK_S = args.think_s
+    ARRIVE_OVER_S = args.arrive_over_s
     WORKERS = args.workers
     PROFILE_S = args.profile_s
     COUNT_STEPS = args.count_steps
