@@ -41,6 +41,10 @@ Progress goes to stderr; one JSON line to stdout: per N, p50/p99 `runtime_overhe
 `voice_to_voice` (ms, as the server recorded them), the caller-side answer time, CPU
 seconds per call-minute, MB per call, completed/failed calls; `capacity` is the last N
 before the first level whose p99 overhead passes 20 ms (or that lost calls).
+`overhead_ms_p99_all_up` is the p99 over the turns taken while every call of the level
+was up (from ALL_UP_SETTLE_S after the last call started to the first hang-up): N
+concurrent calls without the arrival burst and the hang-ups. With `--arrive-over-s 30
+--turns 12` that is ~27 s of each level.
 `host_reference_ms` is the CPU time of a fixed loop after each level: this VM's speed
 drifts between minutes (the same loop took 75-128 ms), so compare CPU figures with it
 alongside.
