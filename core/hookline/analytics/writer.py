@@ -3,16 +3,16 @@
 The trio thread only puts tuples on a `queue.SimpleQueue` (lock-free for the producer, never
 blocks); the writer thread drains whatever has piled up, turns it into rows and appends
 them with DuckDB's appender, one transaction per flush so a call's rows land together.
-The writer is woken only for what must not wait (a call's start and end, a row, a
+The writer is woken only for what must not wait long (a call's start and end, a row, a
 flush, close); raw events wait in the queue, in order, for its next wake (at the latest
 `flush_interval` later). Waking it for each event would hand the GIL to this thread and
 back several hundred times a second, each time stalling the trio thread that carries
 every call's audio.
 
 When rows are flushed:
-- a call's first row as soon as the call starts (so a call alive when the process dies
-  is found at the next start and marked `interrupted`);
-- all of a call's rows when it ends;
+- a call's first row within CALL_ROWS_WITHIN_S of its start (so a call alive when the
+  process dies is found at the next start and marked `interrupted`);
+- all of a call's rows within CALL_ROWS_WITHIN_S of its end;
 - raw events of calls still running every `flush_interval` seconds, or sooner when many
   are buffered;
 - everything pending on shutdown.
@@ -59,6 +59,12 @@ log = logging.getLogger("hookline.analytics")
 _START, _EVENT, _END, _FLUSH, _STOP, _KILL, _ROW = range(7)
 
 MAX_BATCH = 5000  # queue items handled between two looks at whether to flush
+# A call's start and end rows are written at most this long after they happen, together
+# with whatever else came meanwhile: a flush is one DuckDB transaction, ~8 ms of CPU
+# however few its rows (the `calls` upsert and `segment_pending` ~2-4 ms each), on the
+# core that carries the calls' audio. One flush per start and per end cost 12 ms per
+# call where calls come and go a few a second; coalesced, ~2 ms.
+CALL_ROWS_WITHIN_S = 0.5
 MAX_BUFFERED_ROWS = 20_000  # flush early past this many buffered rows
 APPEND_CHUNK = 200  # rows per append_rows call: it holds the GIL ~10 us per row
 MAX_BACKLOG = 500_000  # past this many queued items, raw events are dropped (and counted)
@@ -105,6 +111,7 @@ class Writer:
         self._staged_calls: dict[str, Row] = {}  # upserts: the last row per call wins
         self._staged_count = 0
         self._oldest_staged = 0.0
+        self._call_rows_due: float | None = None  # a start, end or row waits until then
         self._seq = 0
         # Storage failure state (writer thread only; `problem` is read from any thread).
         self.problem: str | None = None
@@ -237,9 +244,12 @@ class Writer:
         if self._staged_count:
             due = self._retry_at if self.problem else self._oldest_staged + self.flush_interval
             timeout = max(0.0, due - time.monotonic())
-        if self._segment_due is not None:
-            wait = max(0.0, self._segment_due - time.monotonic())
-            timeout = wait if timeout is None else min(timeout, wait)
+        # While the storage fails, only the retry timer wakes it for the staged rows.
+        rows_due = None if self.problem else self._call_rows_due
+        for due in (self._segment_due, rows_due):
+            if due is not None:
+                wait = max(0.0, due - time.monotonic())
+                timeout = wait if timeout is None else min(timeout, wait)
         # Raw events do not wake the writer: it looks at the queue at least this often.
         self._wake.wait(self.flush_interval if timeout is None else timeout)
         self._wake.clear()  # before draining: an item put from now on wakes the next wait
@@ -255,7 +265,8 @@ class Writer:
             self._flush()
             self._write_segment()
             return True
-        urgent = False
+        urgent = False  # a flush or close: write now
+        call_rows = False  # a start, end or row: write within CALL_ROWS_WITHIN_S
         waiters: list[threading.Event] = []
         stop = False
         for item in batch:
@@ -265,13 +276,13 @@ class Writer:
                     self._event(*item[1:])
                 elif op == _START:
                     self._start(*item[1:])
-                    urgent = True
+                    call_rows = True
                 elif op == _END:
                     self._end(*item[1:])
-                    urgent = True
+                    call_rows = True
                 elif op == _ROW:
                     self._stage(item[1], [item[2]])
-                    urgent = True
+                    call_rows = True
                 elif op == _FLUSH:
                     waiters.append(item[1])
                     urgent = True
@@ -282,10 +293,14 @@ class Writer:
             except Exception:  # a bad record must not kill the writer
                 log.exception("analytics: could not turn a %s into rows", _NAMES[op])
         try:
+            now = time.monotonic()
+            if call_rows and self._call_rows_due is None:
+                self._call_rows_due = now + CALL_ROWS_WITHIN_S
+            rows_due = self._call_rows_due is not None and now >= self._call_rows_due
             overdue = self._staged_count and (
-                time.monotonic() >= self._oldest_staged + self.flush_interval
+                now >= self._oldest_staged + self.flush_interval
             )  # so a steady stream of events cannot put the timed flush off
-            if urgent or overdue or self._staged_count >= MAX_BUFFERED_ROWS:
+            if urgent or rows_due or overdue or self._staged_count >= MAX_BUFFERED_ROWS:
                 # While the storage fails only the retry timer, an explicit flush or the
                 # stop request tries again: not every call start and end.
                 self._flush(retry_now=bool(waiters) or stop)
@@ -402,6 +417,7 @@ class Writer:
             return
         if self.problem and not retry_now and time.monotonic() < self._retry_at:
             return
+        self._call_rows_due = None
         batches: dict[str, list[Row]] = {"calls": list(self._staged_calls.values())}
         batches.update(self._staged)
         self._staged = {t: [] for t in self._staged}
