@@ -65,7 +65,7 @@ import sysconfig
 import tempfile
 import time
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from pathlib import Path
 
@@ -103,6 +103,7 @@ PROFILE_TOP = 25
 STT_SETTINGS = ""  # extra `[stt.deepgram]` lines (`--stt-chunk-ms`)
 COUNT_STEPS = False  # `--count-steps`
 CALLERS = "lean"  # `--callers lean|sim`: bench/lean_caller.py, or the testkit's SimCall
+KEEP_CORE_AWAKE = False  # `--keep-core-awake`
 BARGE_IN = False  # `--barge-in`: each call's last turn is interrupted
 THINK_S = 0.0  # `--think-s`: a random silence of up to this before each turn
 
@@ -233,6 +234,31 @@ enabled = true
 database = "{db}"
 """
     )
+
+
+def spin_idle_preexec() -> None:
+    """In the spinner between fork and exec: on the server's core, at SCHED_IDLE."""
+    os.sched_setaffinity(0, {SERVER_CPU})
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
+@contextlib.contextmanager
+def core_kept_awake() -> Iterator[None]:
+    """With `--keep-core-awake`: a busy loop on the server's core at SCHED_IDLE, which
+    runs only when nothing else there wants the CPU. It keeps the core from going idle.
+    On this VM an idle vCPU halts, and waking it costs every task hop that waits on it.
+    The server's CPU figures are its own process's and do not count the spinner."""
+    if not KEEP_CORE_AWAKE:
+        yield
+        return
+    spinner = subprocess.Popen(
+        [sys.executable, "-c", "while True: pass"], preexec_fn=spin_idle_preexec
+    )
+    try:
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
 
 
 def server_preexec() -> None:
@@ -689,7 +715,7 @@ async def main(levels: list[int], turns: int) -> None:
     results: list[dict] = []
     capacity: int | None = 0
     first_over: int | None = None
-    with tempfile.TemporaryDirectory(prefix="hookline-bench-server-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="hookline-bench-server-") as tmp, core_kept_awake():
         for n in levels:
             progress(f"N={n}: starting ({turns} turns per call)")
             try:
@@ -796,6 +822,13 @@ if __name__ == "__main__":
         "overhead over every turn and over the turns while all N calls were up",
     )
     parser.add_argument(
+        "--keep-core-awake",
+        action="store_true",
+        help="run a SCHED_IDLE busy loop on the server's core, so the core never idles: "
+        "on this VM an idle vCPU halts and is slow to wake, which adds to every hop "
+        "of a less busy server (docs/capacity.md)",
+    )
+    parser.add_argument(
         "--barge-in",
         action="store_true",
         help="interrupt each call's last turn ~0.3 s into the answer; a barge-in without "
@@ -813,6 +846,7 @@ if __name__ == "__main__":
     BARGE_IN = args.barge_in
     THINK_S = args.think_s
     ARRIVE_OVER_S = args.arrive_over_s
+    KEEP_CORE_AWAKE = args.keep_core_awake
     WORKERS = args.workers
     PROFILE_S = args.profile_s
     COUNT_STEPS = args.count_steps
