@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -210,3 +211,13 @@ async def test_segments_off_writes_none(tmp_path):
     assert writer.segments is None and writer._segment_due is None  # nothing to wait for
     await trio.to_thread.run_sync(runtime.stop)
     assert not folder.exists() and not (tmp_path / "segments").exists()
+
+
+def test_reading_the_dataset_logs_nothing(tmp_path, caplog):
+    """`hookline calls` builds an in-memory schema over the segments each time it runs:
+    the user saw "analytics schema migrated to version 1 ... 4" on every listing."""
+    folder = tmp_path / "segments"
+    folder.mkdir()
+    with caplog.at_level(logging.INFO, logger="hookline"):
+        segments.open_dataset(folder).close()
+    assert [r.getMessage() for r in caplog.records] == []

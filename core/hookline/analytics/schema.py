@@ -538,9 +538,12 @@ def migrate(
         except BaseException:
             con.rollback()
             raise
-        log.info("analytics schema migrated to version %d", version + 1)
         if on_step:
             on_step(version + 1)
+    if found and target > found:  # an existing file brought forward: the operator's news
+        log.info("analytics schema migrated from version %d to %d", found, target)
+    elif target > found:  # a new file, or the in-memory schema `hookline calls` reads with
+        log.debug("analytics schema created at version %d", target)
     if target == SCHEMA_VERSION:
         create_views(con)
     return found
