@@ -92,6 +92,15 @@ async def start_runtime(runtime: Runtime) -> None:
     startup_timeout_s`; StartupFailed otherwise."""
     timeout = runtime.config.server.startup_timeout_s
     deadline = trio.current_time() + timeout
+    # The latest try's error: when the deadline cuts the next try short, the line still
+    # says what failed (the refused URL, the status), not only that time ran out.
+    last: list[ProviderError] = []
+
+    def timed_out(kind: str) -> ProviderTimeout:
+        why = f"; the last try: {last[0]}" if last else ""
+        return ProviderTimeout(
+            f"no answer within {timeout:.0f} s{why}", provider=_name(runtime, kind)
+        )
 
     async def verify() -> None:
         for kind in KINDS:
@@ -99,22 +108,28 @@ async def start_runtime(runtime: Runtime) -> None:
             if check is None:
                 continue
             with trio.move_on_at(deadline) as scope:
-                await check()
+                try:
+                    await check()
+                except ProviderError as e:
+                    last[:] = [e]
+                    raise
             if scope.cancelled_caught:
-                raise ProviderTimeout(
-                    f"no answer within {timeout:.0f} s", provider=_name(runtime, kind)
-                )
+                raise timed_out(kind)
 
     async def attempt() -> None:
         with trio.move_on_at(deadline) as scope:
             try:
                 await runtime.start()
             except BaseExceptionGroup as group:  # phrases are synthesized concurrently
-                raise _first_provider_error(group) from None
+                error = _first_provider_error(group)
+                if isinstance(error, ProviderError):
+                    last[:] = [error]
+                raise error from None
+            except ProviderError as e:
+                last[:] = [e]
+                raise
         if scope.cancelled_caught:
-            raise ProviderTimeout(
-                f"no answer within {timeout:.0f} s", provider=_name(runtime, "tts")
-            )
+            raise timed_out("tts")
 
     try:
         await retry(verify, BOOT_BACKOFF, what="checking the keys", log=log, deadline=deadline)
