@@ -63,7 +63,7 @@ MAX_BATCH = 5000  # queue items handled between two looks at whether to flush
 # with whatever else came meanwhile: a flush is one DuckDB transaction, ~8 ms of CPU
 # however few its rows (the `calls` upsert and `segment_pending` ~2-4 ms each), on the
 # core that carries the calls' audio. One flush per start and per end cost 12 ms per
-# call where calls come and go a few a second; coalesced, ~2 ms.
+# call where calls come and go a few a second; coalesced, ~4 ms.
 CALL_ROWS_WITHIN_S = 0.5
 MAX_BUFFERED_ROWS = 20_000  # flush early past this many buffered rows
 APPEND_CHUNK = 200  # rows per append_rows call: it holds the GIL ~10 us per row
