@@ -245,8 +245,8 @@ class Writer:
             due = self._retry_at if self.problem else self._oldest_staged + self.flush_interval
             timeout = max(0.0, due - time.monotonic())
         # While the storage fails, only the retry timer wakes it for the staged rows.
-        rows_due = None if self.problem else self._call_rows_due
-        for due in (self._segment_due, rows_due):
+        call_rows_at = None if self.problem else self._call_rows_due
+        for due in (self._segment_due, call_rows_at):
             if due is not None:
                 wait = max(0.0, due - time.monotonic())
                 timeout = wait if timeout is None else min(timeout, wait)
