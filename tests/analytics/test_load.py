@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 import trio
 
-from hookline.analytics.plugin import sink_for
+from hookline.analytics.plugin import RuntimeSink, sink_for
 from hookline.analytics.writer import CALL_ROWS_WITHIN_S
+from hookline.runtime import Runtime
 from hookline_testkit.simulate import observer_runtime, run_calls
 
 log = logging.getLogger(__name__)
@@ -17,11 +19,17 @@ CALLS = 300
 TICK = 0.002
 
 
-async def test_a_burst_of_concurrent_calls_does_not_stall_the_event_loop(db, query):
+async def started_with_sink(db: Path) -> tuple[Runtime, RuntimeSink]:
+    """An observer runtime on `db`, started, and its analytics sink."""
     runtime = observer_runtime(db)
     await runtime.start()
     sink = sink_for(runtime)
     assert sink is not None
+    return runtime, sink
+
+
+async def test_a_burst_of_concurrent_calls_does_not_stall_the_event_loop(db, query):
+    runtime, sink = await started_with_sink(db)
     worst = 0.0
     ticks = 0
     # Which threads did the DuckDB work: never the trio thread (the property this test
@@ -78,10 +86,7 @@ async def test_raw_events_do_not_wake_the_writer_thread(db, query):
     """Only what must not wait (a call's start and end, a flush) wakes the writer: each
     wake hands the GIL to it and back, stalling the trio thread that carries the audio.
     A call's events wait in the queue for the next wake, in order, and all land."""
-    runtime = observer_runtime(db)
-    await runtime.start()
-    sink = sink_for(runtime)
-    assert sink is not None
+    runtime, sink = await started_with_sink(db)
     writer = sink.writer
     wakes = 0
     original = writer._loop_once
@@ -111,10 +116,7 @@ async def test_calls_that_come_and_go_share_their_flushes(db, query):
     that carries the audio: calls starting and ending a few a second share one within
     CALL_ROWS_WITHIN_S, instead of one flush per start and per end. Without an explicit
     flush, a call's rows still land within that time."""
-    runtime = observer_runtime(db)
-    await runtime.start()
-    sink = sink_for(runtime)
-    assert sink is not None
+    runtime, sink = await started_with_sink(db)
     writer = sink.writer
     calls = 24
     flushes_before = writer.flushes
