@@ -185,5 +185,40 @@ def test_without_the_probe_no_lag_is_booked() -> None:
     assert LoopLag().for_turns() is None
     m = timing.metrics(None)
     assert "loop_lag" not in m and m["llm_first_token"] == 300.0
-    m = timing.metrics(lambda t0, t1: 0.25 if (t0, t1) == (0.3, 0.6) else 0.0)
+    lag = LoopLag(tick_s=0.02)
+    lag._late.append((0.3, 0.55))  # the thread stalled as the LLM request went out
+    m = timing.metrics(lag)
     assert m["llm_first_token"] == 50.0 and m["runtime_overhead"] == 250.0
+
+
+def test_delaying_counts_the_stalls_at_the_ends_whole() -> None:
+    lag = LoopLag(tick_s=0.02)
+    lag._late.extend([(0.95, 1.03), (1.2, 1.3), (1.47, 1.49), (1.6, 1.65)])
+    # At the end of [1.0, 1.5]: the stall the thread was still in a tick before 1.5.
+    assert round(lag.delaying(1.0, 1.5, start=False), 6) == 0.02
+    # ... and at its start, the one under way then (clipped to the window).
+    assert round(lag.delaying(1.0, 1.5, start=True), 6) == 0.05
+    # A stall that began before and went on past the end counts whole inside the window.
+    assert round(lag.delaying(1.21, 1.25, start=False), 6) == 0.04
+    assert lag.delaying(1.31, 1.46, start=True) == 0.0  # nothing near either end
+
+
+def test_a_stall_the_thread_was_over_before_the_final_is_not_the_runtimes() -> None:
+    """The STT's endpointing runs on audio time (~300 ms of it here): a stall 200 ms
+    before the final, after which the thread was on time again, did not delay it; the
+    one just before the final did, and is booked whole."""
+    timing = TurnTiming(
+        speech_end=10.0, last_final=10.3, turn_end=10.3, llm_start=10.3,
+        llm_first_token=10.305, first_sentence=10.306, tts_request=10.306,
+        tts_first_byte=10.309, first_audio=10.31,
+    )  # fmt: skip
+    lag = LoopLag(tick_s=0.02)
+    lag._late.append((10.06, 10.1))  # 40 ms, over 200 ms before the final
+    m = timing.metrics(lag)
+    assert m["stt_final"] == 300.0 and m["end_of_turn_delay"] == 300.0
+    assert m["runtime_overhead"] == 1.0
+    assert m["loop_lag"] == 40.0  # all the lag inside voice-to-voice, delaying or not
+    lag._late.append((10.29, 10.304))  # the thread was late when the final came in
+    m = timing.metrics(lag)
+    assert m["stt_final"] == 290.0 and m["llm_first_token"] == 1.0
+    assert m["runtime_overhead"] == 1.0 + 10.0 + 4.0

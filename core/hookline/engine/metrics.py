@@ -8,10 +8,14 @@ to first byte; what remains is hookline's own overhead.
 
 Under load the trio thread runs late, and a provider's share ends when the task awaiting
 it finally runs, not when the provider answered: the lag would be booked to the provider.
-`LoopLag` records when the thread ran late; the lag that fell inside a share is taken out
-of it and booked as runtime overhead (`loop_lag` is all the lag inside the turn's
-voice-to-voice). Lag that overlapped a provider's own work goes to the runtime too: the
-providers' figures are what they cost at least, the overhead what hookline cost at most.
+`LoopLag` records when the thread ran late. The lag that can have delayed a share is taken
+out of it and booked as runtime overhead: a stall still running, or only just over, when
+the share ended (its answer waited for the thread) and, for a request, one at its start
+(the request waited to be sent). A stall in the middle of a long share, with the thread
+on time again before its end, delayed nothing: the provider was still at work (the
+STT's endpointing runs on audio time, ~300 ms of it). A stall at an end is booked whole,
+so the providers' figures are what they cost at least, the overhead what hookline cost
+at most. `loop_lag` is all the lag inside the turn's voice-to-voice, delaying or not.
 """
 
 from __future__ import annotations
@@ -22,10 +26,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-__all__ = ["LagBetween", "LoopLag", "TurnTiming"]
-
-# (t0, t1) on trio's clock -> seconds the trio thread ran late between them.
-LagBetween = Callable[[float, float], float]
+__all__ = ["LoopLag", "TurnTiming"]
 
 
 def _ms(later: float | None, earlier: float | None) -> float | None:
@@ -78,9 +79,9 @@ class LoopLag:
         finally:
             self.running = False
 
-    def for_turns(self) -> LagBetween | None:
-        """`between` while the probe runs; None (no loop lag booked) when it does not."""
-        return self.between if self.running else None
+    def for_turns(self) -> LoopLag | None:
+        """This probe while it runs; None (no loop lag booked) when it does not."""
+        return self if self.running else None
 
     def between(self, t0: float, t1: float) -> float:
         """Seconds the trio thread ran late inside [t0, t1] (as far as the probe saw)."""
@@ -89,6 +90,22 @@ class LoopLag:
             if end <= t0:
                 break
             total += max(0.0, min(end, t1) - max(start, t0))
+        return total
+
+    def delaying(self, t0: float, t1: float, *, start: bool) -> float:
+        """Seconds inside [t0, t1] of the stalls that can have delayed what happened at t1
+        and, with `start`, at t0: a stall is one late interval, counted whole (its overlap
+        with the window). At t1: one the probe had not yet been seen to leave a tick
+        before t1 (its next tick would have found the thread on time or late again). At
+        t0: one under way within a tick after t0."""
+        total, tick = 0.0, self.tick_s
+        for begin, end in reversed(self._late):
+            if end <= t0:
+                break
+            if begin >= t1:
+                continue
+            if end > t1 - tick or (start and begin < t0 + tick):
+                total += min(end, t1) - max(begin, t0)
         return total
 
 
@@ -106,22 +123,30 @@ class TurnTiming:
     first_audio_cached: bool = False  # ... and it was a cached phrase (filler)
     tool_ms: list[float] = field(default_factory=list)
 
-    def metrics(self, lag: LagBetween | None = None) -> dict[str, float]:
-        """The turn's latencies in ms. With `lag` (`LoopLag.between`), each provider
-        share loses the loop lag that fell inside it, and `loop_lag` is stored."""
+    def metrics(self, lag: LoopLag | None = None) -> dict[str, float]:
+        """The turn's latencies in ms. With `lag` (the runtime's probe), each provider share
+        loses the loop lag that can have delayed it (see the module's doc), and `loop_lag`
+        is stored."""
 
-        def share(later: float | None, earlier: float | None) -> float | None:
+        def share(
+            later: float | None, earlier: float | None, *, request: bool, all_lag: bool = False
+        ) -> float | None:
             ms = _ms(later, earlier)
             if ms is None or lag is None:
                 return ms
             assert later is not None and earlier is not None
-            return max(0.0, ms - lag(earlier, later) * 1000.0)
+            if all_lag:
+                late = lag.between(earlier, later)
+            else:
+                late = lag.delaying(earlier, later, start=request)
+            return max(0.0, ms - late * 1000.0)
 
+        # The STT hears the call's audio as it comes: no request starts its share.
         m: dict[str, float | None] = {
-            "stt_final": share(self.last_final, self.speech_end),
-            "end_of_turn_delay": share(self.turn_end, self.speech_end),
-            "llm_first_token": share(self.llm_first_token, self.llm_start),
-            "tts_first_byte": share(self.tts_first_byte, self.tts_request),
+            "stt_final": share(self.last_final, self.speech_end, request=False),
+            "end_of_turn_delay": share(self.turn_end, self.speech_end, request=False),
+            "llm_first_token": share(self.llm_first_token, self.llm_start, request=True),
+            "tts_first_byte": share(self.tts_first_byte, self.tts_request, request=True),
             "voice_to_voice": _ms(self.first_audio, self.speech_end),
         }
         if self.tool_ms:
@@ -129,7 +154,11 @@ class TurnTiming:
             m["tool_rounds"] = float(len(self.tool_ms))
         # The LLM's whole share (first token, the rest of its first sentence, tool rounds):
         # stored so a turn's parts add up to its voice-to-voice (the dashboard's waterfall).
-        m["llm_first_sentence"] = share(self.first_sentence, self.llm_start)
+        # With tool rounds, requests and tools (hookline's own code) run all through it:
+        # all of its lag is the runtime's.
+        m["llm_first_sentence"] = share(
+            self.first_sentence, self.llm_start, request=True, all_lag=bool(self.tool_ms)
+        )
         v2v = m["voice_to_voice"]
         if v2v is not None:
             shares = (m["end_of_turn_delay"] or 0.0) + (m["llm_first_sentence"] or 0.0)
@@ -140,5 +169,5 @@ class TurnTiming:
             m["runtime_overhead"] = max(0.0, v2v - shares)
             if lag is not None:
                 assert self.first_audio is not None and self.speech_end is not None
-                m["loop_lag"] = lag(self.speech_end, self.first_audio) * 1000.0
+                m["loop_lag"] = lag.between(self.speech_end, self.first_audio) * 1000.0
         return {k: round(v, 3) for k, v in m.items() if v is not None}

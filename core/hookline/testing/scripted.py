@@ -196,6 +196,7 @@ class ScriptedLeg:
         self.said_at: list[tuple[float, float, str]] = []  # (start, end, text)
         self._playing = False
         self._ended = trio.Event()
+        self._next_frame_at: float | None = None  # the caller's audio clock (_send_audio)
 
     # ---- CallLeg
 
@@ -323,11 +324,17 @@ class ScriptedLeg:
         self.caller_hangs_up()
 
     async def _send_audio(self, frame: bytes, seconds: float) -> None:
+        # On the caller's clock, as a phone's audio is: one frame every 20 ms from the
+        # first, and those that came due while the trio thread was blocked arrive at once
+        # after it, as from a socket's buffer.
         for _ in range(max(1, round(seconds / FRAME_SECONDS))):
             if self._ended.is_set():
                 return
             self._events.put(AudioIn(frame))
-            await trio.sleep(FRAME_SECONDS)
+            if self._next_frame_at is None:
+                self._next_frame_at = trio.current_time()
+            self._next_frame_at += FRAME_SECONDS
+            await trio.sleep_until(self._next_frame_at)
 
     async def _wait_for_agent(self, step: WaitForAgent) -> None:
         """Until the agent has said something since the caller last spoke and is quiet."""
