@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 from pathlib import Path
 
+import pytest
 import trio
 
 from hookline.analytics.plugin import RuntimeSink, sink_for
-from hookline.analytics.writer import CALL_ROWS_WITHIN_S
+from hookline.analytics.writer import CALL_ROWS_WITHIN_S, WRITER_NICE, Writer
 from hookline.runtime import Runtime
 from hookline_testkit.simulate import observer_runtime, run_calls
 
@@ -140,3 +143,29 @@ async def test_calls_that_come_and_go_share_their_flushes(db, query):
     # One flush per start and per end would be ~2 x calls; coalesced, about one per
     # CALL_ROWS_WITHIN_S of the time the calls took (and one for the last rows).
     assert flushes <= elapsed / CALL_ROWS_WITHIN_S + 3, f"{flushes} flushes for {calls} calls"
+
+
+def _nice(tid: int) -> int:
+    stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[16])
+
+
+def test_the_writer_and_duckdb_run_below_the_calls_priority(tmp_path: Path) -> None:
+    """On a busy core the kernel runs the trio thread first: the writer thread and the
+    threads DuckDB starts from it are WRITER_NICE steps below the process."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("per-thread priorities are Linux's")
+    before = set(os.listdir("/proc/self/task"))
+    w = Writer(tmp_path / "calls.duckdb")
+    w.open()
+    try:
+        assert w._thread is not None and w._thread.native_id is not None
+        started = {int(t) for t in set(os.listdir("/proc/self/task")) - before}
+        mine = _nice(threading.get_native_id())
+        assert w._thread.native_id in started and len(started) > 1  # DuckDB's own too
+        assert {tid: _nice(tid) for tid in started} == dict.fromkeys(
+            started, min(19, mine + WRITER_NICE)
+        )
+        assert _nice(threading.get_native_id()) == mine  # the caller's stays
+    finally:
+        w.close()

@@ -19,6 +19,10 @@ When rows are flushed:
 
 A flush that DuckDB refuses is retried row by row so one bad row costs only itself.
 
+The writer thread runs WRITER_NICE steps below the process's CPU priority (Linux, where
+a thread has its own): on a busy core the kernel runs the trio thread first when both
+want it, and DuckDB's own threads, started from this one, inherit the priority.
+
 When the storage fails (disk full, file gone, I/O error) nothing is lost at first: the
 rows stay staged in memory, up to MAX_PENDING_ROWS (past it the oldest raw events go
 first, then the other tables, counted), and the write is retried with backoff. The
@@ -38,7 +42,9 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import queue
+import sys
 import threading
 import time
 from pathlib import Path
@@ -65,6 +71,8 @@ MAX_BATCH = 5000  # queue items handled between two looks at whether to flush
 # core that carries the calls' audio. One flush per start and per end cost 12 ms per
 # call where calls come and go a few a second; coalesced, ~4 ms.
 CALL_ROWS_WITHIN_S = 0.5
+# How far below the process's priority (nice steps) the writer thread and DuckDB's run.
+WRITER_NICE = 10
 MAX_BUFFERED_ROWS = 20_000  # flush early past this many buffered rows
 APPEND_CHUNK = 200  # rows per append_rows call: it holds the GIL ~10 us per row
 MAX_BACKLOG = 500_000  # past this many queued items, raw events are dropped (and counted)
@@ -197,6 +205,7 @@ class Writer:
     # ------------------------------------------------------------ the writer thread
 
     def _run(self, ready: threading.Event) -> None:
+        _lower_this_threads_priority(WRITER_NICE)
         try:
             con = self._con = open_database(self.path, where=self.where)
             self.recovered = self._recover(con)
@@ -659,3 +668,15 @@ def release(writer: Writer, *, abandon: bool = False) -> None:
         writer.abandon()
     else:
         writer.close()
+
+
+def _lower_this_threads_priority(steps: int) -> None:
+    """Lower the calling thread's CPU priority by `steps` nice steps. Linux only: there
+    `setpriority` takes a thread id; elsewhere it would take the whole process."""
+    if not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + steps))
+    except OSError as e:  # a sandbox that refuses it: the writer runs as it always did
+        log.debug("analytics writer keeps its priority: %s", e)
