@@ -94,10 +94,10 @@ class LoopLag:
 
     def delaying(self, t0: float, t1: float, *, start: bool) -> float:
         """Seconds inside [t0, t1] of the stalls that can have delayed what happened at t1
-        and, with `start`, at t0: a stall is one late interval, counted whole (its overlap
-        with the window). At t1: one the probe had not yet been seen to leave a tick
-        before t1 (its next tick would have found the thread on time or late again). At
-        t0: one under way within a tick after t0."""
+        and, with `start`, at t0. A stall is one late interval, counted whole (its overlap
+        with the window). At t1: one that ended less than a tick before t1 (the probe's
+        next look, a tick after it, had not yet found the thread on time). At t0: one
+        under way within a tick after t0."""
         total, tick = 0.0, self.tick_s
         for begin, end in reversed(self._late):
             if end <= t0:
