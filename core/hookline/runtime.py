@@ -308,6 +308,9 @@ class Runtime:
     ) -> None:
         self.config = config
         self.plugins = plugins
+        # Set in each process of `hookline serve --workers N` (its index): other
+        # processes serve the same config, and this one's analytics file has only its calls.
+        self.worker_index: int | None = None
         self.secrets = secrets or Secrets()
         self.thread_limiter = trio.CapacityLimiter(16)
         self.resolved = resolve(config, plugins)

@@ -486,6 +486,7 @@ async def run_server(
         plugins = discover()
         check_plugins(config, plugins)
         runtime = Runtime(config, plugins)
+        runtime.worker_index = worker.index
         await start_runtime(runtime)
     except HooklineError as e:
         # The supervisor says it, once for all workers, and exits with this status.

@@ -221,3 +221,30 @@ def test_reading_the_dataset_logs_nothing(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="hookline"):
         segments.open_dataset(folder).close()
     assert [r.getMessage() for r in caplog.records] == []
+
+
+async def test_a_workers_dashboard_shows_every_workers_calls(tmp_path):
+    """/admin in one of `hookline serve --workers N` reads the shared segments: the calls
+    another worker took are there, not only this worker's own file."""
+    from hookline.dashboard import analytics_for
+    from hookline.dashboard.data import CallFilter
+
+    folder = tmp_path / "shared"
+    other = await record(tmp_path / "calls.worker1.duckdb", folder, 5, seed=2)
+    runtime = observer_runtime(
+        tmp_path / "calls.worker0.duckdb", analytics=AnalyticsConfig(segments=str(folder))
+    )
+    analytics, source = analytics_for(runtime)
+    assert source == "live"  # the process alone: its own file, up to the last call
+    analytics.close()
+    runtime.worker_index = 0
+    await runtime.start()
+    try:
+        analytics, source = analytics_for(runtime)
+        assert source == "workers"
+        rows, total = await analytics.calls(CallFilter())
+        assert total == len(other)
+        assert sorted(r["id"] for r in rows) == sorted(r.call_id for r in other)
+        analytics.close()
+    finally:
+        await trio.to_thread.run_sync(runtime.stop)

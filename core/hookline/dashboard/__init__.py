@@ -6,6 +6,7 @@ Served by `hookline serve` under /admin (`mount_for`), or alone by `hookline das
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from .app import Dashboard, build_dashboard
@@ -15,6 +16,7 @@ __all__ = [
     "PREFIX",
     "Analytics",
     "Dashboard",
+    "analytics_for",
     "build_dashboard",
     "mount_for",
     "open_file",
@@ -26,14 +28,31 @@ PREFIX = "/admin"
 
 
 def mount_for(runtime: Any) -> list[tuple[str, Any]]:
-    """`[(PREFIX, app)]` for a started runtime, or `[]` when `[dashboard] enabled = false`.
-
-    Reads the database the runtime's analytics writer holds (in this process)."""
+    """`[(PREFIX, app)]` for a started runtime, or `[]` when `[dashboard] enabled = false`."""
     config = runtime.config
     if not config.dashboard.enabled:
         return []
-    opener = None
-    if config.analytics.enabled:
-        opener = open_live(config.resolve_path(config.analytics.database))
-    analytics = Analytics(opener, config.agent.timezone)
-    return [(PREFIX, build_dashboard(config, analytics, runtime=runtime, source="live"))]
+    analytics, source = analytics_for(runtime)
+    return [(PREFIX, build_dashboard(config, analytics, runtime=runtime, source=source))]
+
+
+def analytics_for(runtime: Any) -> tuple[Analytics, str]:
+    """What /admin reads in a serving process, and its source ("live" or "workers").
+
+    The process alone: the database its analytics writer holds, up to the last call.
+    One of `hookline serve --workers N`: that file has only this worker's calls, so the
+    finished calls of every worker (the shared Parquet segments, as `hookline dashboard`
+    reads them; a call appears when its segment lands, a few seconds after it ends)."""
+    config = runtime.config
+    if not config.analytics.enabled:
+        return Analytics(None, config.agent.timezone), "live"
+    folder = config.analytics_segments
+    if runtime.worker_index is not None and folder is not None:
+        from ..analytics.segments import open_dataset
+
+        folder.mkdir(parents=True, exist_ok=True)  # no call finished yet: an empty dataset
+        # Opened per query: a table's first segment folder may appear at any time.
+        opener = partial(open_dataset, folder)
+        return Analytics(opener, config.agent.timezone, keep_open=False), "workers"
+    opener = open_live(config.resolve_path(config.analytics.database))
+    return Analytics(opener, config.agent.timezone), "live"

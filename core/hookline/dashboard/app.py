@@ -79,7 +79,7 @@ class Dashboard:
     analytics: Analytics
     work: WorkQueue
     runtime: Any = None  # the serving Runtime; None when run alone
-    source: str = "live"  # "live", "file", "segments" or "parquet": what the header says
+    source: str = "live"  # "live", "workers", "file", "segments" or "parquet": the header says
     password_hash: str | None = None
     trusted_header: str = ""
     codec: SessionCodec = field(init=False)
