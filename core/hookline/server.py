@@ -32,6 +32,7 @@ import argparse
 import gc
 import logging
 import os
+import secrets
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import ExitStack
@@ -467,7 +468,13 @@ async def run_server(
         check_bind(host, port, what=config.path, fix="use --host/--port or [server] port")
     if workers > 1:
         return await run_workers(
-            config_path, host, port, workers, file=config.path, log_args=log_args
+            config_path,
+            host,
+            port,
+            workers,
+            file=config.path,
+            log_args=log_args,
+            env=workers_environment(config),
         )
     if worker is not None:
         host, port = f"fd://{worker.listen_fd}", 0
@@ -507,6 +514,17 @@ async def run_server(
         report_ready(worker)
         nursery.start_soon(watch_lifeline, worker)
     return 0
+
+
+def workers_environment(config: Config) -> dict[str, str]:
+    """The environment of `--workers` processes: this one's, and one dashboard session
+    key for all of them when none is configured. Each process would make its own, and a
+    sign-in on one worker would be refused by the next page another worker answers."""
+    env = dict(os.environ)
+    name = config.dashboard.session_secret_env
+    if config.dashboard.enabled and not env.get(name):
+        env[name] = secrets.token_urlsafe(32)
+    return env
 
 
 def _check_metrics_port(config: Config) -> None:

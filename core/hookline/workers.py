@@ -32,7 +32,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,6 +130,7 @@ class _Fleet:
     command: Callable[[WorkerOptions], list[str]]
     listen_fd: int
     workers: list[_Worker]
+    env: Mapping[str, str] | None = None  # the workers' environment (None: ours)
     stopping: bool = False
     failure: str | None = None  # why the fleet stopped on its own
     failure_code: int = 1  # the exit status a worker that could not start asked for
@@ -183,6 +184,7 @@ class _Fleet:
             worker.process = await trio.lowlevel.open_process(
                 self.command(options),
                 pass_fds=(self.listen_fd, ready_w, lifeline_r),
+                env=self.env,
                 start_new_session=True,  # a terminal's Ctrl-C reaches it through us, once
             )
         finally:
@@ -259,10 +261,12 @@ async def run_workers(
     *,
     file: str | None = None,
     log_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> int:
     """Serve on host:port with `count` worker processes until SIGTERM/SIGINT; 0 when
-    every worker drained cleanly. Reports the bound port (port 0 picks one)."""
+    every worker drained cleanly. Reports the bound port (port 0 picks one). `env`: the
+    workers' environment (default: this process's)."""
     listener = bind_listener(host, port, file)
     with listener, trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         bound = listener.getsockname()[1]
@@ -270,6 +274,7 @@ async def run_workers(
             command=_worker_command(config_path, log_args),
             listen_fd=listener.fileno(),
             workers=[_Worker(i) for i in range(count)],
+            env=env,
         )
         log.info("listening on %s:%d with %d worker processes", host, bound, count)
         async with trio.open_nursery() as nursery:

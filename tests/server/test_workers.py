@@ -16,9 +16,11 @@ from functools import partial
 from pathlib import Path
 
 import duckdb
+import httpx
 import pytest
 import trio
 
+from hookline.dashboard.auth import hash_password
 from hookline_testkit.dial import dial, summarize
 from hookline_testkit.fake_openai import text
 from hookline_testkit.stack import FakeStack
@@ -66,12 +68,34 @@ def _worker_pids(log: str) -> dict[int, int]:
     return {int(i): int(pid) for i, pid in re.findall(r"worker (\d+) started \(pid (\d+)\)", log)}
 
 
+async def _dashboard_today(base: str, password: str, looks: int) -> list[int]:
+    """Sign in to /admin once, then read Today's call count `looks` times, each on a new
+    connection (so on whichever worker accepts it): the counts, or -1 for a page that
+    did not take the sign-in."""
+    async with httpx.AsyncClient(
+        base_url=base, limits=httpx.Limits(max_keepalive_connections=0)
+    ) as client:
+        login = await client.get("/admin/login")
+        csrf = login.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        signed = await client.post("/admin/login", data={"csrf": csrf, "password": password})
+        assert signed.status_code == 303, signed.text[:300]
+        counts = []
+        for _ in range(looks):
+            r = await client.get("/admin/api/today")
+            counts.append(r.json()["calls"] if r.status_code == 200 else -1)
+        return counts
+
+
 async def test_two_workers_share_the_port_and_drain_together(tmp_path, nursery, stack):
     port = free_port()
     config = _config(tmp_path, stack, port)
     stderr = tmp_path / "stderr.log"
+    password = "the shop's password 123"
+    # No [dashboard] session key in the environment: the supervisor gives the workers one.
+    env = {**os.environ, **stack.env(), "HOOKLINE_DASHBOARD_PASSWORD_HASH": hash_password(password)}
+    env.pop("HOOKLINE_DASHBOARD_SECRET", None)
     with stderr.open("wb") as err:
-        proc = await _serve(nursery, config, {**os.environ, **stack.env()}, err, "--workers", "2")
+        proc = await _serve(nursery, config, env, err, "--workers", "2")
         try:
             with trio.fail_after(90):
                 await _wait_for_line(stderr, r"worker 1 \(pid \d+\) serving")
@@ -84,6 +108,13 @@ async def test_two_workers_share_the_port_and_drain_together(tmp_path, nursery, 
                     say_s=0.6,
                     call_timeout_s=40,
                 )
+                # Whichever worker answers, /admin shows every worker's calls once their
+                # segments land (at most every 5 s per worker) and keeps the sign-in.
+                while (
+                    counts := await _dashboard_today(f"http://127.0.0.1:{port}", password, 8)
+                ) != [6] * 8:
+                    assert -1 not in counts, counts
+                    await trio.sleep(0.5)
                 proc.send_signal(signal.SIGTERM)
                 await proc.wait()
         finally:
