@@ -245,6 +245,10 @@ async def test_a_workers_dashboard_shows_every_workers_calls(tmp_path):
         rows, total = await analytics.calls(CallFilter())
         assert total == len(other)
         assert sorted(r["id"] for r in rows) == sorted(r.call_id for r in other)
+        # The dataset stays open between queries; a later segment is read all the same.
+        later = await record(tmp_path / "calls.worker1.duckdb", folder, 3, seed=3)
+        rows, total = await analytics.calls(CallFilter())
+        assert sorted(r["id"] for r in rows) == sorted(r.call_id for r in other + later)
         analytics.close()
     finally:
         await trio.to_thread.run_sync(runtime.stop)

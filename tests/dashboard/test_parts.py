@@ -195,3 +195,26 @@ async def test_the_call_page_shows_the_summary_and_the_recording(tmp_path: Path,
     assert "RE0123" in one and "2:31" in one
     assert 'href="https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE0123"' in one
     analytics.close()
+
+
+async def test_a_held_connection_is_opened_again_when_its_source_changes() -> None:
+    """The segments dataset is held open; a table's first segment needs a new view."""
+    import duckdb
+
+    from hookline.dashboard import Analytics
+
+    opened: list[int] = []
+    version = [1]
+
+    def opener() -> duckdb.DuckDBPyConnection:
+        opened.append(version[0])
+        return duckdb.connect(":memory:")
+
+    analytics = Analytics(opener, "UTC", reopen_on=lambda: version[0])
+    for _ in range(3):
+        assert await analytics.run(lambda con: con.execute("SELECT 1").fetchall()) == [(1,)]
+    version[0] = 2
+    await analytics.run(lambda con: con.execute("SELECT 1").fetchall())
+    await analytics.run(lambda con: con.execute("SELECT 1").fetchall())
+    analytics.close()
+    assert opened == [1, 2]

@@ -112,8 +112,17 @@ class SegmentWriter:
 
 def has_segments(directory: Path) -> bool:
     """Whether any process has written a segment to `directory` yet."""
-    folder = directory / "calls"
-    return folder.is_dir() and any(folder.glob("*.parquet"))
+    return "calls" in tables_with_segments(directory)
+
+
+def tables_with_segments(directory: Path) -> frozenset[str]:
+    """The tables with at least one segment in `directory`. `open_dataset` makes views
+    over these (the others are empty tables): when this changes, open it again."""
+    return frozenset(
+        table
+        for table in SEGMENT_TABLES
+        if (folder := directory / table).is_dir() and any(folder.glob("*.parquet"))
+    )
 
 
 def open_dataset(directory: Path) -> duckdb.DuckDBPyConnection:
@@ -129,7 +138,8 @@ def open_dataset(directory: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:")
     try:
         migrate(con)  # the schema's tables (empty) and views
-        if not has_segments(directory):
+        present = tables_with_segments(directory)
+        if "calls" not in present:
             return con
         glob = _sql_path(directory / "calls" / "*.parquet")
         con.execute("DROP TABLE calls")
@@ -143,10 +153,9 @@ def open_dataset(directory: Path) -> duckdb.DuckDBPyConnection:
             "CREATE VIEW calls AS SELECT * EXCLUDE (filename, _segment) FROM _call_segments"
         )
         for table in SEGMENT_TABLES:
-            folder = directory / table
-            if table == "calls" or not (folder.is_dir() and any(folder.glob("*.parquet"))):
+            if table == "calls" or table not in present:
                 continue
-            glob = _sql_path(folder / "*.parquet")
+            glob = _sql_path(directory / table / "*.parquet")
             con.execute(f"DROP TABLE {table}")
             con.execute(
                 f"CREATE VIEW {table} AS SELECT x.* EXCLUDE (filename) FROM "

@@ -48,11 +48,15 @@ def analytics_for(runtime: Any) -> tuple[Analytics, str]:
         return Analytics(None, config.agent.timezone), "live"
     folder = config.analytics_segments
     if runtime.worker_index is not None and folder is not None:
-        from ..analytics.segments import open_dataset
+        from ..analytics.segments import open_dataset, tables_with_segments
 
         folder.mkdir(parents=True, exist_ok=True)  # no call finished yet: an empty dataset
-        # Opened per query: a table's first segment folder may appear at any time.
-        opener = partial(open_dataset, folder)
-        return Analytics(opener, config.agent.timezone, keep_open=False), "workers"
+        # Opened again when a table's first segment appears; new files of a table are
+        # read by its view as they come.
+        return Analytics(
+            partial(open_dataset, folder),
+            config.agent.timezone,
+            reopen_on=partial(tables_with_segments, folder),
+        ), "workers"
     opener = open_live(config.resolve_path(config.analytics.database))
     return Analytics(opener, config.agent.timezone), "live"

@@ -39,7 +39,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 def _command(args: argparse.Namespace) -> int:
     if args.config == "hash-password":
         return _hash_password()
-    from ..analytics.segments import has_segments, open_dataset
+    from ..analytics.segments import has_segments, open_dataset, tables_with_segments
     from ..config import load_config
     from ..server import serve_asgi
     from . import Analytics, build_dashboard, open_file, open_parquet
@@ -49,13 +49,18 @@ def _command(args: argparse.Namespace) -> int:
     if args.data:
         opener, source = open_parquet(Path(args.data)), "parquet"
     elif folder is not None and has_segments(folder):
-        # Every server's finished calls, read without a lock while they run. Opened per
-        # query: a table's first segment folder may appear at any time.
+        # Every server's finished calls, read without a lock while they run; opened
+        # again when a table's first segment appears.
         opener, source = (lambda: open_dataset(folder)), "segments"
     else:
         opener = open_file(config.resolve_path(config.analytics.database))
         source = "file"
-    analytics = Analytics(opener, config.agent.timezone, keep_open=source == "parquet")
+    analytics = Analytics(
+        opener,
+        config.agent.timezone,
+        keep_open=source != "file",
+        reopen_on=(lambda: tables_with_segments(folder)) if source == "segments" else None,
+    )
     trio.run(analytics.run, lambda cur: None)  # fail now, in one line, if it cannot open
     app = build_dashboard(config, analytics, source=source)
 
