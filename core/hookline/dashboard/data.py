@@ -143,7 +143,7 @@ class Analytics:
         with self._lock:  # opening and cursor() touch the shared root connection
             now = self._reopen_on() if self._reopen_on is not None else None
             if self._root is not None and now != self._opened_on:
-                self._root.close()
+                # Dropped, not closed: a query of the other thread may be on a cursor of it.
                 self._root = None
             if self._root is None:
                 assert self._opener is not None
