@@ -15,7 +15,7 @@ the share ended (its answer waited for the thread) and, for a request, one at it
 on time again before its end, delayed nothing: the provider was still at work (the
 STT's endpointing runs on audio time, ~300 ms of it). A stall at an end is booked whole,
 so the providers' figures are what they cost at least, the overhead what hookline cost
-at most. `loop_lag` is all the lag inside the turn's voice-to-voice, delaying or not.
+at most. `loop_lag` is the part of the overhead that was the thread running late.
 """
 
 from __future__ import annotations
@@ -128,25 +128,33 @@ class TurnTiming:
         loses the loop lag that can have delayed it (see the module's doc), and `loop_lag`
         is stored."""
 
+        kept: dict[str, float] = {}  # per share: the lag left in it (delayed nothing), ms
+
         def share(
-            later: float | None, earlier: float | None, *, request: bool, all_lag: bool = False
+            later: float | None,
+            earlier: float | None,
+            *,
+            request: bool,
+            all_lag: bool = False,
+            name: str = "",
         ) -> float | None:
             ms = _ms(later, earlier)
             if ms is None or lag is None:
                 return ms
             assert later is not None and earlier is not None
-            if all_lag:
-                late = lag.between(earlier, later)
-            else:
-                late = lag.delaying(earlier, later, start=request)
+            inside = lag.between(earlier, later)
+            late = inside if all_lag else lag.delaying(earlier, later, start=request)
+            kept[name] = (inside - late) * 1000.0
             return max(0.0, ms - late * 1000.0)
 
         # The STT hears the call's audio as it comes: no request starts its share.
         m: dict[str, float | None] = {
             "stt_final": share(self.last_final, self.speech_end, request=False),
-            "end_of_turn_delay": share(self.turn_end, self.speech_end, request=False),
+            "end_of_turn_delay": share(self.turn_end, self.speech_end, request=False, name="stt"),
             "llm_first_token": share(self.llm_first_token, self.llm_start, request=True),
-            "tts_first_byte": share(self.tts_first_byte, self.tts_request, request=True),
+            "tts_first_byte": share(
+                self.tts_first_byte, self.tts_request, request=True, name="tts"
+            ),
             "voice_to_voice": _ms(self.first_audio, self.speech_end),
         }
         if self.tool_ms:
@@ -157,7 +165,11 @@ class TurnTiming:
         # With tool rounds, requests and tools (hookline's own code) run all through it:
         # all of its lag is the runtime's.
         m["llm_first_sentence"] = share(
-            self.first_sentence, self.llm_start, request=True, all_lag=bool(self.tool_ms)
+            self.first_sentence,
+            self.llm_start,
+            request=True,
+            all_lag=bool(self.tool_ms),
+            name="llm",
         )
         v2v = m["voice_to_voice"]
         if v2v is not None:
@@ -168,6 +180,12 @@ class TurnTiming:
                 shares += m["tts_first_byte"] or 0.0
             m["runtime_overhead"] = max(0.0, v2v - shares)
             if lag is not None:
+                # The part of the overhead that was the thread running late: all the lag
+                # inside voice-to-voice but what stayed in the shares it counts.
                 assert self.first_audio is not None and self.speech_end is not None
-                m["loop_lag"] = lag.between(self.speech_end, self.first_audio) * 1000.0
+                inside = lag.between(self.speech_end, self.first_audio) * 1000.0
+                left = kept.get("stt", 0.0) + kept.get("llm", 0.0)
+                if not self.first_audio_cached:
+                    left += kept.get("tts", 0.0)
+                m["loop_lag"] = max(0.0, inside - left)
         return {k: round(v, 3) for k, v in m.items() if v is not None}
