@@ -144,7 +144,8 @@ class TurnTiming:
             assert later is not None and earlier is not None
             inside = lag.between(earlier, later)
             late = inside if all_lag else lag.delaying(earlier, later, start=request)
-            kept[name] = (inside - late) * 1000.0
+            if name:
+                kept[name] = (inside - late) * 1000.0
             return max(0.0, ms - late * 1000.0)
 
         # The STT hears the call's audio as it comes: no request starts its share.
@@ -181,7 +182,7 @@ class TurnTiming:
             m["runtime_overhead"] = max(0.0, v2v - shares)
             if lag is not None:
                 # The part of the overhead that was the thread running late: all the lag
-                # inside voice-to-voice but what stayed in the shares it counts.
+                # inside voice-to-voice less what stayed in the shares taken out of it.
                 assert self.first_audio is not None and self.speech_end is not None
                 inside = lag.between(self.speech_end, self.first_audio) * 1000.0
                 left = kept.get("stt", 0.0) + kept.get("llm", 0.0)
