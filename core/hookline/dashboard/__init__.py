@@ -6,11 +6,10 @@ Served by `hookline serve` under /admin (`mount_for`), or alone by `hookline das
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 from .app import Dashboard, build_dashboard
-from .data import Analytics, open_file, open_live, open_parquet
+from .data import Analytics, open_file, open_live, open_parquet, segments_analytics
 
 __all__ = [
     "PREFIX",
@@ -22,6 +21,7 @@ __all__ = [
     "open_file",
     "open_live",
     "open_parquet",
+    "segments_analytics",
 ]
 
 PREFIX = "/admin"
@@ -48,15 +48,7 @@ def analytics_for(runtime: Any) -> tuple[Analytics, str]:
         return Analytics(None, config.agent.timezone), "live"
     folder = config.analytics_segments
     if runtime.worker_index is not None and folder is not None:
-        from ..analytics.segments import open_dataset, tables_with_segments
-
         folder.mkdir(parents=True, exist_ok=True)  # no call finished yet: an empty dataset
-        # Opened again when a table's first segment appears; new files of a table are
-        # read by its view as they come.
-        return Analytics(
-            partial(open_dataset, folder),
-            config.agent.timezone,
-            reopen_on=partial(tables_with_segments, folder),
-        ), "workers"
+        return segments_analytics(folder, config.agent.timezone), "workers"
     opener = open_live(config.resolve_path(config.analytics.database))
     return Analytics(opener, config.agent.timezone), "live"

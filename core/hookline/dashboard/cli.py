@@ -39,28 +39,23 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 def _command(args: argparse.Namespace) -> int:
     if args.config == "hash-password":
         return _hash_password()
-    from ..analytics.segments import has_segments, open_dataset, tables_with_segments
+    from ..analytics.segments import has_segments
     from ..config import load_config
     from ..server import serve_asgi
-    from . import Analytics, build_dashboard, open_file, open_parquet
+    from . import Analytics, build_dashboard, open_file, open_parquet, segments_analytics
 
     config = load_config(args.config)
     folder = config.analytics_segments
     if args.data:
-        opener, source = open_parquet(Path(args.data)), "parquet"
+        source = "parquet"
+        analytics = Analytics(open_parquet(Path(args.data)), config.agent.timezone)
     elif folder is not None and has_segments(folder):
-        # Every server's finished calls, read without a lock while they run; opened
-        # again when a table's first segment appears.
-        opener, source = (lambda: open_dataset(folder)), "segments"
+        source = "segments"
+        analytics = segments_analytics(folder, config.agent.timezone)
     else:
-        opener = open_file(config.resolve_path(config.analytics.database))
         source = "file"
-    analytics = Analytics(
-        opener,
-        config.agent.timezone,
-        keep_open=source != "file",
-        reopen_on=(lambda: tables_with_segments(folder)) if source == "segments" else None,
-    )
+        opener = open_file(config.resolve_path(config.analytics.database))
+        analytics = Analytics(opener, config.agent.timezone, keep_open=False)
     trio.run(analytics.run, lambda cur: None)  # fail now, in one line, if it cannot open
     app = build_dashboard(config, analytics, source=source)
 

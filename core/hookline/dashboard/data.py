@@ -20,6 +20,7 @@ import datetime as dt
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,7 +29,14 @@ import trio
 
 from ..errors import ConfigError
 
-__all__ = ["Analytics", "CallFilter", "open_file", "open_live", "open_parquet"]
+__all__ = [
+    "Analytics",
+    "CallFilter",
+    "open_file",
+    "open_live",
+    "open_parquet",
+    "segments_analytics",
+]
 
 T = TypeVar("T")
 Opener = Callable[[], duckdb.DuckDBPyConnection]
@@ -88,6 +96,18 @@ def open_parquet(directory: Path) -> Opener:
     return opener
 
 
+def segments_analytics(directory: Path, tz: str) -> Analytics:
+    """Every server's finished calls: the shared Parquet segments in `directory`, read
+    without a lock while the servers run. Held open (opening costs ~60-120 ms of CPU) and
+    opened again when a table's first segment appears; a table's view reads its newer
+    files as they come."""
+    from ..analytics.segments import open_dataset, tables_with_segments
+
+    return Analytics(
+        partial(open_dataset, directory), tz, reopen_on=partial(tables_with_segments, directory)
+    )
+
+
 @dataclass(frozen=True)
 class CallFilter:
     since: dt.date | None = None  # shop-local days, inclusive
@@ -115,8 +135,7 @@ class Analytics:
         # A file of a stopped server is opened per query: held open, its lock would keep
         # `hookline serve` from starting.
         self.keep_open = keep_open
-        # Held open, the connection is opened again whenever `reopen_on()` changes (the
-        # segment tables present: opening the dataset costs ~60-120 ms of CPU).
+        # Held open, the connection is opened again whenever `reopen_on()` changes.
         self._reopen_on = reopen_on
         self._opened_on: object = None
         self.tz = tz
