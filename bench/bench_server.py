@@ -68,6 +68,7 @@ import traceback
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import duckdb
 import httpx
@@ -106,6 +107,9 @@ CALLERS = "lean"  # `--callers lean|sim`: bench/lean_caller.py, or the testkit's
 KEEP_CORE_AWAKE = False  # `--keep-core-awake`
 BARGE_IN = False  # `--barge-in`: each call's last turn is interrupted
 THINK_S = 0.0  # `--think-s`: a random silence of up to this before each turn
+FAKES_APART = True  # `--fakes-together` sets False: the fakes in this process's loop
+LOADGEN_LATE_S = 0.005  # `loadgen_late_per_s`: the callers' loop woke this much late
+FAKES_NICE = 5  # the fakes' child runs this many nice steps below the callers
 
 # `--count-steps`: the server runs under this wrapper, which adds a trio Instrument
 # counting task steps (a task resumed by the scheduler) and I/O waits (scheduler passes
@@ -302,18 +306,89 @@ async def stop_server(proc: trio.Process, limit_s: float = 60.0) -> float:
 
 
 @contextlib.asynccontextmanager
-async def fakes(answer: str) -> AsyncIterator[tuple]:
+async def provider_fakes(answer: str) -> AsyncIterator[tuple]:
+    """The Deepgram STT and TTS and OpenAI fakes, in this process."""
     async with (
         fake_deepgram_stt() as stt,
         serve_fake_deepgram_tts(
             ttfb_s=0, chars_per_second=CHARS_PER_SECOND, flush_limit=10_000
         ) as tts,
         fake_openai(ttft_s=0, tokens_per_s=0) as llm,
-        twilio_rest_fake(auth_token=TOKEN) as rest,
     ):
         stt.fallback_text = CALLER_WORDS
         llm.responder = lambda _request: text(answer)
-        yield stt, tts, llm, rest
+        yield stt, tts, llm
+
+
+async def serve_fakes() -> None:
+    """`--serve-fakes` (the child of `fakes_apart`): the provider fakes until stdin closes.
+    Their addresses and keys go to stdout as one JSON line."""
+    async with provider_fakes(ANSWER) as (stt, tts, llm):
+        where = {
+            "stt": {"url": stt.url, "api_key": stt.api_key},
+            "tts": {"url": tts.url, "base_url": tts.base_url, "api_key": tts.api_key},
+            "llm": {"url": llm.url, "api_key": llm.api_key},
+        }
+        sys.stdout.write(msgspec.json.encode(where).decode() + "\n")
+        sys.stdout.flush()
+        await trio.to_thread.run_sync(sys.stdin.buffer.read)  # EOF: the parent is done
+
+
+def fakes_preexec() -> None:
+    """In the fakes' child between fork and exec: beside the callers, FAKES_NICE below."""
+    os.sched_setaffinity(0, {LOADGEN_CPU})
+    os.nice(FAKES_NICE)
+
+
+@contextlib.asynccontextmanager
+async def fakes_apart() -> AsyncIterator[tuple]:
+    """The provider fakes in a child process on the callers' core, at a lower priority.
+
+    In one trio loop with the callers, a burst of fake work (a TTS answer, 150 calls'
+    audio to parse) held the frame ticker back: at 150 calls it woke >10 ms late ~25
+    times a second and then sent the late frames at once, so the server got bursts no
+    Twilio sends (docs/capacity.md). In their own process the kernel runs the ticker as
+    soon as it wakes."""
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, __file__, "--serve-fakes"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        preexec_fn=fakes_preexec,
+    )
+    try:
+        line = b""
+        with trio.fail_after(30):
+            while not line.endswith(b"\n"):
+                chunk = await proc.stdout.receive_some()
+                if not chunk:
+                    raise RuntimeError(f"the fakes' process exited ({await proc.wait()})")
+                line += chunk
+        where = msgspec.json.decode(line)
+        yield (
+            SimpleNamespace(**where["stt"]),
+            SimpleNamespace(**where["tts"]),
+            SimpleNamespace(**where["llm"]),
+            proc.pid,
+        )
+    finally:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await proc.stdin.aclose()
+        with trio.move_on_after(10) as waited:
+            await proc.wait()
+        if waited.cancelled_caught:
+            proc.kill()
+
+
+@contextlib.asynccontextmanager
+async def fakes(answer: str) -> AsyncIterator[tuple]:
+    """(stt, tts, llm, rest, pid of the process serving stt/tts/llm)."""
+    async with twilio_rest_fake(auth_token=TOKEN) as rest:
+        if FAKES_APART:
+            async with fakes_apart() as (stt, tts, llm, pid):
+                yield stt, tts, llm, rest, pid
+        else:
+            async with provider_fakes(answer) as (stt, tts, llm):
+                yield stt, tts, llm, rest, os.getpid()
 
 
 # ---------------------------------------------------------------------- the callers
@@ -341,15 +416,36 @@ async def lag_probe(worst: list[float], scope: trio.CancelScope) -> None:
         await _lag_probe(worst)
 
 
+async def sample_cpu(pid: int, samples: list[tuple[float, float]], scope: trio.CancelScope) -> None:
+    """(wall time, the server's CPU seconds) twice a second, for its load in a window."""
+    with scope:
+        while True:
+            samples.append((time.time(), proc_cpu_s(pid)))
+            await trio.sleep(0.5)
+
+
+def cpu_util_between(samples: list[tuple[float, float]], t0: float, t1: float) -> float | None:
+    """The server's CPU use per wall second over the samples inside [t0, t1]."""
+    inside = [s for s in samples if t0 <= s[0] <= t1]
+    if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+        return None
+    (w0, c0), (w1, c1) = inside[0], inside[-1]
+    return (c1 - c0) / (w1 - w0)
+
+
 async def _lag_probe(worst: list[float]) -> None:
-    """worst: [the worst lag, seconds into the level when it happened]."""
+    """worst: [the worst lag, seconds into the level when it happened, how many wake-ups
+    were over LOADGEN_LATE_S late]."""
     start = trio.current_time()
     while True:
         before = trio.current_time()
         await trio.sleep(0.01)
         now = trio.current_time()
-        if now - before - 0.01 > worst[0]:
-            worst[0], worst[1] = now - before - 0.01, now - start
+        lag = now - before - 0.01
+        if lag > LOADGEN_LATE_S:
+            worst[2] += 1
+        if lag > worst[0]:
+            worst[0], worst[1] = lag, now - start
 
 
 # ---------------------------------------------------------------------- py-spy
@@ -458,7 +554,7 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
     port = free_port()
     level: dict = {"calls": n}
     ticker = Ticker()
-    async with fakes(ANSWER) as (stt, tts, llm, rest), ticking(ticker):
+    async with fakes(ANSWER) as (stt, tts, llm, rest, fakes_pid), ticking(ticker):
         write_config(
             config, port=port, db=db, max_calls=n + 10, stt=stt, tts=tts, llm=llm, rest=rest
         )
@@ -505,10 +601,13 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
             cpu0 = proc_cpu_s(proc.pid)
             counters0 = proc_counters(proc.pid, steps_file)
             own_cpu0 = time.process_time()
+            apart = fakes_pid != os.getpid()
+            fakes_cpu0 = proc_cpu_s(fakes_pid) if apart else 0.0
             wall0 = time.perf_counter()
             results: list[CallOutcome] = [CallOutcome() for _ in range(n)]
             spans: list[tuple[float, float]] = []  # (placed, ended), wall clock, per call
-            worst_lag = [0.0, 0.0]
+            worst_lag = [0.0, 0.0, 0]
+            cpu_samples: list[tuple[float, float]] = []
 
             async def place(i: int) -> None:
                 await trio.sleep(i * ARRIVE_OVER_S / n)
@@ -529,6 +628,8 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
                 async with trio.open_nursery() as outer:
                     probe_scope = trio.CancelScope()
                     outer.start_soon(lag_probe, worst_lag, probe_scope)
+                    sampler_scope = trio.CancelScope()
+                    outer.start_soon(sample_cpu, proc.pid, cpu_samples, sampler_scope)
                     if PROFILE_DIR is not None:
                         profile_out = PROFILE_DIR / f"profile-{n}.txt"
                         outer.start_soon(
@@ -554,6 +655,7 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
                         for i in range(n):
                             nursery.start_soon(place, i)
                     probe_scope.cancel()  # a running py-spy is waited for
+                    sampler_scope.cancel()
                 timed_out = False
             wall = time.perf_counter() - wall0
             cpu = proc_cpu_s(proc.pid) - cpu0
@@ -564,6 +666,8 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
                 k: v - counters0.get(k, 0) for k, v in proc_counters(proc.pid, steps_file).items()
             }
             own_cpu = time.process_time() - own_cpu0
+            fakes_cpu = proc_cpu_s(fakes_pid) - fakes_cpu0 if apart else None
+            load_cpu = own_cpu + (fakes_cpu or 0.0)  # the callers' core: callers and fakes
             peak_rss = proc_status_mb(proc.pid, "VmHWM")
         finally:
             stop_s = await stop_server(proc)
@@ -586,6 +690,9 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
         up_to = min(e for _, e in spans)
         all_up = [ms for when, ms in data["overhead_at"] if up_from <= when <= up_to]
         level["all_up_s"] = round(max(0.0, up_to - up_from), 1)
+        # The level's own load: the whole-run figure averages in the ramps.
+        util = cpu_util_between(cpu_samples, up_from, up_to)
+        level["server_cpu_util_all_up"] = round(util, 3) if util is not None else None
     v2v = data["metrics"]["voice_to_voice"]
     answers = [ms for r in results for ms in r.answer_ms]
     greetings = [r.greeting_ms for r in results if r.greeting_ms is not None]
@@ -649,16 +756,22 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
             "idle_rss_mb": round(idle_rss, 1),
             "peak_rss_mb": round(peak_rss, 1),
             "rss_mb_per_call": round((peak_rss - idle_rss) / n, 2),
-            "loadgen_cpu_util": round(own_cpu / wall, 3) if wall else None,
+            "loadgen_cpu_util": round(load_cpu / wall, 3) if wall else None,
+            "fakes_apart": apart,
+            "fakes_cpu_util": (
+                round(fakes_cpu / wall, 3) if wall and fakes_cpu is not None else None
+            ),
             # Per frame, the load generator's cost does not depend on what else the box runs.
             "loadgen_cpu_ms_per_media_frame": (
-                round(1000 * own_cpu / frames_sent, 3) if frames_sent else None
+                round(1000 * load_cpu / frames_sent, 3) if frames_sent else None
             ),
+            # How late the callers' loop woke (its frames go out late, then at once).
             "loadgen_worst_lag_ms": round(worst_lag[0] * 1000, 1),
             "loadgen_worst_lag_at_s": round(worst_lag[1], 1),  # into the level (calls start)
+            "loadgen_late_per_s": round(worst_lag[2] / wall, 1) if wall else None,
             # One core drives every caller and fake: past this the figures are the
             # load generator's limit, not the server's.
-            "loadgen_saturated": wall > 0 and (own_cpu / wall > 0.9 or worst_lag[0] > 0.1),
+            "loadgen_saturated": wall > 0 and (load_cpu / wall > 0.9 or worst_lag[0] > 0.1),
             "wall_s": round(wall, 1),
             "host_reference_ms": host_reference_ms(),
             "timed_out": timed_out,
@@ -737,10 +850,12 @@ async def main(levels: list[int], turns: int) -> None:
                         "all_up_s",
                         "voice_to_voice_ms_p99",
                         "server_cpu_util",
+                        "server_cpu_util_all_up",
                         "cpu_s_per_call_minute",
                         "rss_mb_per_call",
                         "loadgen_cpu_util",
                         "loadgen_worst_lag_ms",
+                        "loadgen_late_per_s",
                         "wall_s",
                         "host_reference_ms",
                     )
@@ -840,7 +955,18 @@ if __name__ == "__main__":
         help="with --profile: sample this process (the callers and fakes) too, into "
         "DIR/loadgen-N.txt (py-spy then also runs on the load generator's core)",
     )
+    parser.add_argument(
+        "--fakes-together",
+        action="store_true",
+        help="run the provider fakes in this process's trio loop with the callers (as "
+        "before 2026-12-01) instead of in a child process at a lower priority",
+    )
+    parser.add_argument("--serve-fakes", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_fakes:
+        trio.run(serve_fakes)
+        sys.exit(0)
+    FAKES_APART = not args.fakes_together
     PROFILE_LOADGEN = args.profile_loadgen
     CALLERS = args.callers
     BARGE_IN = args.barge_in
