@@ -184,3 +184,43 @@ async def test_think_time_spreads_the_turns_of_calls_that_start_together(
         pauses = list(itertools.accumulate(draw() for _ in range(3)))
         assert [t - t0 for t in call.said] == pytest.approx(pauses)
     assert calls[1].said != pytest.approx(calls[2].said)
+
+
+async def test_the_bench_serves_its_provider_fakes_from_a_child_below_the_callers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bench_server.py's default: the Deepgram and OpenAI fakes in a child process, a few
+    nice steps below the callers (so the frame ticker is not held behind fake work). The
+    child answers as the in-process fakes do and exits when the bench closes its stdin."""
+    import bench_server
+
+    monkeypatch.setattr(bench_server, "LOADGEN_CPU", min(os.sched_getaffinity(0)))
+    async with bench_server.fakes_apart() as (stt, tts, llm, pid):
+        assert pid != os.getpid()
+        assert os.getpriority(os.PRIO_PROCESS, pid) == (
+            os.getpriority(os.PRIO_PROCESS, 0) + bench_server.FAKES_NICE
+        )
+        async with httpx.AsyncClient(timeout=10) as client:
+            reply = await client.post(
+                f"{llm.url}/chat/completions",
+                headers={"authorization": f"Bearer {llm.api_key}"},
+                json={
+                    "model": "gpt-4o",
+                    "stream": True,
+                    "messages": [{"role": "user", "content": "hi"}],
+                },
+            )
+        assert reply.status_code == 200
+        chunks = [
+            msgspec.json.decode(line[len("data: ") :])
+            for line in reply.text.splitlines()
+            if line.startswith("data: {")
+        ]
+        said = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+        assert said == bench_server.ANSWER
+        for url in (stt.url, tts.url):
+            host, port = url.split("//")[1].split("/")[0].rsplit(":", 1)
+            stream = await trio.open_tcp_stream(host, int(port))
+            await stream.aclose()
+    with pytest.raises(ProcessLookupError):  # the child has exited and been reaped
+        os.kill(pid, 0)
