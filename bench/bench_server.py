@@ -5,20 +5,22 @@ Two processes on two cores, like the peer figure in DESIGN.md ("Benchmarks (benc
   Twilio, Deepgram STT/TTS and OpenAI plugins over real sockets, analytics on (a temp
   DuckDB file).
 - B, this script, pinned to CPU 1: the loopback fakes with zero added latency (Deepgram
-  STT and TTS, OpenAI, Twilio REST) and N simulated Twilio callers, each streaming
-  20 ms frames in real time: greeting, then K turns of (~1 s of tone, the answer heard to
-  its end), then a hang-up. Calls start evenly over `--arrive-over-s` (2 s). The callers are
-  bench/lean_caller.py's (`--callers lean`, the default: `websockets` sans-I/O, one
-  frame ticker for every call) or the testkit's SimCall (`--callers sim`,
-  trio-websocket); the wire traffic is the same. The lean callers cost this core about
-  half as much per frame. The Deepgram fakes serve their WebSockets on the testkit's
-  lean transport (hookline_testkit/wsfake.py: `websockets` sans-I/O on the socket, no
-  reader task per connection); on trio-websocket they were ~60% of its profile, and it was
-  then 76-83% busy at 100 calls with 4 turns and a barge-in per call (54% after, on a
-  shared box). Whenever `loadgen_saturated` is set, the load generator, not only the
-  server, shapes the tail. With `--barge-in` each call's last turn is interrupted
-  ~0.3 s into the answer: the level counts barge-ins, clears, lost barge-ins (no clear
-  within 2 s: the level is not sustained) and marks received/echoed/lost.
+  STT and TTS and OpenAI in a child process FAKES_NICE nice steps below this one, so
+  their bursts of work do not hold back the callers' frames; `--fakes-together` runs
+  them in this process's loop instead; Twilio REST here) and N simulated Twilio callers,
+  each streaming 20 ms frames in real time: greeting, then K turns of (~1 s of tone, the
+  answer heard to its end), then a hang-up. Calls start evenly over `--arrive-over-s` (2
+  s). The callers are bench/lean_caller.py's (`--callers lean`, the default:
+  `websockets` sans-I/O, one frame ticker for every call) or the testkit's SimCall
+  (`--callers sim`, trio-websocket); the wire traffic is the same. The lean callers cost
+  this core about half as much per frame. The Deepgram fakes serve their WebSockets on
+  the testkit's lean transport (hookline_testkit/wsfake.py: `websockets` sans-I/O on the
+  socket, no reader task per connection); on trio-websocket they were ~60% of its
+  profile, and it was then 76-83% busy at 100 calls with 4 turns and a barge-in per call
+  (54% after, on a shared box). Whenever `loadgen_saturated` is set, the load generator,
+  not only the server, shapes the tail. With `--barge-in` each call's last turn is
+  interrupted ~0.3 s into the answer: the level counts barge-ins, clears, lost barge-ins
+  (no clear within 2 s: the level is not sustained) and marks received/echoed/lost.
 
 Every installed module is compiled to bytecode first (`compile_bytecode`). One fresh
 server (and fresh fakes and temp dir) per N. Before the calls, one warm-up call
@@ -45,6 +47,9 @@ before the first level whose p99 overhead passes 20 ms (or that lost calls).
 was up (from ALL_UP_SETTLE_S after the last call started to the first hang-up): N
 concurrent calls without the arrival burst and the hang-ups. With `--arrive-over-s 30
 --turns 12` that is ~27 s of each level.
+`server_cpu_util_all_up` is the server's share of its core over that same window (the
+whole-run `server_cpu_util` averages in the ramps). `loadgen_late_per_s` counts how often
+the callers' loop woke over 5 ms late: its late frames then go out at once.
 `host_reference_ms` is the CPU time of a fixed loop after each level: this VM's speed
 drifts between minutes (the same loop took 75-128 ms), so compare CPU figures with it
 alongside.
