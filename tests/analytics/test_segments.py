@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import duckdb
 import pytest
 import trio
 
@@ -252,3 +253,34 @@ async def test_a_workers_dashboard_shows_every_workers_calls(tmp_path):
         analytics.close()
     finally:
         await trio.to_thread.run_sync(runtime.stop)
+
+
+async def test_a_batch_saved_row_by_row_still_lists_its_finished_calls(tmp_path, caplog):
+    """A flush DuckDB refuses is retried row by row; the calls that made it in are then
+    listed for a segment on that path too (and a refused one is not)."""
+    from hookline.events import CallRecord
+    from hookline.providers import CallInfo
+
+    folder = tmp_path / "segments"
+    runtime = observer_runtime(
+        tmp_path / "a.duckdb", analytics=AnalyticsConfig(segments=str(folder))
+    )
+    await runtime.start()
+
+    def record(call_id: str, tokens: float) -> CallRecord:
+        return CallRecord(
+            call_id=call_id, provider_call_id="", from_number="", to_number="",
+            started=1_700_000_000.0, ended=1_700_000_001.0, end_reason="caller_hangup",
+            providers={}, usage={"llm_prompt_tokens": tokens},
+        )  # fmt: skip
+
+    with caplog.at_level(logging.ERROR, logger="hookline.analytics"):
+        runtime.call_ended(CallInfo(call_id="bad1"), record("bad1", 1e30))  # not a BIGINT
+        for n in range(3):
+            runtime.call_ended(CallInfo(call_id=f"good{n}"), record(f"good{n}", 100))
+        await trio.to_thread.run_sync(runtime.stop)
+    assert any("retrying row by row" in r.message for r in caplog.records)
+    rows = duckdb.execute(
+        f"SELECT id FROM read_parquet('{folder / 'calls' / '*.parquet'}') ORDER BY id"
+    ).fetchall()
+    assert rows == [("good0",), ("good1",), ("good2",)]
