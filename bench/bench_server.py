@@ -957,8 +957,9 @@ if __name__ == "__main__":
     parser.add_argument(
         "--profile-loadgen",
         action="store_true",
-        help="with --profile: sample this process (the callers and fakes) too, into "
-        "DIR/loadgen-N.txt (py-spy then also runs on the load generator's core)",
+        help="with --profile: sample this process (the callers, and the fakes with "
+        "--fakes-together) too, into DIR/loadgen-N.txt (py-spy then also runs on the load "
+        "generator's core)",
     )
     parser.add_argument(
         "--fakes-together",
