@@ -197,8 +197,8 @@ async def test_the_bench_serves_its_provider_fakes_from_a_child_below_the_caller
     monkeypatch.setattr(bench_server, "LOADGEN_CPU", min(os.sched_getaffinity(0)))
     async with bench_server.fakes_apart() as (stt, tts, llm, pid):
         assert pid != os.getpid()
-        assert os.getpriority(os.PRIO_PROCESS, pid) == (
-            os.getpriority(os.PRIO_PROCESS, 0) + bench_server.FAKES_NICE
+        assert os.getpriority(os.PRIO_PROCESS, pid) == min(  # 19 is the lowest priority
+            19, os.getpriority(os.PRIO_PROCESS, 0) + bench_server.FAKES_NICE
         )
         async with httpx.AsyncClient(timeout=10) as client:
             reply = await client.post(
