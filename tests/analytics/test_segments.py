@@ -15,6 +15,8 @@ import trio
 from hookline.analytics import plugin, segments
 from hookline.cli import main
 from hookline.config import AnalyticsConfig
+from hookline.events import CallRecord
+from hookline.providers import CallInfo
 from hookline_testkit.simulate import observer_runtime, simulate_calls
 
 CONFIG = """
@@ -258,9 +260,6 @@ async def test_a_workers_dashboard_shows_every_workers_calls(tmp_path):
 async def test_a_batch_saved_row_by_row_still_lists_its_finished_calls(tmp_path, caplog):
     """A flush DuckDB refuses is retried row by row; the calls that made it in are then
     listed for a segment on that path too (and a refused one is not)."""
-    from hookline.events import CallRecord
-    from hookline.providers import CallInfo
-
     folder = tmp_path / "segments"
     runtime = observer_runtime(
         tmp_path / "a.duckdb", analytics=AnalyticsConfig(segments=str(folder))
