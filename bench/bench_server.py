@@ -415,18 +415,22 @@ async def ticking(ticker: Ticker) -> AsyncIterator[None]:
         nursery.cancel_scope.cancel()
 
 
-async def lag_probe(worst: list[float], scope: trio.CancelScope) -> None:
-    """How late this process's own loop wakes up: a saturated caller side skews timing."""
+async def watch_level(
+    worst: list[float], pid: int, samples: list[tuple[float, float]], scope: trio.CancelScope
+) -> None:
+    """Until `scope` is cancelled: how late this process's own loop wakes up (a saturated
+    caller side skews timing) and the server's CPU (for its load while all calls are up)."""
     with scope:
-        await _lag_probe(worst)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_lag_probe, worst)
+            nursery.start_soon(_sample_cpu, pid, samples)
 
 
-async def sample_cpu(pid: int, samples: list[tuple[float, float]], scope: trio.CancelScope) -> None:
-    """(wall time, the server's CPU seconds) twice a second, for its load in a window."""
-    with scope:
-        while True:
-            samples.append((time.time(), proc_cpu_s(pid)))
-            await trio.sleep(0.5)
+async def _sample_cpu(pid: int, samples: list[tuple[float, float]]) -> None:
+    """(wall time, the server's CPU seconds) twice a second."""
+    while True:
+        samples.append((time.time(), proc_cpu_s(pid)))
+        await trio.sleep(0.5)
 
 
 def cpu_util_between(samples: list[tuple[float, float]], t0: float, t1: float) -> float | None:
@@ -632,9 +636,7 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
             with trio.move_on_after(level_timeout_s):
                 async with trio.open_nursery() as outer:
                     probe_scope = trio.CancelScope()
-                    outer.start_soon(lag_probe, worst_lag, probe_scope)
-                    sampler_scope = trio.CancelScope()
-                    outer.start_soon(sample_cpu, proc.pid, cpu_samples, sampler_scope)
+                    outer.start_soon(watch_level, worst_lag, proc.pid, cpu_samples, probe_scope)
                     if PROFILE_DIR is not None:
                         profile_out = PROFILE_DIR / f"profile-{n}.txt"
                         outer.start_soon(
@@ -660,7 +662,6 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
                         for i in range(n):
                             nursery.start_soon(place, i)
                     probe_scope.cancel()  # a running py-spy is waited for
-                    sampler_scope.cancel()
                 timed_out = False
             wall = time.perf_counter() - wall0
             cpu = proc_cpu_s(proc.pid) - cpu0
