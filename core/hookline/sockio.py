@@ -53,10 +53,15 @@ class SocketIO:
             try:
                 data = os.read(self._fileno(), max_bytes)
             except BlockingIOError:
-                await self._wait(trio.lowlevel.wait_readable)
-                continue
-            await self._fair()
-            return data
+                pass
+            else:
+                await self._fair()
+                return data
+            # Waited for outside the `except`: inside it, the exception, its traceback
+            # and this frame (made an object for the traceback) stay alive for the whole
+            # wait, three more objects per waiting reader for every young collection to
+            # walk.
+            await self._wait(trio.lowlevel.wait_readable)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Write all of `data`. Cancelled while waiting for room, part of it may have
