@@ -31,13 +31,15 @@ the per-turn latencies and end reasons are read from the server's DuckDB file.
     uv run python bench/bench_server.py --calls 10 25 50 100 150 200 --turns 3
 
 With `--profile DIR`, py-spy (`py-spy` on PATH, else `uvx py-spy`) samples the server
-for `--profile-s` seconds once the calls are under way, every thread, without pausing
-it (`--nonblocking`): DIR/profile-N.txt holds the collapsed stacks, and the level's JSON
-gets the top functions by own and by inclusive share of the samples. With
-`--count-steps` the server runs under a trio Instrument and the JSON gets trio task
-steps and I/O waits per media frame sent (counts, not timings). `--stt-chunk-ms N` sets
-the server's `[stt.deepgram] send_chunk_ms`. `--profile-loadgen` (with `--profile`)
-samples this process too: DIR/loadgen-N.txt, `loadgen_profile` in the JSON.
+for `--profile-s` seconds once every call has started, every thread, pausing it for
+each sample (`profile_server` says why): DIR/profile-N.txt holds the collapsed stacks,
+and the level's JSON gets the top functions by own and by inclusive share of the
+samples. With `--count-steps` the server runs under a trio Instrument and the JSON gets
+trio task steps and I/O waits per media frame sent (counts, not timings). With
+`--gc-log` it times the server's garbage collections: `gc_all_up` per generation while
+all calls were up. `--stt-chunk-ms N` sets the server's `[stt.deepgram] send_chunk_ms`.
+`--profile-loadgen` (with `--profile`) samples this process too: DIR/loadgen-N.txt,
+`loadgen_profile` in the JSON.
 
 Progress goes to stderr; one JSON line to stdout: per N, p50/p99 `runtime_overhead` and
 `voice_to_voice` (ms, as the server recorded them), the caller-side answer time, CPU
@@ -104,10 +106,11 @@ WORKERS = 1  # `--workers`: with more than one, nothing is pinned (they need eve
 PROFILE_DIR: Path | None = None  # `--profile DIR`
 PROFILE_LOADGEN = False  # `--profile-loadgen`: sample this process too (DIR/loadgen-N.txt)
 PROFILE_S = 12.0  # `--profile-s`
-PROFILE_DELAY_S = 3.0  # after the first call starts: the calls are all up by then
+PROFILE_DELAY_S = 3.0  # after the last call starts (ALL_UP_SETTLE_S): all are up by then
 PROFILE_TOP = 25
 STT_SETTINGS = ""  # extra `[stt.deepgram]` lines (`--stt-chunk-ms`)
 COUNT_STEPS = False  # `--count-steps`
+GC_LOG = False  # `--gc-log`
 CALLERS = "lean"  # `--callers lean|sim`: bench/lean_caller.py, or the testkit's SimCall
 KEEP_CORE_AWAKE = False  # `--keep-core-awake`
 BARGE_IN = False  # `--barge-in`: each call's last turn is interrupted
@@ -116,30 +119,68 @@ FAKES_APART = True  # `--fakes-together` sets False: the fakes in this process's
 LOADGEN_LATE_S = 0.005  # `loadgen_late_per_s`: the callers' loop woke this much late
 FAKES_NICE = 5  # the fakes' child runs this many nice steps below the callers
 
-# `--count-steps`: the server runs under this wrapper, which adds a trio Instrument
-# counting task steps (a task resumed by the scheduler) and I/O waits (scheduler passes
-# that asked epoll for work) and writes the two counts to a file at most twice a second.
-# Counts do not depend on what else runs on the core, unlike CPU seconds.
-STEP_COUNTER = """
-import sys, time, trio
+# `--count-steps` and `--gc-log`: the server runs under this wrapper (argv: the steps
+# file and the collections file, "-" for neither). With a steps file it adds a trio
+# Instrument counting task steps (a task resumed by the scheduler) and I/O waits
+# (scheduler passes that asked epoll for work) and writes the two counts to the file at
+# most twice a second; counts do not depend on what else runs on the core, unlike CPU
+# seconds. With a collections file it times every garbage collection of the process (a
+# `gc.callbacks` hook: the CPU time of the thread that ran it, which holds the GIL
+# throughout) and writes them when the server exits: "wall-clock generation seconds".
+SERVER_WRAPPER = """
+import atexit, gc, sys, time, trio
 from hookline.cli import main
-out = sys.argv.pop(1)
-class Count(trio.abc.Instrument):
-    steps = waits = 0
-    written = 0.0
-    def before_task_step(self, task):
-        self.steps += 1
-    def before_io_wait(self, timeout):
-        self.waits += 1
-        now = time.monotonic()
-        if now - self.written > 0.5:
-            self.written = now
-            with open(out, "w") as f:
-                f.write(f"{self.steps} {self.waits}")
-run = trio.run
-trio.run = lambda *a, **k: run(*a, instruments=[*k.pop("instruments", ()), Count()], **k)
+steps_out, gc_out = sys.argv.pop(1), sys.argv.pop(1)
+if steps_out != "-":
+    class Count(trio.abc.Instrument):
+        steps = waits = 0
+        written = 0.0
+        def before_task_step(self, task):
+            self.steps += 1
+        def before_io_wait(self, timeout):
+            self.waits += 1
+            now = time.monotonic()
+            if now - self.written > 0.5:
+                self.written = now
+                with open(steps_out, "w") as f:
+                    f.write(f"{self.steps} {self.waits}")
+    run = trio.run
+    trio.run = lambda *a, **k: run(*a, instruments=[*k.pop("instruments", ()), Count()], **k)
+if gc_out != "-":
+    started, collections = [0.0], []
+    def timed(phase, info):
+        if phase == "start":
+            started[0] = time.thread_time()
+        else:
+            collections.append((time.time(), info["generation"], time.thread_time() - started[0]))
+    gc.callbacks.append(timed)
+    def write():
+        with open(gc_out, "w") as f:
+            f.writelines(f"{t:.3f} {g} {s:.6f}\\n" for t, g, s in collections)
+    atexit.register(write)
 sys.exit(main(sys.argv[1:]))
 """
+
+
+def gc_between(path: Path, t0: float, t1: float) -> dict[str, dict[str, float]]:
+    """Per generation, the collections `--gc-log` saw in [t0, t1] (wall clock): how many,
+    their largest and mean CPU time (ms), and the CPU they took per second of it."""
+    times: dict[int, list[float]] = {}
+    with contextlib.suppress(OSError):
+        for line in path.read_text().splitlines():
+            when, generation, seconds = line.split()
+            if t0 <= float(when) <= t1:
+                times.setdefault(int(generation), []).append(float(seconds) * 1000)
+    span = max(t1 - t0, 1e-9)
+    return {
+        str(g): {
+            "n": len(ms),
+            "max_ms": round(max(ms), 2),
+            "mean_ms": round(sum(ms) / len(ms), 2),
+            "ms_per_s": round(sum(ms) / span, 2),
+        }
+        for g, ms in sorted(times.items())
+    }
 
 
 def progress(msg: str) -> None:
@@ -466,11 +507,16 @@ def py_spy() -> list[str]:
 
 
 async def profile_server(pid: int, out: Path, *, delay_s: float, seconds: float) -> None:
-    """Sample the server (every thread, not paused) into collapsed stacks at `out`."""
+    """Sample the server (every thread) into collapsed stacks at `out`.
+
+    py-spy pauses the process for each sample (100 a second). Without pausing
+    (`--nonblocking`, used until 2026-12-01) it reads the stacks while they change: at
+    150 calls 439 of 3,290 samples failed and many were torn (`trio.current_time`
+    "called" from `UserDict.__contains__`), which made the inclusive shares wrong."""
     await trio.sleep(delay_s)
     command = [
-        *py_spy(), "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200",
-        "--nonblocking", "--threads", "--format", "raw", "-o", str(out),
+        *py_spy(), "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "100",
+        "--threads", "--format", "raw", "-o", str(out),
     ]  # fmt: skip
     done = await trio.run_process(command, capture_stdout=True, capture_stderr=True, check=False)
     if done.returncode != 0:
@@ -573,7 +619,12 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
         url = f"http://127.0.0.1:{port}/twilio/voice"
         place_call = open_call(sim, ticker, url)
         steps_file = workdir / "trio-steps.txt" if COUNT_STEPS else None
-        launcher = ["-c", STEP_COUNTER, str(steps_file)] if steps_file else ["-m", "hookline.cli"]
+        gc_file = workdir / "gc.txt" if GC_LOG else None
+        launcher = (
+            ["-c", SERVER_WRAPPER, str(steps_file or "-"), str(gc_file or "-")]
+            if steps_file or gc_file
+            else ["-m", "hookline.cli"]
+        )
         with log_path.open("wb") as log:
             proc = await trio.lowlevel.open_process(
                 [
@@ -644,7 +695,7 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
                                 profile_server,
                                 proc.pid,
                                 profile_out,
-                                delay_s=PROFILE_DELAY_S,
+                                delay_s=ARRIVE_OVER_S + PROFILE_DELAY_S,
                                 seconds=PROFILE_S,
                             )
                         )
@@ -654,7 +705,7 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
                                 profile_server,
                                 os.getpid(),
                                 PROFILE_DIR / f"loadgen-{n}.txt",
-                                delay_s=PROFILE_DELAY_S,
+                                delay_s=ARRIVE_OVER_S + PROFILE_DELAY_S,
                                 seconds=PROFILE_S,
                             )
                         )
@@ -699,6 +750,8 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
         # The level's own load: the whole-run figure averages in the ramps.
         util = cpu_util_between(cpu_samples, up_from, up_to)
         level["server_cpu_util_all_up"] = round(util, 3) if util is not None else None
+        if GC_LOG:
+            level["gc_all_up"] = gc_between(workdir / "gc.txt", up_from, up_to)
     v2v = data["metrics"]["voice_to_voice"]
     answers = [ms for r in results for ms in r.answer_ms]
     greetings = [r.greeting_ms for r in results if r.greeting_ms is not None]
@@ -915,6 +968,13 @@ if __name__ == "__main__":
         "(per media frame in the JSON; the instrument costs some CPU itself)",
     )
     parser.add_argument(
+        "--gc-log",
+        action="store_true",
+        help="time the server's garbage collections; `gc_all_up` in the JSON gives, per "
+        "generation, those while all N calls were up (count, largest and mean CPU ms, "
+        "CPU ms per second); one server process (--workers 1)",
+    )
+    parser.add_argument(
         "--stt-chunk-ms",
         type=int,
         help="[stt.deepgram] send_chunk_ms for the server (default: the plugin's)",
@@ -983,6 +1043,7 @@ if __name__ == "__main__":
     WORKERS = args.workers
     PROFILE_S = args.profile_s
     COUNT_STEPS = args.count_steps
+    GC_LOG = args.gc_log
     if args.stt_chunk_ms is not None:
         STT_SETTINGS = f"send_chunk_ms = {args.stt_chunk_ms}\n"
     if args.profile is not None:

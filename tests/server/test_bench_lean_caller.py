@@ -224,3 +224,32 @@ async def test_the_bench_serves_its_provider_fakes_from_a_child_below_the_caller
             await stream.aclose()
     with pytest.raises(ProcessLookupError):  # the child has exited and been reaped
         os.kill(pid, 0)
+
+
+def test_the_bench_wrapper_times_the_servers_collections(tmp_path: Path) -> None:
+    """`--gc-log`: the server runs under bench_server.py's wrapper, which writes every
+    garbage collection of the process when it exits; `gc_between` sums those in a window
+    per generation."""
+    import time
+
+    import bench_server
+
+    log = tmp_path / "gc.txt"
+    started = time.time()
+    done = subprocess.run(
+        [sys.executable, "-c", bench_server.SERVER_WRAPPER, "-", str(log), "--help"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert b"serve" in done.stdout  # the real CLI ran under it
+    rows = [line.split() for line in log.read_text().splitlines()]
+    assert rows, "importing the CLI allocates enough for at least one young collection"
+    assert all(started <= float(t) <= time.time() and g in "012" for t, g, _ in rows)
+
+    log.write_text("10.0 0 0.002\n11.0 0 0.004\n11.5 1 0.010\n30.0 2 0.100\n")
+    assert bench_server.gc_between(log, 10.0, 20.0) == {
+        "0": {"n": 2, "max_ms": 4.0, "mean_ms": 3.0, "ms_per_s": 0.6},
+        "1": {"n": 1, "max_ms": 10.0, "mean_ms": 10.0, "ms_per_s": 1.0},
+    }
