@@ -106,7 +106,7 @@ WORKERS = 1  # `--workers`: with more than one, nothing is pinned (they need eve
 PROFILE_DIR: Path | None = None  # `--profile DIR`
 PROFILE_LOADGEN = False  # `--profile-loadgen`: sample this process too (DIR/loadgen-N.txt)
 PROFILE_S = 12.0  # `--profile-s`
-PROFILE_DELAY_S = 3.0  # after the last call starts (ALL_UP_SETTLE_S): all are up by then
+PROFILE_DELAY_S = 3.0  # after the last call starts (ARRIVE_OVER_S): all are up by then
 PROFILE_TOP = 25
 STT_SETTINGS = ""  # extra `[stt.deepgram]` lines (`--stt-chunk-ms`)
 COUNT_STEPS = False  # `--count-steps`
@@ -506,17 +506,21 @@ def py_spy() -> list[str]:
     return [found] if found else ["uvx", "py-spy"]
 
 
-async def profile_server(pid: int, out: Path, *, delay_s: float, seconds: float) -> None:
-    """Sample the server (every thread) into collapsed stacks at `out`.
+async def profile_server(
+    pid: int, out: Path, *, delay_s: float, seconds: float, pause: bool = True
+) -> None:
+    """Sample a process (every thread) into collapsed stacks at `out`.
 
-    py-spy pauses the process for each sample (100 a second). Without pausing
-    (`--nonblocking`, used until 2026-12-01) it reads the stacks while they change: at
-    150 calls 439 of 3,290 samples failed and many were torn (`trio.current_time`
-    "called" from `UserDict.__contains__`), which made the inclusive shares wrong."""
+    With `pause`, py-spy stops the process for each sample (100 a second). Without it
+    (`--nonblocking`, the server's way until 2026-12-01) it reads the stacks while they
+    change: at 150 calls 439 of 3,290 samples failed and many were torn
+    (`trio.current_time` "called" from `UserDict.__contains__`), which made the
+    inclusive shares wrong. The load generator is sampled without pausing: stopping it
+    would hold back the callers' frames."""
     await trio.sleep(delay_s)
     command = [
         *py_spy(), "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "100",
-        "--threads", "--format", "raw", "-o", str(out),
+        *([] if pause else ["--nonblocking"]), "--threads", "--format", "raw", "-o", str(out),
     ]  # fmt: skip
     done = await trio.run_process(command, capture_stdout=True, capture_stderr=True, check=False)
     if done.returncode != 0:
@@ -707,6 +711,7 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
                                 PROFILE_DIR / f"loadgen-{n}.txt",
                                 delay_s=ARRIVE_OVER_S + PROFILE_DELAY_S,
                                 seconds=PROFILE_S,
+                                pause=False,
                             )
                         )
                     async with trio.open_nursery() as nursery:
