@@ -150,6 +150,35 @@ async def test_text_and_bytes_round_trip_and_the_scope_is_asgi(nursery) -> None:
     assert all(name == name.lower() for name, _ in scope["headers"])
 
 
+async def test_a_send_cancelled_while_it_waits_for_room_still_sends_whole_frames(
+    nursery,
+) -> None:
+    """A send the socket cannot take at once waits for room, shielded: cancelling it
+    there must not leave half a frame on the wire (the peer would fail the connection)."""
+    big = bytes(range(256)) * 65536  # 16 MiB: far more than the socket buffers hold
+
+    async def script(receive, send) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        with trio.move_on_after(0.2) as scope:
+            await send({"type": "websocket.send", "bytes": big})
+        assert scope.cancel_called  # the deadline passed while the send waited
+        await send({"type": "websocket.send", "text": "after"})
+
+    app = Recorder(script)
+    port = await _serve(nursery, app)
+    stream = await _raw(port, HANDSHAKE)  # a raw client: it reads only when told to
+    await trio.sleep(0.5)  # the server's send waits for room past its deadline
+    head, _, received = (await _read_until_closed(stream)).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 ")
+    assert app.done.is_set()
+    # Server frames are unmasked: the whole binary frame (64-bit length), then "after",
+    # then the 1011 close the app gets for returning with the socket open.
+    whole = b"\x82\x7f" + len(big).to_bytes(8, "big") + big + b"\x81\x05after"
+    assert received[: len(whole)] == whole
+    assert received[len(whole) :][:4] == b"\x88\x02\x03\xf3"
+
+
 async def test_the_peers_close_code_reaches_the_app(nursery) -> None:
     app = Recorder(_echo)
     port = await _serve(nursery, app)
