@@ -692,6 +692,7 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
                 async with trio.open_nursery() as outer:
                     probe_scope = trio.CancelScope()
                     outer.start_soon(watch_level, worst_lag, proc.pid, cpu_samples, probe_scope)
+                    profile_delay_s = ARRIVE_OVER_S + PROFILE_DELAY_S  # all calls up
                     if PROFILE_DIR is not None:
                         profile_out = PROFILE_DIR / f"profile-{n}.txt"
                         outer.start_soon(
@@ -699,7 +700,7 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
                                 profile_server,
                                 proc.pid,
                                 profile_out,
-                                delay_s=ARRIVE_OVER_S + PROFILE_DELAY_S,
+                                delay_s=profile_delay_s,
                                 seconds=PROFILE_S,
                             )
                         )
@@ -709,7 +710,7 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
                                 profile_server,
                                 os.getpid(),
                                 PROFILE_DIR / f"loadgen-{n}.txt",
-                                delay_s=ARRIVE_OVER_S + PROFILE_DELAY_S,
+                                delay_s=profile_delay_s,
                                 seconds=PROFILE_S,
                                 pause=False,
                             )

@@ -12,6 +12,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from functools import partial
 from pathlib import Path
 
@@ -230,8 +231,6 @@ def test_the_bench_wrapper_times_the_servers_collections(tmp_path: Path) -> None
     """`--gc-log`: the server runs under bench_server.py's wrapper, which writes every
     garbage collection of the process when it exits; `gc_between` sums those in a window
     per generation."""
-    import time
-
     import bench_server
 
     log = tmp_path / "gc.txt"
