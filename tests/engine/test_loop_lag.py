@@ -15,6 +15,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hookline.audio import AudioFormat, rms_mulaw
 from hookline.engine.metrics import LoopLag, TurnTiming
@@ -175,6 +177,38 @@ def test_lag_between_sums_the_late_time_inside_the_window() -> None:
     assert round(lag.between(0.0, 10.0), 6) == 0.9
     assert round(lag.between(1.2, 2.05), 6) == 0.15
     assert lag.between(3.0, 4.0) == 0.0
+
+
+def _walked(late: list[tuple[float, float]], t0: float, t1: float, tick: float, start: bool):
+    """`between` and `delaying` as a walk over every interval, newest first."""
+    inside = delaying = 0.0
+    for begin, end in reversed(late):
+        overlap = max(0.0, min(end, t1) - max(begin, t0))
+        inside += overlap
+        if overlap and (end > t1 - tick or (start and begin < t0 + tick)):
+            delaying += overlap
+    return inside, delaying
+
+
+@given(
+    gaps=st.lists(st.tuples(st.floats(0.0, 0.5), st.floats(0.001, 0.3)), max_size=60),
+    t0=st.floats(0.0, 20.0),
+    width=st.floats(0.0, 5.0),
+    start=st.booleans(),
+)
+def test_the_lag_in_a_window_is_what_a_walk_over_every_stall_finds(
+    gaps: list[tuple[float, float]], t0: float, width: float, start: bool
+) -> None:
+    """The probe's late intervals are in order and never overlap, so `between` and
+    `delaying` find a window's by bisection; they add up what a walk over all finds."""
+    lag, t = LoopLag(tick_s=0.02), 0.0
+    for gap, length in gaps:
+        lag._late.append((t + gap, t + gap + length))
+        t += gap + length
+    t1 = t0 + width
+    inside, delaying = _walked(list(lag._late), t0, t1, lag.tick_s, start)
+    assert abs(lag.between(t0, t1) - inside) < 1e-9
+    assert abs(lag.delaying(t0, t1, start=start) - delaying) < 1e-9
 
 
 def test_without_the_probe_no_lag_is_booked() -> None:
