@@ -36,7 +36,7 @@ class SocketIO:
     Raises OSError when the connection is gone (reset, broken pipe, or the socket was
     closed while a call waited)."""
 
-    __slots__ = ("_fileno", "_unyielded")
+    __slots__ = ("_drained", "_fileno", "_unyielded")
 
     def __init__(self, sock: socket.socket | trio.socket.SocketType) -> None:
         # The descriptor is asked for at every call, never kept: the owner may close the
@@ -45,16 +45,25 @@ class SocketIO:
         # -1, so the next syscall fails with EBADF (OSError: the connection is gone).
         self._fileno = sock.fileno
         self._unyielded = 0
+        self._drained = False  # the last read took less than it asked for
 
     async def receive(self, max_bytes: int) -> bytes:
         """Up to `max_bytes` bytes; b"" at end of stream."""
-        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._drained:
+            # The last read emptied the kernel's buffer (it took less than it asked for),
+            # so a read now would almost always fail: a syscall and an exception for every
+            # frame, as the reader comes back for the next one. Wait first; data that has
+            # come in since wakes the wait at the loop's next pass.
+            await self._wait(trio.lowlevel.wait_readable)
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             try:
                 data = os.read(self._fileno(), max_bytes)
             except BlockingIOError:
                 pass
             else:
+                self._drained = 0 < len(data) < max_bytes
                 await self._fair()
                 return data
             # Waited for outside the `except`: inside it, the exception, its traceback

@@ -43,6 +43,47 @@ async def test_a_read_waits_for_data_without_spinning_or_keeping_an_exception() 
         assert got == [b"x"]
 
 
+async def test_after_a_read_that_emptied_the_buffer_the_next_one_waits_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A media reader is back for the next frame as soon as it has handled one, and a
+    read then almost always finds nothing: a failed syscall and an exception per 20 ms
+    frame. After a read that took less than it asked for, the next waits first."""
+    reads: list[bytes | None] = []  # what each read syscall returned (None: nothing yet)
+    read = os.read
+
+    def counted(fd: int, n: int) -> bytes:
+        try:
+            data = read(fd, n)
+        except BlockingIOError:
+            reads.append(None)
+            raise
+        reads.append(data)
+        return data
+
+    monkeypatch.setattr(os, "read", counted)
+    a, b = pair()
+    with a, b:
+        reader = SocketIO(a)
+        await b.send(b"one")
+        assert await reader.receive(10) == b"one"  # the first read is tried at once
+        got: list[bytes] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: _read_into(reader, got))
+            await trio.testing.wait_all_tasks_blocked()
+            await b.send(b"two")
+        assert got == [b"two"]
+        assert reads == [b"one", b"two"]  # no read that found nothing
+        # Data that came in before the next read is there at once, still without one.
+        await b.send(b"three")
+        assert await reader.receive(10) == b"three"
+        # A read that filled what it asked for may have left more: the next one reads.
+        await b.send(b"0123456789rest")
+        assert await reader.receive(10) == b"0123456789"
+        assert await reader.receive(10) == b"rest"
+        assert reads == [b"one", b"two", b"three", b"0123456789", b"rest"]
+
+
 async def _read_into(io: SocketIO, got: list[bytes]) -> None:
     got.append(await io.receive(10))
 
