@@ -13,7 +13,7 @@ from .audio import (
     mulaw_to_pcm16,
     pcm16_to_mulaw,
 )
-from .concurrency import leaves, reraise_single
+from .concurrency import held, leaves, reraise_single
 from .config import (
     AgentConfig,
     Config,
@@ -214,6 +214,7 @@ __all__ = [
     "decode_section",
     "error_for_status",
     "estimate_cost",
+    "held",
     "hookimpl",
     "leaves",
     "load_config",

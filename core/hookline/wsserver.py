@@ -36,6 +36,7 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from .concurrency import held
 from .sockio import SocketIO
 
 __all__ = ["ASGIApp", "serve_websocket"]
@@ -242,12 +243,7 @@ class _Connection:
         # method's CPU at 150 calls (py-spy), the write syscall the rest. Only a write
         # that must wait for room is shielded, as anycorn shields every write: a
         # cancelled write would leave half a frame.
-        lock = self.write_lock
-        try:
-            lock.acquire_nowait()
-        except trio.WouldBlock:
-            await lock.acquire()
-        try:
+        async with held(self.write_lock):
             for data in self.protocol.data_to_send():
                 if not data:  # end of stream: the caller closes the socket
                     continue
@@ -259,8 +255,6 @@ class _Connection:
                 except _GONE:
                     self._lost()
                     return
-        finally:
-            lock.release()
 
     async def finish(self) -> None:
         """After the app returned (or raised) leaving the socket open, as anycorn does:

@@ -26,6 +26,7 @@ from hookline import (
     LegEvent,
     MarkReached,
     ProviderError,
+    held,
 )
 
 from . import protocol as p
@@ -98,22 +99,14 @@ class MediaSocket:
 
     async def send(self, message: msgspec.Struct) -> None:
         # One lock keeps media, marks and clears in the order the engine issued them.
-        # Uncontended (nearly always) it is taken without a trip through the scheduler,
-        # which `async with` makes on every outbound message.
-        lock = self._send_lock
-        try:
-            lock.acquire_nowait()
-        except trio.WouldBlock:
-            await lock.acquire()
-        try:
+        # Uncontended (nearly always) it is taken without a trip through the scheduler.
+        async with held(self._send_lock):
             if not self.closed:
                 text = p.encode(message).decode()
                 try:
                     await self._send({"type": "websocket.send", "text": text})
                 except OSError:  # some ASGI servers raise once the peer is gone
                     self.closed = True
-        finally:
-            lock.release()
 
     async def close(self, code: int = 1000) -> None:
         async with self._send_lock:
