@@ -18,8 +18,8 @@ class held:  # lower case: it reads as `async with held(lock):`
     `async with lock:` yields to trio's scheduler even when the lock is free (trio's
     `acquire` is a checkpoint). On the media path that is a task step for every
     outbound message; here only a lock held by another task is waited for (a
-    checkpoint, cancellable, as `acquire` is). The block must still reach a checkpoint
-    of its own for the task to be fair to the others.
+    checkpoint, cancellable, as `acquire` is). A block without a checkpoint of its own
+    then makes none at all: the loop around it must have one, as any loop must.
     """
 
     __slots__ = ("_lock",)
