@@ -111,6 +111,7 @@ PROFILE_TOP = 25
 STT_SETTINGS = ""  # extra `[stt.deepgram]` lines (`--stt-chunk-ms`)
 COUNT_STEPS = False  # `--count-steps`
 GC_LOG = False  # `--gc-log`
+SERVER = "hookline"  # `--server hookline|relay`: bench/relay.py is the bare-relay floor
 CALLERS = "lean"  # `--callers lean|sim`: bench/lean_caller.py, or the testkit's SimCall
 KEEP_CORE_AWAKE = False  # `--keep-core-awake`
 BARGE_IN = False  # `--barge-in`: each call's last turn is interrupted
@@ -629,16 +630,13 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
             if steps_file or gc_file
             else ["-m", "hookline.cli"]
         )
+        command = [*launcher, "serve", str(config), "--workers", str(WORKERS)]
+        if SERVER == "relay":
+            command = [str(Path(__file__).with_name("relay.py")), "--port", str(port)]
+            env |= {"RELAY_STT_URL": stt.url, "RELAY_TTS_URL": tts.url, "RELAY_LLM_URL": llm.url}
         with log_path.open("wb") as log:
             proc = await trio.lowlevel.open_process(
-                [
-                    sys.executable,
-                    *launcher,
-                    "serve",
-                    str(config),
-                    "--workers",
-                    str(WORKERS),
-                ],
+                [sys.executable, *command],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
@@ -937,6 +935,7 @@ async def main(levels: list[int], turns: int) -> None:
         "workers": WORKERS,
         "pinned": {"server_cpu": SERVER_CPU, "loadgen_cpu": LOADGEN_CPU} if WORKERS == 1 else None,
         "turns": turns,
+        "server": SERVER,  # `--server`: hookline, or the bare relay (bench/relay.py)
         "callers": CALLERS,  # `--callers`: lean (bench/lean_caller.py) or sim (SimCall)
         "barge_in": BARGE_IN,
         "think_s": THINK_S,
@@ -984,6 +983,14 @@ if __name__ == "__main__":
         "--stt-chunk-ms",
         type=int,
         help="[stt.deepgram] send_chunk_ms for the server (default: the plugin's)",
+    )
+    parser.add_argument(
+        "--server",
+        choices=("hookline", "relay"),
+        default="hookline",
+        help="what runs on the server's core: `hookline serve` (default) or bench/relay.py, "
+        "a bare relay doing the same wire work with no engine (the floor); the relay "
+        "writes no analytics, so its level has the caller-side figures only",
     )
     parser.add_argument(
         "--callers",
@@ -1042,6 +1049,7 @@ if __name__ == "__main__":
     FAKES_APART = not args.fakes_together
     PROFILE_LOADGEN = args.profile_loadgen
     CALLERS = args.callers
+    SERVER = args.server
     BARGE_IN = args.barge_in
     THINK_S = args.think_s
     ARRIVE_OVER_S = args.arrive_over_s
