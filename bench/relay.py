@@ -153,12 +153,12 @@ class Cleared(msgspec.Struct, tag="Cleared", tag_field="type"):
     pass
 
 
-class Warning_(msgspec.Struct, tag="Warning", tag_field="type"):
+class TTSWarning(msgspec.Struct, tag="Warning", tag_field="type"):
     pass
 
 
 stt_in = msgspec.json.Decoder(Results | SpeechStarted | UtteranceEnd | Metadata)
-tts_in = msgspec.json.Decoder(Flushed | Cleared | Metadata | Warning_)
+tts_in = msgspec.json.Decoder(Flushed | Cleared | Metadata | TTSWarning)
 
 
 class _Delta(msgspec.Struct):
@@ -335,6 +335,7 @@ class Call:
                 "POST", "/chat/completions", content=body,
                 headers={"Content-Type": "application/json"},
             ) as response:  # fmt: skip
+                response.raise_for_status()
                 text = b""
                 buffer = b""
                 async for data in response.aiter_bytes():
@@ -412,6 +413,15 @@ class Relay:
         return hmac.compare_digest(mac, want) and float(expires or 0) > time.time()
 
     async def handle(self, stream: trio.SocketStream) -> None:
+        """One connection; its failure ends it and nothing else (it is logged)."""
+        try:
+            await self._handle(stream)
+        except Exception:
+            log.exception("connection failed")
+        finally:
+            await stream.aclose()
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
         http = h11.Connection(h11.SERVER)
         raw = b""
         while True:
@@ -483,6 +493,7 @@ class Relay:
 
 
 async def main(port: int) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     relay = Relay(port)
     await trio.serve_tcp(relay.handle, port, host="127.0.0.1")
 
