@@ -39,7 +39,10 @@ trio task steps and I/O waits per media frame sent (counts, not timings). With
 `--gc-log` it times the server's garbage collections: `gc_all_up` per generation while
 all calls were up. `--stt-chunk-ms N` sets the server's `[stt.deepgram] send_chunk_ms`.
 `--profile-loadgen` (with `--profile`) samples this process too: DIR/loadgen-N.txt,
-`loadgen_profile` in the JSON.
+`loadgen_profile` in the JSON. `--server relay` puts bench/relay.py on the server's core
+instead of hookline: a bare relay doing the same wire work with no runtime, the floor
+hookline is compared with (docs/capacity.md); it writes no analytics, so its levels have
+the caller-side figures and CPU, no `overhead_ms_*`.
 
 Progress goes to stderr; one JSON line to stdout: per N, p50/p99 `runtime_overhead` and
 `voice_to_voice` (ms, as the server recorded them), the caller-side answer time, CPU
@@ -1050,6 +1053,11 @@ if __name__ == "__main__":
     PROFILE_LOADGEN = args.profile_loadgen
     CALLERS = args.callers
     SERVER = args.server
+    if SERVER == "relay" and (
+        args.workers != 1 or args.count_steps or args.gc_log or args.stt_chunk_ms
+    ):
+        sys.exit("--server relay is one plain process: no --workers, --count-steps, --gc-log "
+                 "or --stt-chunk-ms")  # fmt: skip
     BARGE_IN = args.barge_in
     THINK_S = args.think_s
     ARRIVE_OVER_S = args.arrive_over_s
