@@ -19,8 +19,8 @@ does on the wire, and nothing else:
 
 Not done (hookline does): turn-taking rules, tools, analytics, metrics, logging per
 turn, reconnects, timeouts, drain on SIGTERM (this one just stops). The same wire layer
-as hookline's media path (hookline.SocketIO, `websockets`' sans-I/O protocol, msgspec),
-so the difference is the runtime above it.
+as hookline's media path (hookline.SocketIO, `websockets`' sans-I/O protocol) and the
+plugins' own message types and parsers, so the difference is the runtime above them.
 
     python bench/relay.py --port 8080     # keys and fakes' URLs from the environment
 """
@@ -50,131 +50,28 @@ from websockets.uri import parse_uri
 
 from hookline import SocketIO, held
 from hookline.audio import MULAW_8K
+from hookline_llm_openai.wire import SSEParser, decode_chunk
 from hookline_stt_deepgram.client import listen_url
+from hookline_stt_deepgram.messages import ListenResults, ListenSpeechStarted, decode_server_message
 from hookline_stt_deepgram.settings import DeepgramSTTSettings
+from hookline_telephony_twilio import protocol as tw
+from hookline_tts_deepgram import wire as tts_wire
 
 log = logging.getLogger("relay")
 
 RECV = 65536
 TOKEN_TTL_S = 60.0
 SYSTEM = "You are the phone agent of Riverside Auto Service. " * 60  # ~3,000 characters
-SENTENCE_END = re.compile(rb"[.!?]\s")
+SENTENCE_END = re.compile(r"[.!?]\s")
 
 
-# ---------------------------------------------------------------------- wire messages
-
-
-class _Start(msgspec.Struct):
-    streamSid: str
-    callSid: str
-    customParameters: dict[str, str] = {}
-
-
-class _MediaBody(msgspec.Struct):
-    payload: bytes  # base64 on the wire: msgspec decodes it
-
-
-class _MarkBody(msgspec.Struct):
-    name: str
-
-
-class Connected(msgspec.Struct, tag="connected", tag_field="event"):
-    pass
-
-
-class Start(msgspec.Struct, tag="start", tag_field="event"):
-    start: _Start
-
-
-class Media(msgspec.Struct, tag="media", tag_field="event"):
-    media: _MediaBody
-
-
-class Mark(msgspec.Struct, tag="mark", tag_field="event"):
-    mark: _MarkBody
-
-
-class Stop(msgspec.Struct, tag="stop", tag_field="event"):
-    pass
-
-
-class Dtmf(msgspec.Struct, tag="dtmf", tag_field="event"):
-    pass
-
-
-twilio_in = msgspec.json.Decoder(Connected | Start | Media | Mark | Stop | Dtmf)
-
-
-class OutMedia(msgspec.Struct, tag="media", tag_field="event"):
-    streamSid: str
-    media: _MediaBody
-
-
-class OutMark(msgspec.Struct, tag="mark", tag_field="event"):
-    streamSid: str
-    mark: _MarkBody
-
-
-class OutClear(msgspec.Struct, tag="clear", tag_field="event"):
-    streamSid: str
-
-
-class _Alt(msgspec.Struct):
-    transcript: str = ""
-
-
-class _Channel(msgspec.Struct):
-    alternatives: list[_Alt]
-
-
-class Results(msgspec.Struct, tag="Results", tag_field="type"):
-    channel: _Channel
-    is_final: bool = False
-    speech_final: bool = False
-
-
-class SpeechStarted(msgspec.Struct, tag="SpeechStarted", tag_field="type"):
-    pass
-
-
-class UtteranceEnd(msgspec.Struct, tag="UtteranceEnd", tag_field="type"):
-    pass
-
-
-class Metadata(msgspec.Struct, tag="Metadata", tag_field="type"):
-    pass
-
-
-class Flushed(msgspec.Struct, tag="Flushed", tag_field="type"):
-    pass
-
-
-class Cleared(msgspec.Struct, tag="Cleared", tag_field="type"):
-    pass
-
-
-class TTSWarning(msgspec.Struct, tag="Warning", tag_field="type"):
-    pass
-
-
-stt_in = msgspec.json.Decoder(Results | SpeechStarted | UtteranceEnd | Metadata)
-tts_in = msgspec.json.Decoder(Flushed | Cleared | Metadata | TTSWarning)
-
-
-class _Delta(msgspec.Struct):
-    content: str | None = None
-
-
-class _Choice(msgspec.Struct):
-    delta: _Delta
-
-
-class Chunk(msgspec.Struct):
-    choices: list[_Choice] = []
-
-
-chunk_in = msgspec.json.Decoder(Chunk)
-encode = msgspec.json.Encoder().encode
+# The providers' messages are the plugins' own types (hookline_telephony_twilio.protocol,
+# hookline_stt_deepgram.messages, hookline_tts_deepgram.wire, hookline_llm_openai.wire):
+# the relay decodes and encodes exactly what hookline does, so per frame the two differ
+# only in what runs above the wire.
+GREETING = "Thanks for calling. How can I help?"
+FLUSH = tts_wire.encode(tts_wire.Flush()).encode()
+CLEAR = tts_wire.encode(tts_wire.Clear()).encode()
 
 
 # ---------------------------------------------------------------------- one WebSocket
@@ -223,7 +120,8 @@ class WebSocket:
                 for f in self.protocol.events_received()
                 if f.opcode in (Opcode.TEXT, Opcode.BINARY)
             ]
-            await self.flush()  # pongs, close replies
+            if self.protocol.writes:  # pongs, close replies
+                await self.flush()
             if frames:
                 return frames
             if self.protocol.state is State.CLOSED:
@@ -265,7 +163,6 @@ class Call:
         self.llm_scope: trio.CancelScope | None = None
 
     async def run(self, nursery: trio.Nursery) -> None:
-        start: _Start | None = None
         stt = tts = None
         try:
             while True:
@@ -273,13 +170,13 @@ class Call:
                 if not frames:
                     return
                 for frame in frames:
-                    msg = twilio_in.decode(frame.data)
-                    if type(msg) is Media:
+                    msg = tw.decode_inbound(frame.data)
+                    if type(msg) is tw.Media:
                         if stt is not None:
                             await stt.send_binary(msg.media.payload)
-                    elif type(msg) is Mark:
+                    elif type(msg) is tw.Mark:
                         self.marks_out = max(0, self.marks_out - 1)  # cleared: 0 already
-                    elif type(msg) is Start:
+                    elif type(msg) is tw.Start:
                         start = msg.start
                         if not self.relay.token_ok(start):
                             return
@@ -287,8 +184,9 @@ class Call:
                         stt, tts = await self.open_providers(start.callSid)
                         nursery.start_soon(self.read_stt, stt, tts, nursery)
                         nursery.start_soon(self.read_tts, tts)
-                        await self.speak(tts, [b"Thanks for calling. How can I help?"])
-                    elif type(msg) is Stop:
+                        await self.speak_part(tts, GREETING)
+                        await tts.send_text(FLUSH)
+                    elif type(msg) is tw.Stop:
                         return
         finally:
             nursery.cancel_scope.cancel()
@@ -307,76 +205,71 @@ class Call:
     async def read_stt(self, stt: WebSocket, tts: WebSocket, nursery: trio.Nursery) -> None:
         while frames := await stt.frames():
             for frame in frames:
-                msg = stt_in.decode(frame.data)
-                if type(msg) is Results:
+                msg = decode_server_message(frame.data)
+                if type(msg) is ListenResults:
                     words = msg.channel.alternatives[0].transcript
                     if words and self.marks_out > 0:
                         await self.barge_in(tts)
                     if msg.speech_final and words:
                         self.history.append({"role": "user", "content": words})
                         nursery.start_soon(self.answer, tts)
-                elif type(msg) is SpeechStarted and self.marks_out > 0:
+                elif type(msg) is ListenSpeechStarted and self.marks_out > 0:
                     await self.barge_in(tts)
 
     async def barge_in(self, tts: WebSocket) -> None:
         if self.llm_scope is not None:
             self.llm_scope.cancel()
         self.marks_out = 0
-        await tts.send_text(b'{"type":"Clear"}')
-        await self.twilio.send_text(encode(OutClear(self.stream_sid)))
+        await tts.send_text(CLEAR)
+        await self.twilio.send_text(tw.encode(tw.Clear(streamSid=self.stream_sid)))
 
     async def answer(self, tts: WebSocket) -> None:
         """One streamed chat completion, spoken sentence by sentence."""
-        body = encode({"model": "gpt-4o", "messages": self.history, "stream": True,
-                       "stream_options": {"include_usage": True}})  # fmt: skip
-        said: list[bytes] = []
+        request = {"model": "gpt-4o", "messages": self.history, "stream": True}
+        body = msgspec.json.encode(request | {"stream_options": {"include_usage": True}})
+        said: list[str] = []
+        text = ""
+        sse = SSEParser()
         with trio.CancelScope() as self.llm_scope:
             async with self.relay.http.stream(
                 "POST", "/chat/completions", content=body,
                 headers={"Content-Type": "application/json"},
             ) as response:  # fmt: skip
                 response.raise_for_status()
-                text = b""
-                buffer = b""
                 async for data in response.aiter_bytes():
-                    buffer += data
-                    *events, buffer = buffer.split(b"\n\n")
-                    for event in events:
-                        payload = event.removeprefix(b"data: ")
-                        if payload == b"[DONE]":
-                            break
-                        for choice in chunk_in.decode(payload).choices:
-                            text += (choice.delta.content or "").encode()
+                    for payload in sse.feed(data):
+                        if payload != b"[DONE]":
+                            for choice in decode_chunk(payload).choices:
+                                text += choice.delta.content or ""
                     while m := SENTENCE_END.search(text):
                         said.append(text[: m.end()])
                         await self.speak_part(tts, text[: m.end()])
                         text = text[m.end() :]
-                if text:
-                    said.append(text)
-                    await self.speak_part(tts, text)
-                await tts.send_text(b'{"type":"Flush"}')
+            if text:
+                said.append(text)
+                await self.speak_part(tts, text)
+            await tts.send_text(FLUSH)
         self.llm_scope = None
-        self.history.append({"role": "assistant", "content": b"".join(said).decode()})
+        self.history.append({"role": "assistant", "content": "".join(said)})
 
-    async def speak_part(self, tts: WebSocket, text: bytes) -> None:
-        await tts.send_text(encode({"type": "Speak", "text": text.decode()}))
-
-    async def speak(self, tts: WebSocket, sentences: list[bytes]) -> None:
-        for s in sentences:
-            await self.speak_part(tts, s)
-        await tts.send_text(b'{"type":"Flush"}')
+    async def speak_part(self, tts: WebSocket, text: str) -> None:
+        await tts.send_text(tts_wire.encode(tts_wire.Speak(text)).encode())
 
     async def read_tts(self, tts: WebSocket) -> None:
         while frames := await tts.frames():
             for frame in frames:
                 if frame.opcode is Opcode.BINARY:
-                    media = OutMedia(self.stream_sid, _MediaBody(frame.data))
-                    await self.twilio.send_text(encode(media))
-                elif type(tts_in.decode(frame.data)) is Flushed:
+                    media = tw.OutMedia(
+                        streamSid=self.stream_sid, media=tw.OutMediaBody(frame.data)
+                    )
+                    await self.twilio.send_text(tw.encode(media))
+                elif type(tts_wire.decode_server(frame.data)) is tts_wire.Flushed:
                     self.mark_no += 1
                     self.marks_out += 1
-                    mark = OutMark(self.stream_sid, _MarkBody(f"m{self.mark_no}"))
-                    await self.twilio.send_text(encode(mark))
+                    mark = tw.OutMark(
+                        streamSid=self.stream_sid, mark=tw.MarkBody(f"m{self.mark_no}")
+                    )
+                    await self.twilio.send_text(tw.encode(mark))
 
 
 # ---------------------------------------------------------------------- the server
@@ -405,7 +298,7 @@ class Relay:
         mac = hmac.new(self.auth_token.encode(), f"{call_sid}|{expires}".encode(), hashlib.sha256)
         return f"{expires}.{mac.hexdigest()}"
 
-    def token_ok(self, start: _Start) -> bool:
+    def token_ok(self, start: tw.StartBody) -> bool:
         expires, _, mac = start.customParameters.get("token", "").partition(".")
         want = hmac.new(
             self.auth_token.encode(), f"{start.callSid}|{expires}".encode(), hashlib.sha256
