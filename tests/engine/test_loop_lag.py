@@ -185,7 +185,7 @@ def _walked(late: list[tuple[float, float]], t0: float, t1: float, tick: float, 
     for begin, end in reversed(late):
         overlap = max(0.0, min(end, t1) - max(begin, t0))
         inside += overlap
-        if overlap and (end > t1 - tick or (start and begin < t0 + tick)):
+        if overlap and (end > t1 - tick or (start and begin < t0 + 2 * tick)):
             delaying += overlap
     return inside, delaying
 
@@ -235,6 +235,22 @@ def test_delaying_counts_the_stalls_at_the_ends_whole() -> None:
     # A stall that began before and went on past the end counts whole inside the window.
     assert round(lag.delaying(1.21, 1.25, start=False), 6) == 0.04
     assert lag.delaying(1.31, 1.46, start=True) == 0.0  # nothing near either end
+
+
+def test_a_stall_the_probe_saw_a_tick_late_at_the_start_is_the_runtimes() -> None:
+    """The probe sees a stall begin at its own deadline, up to a tick after the stall
+    began. Its last look on time at 1.005, just after the request's 1.0 (its task ran
+    after the request's in that pass): its next deadline, 1.025, fell inside a stall that
+    began by then, which held the request back. (Under load this stall was booked as the
+    TTS's latency: the blocked-thread test above failed 3 runs in 8.)"""
+    lag = LoopLag(tick_s=0.02)
+    lag._late.append((1.025, 1.4))
+    assert round(lag.delaying(1.0, 1.45, start=True), 6) == 0.375
+    # Seen beginning over two ticks after t0: it began after the probe's on-time look,
+    # over a tick after the request went out.
+    lag = LoopLag(tick_s=0.02)
+    lag._late.append((1.045, 1.4))
+    assert lag.delaying(1.0, 1.45, start=True) == 0.0
 
 
 def test_a_stall_the_thread_was_over_before_the_final_is_not_the_runtimes() -> None:

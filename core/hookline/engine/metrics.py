@@ -112,10 +112,12 @@ class LoopLag:
         and, with `start`, at t0. A stall is one late interval, counted whole (its overlap
         with the window). At t1: one that ended less than a tick before t1 (the probe's
         next look, a tick after it, had not yet found the thread on time). At t0: one
-        under way within a tick after t0."""
+        under way within a tick after t0; the probe sees a stall begin at its own
+        deadline, up to a tick after the thread stopped, so one seen beginning less than
+        two ticks after t0."""
         total, tick = 0.0, self.tick_s
         for begin, end in self._overlapping(t0, t1):
-            if end > t1 - tick or (start and begin < t0 + tick):
+            if end > t1 - tick or (start and begin < t0 + 2 * tick):
                 total += min(end, t1) - max(begin, t0)
         return total
 
