@@ -42,7 +42,10 @@ all calls were up. `--stt-chunk-ms N` sets the server's `[stt.deepgram] send_chu
 `loadgen_profile` in the JSON. `--server relay` puts bench/relay.py on the server's core
 instead of hookline: a bare relay doing the same wire work with no runtime, the floor
 hookline is compared with (docs/capacity.md); it writes no analytics, so its levels have
-the caller-side figures and CPU, no `overhead_ms_*`.
+the caller-side figures and CPU, no `overhead_ms_*`. `--beside-relay` runs the relay
+first and then hookline at each N (fresh processes, minutes apart): each hookline level
+gets the relay's under `relay` and `cpu_vs_relay`, the ratio of their CPU per
+call-minute, which moves far less with this host's speed than either figure.
 
 Progress goes to stderr; one JSON line to stdout: per N, p50/p99 `runtime_overhead` and
 `voice_to_voice` (ms, as the server recorded them), the caller-side answer time, CPU
@@ -115,6 +118,7 @@ STT_SETTINGS = ""  # extra `[stt.deepgram]` lines (`--stt-chunk-ms`)
 COUNT_STEPS = False  # `--count-steps`
 GC_LOG = False  # `--gc-log`
 SERVER = "hookline"  # `--server hookline|relay`: bench/relay.py is the bare-relay floor
+BESIDE_RELAY = False  # `--beside-relay`: the relay runs right before hookline at each N
 CALLERS = "lean"  # `--callers lean|sim`: bench/lean_caller.py, or the testkit's SimCall
 KEEP_CORE_AWAKE = False  # `--keep-core-awake`
 BARGE_IN = False  # `--barge-in`: each call's last turn is interrupted
@@ -606,7 +610,7 @@ def read_db(db: Path, exclude: set[str]) -> dict:
 # ---------------------------------------------------------------------- one level
 
 
-async def run_level(n: int, turns: int, root: Path) -> dict:
+async def run_level(n: int, turns: int, root: Path, server: str = "hookline") -> dict:
     tone = tone_mulaw(SAY_S)
     call_timeout_s = 30.0 + turns * (15.0 + THINK_S)
     level_timeout_s = ARRIVE_OVER_S + call_timeout_s + 15.0
@@ -634,7 +638,7 @@ async def run_level(n: int, turns: int, root: Path) -> dict:
             else ["-m", "hookline.cli"]
         )
         command = [*launcher, "serve", str(config), "--workers", str(WORKERS)]
-        if SERVER == "relay":
+        if server == "relay":
             command = [str(Path(__file__).with_name("relay.py")), "--port", str(port)]
             env |= {"RELAY_STT_URL": stt.url, "RELAY_TTS_URL": tts.url, "RELAY_LLM_URL": llm.url}
         with log_path.open("wb") as log:
@@ -889,6 +893,44 @@ def compile_bytecode() -> None:
     )
 
 
+SUMMARY = (  # a level's progress line
+    "completed",
+    "failed",
+    "overhead_ms_p50",
+    "overhead_ms_p99",
+    "overhead_ms_p99_all_up",
+    "all_up_s",
+    "voice_to_voice_ms_p99",
+    "server_cpu_util",
+    "server_cpu_util_all_up",
+    "cpu_s_per_call_minute",
+    "rss_mb_per_call",
+    "loadgen_cpu_util",
+    "loadgen_worst_lag_ms",
+    "loadgen_late_per_s",
+    "wall_s",
+    "host_reference_ms",
+)
+
+
+async def one_level(n: int, turns: int, root: Path, server: str) -> dict:
+    progress(f"N={n}: starting {server} ({turns} turns per call)")
+    try:
+        level = await run_level(n, turns, root, server)
+    except Exception as e:  # one broken level is reported, the sweep goes on
+        progress(f"N={n}: level failed:\n{''.join(traceback.format_exception(e))}")
+        return {"calls": n, "error": f"{type(e).__name__}: {e}"}
+    progress(f"N={n} {server}: " + ", ".join(f"{k}={level.get(k)}" for k in SUMMARY))
+    return level
+
+
+def cpu_ratio(level: dict, relay: dict) -> float | None:
+    """hookline's CPU per call-minute over the relay's, both measured minutes apart: this
+    host's speed drifts by more than a third within an evening, the ratio far less."""
+    ours, floor = level.get("cpu_s_per_call_minute"), relay.get("cpu_s_per_call_minute")
+    return round(ours / floor, 2) if ours and floor else None
+
+
 async def main(levels: list[int], turns: int) -> None:
     compile_bytecode()
     results: list[dict] = []
@@ -896,37 +938,12 @@ async def main(levels: list[int], turns: int) -> None:
     first_over: int | None = None
     with tempfile.TemporaryDirectory(prefix="hookline-bench-server-") as tmp, core_kept_awake():
         for n in levels:
-            progress(f"N={n}: starting ({turns} turns per call)")
-            try:
-                level = await run_level(n, turns, Path(tmp))
-            except Exception as e:  # one broken level is reported, the sweep goes on
-                progress(f"N={n}: level failed:\n{''.join(traceback.format_exception(e))}")
-                level = {"calls": n, "error": f"{type(e).__name__}: {e}"}
+            relay = await one_level(n, turns, Path(tmp), "relay") if BESIDE_RELAY else None
+            level = await one_level(n, turns, Path(tmp), SERVER)
+            if relay is not None:
+                level["relay"] = relay
+                level["cpu_vs_relay"] = cpu_ratio(level, relay)
             results.append(level)
-            progress(
-                f"N={n}: "
-                + ", ".join(
-                    f"{k}={level.get(k)}"
-                    for k in (
-                        "completed",
-                        "failed",
-                        "overhead_ms_p50",
-                        "overhead_ms_p99",
-                        "overhead_ms_p99_all_up",
-                        "all_up_s",
-                        "voice_to_voice_ms_p99",
-                        "server_cpu_util",
-                        "server_cpu_util_all_up",
-                        "cpu_s_per_call_minute",
-                        "rss_mb_per_call",
-                        "loadgen_cpu_util",
-                        "loadgen_worst_lag_ms",
-                        "loadgen_late_per_s",
-                        "wall_s",
-                        "host_reference_ms",
-                    )
-                )
-            )
             if first_over is None:
                 if "error" not in level and sustained(level):
                     capacity = n
@@ -939,6 +956,7 @@ async def main(levels: list[int], turns: int) -> None:
         "pinned": {"server_cpu": SERVER_CPU, "loadgen_cpu": LOADGEN_CPU} if WORKERS == 1 else None,
         "turns": turns,
         "server": SERVER,  # `--server`: hookline, or the bare relay (bench/relay.py)
+        "beside_relay": BESIDE_RELAY,  # each level's "relay": the relay's run just before
         "callers": CALLERS,  # `--callers`: lean (bench/lean_caller.py) or sim (SimCall)
         "barge_in": BARGE_IN,
         "think_s": THINK_S,
@@ -994,6 +1012,13 @@ if __name__ == "__main__":
         help="what runs on the server's core: `hookline serve` (default) or bench/relay.py, "
         "a bare relay doing the same wire work with no engine (the floor); the relay "
         "writes no analytics, so its level has the caller-side figures only",
+    )
+    parser.add_argument(
+        "--beside-relay",
+        action="store_true",
+        help="at each N, run the bare relay first, then hookline, each a fresh process: the "
+        "level gets the relay's figures under `relay` and `cpu_vs_relay`, hookline's CPU "
+        "per call-minute over the relay's (list an N again to repeat the pair)",
     )
     parser.add_argument(
         "--callers",
@@ -1053,11 +1078,14 @@ if __name__ == "__main__":
     PROFILE_LOADGEN = args.profile_loadgen
     CALLERS = args.callers
     SERVER = args.server
-    if SERVER == "relay" and (
+    BESIDE_RELAY = args.beside_relay
+    if (SERVER == "relay" or BESIDE_RELAY) and (
         args.workers != 1 or args.count_steps or args.gc_log or args.stt_chunk_ms
     ):
-        sys.exit("--server relay is one plain process: no --workers, --count-steps, --gc-log "
-                 "or --stt-chunk-ms")  # fmt: skip
+        sys.exit("the relay is one plain process: no --workers, --count-steps, --gc-log "
+                 "or --stt-chunk-ms with --server relay or --beside-relay")  # fmt: skip
+    if BESIDE_RELAY and (SERVER == "relay" or args.profile is not None):
+        sys.exit("--beside-relay runs hookline after the relay: no --server relay, no --profile")
     BARGE_IN = args.barge_in
     THINK_S = args.think_s
     ARRIVE_OVER_S = args.arrive_over_s

@@ -18,7 +18,7 @@ does on the wire, and nothing else:
   out): `clear` to Twilio, `Clear` to TTS, the LLM request dropped.
 
 Not done (hookline does): turn-taking rules, tools, analytics, metrics, logging per
-turn, reconnects, timeouts, drain on SIGTERM (this one just stops). The same wire layer
+turn, reconnects, timeouts, drain on SIGTERM (this one stops at once). The same wire layer
 as hookline's media path (hookline.SocketIO, `websockets`' sans-I/O protocol) and the
 plugins' own message types and parsers, so the difference is the runtime above them.
 
@@ -33,7 +33,9 @@ import hmac
 import logging
 import os
 import re
+import signal
 import time
+from functools import partial
 from urllib.parse import parse_qsl
 
 import h11
@@ -388,7 +390,13 @@ class Relay:
 async def main(port: int) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     relay = Relay(port)
-    await trio.serve_tcp(relay.handle, port, host="127.0.0.1")
+    # SIGTERM (bench_server's stop) ends it at once with status 0: no drain, no error.
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(trio.serve_tcp, relay.handle, port, host="127.0.0.1"))
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break
 
 
 if __name__ == "__main__":
