@@ -610,7 +610,7 @@ def read_db(db: Path, exclude: set[str]) -> dict:
 # ---------------------------------------------------------------------- one level
 
 
-async def run_level(n: int, turns: int, root: Path, server: str = "hookline") -> dict:
+async def run_level(n: int, turns: int, root: Path, server: str) -> dict:
     tone = tone_mulaw(SAY_S)
     call_timeout_s = 30.0 + turns * (15.0 + THINK_S)
     level_timeout_s = ARRIVE_OVER_S + call_timeout_s + 15.0
