@@ -1,10 +1,15 @@
 """What the tests that run `hookline serve` as a subprocess share: a free port, a config
-for the real plugins against the loopback fakes, and waiting for a probe to answer."""
+for the real plugins against the loopback fakes, starting the process, and waiting for a
+probe to answer."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
+from typing import IO
 
 import httpx
 import trio
@@ -48,6 +53,17 @@ drain_timeout_s = {drain_timeout_s}
 {extra}"""
     )
     return config
+
+
+async def start_process(
+    nursery: trio.Nursery, argv: Sequence[str], *, env: dict[str, str], stderr: IO[bytes] | int
+) -> trio.Process:
+    """Start `argv` as a child of `nursery`: its stderr to `stderr` (a file or descriptor),
+    its stdout dropped; a non-zero exit is left to the test to read, not raised."""
+    run = partial(
+        trio.run_process, argv, env=env, stderr=stderr, stdout=subprocess.DEVNULL, check=False
+    )
+    return await nursery.start(run)
 
 
 async def wait_ok(url: str, timeout_s: float = 30.0) -> None:

@@ -27,7 +27,7 @@ from hookline.audio import tone_mulaw
 from hookline_testkit.fake_openai import text
 from hookline_testkit.twilio_sim import TwilioSimulator, _Media, _MediaBody
 
-from .serving import free_port, serve_config, wait_ok
+from .serving import free_port, serve_config, start_process, wait_ok
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from lean_caller import (
@@ -82,15 +82,12 @@ async def test_a_lean_call_against_hookline_serve(
     )
     stderr = tmp_path / "stderr.log"
     with stderr.open("wb") as err:
-        run = partial(
-            trio.run_process,
+        proc = await start_process(
+            nursery,
             [sys.executable, "-m", "hookline.cli", "serve", str(config)],
             env={**os.environ, **fake_stack.env()},
             stderr=err,
-            stdout=subprocess.DEVNULL,
-            check=False,
         )
-        proc = await nursery.start(run)
         try:
             with trio.fail_after(90):
                 await wait_ok(f"http://127.0.0.1:{port}/readyz")

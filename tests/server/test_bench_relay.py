@@ -7,9 +7,7 @@ back. A webhook without Twilio's signature is refused. No timed assertions."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-from functools import partial
 from pathlib import Path
 
 import trio
@@ -18,7 +16,7 @@ from hookline.audio import tone_mulaw
 from hookline_testkit.fake_openai import text
 from hookline_testkit.twilio_sim import TwilioSimulator
 
-from .serving import free_port, wait_ok
+from .serving import free_port, start_process, wait_ok
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from lean_caller import Ticker, lean_call, one_call
@@ -51,15 +49,12 @@ async def test_a_call_through_the_bare_relay(
     }
     stderr = tmp_path / "stderr.log"
     with stderr.open("wb") as err:
-        run = partial(
-            trio.run_process,
+        proc = await start_process(
+            nursery,
             [sys.executable, str(BENCH / "relay.py"), "--port", str(port)],
             env=env,
             stderr=err,
-            stdout=subprocess.DEVNULL,
-            check=False,
         )
-        proc = await nursery.start(run)
     try:
         with trio.fail_after(90):
             await wait_ok(f"http://127.0.0.1:{port}/readyz")

@@ -14,7 +14,6 @@ import datetime as dt
 import os
 import re
 import signal
-import subprocess
 import sys
 from functools import partial
 from pathlib import Path
@@ -29,7 +28,7 @@ from hookline_testkit.fake_openai import Received, Reply, call, text, tool_calls
 from hookline_testkit.stack import FakeStack
 from hookline_testkit.twilio_sim import TwilioSimulator
 
-from .serving import free_port, serve_config, wait_ok
+from .serving import free_port, serve_config, start_process, wait_ok
 
 LOCK = "calendar_google.appointments"  # hookline_calendar_google.local_store's lock name
 CALLERS = ("+13125550101", "+13125550102")
@@ -107,15 +106,14 @@ async def test_two_processes_book_one_slot_exactly_one_wins(
         for i, port in enumerate(ports):
             config = _config(tmp_path / f"server{i}", stack, port)
             with logs[i].open("wb") as err:
-                run = partial(
-                    trio.run_process,
-                    [sys.executable, "-m", "hookline.cli", "serve", str(config)],
-                    env=env,
-                    stderr=err,
-                    stdout=subprocess.DEVNULL,
-                    check=False,
+                procs.append(
+                    await start_process(
+                        nursery,
+                        [sys.executable, "-m", "hookline.cli", "serve", str(config)],
+                        env=env,
+                        stderr=err,
+                    )
                 )
-                procs.append(await nursery.start(run))
         with trio.fail_after(120):
             for port in ports:
                 await wait_ok(f"http://127.0.0.1:{port}/readyz", timeout_s=90)
@@ -192,15 +190,11 @@ async def test_a_duckdb_calendar_takes_one_process_a_second_worker_is_refused(
     config.write_text(config.read_text().replace('backend = "postgresql"', 'backend = "duckdb"'))
     stderr = tmp_path / "stderr.log"
     with stderr.open("wb") as err:
-        proc = await nursery.start(
-            partial(
-                trio.run_process,
-                [sys.executable, "-m", "hookline.cli", "serve", str(config), "--workers", "2"],
-                env={**os.environ, **stack.env()},
-                stderr=err,
-                stdout=subprocess.DEVNULL,
-                check=False,
-            )
+        proc = await start_process(
+            nursery,
+            [sys.executable, "-m", "hookline.cli", "serve", str(config), "--workers", "2"],
+            env={**os.environ, **stack.env()},
+            stderr=err,
         )
         with trio.fail_after(90):
             await proc.wait()

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-from functools import partial
 
 import httpx
 import pytest
@@ -25,7 +24,7 @@ from hookline.config import LoggingConfig
 from hookline_testkit.dial import dial, summarize
 from hookline_testkit.fake_openai import text
 
-from .serving import free_port, serve_config, wait_ok
+from .serving import free_port, serve_config, start_process, wait_ok
 
 CALLER = "+15550100"  # what the dialer sends as From
 
@@ -43,15 +42,12 @@ async def test_json_logs_of_a_served_call(
     env = {**os.environ, **stack.env(), "HOOKLINE_HASH_SALT": "pepper"}
     stderr = tmp_path / "stderr.log"
     with stderr.open("wb") as err:
-        run = partial(
-            trio.run_process,
+        proc = await start_process(
+            nursery,
             [sys.executable, "-m", "hookline.cli", "serve", str(config), "--workers", "1"],
             env=env,
             stderr=err,
-            stdout=subprocess.DEVNULL,
-            check=False,
         )
-        proc = await nursery.start(run)
         try:
             with trio.fail_after(60):
                 await wait_ok(f"http://127.0.0.1:{port}/readyz")
@@ -256,15 +252,12 @@ async def test_calls_go_on_while_the_servers_stderr_takes_no_lines(
     read_end, write_end = os.pipe()
     # The smallest pipe the kernel allows (one page): start-up's own lines fill it.
     fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
-    run = partial(
-        trio.run_process,
+    proc = await start_process(
+        nursery,
         [sys.executable, "-m", "hookline.cli", "--log-level", "DEBUG", "serve", str(config)],
         env=env,
         stderr=write_end,
-        stdout=subprocess.DEVNULL,
-        check=False,
     )
-    proc = await nursery.start(run)
     os.close(write_end)
     drained: list[bytes] = []
     try:

@@ -6,16 +6,14 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import sys
-from functools import partial
 
 import trio
 
 from hookline_testkit.dial import dial, summarize
 from hookline_testkit.fake_openai import text
 
-from .serving import free_port, serve_config, wait_ok
+from .serving import free_port, serve_config, start_process, wait_ok
 
 
 async def test_hookline_serve_answers_a_call_and_drains_on_sigterm(
@@ -29,15 +27,12 @@ async def test_hookline_serve_answers_a_call_and_drains_on_sigterm(
     env = {**os.environ, **stack.env()}
     stderr = tmp_path / "stderr.log"
     with stderr.open("wb") as err:
-        run = partial(
-            trio.run_process,
+        proc = await start_process(
+            nursery,
             [sys.executable, "-m", "hookline.cli", "serve", str(config)],
             env=env,
             stderr=err,
-            stdout=subprocess.DEVNULL,
-            check=False,
         )
-        proc = await nursery.start(run)
         try:
             with trio.fail_after(30):
                 await wait_ok(f"http://127.0.0.1:{port}/readyz")

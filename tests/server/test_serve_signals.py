@@ -10,16 +10,14 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import sys
-from functools import partial
 
 import pytest
 import trio
 
 from hookline_testkit.stack import FakeStack
 
-from .serving import free_port, serve_config, wait_ok
+from .serving import free_port, serve_config, start_process, wait_ok
 
 CALLS = 3
 
@@ -29,15 +27,12 @@ def _write_config(tmp_path, stack: FakeStack, port: int, drain_timeout_s: float)
 
 
 async def _start_serve(nursery, config: str, stack: FakeStack, stderr):
-    run = partial(
-        trio.run_process,
+    return await start_process(
+        nursery,
         [sys.executable, "-m", "hookline.cli", "serve", config],
         env={**os.environ, **stack.env()},
         stderr=stderr,
-        stdout=subprocess.DEVNULL,
-        check=False,
     )
-    return await nursery.start(run)
 
 
 async def _wait_for_line(path, pattern: str) -> None:

@@ -10,9 +10,7 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import sys
-from functools import partial
 from pathlib import Path
 
 import duckdb
@@ -25,7 +23,7 @@ from hookline_testkit.dial import dial, summarize
 from hookline_testkit.fake_openai import text
 from hookline_testkit.stack import FakeStack
 
-from .serving import free_port, serve_config, wait_ok
+from .serving import free_port, serve_config, start_process, wait_ok
 
 
 @pytest.fixture
@@ -43,15 +41,12 @@ def _config(tmp_path: Path, stack: FakeStack, port: int) -> Path:
 
 
 async def _serve(nursery, config: Path, env: dict[str, str], err, *extra: str):
-    run = partial(
-        trio.run_process,
+    return await start_process(
+        nursery,
         [sys.executable, "-m", "hookline.cli", "serve", str(config), *extra],
         env=env,
         stderr=err,
-        stdout=subprocess.DEVNULL,
-        check=False,
     )
-    return await nursery.start(run)
 
 
 async def _wait_for_line(path: Path, pattern: str) -> None:
